@@ -1,0 +1,39 @@
+"""Byzantine behaviours: update attacks (`apply`), data attacks (`poison_dataset`) and the
+names of the protocol attacks that the network node carries out."""
+
+from flchain.attacks.backdoor import BACKDOOR_PARAMS, add_trigger, attack_success_rate
+from flchain.attacks.catalog import (
+    ATTACKS,
+    DATA_ATTACKS,
+    DESCRIPTIONS,
+    PROTOCOL_ATTACKS,
+    UPDATE_ATTACKS,
+    is_data_attack,
+    is_protocol_attack,
+    is_update_attack,
+    kind_of,
+)
+from flchain.attacks.collusion import alie_z
+from flchain.attacks.context import AttackContext, AttackError
+from flchain.attacks.data import poison_dataset
+from flchain.attacks.registry import apply
+
+__all__ = [
+    "ATTACKS",
+    "BACKDOOR_PARAMS",
+    "DATA_ATTACKS",
+    "DESCRIPTIONS",
+    "PROTOCOL_ATTACKS",
+    "UPDATE_ATTACKS",
+    "AttackContext",
+    "AttackError",
+    "add_trigger",
+    "alie_z",
+    "apply",
+    "attack_success_rate",
+    "is_data_attack",
+    "is_protocol_attack",
+    "is_update_attack",
+    "kind_of",
+    "poison_dataset",
+]

@@ -1,0 +1,68 @@
+"""The names of every attack, what kind each is, and the one-line help the CLI shows."""
+
+from __future__ import annotations
+
+from flchain.attacks.context import AttackError
+
+UPDATE_ATTACKS: tuple[str, ...] = ("signflip", "scale", "gaussian", "zero", "alie", "ipm")
+DATA_ATTACKS: tuple[str, ...] = ("labelflip", "backdoor")
+PROTOCOL_ATTACKS: tuple[str, ...] = ("equivocate", "withhold", "badvote", "spam")
+ATTACKS: tuple[str, ...] = UPDATE_ATTACKS + DATA_ATTACKS + PROTOCOL_ATTACKS
+
+DESCRIPTIONS: dict[str, str] = {
+    "signflip": "send -factor x the honest update (factor=4)",
+    "scale": "send factor x the honest update (factor=50)",
+    "gaussian": "send N(0, sigma^2) noise instead of an update (sigma=1)",
+    "zero": "send an all-zero update (free rider)",
+    "alie": "A Little Is Enough (Baruch et al. 2019): benign mean - z x std per coordinate (z)",
+    "ipm": "inner-product manipulation (Xie et al. 2019): -epsilon x benign mean (epsilon=0.5)",
+    "labelflip": "train on flipped labels y -> C-1-y (fraction=1)",
+    "backdoor": "stamp a bright corner trigger on a fraction of samples, relabelled to target "
+    "(fraction=0.5, target=0, size=2, value=1)",
+    "equivocate": "announce different updates/votes to different peers in the same round",
+    "withhold": "commit an update digest on chain but never serve its blob",
+    "badvote": "vote for a wrong global-model digest and accepted-updates bitmap",
+    "spam": "flood the gossip topics with invalid and oversized messages",
+}
+
+_WHERE = {
+    "update": "an update attack: use flchain.attacks.apply() on the trained update",
+    "data": "a data attack: use flchain.attacks.poison_dataset() on the node's training data",
+    "protocol": "a protocol attack: the network node (flchain.node) carries it out",
+}
+
+
+def is_update_attack(name: str) -> bool:
+    """True for attacks that replace the update a peer sends."""
+    return name in UPDATE_ATTACKS
+
+
+def is_data_attack(name: str) -> bool:
+    """True for attacks that poison a peer's training data before it trains."""
+    return name in DATA_ATTACKS
+
+
+def is_protocol_attack(name: str) -> bool:
+    """True for attacks on the network protocol rather than on the model."""
+    return name in PROTOCOL_ATTACKS
+
+
+def kind_of(name: str) -> str:
+    """'update', 'data' or 'protocol'; AttackError naming the known attacks otherwise."""
+    if not isinstance(name, str):
+        raise AttackError(f"attack name must be a string, got {name!r}")
+    if is_update_attack(name):
+        return "update"
+    if is_data_attack(name):
+        return "data"
+    if is_protocol_attack(name):
+        return "protocol"
+    raise AttackError(f"unknown attack {name!r}; known attacks: {', '.join(ATTACKS)}")
+
+
+def require_kind(name: str, wanted: str) -> None:
+    """Raise AttackError saying where `name` applies when it is not a `wanted` attack."""
+    kind = kind_of(name)
+    if kind != wanted:
+        article = "an" if wanted == "update" else "a"
+        raise AttackError(f"attack {name!r} is not {article} {wanted} attack; it is {_WHERE[kind]}")
