@@ -6,8 +6,9 @@ import math
 from collections.abc import Mapping
 
 import torch
-from flchain.attacks.context import AttackContext, AttackError, float_param
 from torch import Tensor
+
+from flchain.attacks.context import AttackContext, AttackError, float_param
 
 
 def check_update(attack: str, update: object) -> Tensor:

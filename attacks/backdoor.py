@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from torch import Tensor, nn
+
 from flchain.attacks._checks import check_dataset, choose_subset, fraction_param
 from flchain.attacks.context import AttackError, check_params, float_param, int_param
-from torch import Tensor, nn
 
 BACKDOOR_PARAMS: tuple[str, ...] = ("fraction", "target", "size", "value")
 """Knobs: `fraction` of samples poisoned (0.5), `target` label (0), trigger `size` (2: a 2x2

@@ -5,9 +5,10 @@ from __future__ import annotations
 from statistics import NormalDist
 
 import torch
+from torch import Tensor
+
 from flchain.attacks._checks import honest_matrix
 from flchain.attacks.context import AttackContext, AttackError, check_params, float_param
-from torch import Tensor
 
 IPM_EPSILON = 0.5
 """Default for `ipm`. Xie et al. (2019) show that a small epsilon (0.1 in their runs) slips

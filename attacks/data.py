@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from torch import Tensor
+
 from flchain.attacks._checks import check_dataset, choose_subset, fraction_param
 from flchain.attacks.backdoor import backdoor
 from flchain.attacks.catalog import require_kind
 from flchain.attacks.context import AttackError, check_params
-from torch import Tensor
 
 
 def labelflip(

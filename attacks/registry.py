@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from torch import Tensor
+
 from flchain.attacks._checks import check_output, check_update
 from flchain.attacks.catalog import require_kind
 from flchain.attacks.collusion import alie, ipm
 from flchain.attacks.context import AttackContext, AttackError
 from flchain.attacks.update import gaussian, scale, signflip, zero
-from torch import Tensor
 
 UpdateAttack = Callable[[Tensor, AttackContext], Tensor]
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-from flchain.attacks.context import AttackContext, AttackError, check_params, float_param
 from torch import Tensor
+
+from flchain.attacks.context import AttackContext, AttackError, check_params, float_param
 
 SIGNFLIP_FACTOR = 4.0
 """Default for `signflip`: -4 x the honest update, as in the RSA / Karimireddy et al. line of

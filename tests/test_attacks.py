@@ -7,6 +7,7 @@ from statistics import NormalDist
 
 import pytest
 import torch
+
 from flchain.attacks import (
     ATTACKS,
     DATA_ATTACKS,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from flchain.attacks import AttackError, add_trigger, attack_success_rate, poison_dataset
 from torch import Tensor, nn
+
+from flchain.attacks import AttackError, add_trigger, attack_success_rate, poison_dataset
 
 
 def _images(n: int, seed: int = 0) -> Tensor:
