@@ -1,0 +1,196 @@
+"""Reductions whose bits do not depend on the machine.
+
+Deterministic mode must give every honest node a bit-identical model. Elementwise IEEE
+operations (+, -, *, /, sqrt) are exactly rounded on every CPU, but BLAS matmuls and
+torch's vectorised `sum` reduce in an order that depends on the instruction set (AVX2 vs
+AVX-512) and the thread count. So in deterministic mode every reduction here is built
+from elementwise ops in a fixed order:
+
+* over d: a pairwise tree (pad to a power of two with zeros, then repeatedly add the upper
+  half onto the lower half);
+* over n: an explicit loop in index order with separate multiply and add (no fused
+  `alpha=`/addcmul, which may become an FMA on one machine and not on another);
+* scalars: `math.fsum`, which is correctly rounded and hence order-free.
+
+The fast path (deterministic=False) uses matmuls and native sums on the input's device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from flchain.aggregation.errors import AggregationError
+
+# Rows per block in the deterministic row reductions: bounds the scratch buffer to
+# _BLOCK * next_pow2(d) float64 values (16 MiB at d = 10^6): small blocks stay in cache
+_BLOCK = 2
+# Deterministic powers support exponents k / 2**j with j up to this (see det_pow).
+_MAX_ROOT_LEVEL = 4
+
+
+def next_pow2(length: int) -> int:
+    """Smallest power of two >= length (length >= 1)."""
+    return 1 << (length - 1).bit_length()
+
+
+def _fold(buf: Tensor) -> Tensor:
+    """Pairwise tree sum over the last dim of `buf` (a power of two long), in place."""
+    h = buf.shape[-1]
+    while h > 1:
+        h //= 2
+        buf[..., :h].add_(buf[..., h : 2 * h])
+    return buf[..., 0]
+
+
+def det_sum(x: Tensor) -> Tensor:
+    """Sum over the last dimension in a fixed pairwise order (float64 in, float64 out)."""
+    length = x.shape[-1]
+    buf = torch.zeros((*x.shape[:-1], next_pow2(length)), dtype=x.dtype, device=x.device)
+    buf[..., :length] = x
+    return _fold(buf).clone()
+
+
+def _det_row_sums(n: int, d: int, fill: Callable[[Tensor, int, int], None]) -> Tensor:
+    """out[j] = det_sum(row j), where fill(view, j0, j1) writes rows j0..j1-1 into view.
+
+    The padding columns of the scratch buffer are zero once and never written again: the
+    first fold writes only below next_pow2(d) / 2 < d.
+    """
+    out = torch.empty(n, dtype=torch.float64)
+    buf = torch.zeros(min(_BLOCK, n), next_pow2(d), dtype=torch.float64)
+    for j0 in range(0, n, _BLOCK):
+        j1 = min(j0 + _BLOCK, n)
+        view = buf[: j1 - j0]
+        fill(view[:, :d], j0, j1)
+        out[j0:j1] = _fold(view)
+    return out
+
+
+def _det_sq_dists_to(rows: Tensor, v: Tensor) -> Tensor:
+    """||rows[j] - v||^2 for each j, deterministically."""
+
+    def fill(view: Tensor, j0: int, j1: int) -> None:
+        torch.sub(rows[j0:j1], v, out=view)
+        view.mul_(view)
+
+    return _det_row_sums(rows.shape[0], rows.shape[1], fill)
+
+
+def pairwise_sq_dists(U: Tensor, *, deterministic: bool) -> Tensor:
+    """Squared L2 distances [n, n] between the rows of U (zero diagonal).
+
+    Deterministic: float64 on CPU; the pair (i, j) is computed once as rows j > i minus
+    row i, so permuting the rows permutes the matrix bit for bit (negation is exact).
+    Fast: the Gram-matrix identity in U's dtype, clamped at 0.
+    """
+    n = U.shape[0]
+    if deterministic:
+        D = torch.zeros(n, n, dtype=torch.float64)
+        for i in range(n - 1):
+            s = _det_sq_dists_to(U[i + 1 :], U[i])
+            D[i, i + 1 :] = s
+            D[i + 1 :, i] = s
+        return D
+    G = U @ U.T
+    sq = torch.diagonal(G).clone()
+    D = (sq[:, None] + sq[None, :] - 2.0 * G).clamp_(min=0.0)
+    D.fill_diagonal_(0.0)
+    return D
+
+
+def sq_dists_to(U: Tensor, v: Tensor, *, deterministic: bool) -> Tensor:
+    """||U[i] - v||^2 for each row i."""
+    if deterministic:
+        return _det_sq_dists_to(U, v)
+    diff = U - v
+    return (diff * diff).sum(dim=1)
+
+
+def dots_with(U: Tensor, v: Tensor, *, deterministic: bool) -> Tensor:
+    """<U[i], v> for each row i."""
+    if deterministic:
+
+        def fill(view: Tensor, j0: int, j1: int) -> None:
+            torch.mul(U[j0:j1], v, out=view)
+
+        return _det_row_sums(U.shape[0], U.shape[1], fill)
+    return U @ v
+
+
+def combine(coeffs: Sequence[float] | Tensor, U: Tensor, *, deterministic: bool) -> Tensor:
+    """sum_i coeffs[i] * U[i]; rows with a zero coefficient contribute nothing.
+
+    Deterministic: a loop in index order, each step one multiply then one add.
+    """
+    c = [float(x) for x in (coeffs.tolist() if isinstance(coeffs, Tensor) else coeffs)]
+    if deterministic:
+        acc = torch.zeros(U.shape[1], dtype=U.dtype, device=U.device)
+        tmp = torch.empty_like(acc)
+        for i, ci in enumerate(c):
+            if ci != 0.0:
+                torch.mul(U[i], ci, out=tmp)
+                acc.add_(tmp)
+        return acc
+    return torch.tensor(c, dtype=U.dtype, device=U.device) @ U
+
+
+def rows_sum(S: Tensor, *, deterministic: bool) -> Tensor:
+    """Sum over dim 0 of S; deterministic mode adds the rows one by one in order."""
+    if not deterministic:
+        return S.sum(dim=0)
+    acc = S[0].clone()
+    for i in range(1, S.shape[0]):
+        acc.add_(S[i])
+    return acc
+
+
+def exact_sum(values: Sequence[float] | Tensor) -> float:
+    """Correctly rounded sum of scalars (order-free, so identical on every machine)."""
+    return math.fsum(values.tolist() if isinstance(values, Tensor) else values)
+
+
+def normalized(values: Sequence[float] | Tensor) -> list[float]:
+    """values / sum(values) with an exactly rounded sum; the sum must be positive."""
+    vals = [float(v) for v in (values.tolist() if isinstance(values, Tensor) else values)]
+    total = math.fsum(vals)
+    if not total > 0.0:
+        raise AggregationError("cannot normalise weights that sum to zero")
+    return [v / total for v in vals]
+
+
+def det_pow(x: float, p: float) -> float:
+    """x ** p for x > 0, bit-identical on every machine.
+
+    libm's pow is not correctly rounded and differs between libraries and code paths
+    (FMA or not), so only exponents of the form k / 2**j with j <= 4 are supported:
+    j square roots (exactly rounded) followed by exponentiation by squaring.
+    """
+    if not x > 0.0:
+        raise AggregationError(f"det_pow needs a positive base, got {x}")
+    for level in range(_MAX_ROOT_LEVEL + 1):
+        scaled = p * (1 << level)
+        if scaled == math.floor(scaled):
+            base = x
+            for _ in range(level):
+                base = math.sqrt(base)
+            result = _int_pow(base, abs(int(scaled)))
+            return 1.0 / result if scaled < 0 else result
+    raise AggregationError(
+        f"deterministic mode supports exponents that are multiples of 1/16, got {p}; "
+        "use such an exponent or deterministic=False"
+    )
+
+
+def _int_pow(base: float, k: int) -> float:
+    """base ** k by binary exponentiation (a fixed sequence of exactly rounded products)."""
+    result = 1.0
+    while k:
+        if k & 1:
+            result *= base
+        base *= base
+        k >>= 1
+    return result
