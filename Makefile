@@ -1,0 +1,62 @@
+# Two commands matter (README): `make demo` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TOOLS  := .tools/node_modules/@foundry-rs
+FOUNDRY_VERSION ?= 1.7.1
+
+.PHONY: all setup tools demo test lint format bench bench-robust bench-agg bench-gas clean
+
+all: test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch is installed first and pinned by constraints.txt: a bare `torch` would pull CUDA.
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+setup: $(STAMP) tools
+
+# anvil and cast (foundry) for the chain tests, from the npm registry.
+tools: .tools/.installed-$(FOUNDRY_VERSION)
+
+.tools/.installed-$(FOUNDRY_VERSION):
+	mkdir -p .tools
+	npm install --no-save --no-audit --no-fund --prefix .tools \
+		@foundry-rs/anvil-linux-amd64@$(FOUNDRY_VERSION) @foundry-rs/cast-linux-amd64@$(FOUNDRY_VERSION)
+	$(TOOLS)/anvil-linux-amd64/bin/anvil --version >/dev/null
+	$(TOOLS)/cast-linux-amd64/bin/cast --version >/dev/null
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/flchain simulate --nodes 10 --rounds 10 --byzantine 3 --attack signflip --rule multikrum
+
+test: $(STAMP) tools
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check flchain aggregation attacks models contracts devnet node crypto tests benchmarks
+	$(BIN)/ruff format --check flchain aggregation attacks models contracts devnet node crypto tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix flchain aggregation attacks models contracts devnet node crypto tests benchmarks
+	$(BIN)/ruff format flchain aggregation attacks models contracts devnet node crypto tests benchmarks
+
+bench: bench-agg bench-robust bench-gas
+
+bench-robust: $(STAMP)
+	$(BIN)/python benchmarks/bench_robust.py
+
+bench-agg: $(STAMP)
+	$(BIN)/python benchmarks/bench_aggregation.py
+
+bench-gas: $(STAMP)
+	$(BIN)/python benchmarks/bench_gas.py
+
+clean:
+	rm -rf $(VENV) .tools build dist *.egg-info .pytest_cache .ruff_cache

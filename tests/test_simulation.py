@@ -1,0 +1,114 @@
+"""The standalone simulation: reproducible, learns, and routes attacks and rules correctly."""
+
+from __future__ import annotations
+
+import pytest
+
+from flchain.config import ConfigError, SimulationConfig
+from flchain.simulation import Simulation, simulate
+
+SMALL = SimulationConfig(nodes=5, rounds=3, model="logreg", seed=3, device="cpu")
+
+
+def test_same_seed_same_command_gives_identical_model_bytes() -> None:
+    cfg = SMALL.replace(
+        model="cnn", byzantine=1, attack="gaussian", rule="krum", rule_params={"f": 1}
+    )
+    first, second = simulate(cfg), simulate(cfg)
+    assert first.model_bytes == second.model_bytes
+    assert [r.accuracy for r in first.rounds] == [r.accuracy for r in second.rounds]
+
+
+def test_different_seed_gives_a_different_model() -> None:
+    assert simulate(SMALL).model_bytes != simulate(SMALL.replace(seed=4)).model_bytes
+
+
+def test_clean_fedavg_learns_digits() -> None:
+    result = simulate(SimulationConfig(nodes=5, rounds=4, model="mlp", device="cpu"))
+    accuracies = [r.accuracy for r in result.rounds]
+    assert accuracies[-1] > 0.85
+    assert accuracies[-1] > accuracies[0]
+    assert all(r.accepted_honest == 5 and r.byzantine == 0 for r in result.rounds)
+
+
+def test_signflip_breaks_fedavg_but_multikrum_rejects_the_attackers() -> None:
+    base = SimulationConfig(
+        nodes=10, rounds=4, model="mlp", byzantine=3, attack="signflip", device="cpu"
+    )
+    fedavg = simulate(base)
+    multikrum = simulate(base.replace(rule="multikrum", rule_params={"f": 3}))
+    assert multikrum.final_accuracy > 0.85
+    assert fedavg.final_accuracy < multikrum.final_accuracy - 0.3
+    assert all(r.accepted_byzantine == 0 for r in multikrum.rounds)
+    assert all(r.accepted_byzantine == 3 for r in fedavg.rounds if not r.diverged)
+    assert len(multikrum.byzantine_ids) == 3
+
+
+def test_a_diverging_global_model_ends_the_run_and_is_reported() -> None:
+    cfg = SimulationConfig(
+        nodes=10,
+        rounds=30,
+        model="mlp",
+        byzantine=3,
+        attack="scale",
+        attack_params={"factor": 1e6},
+        device="cpu",
+    )
+    result = simulate(cfg)
+    assert result.diverged_round is not None
+    assert len(result.rounds) == result.diverged_round
+    assert result.rounds[-1].diverged
+    assert result.to_json()["diverged_round"] == result.diverged_round
+
+
+def test_backdoor_reports_attack_success_rate_each_round() -> None:
+    cfg = SMALL.replace(byzantine=2, attack="backdoor")
+    result = simulate(cfg)
+    assert all(r.attack_success_rate is not None for r in result.rounds)
+    assert all(0.0 <= r.attack_success_rate <= 1.0 for r in result.rounds)
+
+
+def test_stragglers_send_stale_updates_that_sageflow_receives() -> None:
+    cfg = SMALL.replace(rounds=4, stragglers=0.6, max_delay=2, rule="sageflow")
+    result = simulate(cfg)
+    assert result.rounds[0].stale_updates == 0  # nothing older than the initial model exists
+    assert sum(r.stale_updates for r in result.rounds[1:]) > 0
+
+
+def test_siren_receives_alarms_and_keeps_credits_across_rounds() -> None:
+    cfg = SMALL.replace(nodes=6, rounds=4, byzantine=2, attack="signflip", rule="siren")
+    sim = Simulation(cfg)
+    result = sim.run()
+    assert sim.credits is not None and sim.credits.shape == (6,)
+    assert sum(r.alarms for r in result.rounds[1:]) >= 2  # the attackers always cry wolf
+    assert result.rounds[0].alarms == 0  # no peer has a local model to compare yet
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"byzantine": 2}, "--attack"),
+        ({"byzantine": 5}, "--byzantine"),
+        ({"stragglers": 0.5}, "--max-delay"),
+        ({"rounds": 0}, "--rounds"),
+    ],
+)
+def test_inconsistent_settings_are_refused_with_a_clear_message(
+    changes: dict, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        SMALL.replace(**changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"rule": "krumm"}, "unknown rule"),
+        ({"model": "vgg"}, "unknown model"),
+        ({"rule": "median", "rule_params": {"f": 2}}, "has no parameter"),
+        ({"byzantine": 1, "attack": "equivocate"}, "cannot run in a simulation"),
+    ],
+)
+def test_unknown_names_fail_before_any_work(changes: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Simulation(SMALL.replace(**changes))
