@@ -6,6 +6,7 @@ import click
 
 from flchain import __version__
 from flchain.cli_simulate import simulate_command
+from flchain.devnet.cli import chain as chain_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -19,6 +20,7 @@ def cli() -> None:
 
 
 cli.add_command(simulate_command)
+cli.add_command(chain_group)
 
 
 def main() -> None:
