@@ -1,0 +1,381 @@
+"""Typed client of the FLChain contract: one method per entry point and per view.
+
+    client = FLChainClient.deploy(w3, account)            # or FLChainClient(w3, addr, account)
+    task_id = client.create_task(TaskParams(...))
+    index = client.join(task_id, peer_id, x25519_public_key)   # pays the task's stake
+    client.submit(task_id, round, digest, samples, base_round, loss)
+    client.vote(task_id, round, global_digest, bitmap([0, 2, 3]))
+
+Transactions return a TxResult with the contract events they emitted; views return the
+dataclasses of `flchain.contracts.types`. Errors are FLChainError subclasses; a revert is
+ContractRevert whose `reason` is the contract's string ("wrong phase", "not member", ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from eth_utils import event_abi_to_log_topic
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.types import TxReceipt
+
+from flchain.contracts.artifact import load_artifact
+from flchain.contracts.errors import InvalidArgumentError, RPCError
+from flchain.contracts.sender import TransactionSender
+from flchain.contracts.types import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_MEMBERS,
+    MAX_PEER_ID,
+    MemberInfo,
+    RoundInfo,
+    TaskInfo,
+    TaskParams,
+    UpdateCommit,
+    Vote,
+    check_bytes32,
+    check_uint,
+)
+
+# Gas limits for calls whose cost depends on state that may change between estimation and
+# inclusion (docs/benchmarks_gas.md has the measurements behind them). Unused gas is not
+# charged, so a generous limit costs nothing.
+OPEN_ROUND_GAS = 400_000
+FINALIZE_BASE_GAS = 400_000
+FINALIZE_GAS_PER_MEMBER = 24_000
+
+
+def finalize_gas_bound(n_members: int) -> int:
+    """Gas limit for a vote that may finalize a round of `n_members` members."""
+    return FINALIZE_BASE_GAS + FINALIZE_GAS_PER_MEMBER * max(n_members, 1)
+
+
+@dataclass(frozen=True)
+class TxResult:
+    """A mined, successful transaction and the FLChain events it emitted."""
+
+    tx_hash: str
+    block_number: int
+    gas_used: int
+    fee_wei: int
+    events: list[dict[str, Any]]
+
+    def event(self, name: str) -> dict[str, Any]:
+        """Arguments of the first event called `name` (KeyError when none was emitted)."""
+        for ev in self.events:
+            if ev["event"] == name:
+                return ev["args"]
+        raise KeyError(f"transaction {self.tx_hash} emitted no {name} event")
+
+
+def _normalize(value: Any) -> Any:
+    if isinstance(value, HexBytes | bytearray):
+        return bytes(value)
+    return value
+
+
+def deploy(w3: Web3, account: LocalAccount, **sender_options: Any) -> str:
+    """Deploy the packaged FLChain bytecode from `account`; returns the contract address."""
+    return FLChainClient.deploy(w3, account, **sender_options).address
+
+
+class FLChainClient:
+    """FLChain at `address`, sending as `account` (signed locally, never node-managed).
+
+    Keyword options go to TransactionSender: retry (RetryPolicy), nonces (share one
+    NonceManager between clients of the same account), receipt_timeout, poll_interval,
+    gas_multiplier, priority_fee.
+    """
+
+    def __init__(
+        self, w3: Web3, address: str, account: LocalAccount, **sender_options: Any
+    ) -> None:
+        if not Web3.is_address(address):
+            raise InvalidArgumentError(f"not an address: {address!r}")
+        artifact = load_artifact()
+        self.w3 = w3
+        self.address = Web3.to_checksum_address(address)
+        self.sender = TransactionSender(w3, account, **sender_options)
+        self._contract = w3.eth.contract(address=self.address, abi=artifact.abi)
+        self._events_by_topic = {
+            HexBytes(event_abi_to_log_topic(item)): item["name"]
+            for item in artifact.abi
+            if item["type"] == "event"
+        }
+        self._max_members_cache: dict[int, int] = {}
+
+    @classmethod
+    def deploy(cls, w3: Web3, account: LocalAccount, **sender_options: Any) -> FLChainClient:
+        """Deploy a new FLChain and return a client for it (sharing the deployer's nonces)."""
+        sender = TransactionSender(w3, account, **sender_options)
+        receipt = sender.send(None, load_artifact().bytecode, what="deploy FLChain")
+        options = {**sender_options, "nonces": sender.nonces}
+        return cls(w3, receipt["contractAddress"], account, **options)
+
+    @property
+    def account(self) -> str:
+        return self.sender.address
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _transact(
+        self, fn: str, args: list[Any], *, value: int = 0, gas_floor: int = 0
+    ) -> TxResult:
+        data = self._contract.encode_abi(fn, args)
+        receipt = self.sender.send(self.address, data, value=value, gas_floor=gas_floor, what=fn)
+        return TxResult(
+            tx_hash=HexBytes(receipt["transactionHash"]).to_0x_hex(),
+            block_number=int(receipt["blockNumber"]),
+            gas_used=int(receipt["gasUsed"]),
+            fee_wei=int(receipt["gasUsed"]) * int(receipt.get("effectiveGasPrice", 0)),
+            events=self._decode_receipt(receipt),
+        )
+
+    def _view(self, fn: str, *args: Any) -> Any:
+        call = getattr(self._contract.functions, fn)(*args)
+        return self.sender.rpc(call.call, fn)
+
+    def _decode_log(self, log: Any) -> dict[str, Any] | None:
+        topics = log["topics"]
+        name = self._events_by_topic.get(HexBytes(topics[0])) if topics else None
+        if name is None:
+            return None
+        decoded = getattr(self._contract.events, name)().process_log(log)
+        return {
+            "event": name,
+            "block_number": int(decoded["blockNumber"]),
+            "tx_hash": HexBytes(decoded["transactionHash"]).to_0x_hex(),
+            "log_index": int(decoded["logIndex"]),
+            "args": {k: _normalize(v) for k, v in decoded["args"].items()},
+        }
+
+    def _decode_receipt(self, receipt: TxReceipt) -> list[dict[str, Any]]:
+        out = []
+        for log in receipt["logs"]:
+            if Web3.to_checksum_address(log["address"]) != self.address:
+                continue
+            decoded = self._decode_log(log)
+            if decoded is not None:
+                out.append(decoded)
+        return out
+
+    def _max_members(self, task_id: int) -> int:
+        """The task's member cap: fixed at creation, so cached, and a safe gas-bound input."""
+        if task_id not in self._max_members_cache:
+            self._max_members_cache[task_id] = self.get_task(task_id).max_members
+        return self._max_members_cache[task_id]
+
+    # ------------------------------------------------------------------ entry points
+
+    def create_task(self, params: TaskParams) -> int:
+        """Create a task (the caller becomes its owner); returns the new task id."""
+        result = self._transact("create_task", params.as_args())
+        return int(result.event("TaskCreated")["task_id"])
+
+    def set_allowed(self, task_id: int, account: str, allowed: bool = True) -> TxResult:
+        """Owner only: add (or remove) `account` on the task's allowlist."""
+        if not Web3.is_address(account):
+            raise InvalidArgumentError(f"not an address: {account!r}")
+        args = [check_uint("task_id", task_id), Web3.to_checksum_address(account), allowed]
+        return self._transact("set_allowed", args)
+
+    def join(self, task_id: int, peer_id: bytes, x25519: bytes, *, value: int | None = None) -> int:
+        """Register with the libp2p peer id and X25519 public key, paying `value` wei (the
+        task's stake when None); returns the member index. May open the first round."""
+        # Longer ids cannot even be decoded by the contract (it would revert without reason).
+        if not isinstance(peer_id, bytes | bytearray) or len(peer_id) > MAX_PEER_ID:
+            raise InvalidArgumentError(f"peer_id must be at most {MAX_PEER_ID} bytes")
+        args = [check_uint("task_id", task_id), bytes(peer_id), check_bytes32("x25519", x25519)]
+        stake = self.get_task(task_id).stake if value is None else check_uint("value", value)
+        result = self._transact("join", args, value=stake, gas_floor=OPEN_ROUND_GAS)
+        return int(result.event("MemberJoined")["member"])
+
+    def submit(
+        self,
+        task_id: int,
+        round: int,
+        digest: bytes,
+        samples: int,
+        base_round: int,
+        loss: int,
+    ) -> TxResult:
+        """Commit this round's update: blob digest, sample count, base round and training
+        loss as a fixed-point int64 (`encode_loss(x)`: millionths)."""
+        if type(loss) is not int or not INT64_MIN <= loss <= INT64_MAX:
+            raise InvalidArgumentError(f"loss must be an int64 fixed-point integer, got {loss!r}")
+        args = [
+            check_uint("task_id", task_id),
+            check_uint("round", round),
+            check_bytes32("digest", digest),
+            check_uint("samples", samples),
+            check_uint("base_round", base_round),
+            loss,
+        ]
+        return self._transact("submit", args)
+
+    def vote(self, task_id: int, round: int, digest: bytes, accepted: int) -> TxResult:
+        """Vote (global digest, accepted bitmap); the vote that reaches quorum finalizes."""
+        args = [
+            check_uint("task_id", task_id),
+            check_uint("round", round),
+            check_bytes32("digest", digest),
+            check_uint("accepted", accepted),
+        ]
+        floor = finalize_gas_bound(self._max_members(task_id))
+        return self._transact("vote", args, gas_floor=floor)
+
+    def close_round(self, task_id: int, round: int) -> TxResult:
+        """Liveness: fail a round whose windows passed without quorum; opens the next."""
+        args = [check_uint("task_id", task_id), check_uint("round", round)]
+        return self._transact("close_round", args, gas_floor=OPEN_ROUND_GAS)
+
+    def raise_alarm(self, task_id: int, round: int) -> TxResult:
+        """Siren alarm on the latest finalized round; enough weight reverts it."""
+        args = [check_uint("task_id", task_id), check_uint("round", round)]
+        return self._transact("raise_alarm", args, gas_floor=OPEN_ROUND_GAS)
+
+    def close_task(self, task_id: int) -> TxResult:
+        """Owner only: end the task now (members may then withdraw)."""
+        return self._transact("close_task", [check_uint("task_id", task_id)])
+
+    def withdraw(self, task_id: int) -> TxResult:
+        """Take the stake back after the task ended (not for ejected members)."""
+        return self._transact("withdraw", [check_uint("task_id", task_id)])
+
+    def claim_slashed(self, task_id: int) -> TxResult:
+        """Owner only: collect ejected members' stakes after the task ended."""
+        return self._transact("claim_slashed", [check_uint("task_id", task_id)])
+
+    # ------------------------------------------------------------------ views
+
+    def task_count(self) -> int:
+        return int(self._view("task_count"))
+
+    def get_task(self, task_id: int) -> TaskInfo:
+        return TaskInfo.from_tuple(self._view("get_task", check_uint("task_id", task_id)))
+
+    def get_round(self, task_id: int, round: int) -> RoundInfo:
+        raw = self._view("get_round", check_uint("task_id", task_id), check_uint("round", round))
+        return RoundInfo.from_tuple(raw)
+
+    def get_member(self, task_id: int, index: int) -> MemberInfo:
+        raw = self._view(
+            "get_member", check_uint("task_id", task_id), check_uint("index", index, MAX_MEMBERS)
+        )
+        return MemberInfo.from_tuple(raw)
+
+    def members(self, task_id: int) -> list[MemberInfo]:
+        """Every member that ever joined the task, by index."""
+        n_members = self.get_task(task_id).n_members
+        return [self.get_member(task_id, i) for i in range(n_members)]
+
+    def member_index(self, task_id: int, account: str) -> int:
+        """Index of `account` in the task; ContractRevert("not member") otherwise."""
+        if not Web3.is_address(account):
+            raise InvalidArgumentError(f"not an address: {account!r}")
+        checksum = Web3.to_checksum_address(account)
+        return int(self._view("member_index", check_uint("task_id", task_id), checksum))
+
+    def member_by_peer(self, task_id: int, peer_id: bytes) -> int:
+        """Index of the member bound to a libp2p peer id; ContractRevert("not member")."""
+        if not isinstance(peer_id, bytes | bytearray) or not 0 < len(peer_id) <= MAX_PEER_ID:
+            raise InvalidArgumentError(f"peer_id must be 1..{MAX_PEER_ID} bytes")
+        return int(self._view("member_by_peer", check_uint("task_id", task_id), bytes(peer_id)))
+
+    def is_allowed(self, task_id: int, account: str) -> bool:
+        if not Web3.is_address(account):
+            raise InvalidArgumentError(f"not an address: {account!r}")
+        checksum = Web3.to_checksum_address(account)
+        return bool(self._view("is_allowed", check_uint("task_id", task_id), checksum))
+
+    def get_update(self, task_id: int, round: int, index: int) -> UpdateCommit:
+        raw = self._view(
+            "get_update",
+            check_uint("task_id", task_id),
+            check_uint("round", round),
+            check_uint("index", index, MAX_MEMBERS),
+        )
+        return UpdateCommit.from_tuple(raw)
+
+    def get_vote(self, task_id: int, round: int, index: int) -> Vote:
+        raw = self._view(
+            "get_vote",
+            check_uint("task_id", task_id),
+            check_uint("round", round),
+            check_uint("index", index, MAX_MEMBERS),
+        )
+        return Vote.from_tuple(raw)
+
+    def get_tally(self, task_id: int, round: int, digest: bytes, accepted: int) -> int:
+        """Reputation weight voted so far for the pair (digest, accepted) in `round`."""
+        return int(
+            self._view(
+                "get_tally",
+                check_uint("task_id", task_id),
+                check_uint("round", round),
+                check_bytes32("digest", digest),
+                check_uint("accepted", accepted),
+            )
+        )
+
+    def reputation(self, task_id: int, index: int) -> int:
+        raw = self._view(
+            "reputation", check_uint("task_id", task_id), check_uint("index", index, MAX_MEMBERS)
+        )
+        return int(raw)
+
+    def reputations(self, task_id: int) -> list[int]:
+        """Reputation of every member by index (REP_UNIT = 1000 is a factor of 1.0)."""
+        return [int(r) for r in self._view("reputations", check_uint("task_id", task_id))]
+
+    def consensus_weights(self, task_id: int, round: int) -> list[int]:
+        """Aggregation weight per member index: samples x reputation (0: no update)."""
+        raw = self._view(
+            "consensus_weights", check_uint("task_id", task_id), check_uint("round", round)
+        )
+        return [int(w) for w in raw]
+
+    # ------------------------------------------------------------------ ledger
+
+    def events(
+        self,
+        task_id: int,
+        from_block: int = 0,
+        to_block: int | str = "latest",
+        *,
+        chunk_blocks: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every FLChain event of one task in block order: the ledger, rebuilt from logs.
+
+        Each item is {"event", "block_number", "tx_hash", "log_index", "args"}. Pass
+        chunk_blocks for endpoints that cap the block range of eth_getLogs.
+        """
+        check_uint("task_id", task_id)
+        if chunk_blocks is not None and chunk_blocks < 1:
+            raise InvalidArgumentError(f"chunk_blocks must be >= 1, got {chunk_blocks}")
+        last = (
+            int(self.sender.rpc(lambda: self.w3.eth.block_number, "block number"))
+            if to_block == "latest"
+            else check_uint("to_block", int(to_block))
+        )
+        topic = HexBytes(task_id.to_bytes(32, "big")).to_0x_hex()
+        step = chunk_blocks or max(last - from_block + 1, 1)
+        out: list[dict[str, Any]] = []
+        for start in range(check_uint("from_block", from_block), last + 1, step):
+            flt = {
+                "address": self.address,
+                "fromBlock": start,
+                "toBlock": min(start + step - 1, last),
+                "topics": [None, topic],
+            }
+            logs = self.sender.rpc(lambda flt=flt: self.w3.eth.get_logs(flt), "eth_getLogs")
+            for log in logs:
+                decoded = self._decode_log(log)
+                if decoded is None:
+                    raise RPCError(f"unknown event topic in log {log!r:.200}")
+                out.append(decoded)
+        out.sort(key=lambda ev: (ev["block_number"], ev["log_index"]))
+        return out

@@ -1,0 +1,125 @@
+"""Retries with exponential backoff for JSON-RPC calls that failed for transient reasons.
+
+A node behind a load balancer or a public endpoint drops connections, times out and
+answers 429/5xx now and then; those calls are safe to repeat (reads, and re-sending the
+same signed transaction). Reverts and bad requests are never retried.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import requests
+from web3.exceptions import (
+    ProviderConnectionError,
+    RequestTimedOut,
+    TooManyRequests,
+    Web3RPCError,
+)
+
+from flchain.contracts.errors import InvalidArgumentError, RPCError
+
+T = TypeVar("T")
+
+_TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    ProviderConnectionError,
+    RequestTimedOut,
+    TooManyRequests,
+)
+_TRANSIENT_RPC_CODES = {-32005}  # "limit exceeded" (EIP-1474)
+_TRANSIENT_TEXT = re.compile(
+    r"rate limit|too many requests|temporarily unavailable|service unavailable|bad gateway",
+    re.IGNORECASE,
+)
+_NONCE_TEXT = re.compile(
+    r"nonce too low|nonce too high|invalid transaction nonce|already known|known transaction"
+    r"|replacement transaction underpriced|nonce has already been used",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry: delays grow by `multiplier` up to `max_delay`,
+    with +-`jitter` relative randomness so that many nodes do not retry in lockstep."""
+
+    attempts: int = 5
+    base_delay: float = 0.25
+    max_delay: float = 4.0
+    multiplier: float = 2.0
+    jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise InvalidArgumentError(f"attempts must be >= 1, got {self.attempts}")
+        if self.base_delay < 0 or self.max_delay < 0 or self.multiplier < 1:
+            raise InvalidArgumentError("delays must be >= 0 and multiplier >= 1")
+        if not 0 <= self.jitter < 1:
+            raise InvalidArgumentError(f"jitter must be in [0, 1), got {self.jitter}")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (0-based)."""
+        base = min(self.max_delay, self.base_delay * self.multiplier**attempt)
+        return base * (1 + random.uniform(-self.jitter, self.jitter))
+
+
+def _rpc_error_code(exc: Web3RPCError) -> int | None:
+    response = exc.rpc_response or {}
+    error = response.get("error") if isinstance(response, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, int) else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures that a later retry can fix: transport errors, timeouts, 429/5xx."""
+    if isinstance(exc, _TRANSIENT_TYPES):
+        return True
+    if isinstance(exc, requests.exceptions.HTTPError) and exc.response is not None:
+        status = exc.response.status_code
+        return status == 429 or status >= 500
+    if isinstance(exc, Web3RPCError):
+        if _rpc_error_code(exc) in _TRANSIENT_RPC_CODES:
+            return True
+        return bool(_TRANSIENT_TEXT.search(exc.message or ""))
+    return False
+
+
+def is_nonce_error(exc: BaseException) -> bool:
+    """True when the node rejected a transaction because of its nonce."""
+    return bool(_NONCE_TEXT.search(str(exc)))
+
+
+def call_with_retries(
+    fn: Callable[[], T],
+    policy: RetryPolicy,
+    *,
+    what: str = "RPC call",
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run `fn`, retrying transient failures per `policy`; other errors propagate as is.
+
+    Raises RPCError (chained to the last failure) when every attempt failed transiently.
+    """
+    for attempt in range(policy.attempts - 1):
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            sleep(policy.delay(attempt))
+    try:
+        return fn()
+    except Exception as exc:
+        if is_transient(exc):
+            raise RPCError(f"{what} failed after {policy.attempts} attempts: {exc}") from exc
+        raise

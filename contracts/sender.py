@@ -1,0 +1,203 @@
+"""Sign, send and confirm transactions for one local account, the way a node must.
+
+The node's key never leaves the process: transactions are signed with eth-account and
+sent raw (`eth_sendRawTransaction`), so any JSON-RPC endpoint works, including ones that
+manage no accounts. Transient RPC failures are retried, nonces come from a thread-safe
+manager, and a revert (at estimation or in a mined receipt) becomes ContractRevert with
+the contract's reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.exceptions import TimeExhausted
+from web3.types import TxReceipt
+
+from flchain.contracts.errors import (
+    ContractRevert,
+    FLChainError,
+    InvalidArgumentError,
+    RPCError,
+    TransactionTimeoutError,
+    revert_reason,
+)
+from flchain.contracts.nonce import NonceManager
+from flchain.contracts.rpc import RetryPolicy, call_with_retries, is_nonce_error
+
+T = TypeVar("T")
+
+DEFAULT_PRIORITY_FEE = 10**9  # 1 gwei, when the node cannot suggest one
+_NONCE_ATTEMPTS = 3
+
+
+class _NonceRejectedError(Exception):
+    """The node refused the nonce; the reservation is dropped and the send retried."""
+
+
+class TransactionSender:
+    """Sends contract transactions from `account` through `w3` (see module docstring).
+
+    gas_multiplier pads the node's estimate: the state may change between estimation and
+    inclusion. Callers pass a gas_floor for calls whose cost depends on that state.
+    """
+
+    def __init__(
+        self,
+        w3: Web3,
+        account: LocalAccount,
+        *,
+        retry: RetryPolicy | None = None,
+        nonces: NonceManager | None = None,
+        receipt_timeout: float = 120.0,
+        poll_interval: float = 0.1,
+        gas_multiplier: float = 1.25,
+        priority_fee: int | None = None,
+    ) -> None:
+        if gas_multiplier < 1.0:
+            raise InvalidArgumentError(f"gas_multiplier must be >= 1, got {gas_multiplier}")
+        if receipt_timeout <= 0 or poll_interval <= 0:
+            raise InvalidArgumentError("receipt_timeout and poll_interval must be positive")
+        self.w3 = w3
+        self.account = account
+        self.address: str = account.address
+        self.retry = retry or RetryPolicy()
+        self.nonces = nonces or NonceManager(self._pending_count)
+        self.receipt_timeout = receipt_timeout
+        self.poll_interval = poll_interval
+        self.gas_multiplier = gas_multiplier
+        self.priority_fee = priority_fee
+        self._chain_id: int | None = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def rpc(self, fn: Callable[[], T], what: str) -> T:
+        """Run a read-only RPC with retries; reverts become ContractRevert, the rest RPCError."""
+        try:
+            return call_with_retries(fn, self.retry, what=what)
+        except FLChainError:
+            raise
+        except Exception as exc:
+            reason = revert_reason(exc)
+            if reason is not None:
+                raise ContractRevert(reason) from exc
+            raise RPCError(f"{what} failed: {exc}") from exc
+
+    def _pending_count(self) -> int:
+        return self.rpc(
+            lambda: self.w3.eth.get_transaction_count(self.address, "pending"), "get nonce"
+        )
+
+    @property
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = int(self.rpc(lambda: self.w3.eth.chain_id, "eth_chainId"))
+        return self._chain_id
+
+    def _fees(self, block: Any) -> dict[str, int]:
+        base_fee = block.get("baseFeePerGas")
+        if base_fee is None:
+            return {"gasPrice": int(self.rpc(lambda: self.w3.eth.gas_price, "eth_gasPrice"))}
+        tip = self.priority_fee
+        if tip is None:
+            try:
+                tip = int(self.rpc(lambda: self.w3.eth.max_priority_fee, "max priority fee"))
+            except RPCError:
+                tip = DEFAULT_PRIORITY_FEE
+        return {"maxFeePerGas": 2 * int(base_fee) + tip, "maxPriorityFeePerGas": tip}
+
+    # ------------------------------------------------------------------ sending
+
+    def send(
+        self, to: str | None, data: str, *, value: int = 0, gas_floor: int = 0, what: str = "tx"
+    ) -> TxReceipt:
+        """Estimate, sign, send and wait for one transaction; returns its (successful) receipt.
+
+        `to=None` deploys a contract. Raises ContractRevert when estimation reverts or the
+        mined transaction failed, TransactionTimeoutError when no receipt came in time.
+        """
+        call: dict[str, Any] = {"from": self.address, "data": data, "value": value}
+        if to is not None:
+            call["to"] = to
+        estimate = self.rpc(lambda: self.w3.eth.estimate_gas(call), f"{what}: estimate gas")
+        block = self.rpc(lambda: self.w3.eth.get_block("latest"), "get latest block")
+        gas = max(int(estimate * self.gas_multiplier), gas_floor)
+        gas = min(gas, int(block["gasLimit"]))
+        unsigned = {k: v for k, v in call.items() if k != "from"}
+        unsigned.update(self._fees(block), gas=gas, chainId=self.chain_id)
+        tx_hash = self._sign_and_send(unsigned, what)
+        receipt = self._wait(tx_hash, what)
+        if receipt["status"] != 1:
+            raise ContractRevert(self._failure_reason(call, receipt, gas), tx_hash=tx_hash)
+        return receipt
+
+    def _sign_and_send(self, unsigned: dict[str, Any], what: str) -> str:
+        for _ in range(_NONCE_ATTEMPTS):
+            try:
+                with self.nonces.reserve() as nonce:
+                    signed = self.account.sign_transaction({**unsigned, "nonce": nonce})
+                    return self._send_raw(signed.raw_transaction, signed.hash, what)
+            except _NonceRejectedError:
+                continue
+        raise RPCError(f"{what}: the node rejected the nonce {_NONCE_ATTEMPTS} times")
+
+    def _send_raw(self, raw: bytes, tx_hash: bytes, what: str) -> str:
+        hex_hash = "0x" + bytes(tx_hash).hex()
+        try:
+            call_with_retries(
+                lambda: self.w3.eth.send_raw_transaction(raw), self.retry, what=f"{what}: send"
+            )
+        except FLChainError:
+            raise
+        except Exception as exc:
+            if is_nonce_error(exc):
+                # A retried send may have arrived the first time: then it is ours, not a clash.
+                if self._known(hex_hash):
+                    return hex_hash
+                raise _NonceRejectedError(str(exc)) from exc
+            reason = revert_reason(exc)
+            if reason is not None:
+                raise ContractRevert(reason) from exc
+            raise RPCError(f"{what}: send failed: {exc}") from exc
+        return hex_hash
+
+    def _known(self, tx_hash: str) -> bool:
+        try:
+            self.rpc(lambda: self.w3.eth.get_transaction(tx_hash), "get transaction")
+        except RPCError:  # includes web3's TransactionNotFound, wrapped by rpc()
+            return False
+        return True
+
+    def _wait(self, tx_hash: str, what: str) -> TxReceipt:
+        try:
+            return call_with_retries(
+                lambda: self.w3.eth.wait_for_transaction_receipt(
+                    tx_hash, timeout=self.receipt_timeout, poll_latency=self.poll_interval
+                ),
+                self.retry,
+                what=f"{what}: receipt",
+            )
+        except TimeExhausted as exc:
+            raise TransactionTimeoutError(
+                f"{what}: {tx_hash} not mined within {self.receipt_timeout} s"
+            ) from exc
+        except FLChainError:
+            raise
+        except Exception as exc:
+            raise RPCError(f"{what}: waiting for {tx_hash} failed: {exc}") from exc
+
+    def _failure_reason(self, call: dict[str, Any], receipt: TxReceipt, gas: int) -> str:
+        """Why a mined transaction failed: replay it on the state before its block."""
+        if int(receipt["gasUsed"]) >= gas:
+            return f"out of gas (limit {gas})"
+        block = int(receipt["blockNumber"]) - 1
+        try:
+            self.rpc(lambda: self.w3.eth.call(call, block_identifier=block), "replay")
+        except ContractRevert as exc:
+            return exc.reason
+        except RPCError as exc:
+            return f"reason unavailable: replay failed ({exc})"
+        return "reason unavailable: the replay did not revert"

@@ -1,0 +1,251 @@
+"""Typed values exchanged with the FLChain contract: task parameters, views and bitmaps.
+
+The view dataclasses list their fields in the order of the contract's structs (a test
+checks this against the ABI), so a returned tuple maps onto them positionally.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from enum import IntEnum
+from typing import Any, ClassVar, Self
+
+from flchain.contracts.errors import ArtifactError, InvalidArgumentError
+
+MAX_MEMBERS = 256
+MAX_PEER_ID = 64
+REP_UNIT = 1000
+UINT256_MAX = 2**256 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# The training loss goes on chain as an int64 in millionths, so that every node and the
+# ledger read the same figure.
+LOSS_SCALE = 1_000_000
+
+
+class TaskStatus(IntEnum):
+    REGISTERING = 1
+    RUNNING = 2
+    FINISHED = 3
+    CLOSED = 4
+
+
+class RoundStatus(IntEnum):
+    NONE = 0
+    OPEN = 1
+    FINALIZED = 2
+    FAILED = 3
+    REVERTED = 4
+    ABORTED = 5
+
+
+class MemberStatus(IntEnum):
+    NONE = 0
+    ACTIVE = 1
+    EJECTED = 2
+    WITHDRAWN = 3
+
+
+class FailReason(IntEnum):
+    """Why a round ended without a global model (the RoundFailed event's reason)."""
+
+    STALLED = 1
+    ABORTED_BY_ALARM = 2
+    TASK_CLOSED = 3
+
+
+def bitmap(indices: Iterable[int]) -> int:
+    """Member bitmap with the given member indices set."""
+    out = 0
+    for i in indices:
+        if not 0 <= int(i) < MAX_MEMBERS:
+            raise InvalidArgumentError(f"member index {i} outside 0..{MAX_MEMBERS - 1}")
+        out |= 1 << int(i)
+    return out
+
+
+def bitmap_indices(value: int) -> list[int]:
+    """Member indices set in a bitmap, ascending."""
+    return [i for i in range(MAX_MEMBERS) if value >> i & 1]
+
+
+def encode_loss(loss: float) -> int:
+    """A training loss as the on-chain fixed-point integer (millionths, rounded)."""
+    if not math.isfinite(loss):
+        raise InvalidArgumentError(f"loss must be finite, got {loss!r}")
+    fixed = round(loss * LOSS_SCALE)
+    if not INT64_MIN <= fixed <= INT64_MAX:
+        raise InvalidArgumentError(f"loss {loss!r} does not fit the on-chain int64")
+    return fixed
+
+
+def decode_loss(fixed: int) -> float:
+    return fixed / LOSS_SCALE
+
+
+def check_bytes32(name: str, value: bytes) -> bytes:
+    if not isinstance(value, bytes | bytearray) or len(value) != 32:
+        raise InvalidArgumentError(f"{name} must be 32 bytes, got {value!r:.80}")
+    return bytes(value)
+
+
+def check_uint(name: str, value: int, upper: int = UINT256_MAX) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= upper:
+        raise InvalidArgumentError(f"{name} must be an integer in 0..{upper}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class TaskParams:
+    """Parameters of `create_task`; the contract checks their ranges and names a bad one.
+
+    Windows are seconds; quorum_bps and alarm_bps are basis points (10000 = 100%) of the
+    active reputation; stake is in wei; rep_floor is in REP_UNIT fixed point.
+    """
+
+    config_digest: bytes
+    initial_digest: bytes
+    min_members: int
+    max_members: int
+    submit_window: int
+    vote_window: int
+    alarm_window: int = 0
+    quorum_bps: int = 6667
+    alarm_bps: int = 5000
+    stake: int = 0
+    max_rounds: int = 100
+    rep_floor: int = 0
+    allowlist: bool = False
+
+    def as_args(self) -> list[Any]:
+        """Arguments for the contract call, in order, after type and encoding checks."""
+        args: list[Any] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("digest"):
+                args.append(check_bytes32(f.name, value))
+            elif f.name == "allowlist":
+                args.append(bool(value))
+            else:
+                args.append(check_uint(f.name, value))
+        return args
+
+
+class _FromTuple:
+    """Positional construction from a contract struct, converting enums and bytes."""
+
+    _enums: ClassVar[dict[str, type[IntEnum]]] = {}
+
+    @classmethod
+    def from_tuple(cls, values: Sequence[Any]) -> Self:
+        names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        if len(values) != len(names):
+            raise ArtifactError(
+                f"{cls.__name__} has {len(names)} fields, the contract returned {len(values)}"
+            )
+        kwargs: dict[str, Any] = {}
+        for name, value in zip(names, values, strict=True):
+            if name in cls._enums:
+                value = cls._enums[name](value)
+            elif isinstance(value, bytes | bytearray):
+                value = bytes(value)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class TaskInfo(_FromTuple):
+    task_id: int
+    owner: str
+    status: TaskStatus
+    config_digest: bytes
+    initial_digest: bytes
+    global_digest: bytes
+    global_round: int
+    min_members: int
+    max_members: int
+    submit_window: int
+    vote_window: int
+    alarm_window: int
+    quorum_bps: int
+    alarm_bps: int
+    stake: int
+    max_rounds: int
+    rep_floor: int
+    allowlist: bool
+    current_round: int
+    round_start: int
+    n_members: int
+    n_active: int
+    total_reputation: int
+    slashed: int
+
+    _enums: ClassVar[dict[str, type[IntEnum]]] = {"status": TaskStatus}
+
+
+@dataclass(frozen=True)
+class RoundInfo(_FromTuple):
+    """One round; bitmaps name member indices (see `bitmap_indices`)."""
+
+    task_id: int
+    round: int
+    status: RoundStatus
+    start: int
+    submit_deadline: int
+    vote_deadline: int
+    finalized_at: int
+    base_digest: bytes
+    base_round: int
+    global_digest: bytes
+    accepted: int
+    eligible: int
+    submitted: int
+    voted: int
+    alarmed: int
+    alarm_weight: int
+    total_reputation: int
+    quorum_bps: int
+
+    _enums: ClassVar[dict[str, type[IntEnum]]] = {"status": RoundStatus}
+
+
+@dataclass(frozen=True)
+class MemberInfo(_FromTuple):
+    index: int
+    account: str
+    peer_id: bytes
+    x25519: bytes
+    status: MemberStatus
+    since_round: int
+    reputation: int
+
+    _enums: ClassVar[dict[str, type[IntEnum]]] = {"status": MemberStatus}
+
+    @property
+    def reputation_factor(self) -> float:
+        """Reputation as a factor (1.0 at joining), for consensus-weighted aggregation."""
+        return self.reputation / REP_UNIT
+
+
+@dataclass(frozen=True)
+class UpdateCommit(_FromTuple):
+    """A member's committed update in one round (all zero when it did not submit)."""
+
+    submitted: bool
+    digest: bytes
+    samples: int
+    base_round: int
+    loss: int
+
+    @property
+    def loss_value(self) -> float:
+        """The training loss as a float (`loss` is fixed point, see LOSS_SCALE)."""
+        return decode_loss(self.loss)
+
+
+@dataclass(frozen=True)
+class Vote(_FromTuple):
+    voted: bool
+    digest: bytes
+    accepted: int

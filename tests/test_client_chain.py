@@ -1,0 +1,188 @@
+"""The client's sending path against a real chain: retries after lost requests, nonce
+resync, concurrent sends, mined reverts, out-of-gas and receipt timeouts."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from eth_tester import EthereumTester, PyEVMBackend
+from web3 import Web3
+from web3.providers.eth_tester import EthereumTesterProvider
+
+from flchain.contracts import (
+    ContractRevert,
+    FLChainClient,
+    NonceManager,
+    RetryPolicy,
+    RPCError,
+    TaskParams,
+    TransactionTimeoutError,
+)
+from flchain.contracts.testing import LocalChain, open_chain
+
+FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.0, max_delay=0.0)
+
+
+def digest(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+class FlakyProvider(EthereumTesterProvider):
+    """eth-tester behind a network that drops requests on demand.
+
+    fail_before[m]: requests of method m that fail before reaching the node;
+    fail_after[m]: requests of method m that reach the node, whose answers are lost;
+    fixed_gas: an eth_estimateGas answer that skips the node's pre-flight execution.
+    """
+
+    def __init__(self, tester: EthereumTester) -> None:
+        super().__init__(tester)
+        self.fail_before: dict[str, int] = {}
+        self.fail_after: dict[str, int] = {}
+        self.fixed_gas: int | None = None
+        self.seen: dict[str, int] = {}
+
+    def make_request(self, method: Any, params: Any) -> Any:
+        self.seen[method] = self.seen.get(method, 0) + 1
+        if self.fail_before.get(method, 0) > 0:
+            self.fail_before[method] -= 1
+            raise requests.exceptions.ConnectionError(f"{method}: connection reset")
+        if method == "eth_estimateGas" and self.fixed_gas is not None:
+            return {"jsonrpc": "2.0", "id": 1, "result": hex(self.fixed_gas)}
+        response = super().make_request(method, params)
+        if self.fail_after.get(method, 0) > 0:
+            self.fail_after[method] -= 1
+            raise requests.exceptions.ReadTimeout(f"{method}: answer lost")
+        return response
+
+
+@pytest.fixture
+def flaky() -> Iterator[tuple[LocalChain, FlakyProvider, FLChainClient, FLChainClient]]:
+    provider = FlakyProvider(EthereumTester(PyEVMBackend()))
+    chain = LocalChain(Web3(provider), "eth-tester")
+    owner_key, member_key = chain.new_accounts(2)
+    owner = FLChainClient.deploy(chain.w3, owner_key, retry=FAST_RETRY)
+    member = FLChainClient(chain.w3, owner.address, member_key, retry=FAST_RETRY)
+    yield chain, provider, owner, member
+
+
+def params(**overrides: Any) -> TaskParams:
+    values: dict[str, Any] = {
+        "config_digest": digest("config"),
+        "initial_digest": digest("initial"),
+        "min_members": 1,
+        "max_members": 4,
+        "submit_window": 600,
+        "vote_window": 600,
+    }
+    values.update(overrides)
+    return TaskParams(**values)
+
+
+def test_dropped_requests_are_retried_and_the_transaction_lands_once(flaky: Any) -> None:
+    chain, provider, owner, _ = flaky
+    nonce_before = chain.w3.eth.get_transaction_count(owner.account)
+    provider.seen.clear()
+    provider.fail_before = {"eth_estimateGas": 2, "eth_getTransactionReceipt": 1}
+    provider.fail_after = {"eth_sendRawTransaction": 1}  # it arrived; the answer did not
+    task_id = owner.create_task(params())
+    assert owner.get_task(task_id).config_digest == digest("config")
+    assert chain.w3.eth.get_transaction_count(owner.account) == nonce_before + 1
+    assert provider.seen["eth_sendRawTransaction"] == 2  # re-sent, recognised as ours
+
+
+def test_a_node_that_stays_down_gives_rpc_error(flaky: Any) -> None:
+    _, provider, owner, _ = flaky
+    provider.fail_before = {"eth_call": 10}
+    with pytest.raises(RPCError, match="after 4 attempts"):
+        owner.task_count()
+
+
+def test_a_transaction_that_reverts_when_mined_reports_the_reason(flaky: Any) -> None:
+    chain, provider, owner, member = flaky
+    task_id = owner.create_task(params())
+    provider.fixed_gas = 200_000  # no pre-flight: the revert happens in the block
+    with pytest.raises(ContractRevert) as info:
+        member.close_task(task_id)
+    assert info.value.reason == "not owner"
+    assert info.value.tx_hash is not None
+    receipt = chain.w3.eth.get_transaction_receipt(info.value.tx_hash)
+    assert receipt["status"] == 0
+
+
+def test_out_of_gas_is_reported_as_such(flaky: Any) -> None:
+    chain, provider, owner, _ = flaky
+    stingy = FLChainClient(
+        chain.w3,
+        owner.address,
+        owner.sender.account,
+        gas_multiplier=1.0,
+        nonces=owner.sender.nonces,
+    )
+    provider.fixed_gas = 30_000
+    with pytest.raises(ContractRevert, match="out of gas"):
+        stingy.create_task(params())
+
+
+def test_a_transaction_never_mined_times_out(flaky: Any) -> None:
+    chain, provider, owner, _ = flaky
+    impatient = FLChainClient(
+        chain.w3,
+        owner.address,
+        owner.sender.account,
+        receipt_timeout=0.3,
+        nonces=owner.sender.nonces,
+    )
+    provider.ethereum_tester.disable_auto_mine_transactions()
+    with pytest.raises(TransactionTimeoutError, match="not mined"):
+        impatient.create_task(params())
+    provider.ethereum_tester.enable_auto_mine_transactions()
+    assert owner.task_count() == 1  # mined once the chain moved on
+
+
+def test_concurrent_sends_from_one_client_all_land(flaky: Any) -> None:
+    chain, _, owner, _ = flaky
+    task_id = owner.create_task(params(allowlist=True))
+    start = chain.w3.eth.get_transaction_count(owner.account)
+    accounts = [Web3.to_checksum_address(f"0x{i:040x}") for i in range(1, 9)]
+    errors: list[BaseException] = []
+
+    def allow(address: str) -> None:
+        try:
+            owner.set_allowed(task_id, address)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=allow, args=(a,)) for a in accounts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert chain.w3.eth.get_transaction_count(owner.account) == start + len(accounts)
+    assert all(owner.is_allowed(task_id, a) for a in accounts)
+
+
+@pytest.mark.parametrize("kind", ["eth-tester", "anvil"])
+def test_a_stale_nonce_is_resynced_from_the_node(kind: str, request: pytest.FixtureRequest) -> None:
+    anvil = request.getfixturevalue("anvil_bin") if kind == "anvil" else None
+    with open_chain(kind, anvil) as chain:
+        (key,) = chain.new_accounts(1)
+        first = FLChainClient.deploy(chain.w3, key)
+        # A second process with the same key: its own counter, so the first's goes stale.
+        second = FLChainClient(
+            chain.w3,
+            first.address,
+            key,
+            nonces=NonceManager(lambda: chain.w3.eth.get_transaction_count(key.address, "pending")),
+        )
+        a = first.create_task(params())
+        b = second.create_task(params())
+        c = first.create_task(params())  # its local nonce was taken: rejected, resynced
+        assert (a, b, c) == (1, 2, 3)
+        assert chain.w3.eth.get_transaction_count(key.address) == 4

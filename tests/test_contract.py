@@ -1,0 +1,668 @@
+"""FLChain contract behaviour, through the typed client, on eth-tester and on anvil.
+
+Each test creates its own task on a contract deployed once per backend, so tests do not
+share state; time moves forward per test without disturbing the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+import pytest
+
+from flchain.contracts import (
+    REP_UNIT,
+    ContractRevert,
+    FailReason,
+    FLChainClient,
+    MemberStatus,
+    RoundStatus,
+    TaskParams,
+    TaskStatus,
+    bitmap,
+    bitmap_indices,
+    encode_loss,
+    load_artifact,
+)
+from flchain.contracts.testing import LocalChain, open_chain
+
+SUBMIT_WINDOW = 1_000
+VOTE_WINDOW = 1_000
+ALARM_WINDOW = 1_000
+STAKE = 10**15
+N_MEMBERS = 8
+REP_ACCEPT, REP_REJECT, REP_BAD_VOTE = 20, 100, 50
+
+
+def digest(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+INITIAL = digest("initial model")
+
+
+@contextmanager
+def reverts(reason: str) -> Iterator[None]:
+    with pytest.raises(ContractRevert) as info:
+        yield
+    assert info.value.reason == reason
+
+
+@dataclass
+class Net:
+    """A deployed FLChain with an owner, member clients and an outsider."""
+
+    chain: LocalChain
+    owner: FLChainClient
+    members: list[FLChainClient]
+    outsider: FLChainClient
+
+    def params(self, **overrides: object) -> TaskParams:
+        base = TaskParams(
+            config_digest=digest("config"),
+            initial_digest=INITIAL,
+            min_members=4,
+            max_members=N_MEMBERS,
+            submit_window=SUBMIT_WINDOW,
+            vote_window=VOTE_WINDOW,
+            alarm_window=ALARM_WINDOW,
+            quorum_bps=6000,
+            alarm_bps=5000,
+            stake=STAKE,
+            max_rounds=10,
+            rep_floor=0,
+        )
+        return replace(base, **overrides)
+
+    def task(self, n_join: int = 4, **overrides: object) -> int:
+        """Create a task and have the first `n_join` members join it."""
+        task_id = self.owner.create_task(self.params(**overrides))
+        for i in range(n_join):
+            self.members[i].join(task_id, f"peer-{i}".encode(), digest(f"x25519-{i}"))
+        return task_id
+
+    def submit_all(self, task_id: int, rnd: int, who: list[int]) -> None:
+        for i in who:
+            self.members[i].submit(task_id, rnd, digest(f"u{rnd}-{i}"), 100 * (i + 1), rnd - 1, i)
+
+    def balance(self, address: str) -> int:
+        return int(self.chain.w3.eth.get_balance(address))
+
+
+@pytest.fixture(scope="module", params=["eth-tester", "anvil"])
+def net(request: pytest.FixtureRequest) -> Iterator[Net]:
+    anvil = request.getfixturevalue("anvil_bin") if request.param == "anvil" else None
+    with open_chain(request.param, anvil) as chain:
+        owner_key, outsider_key, *member_keys = chain.new_accounts(N_MEMBERS + 2)
+        owner = FLChainClient.deploy(chain.w3, owner_key)
+        members = [FLChainClient(chain.w3, owner.address, key) for key in member_keys]
+        outsider = FLChainClient(chain.w3, owner.address, outsider_key)
+        yield Net(chain, owner, members, outsider)
+
+
+# ---------------------------------------------------------------- tasks and registration
+
+
+def test_create_task_stores_parameters_and_logs_them(net: Net) -> None:
+    before = net.owner.task_count()
+    params = net.params(allowlist=True, rep_floor=700, max_rounds=3)
+    task_id = net.owner.create_task(params)
+    assert task_id == before + 1 == net.owner.task_count()
+    info = net.owner.get_task(task_id)
+    assert info.owner == net.owner.account
+    assert info.status == TaskStatus.REGISTERING
+    assert info.config_digest == digest("config")
+    assert info.initial_digest == info.global_digest == INITIAL
+    assert (info.min_members, info.max_members) == (4, N_MEMBERS)
+    assert (info.submit_window, info.vote_window, info.alarm_window) == (1000, 1000, 1000)
+    assert (info.quorum_bps, info.alarm_bps, info.stake) == (6000, 5000, STAKE)
+    assert (info.max_rounds, info.rep_floor, info.allowlist) == (3, 700, True)
+    assert (info.current_round, info.n_members, info.total_reputation) == (0, 0, 0)
+    (created,) = [e for e in net.owner.events(task_id) if e["event"] == "TaskCreated"]
+    assert created["args"]["owner"] == net.owner.account
+    assert created["args"]["initial_digest"] == INITIAL
+    assert created["args"]["rep_floor"] == 700
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"config_digest": bytes(32)}, "bad digest"),
+        ({"initial_digest": bytes(32)}, "bad digest"),
+        ({"min_members": 0}, "bad members"),
+        ({"min_members": 5, "max_members": 4}, "bad members"),
+        ({"max_members": 257}, "bad members"),  # more than 256 members
+        ({"submit_window": 0}, "bad window"),
+        ({"vote_window": 2**32}, "bad window"),
+        ({"quorum_bps": 5000}, "bad quorum"),  # half is not a quorum: ties could finalize
+        ({"quorum_bps": 10001}, "bad quorum"),
+        ({"alarm_bps": 0}, "bad alarm threshold"),
+        ({"stake": 2**96}, "bad stake"),
+        ({"max_rounds": 0}, "bad max rounds"),
+        ({"max_rounds": 2**32 - 1}, "bad max rounds"),
+        ({"rep_floor": REP_UNIT}, "bad floor"),
+    ],
+)
+def test_create_task_rejects_bad_parameters(net: Net, overrides: dict, reason: str) -> None:
+    before = net.owner.task_count()
+    with reverts(reason):
+        net.owner.create_task(net.params(**overrides))
+    assert net.owner.task_count() == before
+
+
+def test_join_binds_peer_id_and_key_and_takes_the_stake(net: Net) -> None:
+    task_id = net.owner.create_task(net.params())
+    contract_before = net.balance(net.owner.address)
+    index = net.members[0].join(task_id, b"peer-zero", digest("key-zero"))
+    assert index == 0
+    assert net.members[1].join(task_id, b"peer-one", digest("key-one")) == 1
+    assert net.balance(net.owner.address) == contract_before + 2 * STAKE
+    member = net.owner.get_member(task_id, 1)
+    assert member.account == net.members[1].account
+    assert (member.peer_id, member.x25519) == (b"peer-one", digest("key-one"))
+    assert member.status == MemberStatus.ACTIVE
+    assert (member.since_round, member.reputation, member.reputation_factor) == (1, REP_UNIT, 1.0)
+    assert net.owner.member_index(task_id, net.members[1].account) == 1
+    assert net.owner.member_by_peer(task_id, b"peer-zero") == 0
+    info = net.owner.get_task(task_id)
+    assert (info.n_members, info.n_active, info.total_reputation) == (2, 2, 2 * REP_UNIT)
+    joined = [e["args"] for e in net.owner.events(task_id) if e["event"] == "MemberJoined"]
+    assert [(j["member"], j["peer_id"], j["stake"]) for j in joined] == [
+        (0, b"peer-zero", STAKE),
+        (1, b"peer-one", STAKE),
+    ]
+
+
+def test_join_reverts_with_a_reason(net: Net) -> None:
+    task_id = net.owner.create_task(net.params(min_members=2, max_members=2))
+    alice, bob, carol = net.members[:3]
+    with reverts("wrong stake"):  # missing stake
+        alice.join(task_id, b"a", digest("a"), value=0)
+    with reverts("wrong stake"):
+        alice.join(task_id, b"a", digest("a"), value=STAKE + 1)
+    with reverts("bad peer id"):
+        alice.join(task_id, b"", digest("a"))
+    with reverts("bad key"):
+        alice.join(task_id, b"a", bytes(32))
+    with reverts("no task"):
+        alice.join(10**6, b"a", digest("a"))
+    alice.join(task_id, b"a", digest("a"))
+    with reverts("already member"):
+        alice.join(task_id, b"a2", digest("a"))
+    with reverts("peer id taken"):
+        bob.join(task_id, b"a", digest("b"))
+    bob.join(task_id, b"b", digest("b"))
+    with reverts("task full"):
+        carol.join(task_id, b"c", digest("c"))
+
+
+def test_allowlist_restricts_joining_to_the_owners_choice(net: Net) -> None:
+    task_id = net.owner.create_task(net.params(allowlist=True))
+    alice = net.members[0]
+    with reverts("not allowed"):
+        alice.join(task_id, b"a", digest("a"))
+    with reverts("not owner"):
+        alice.set_allowed(task_id, alice.account)
+    result = net.owner.set_allowed(task_id, alice.account)
+    assert result.event("AllowlistChanged")["allowed"] is True
+    assert net.owner.is_allowed(task_id, alice.account)
+    alice.join(task_id, b"a", digest("a"))
+    net.owner.set_allowed(task_id, net.members[1].account)
+    net.owner.set_allowed(task_id, net.members[1].account, False)
+    assert not net.owner.is_allowed(task_id, net.members[1].account)
+    with reverts("not allowed"):
+        net.members[1].join(task_id, b"b", digest("b"))
+
+
+def test_first_round_opens_when_min_members_joined(net: Net) -> None:
+    task_id = net.task(n_join=3)
+    assert net.owner.get_task(task_id).status == TaskStatus.REGISTERING
+    with reverts("not started"):
+        net.members[0].submit(task_id, 1, digest("u"), 1, 0, 0)
+    with reverts("not started"):
+        net.members[0].vote(task_id, 1, digest("g"), 0)
+    with reverts("not started"):
+        net.outsider.close_round(task_id, 1)
+    with reverts("not started"):
+        net.members[0].raise_alarm(task_id, 1)
+    with reverts("wrong round"):
+        net.owner.get_round(task_id, 1)
+    net.members[3].join(task_id, b"peer-3", digest("k3"))
+    info = net.owner.get_task(task_id)
+    assert (info.status, info.current_round) == (TaskStatus.RUNNING, 1)
+    rnd = net.owner.get_round(task_id, 1)
+    assert rnd.status == RoundStatus.OPEN
+    assert rnd.eligible == 0b1111
+    assert (rnd.base_digest, rnd.base_round) == (INITIAL, 0)
+    assert rnd.total_reputation == 4 * REP_UNIT
+    assert rnd.submit_deadline == rnd.start + SUBMIT_WINDOW
+    assert rnd.vote_deadline == rnd.start + SUBMIT_WINDOW + VOTE_WINDOW
+
+
+def test_late_joiner_takes_part_from_the_next_round(net: Net) -> None:
+    task_id = net.task(n_join=4)
+    late = net.members[4]
+    assert late.join(task_id, b"late", digest("late")) == 4
+    assert net.owner.get_member(task_id, 4).since_round == 2
+    with reverts("not eligible"):
+        late.submit(task_id, 1, digest("x"), 1, 0, 0)
+    net.submit_all(task_id, 1, [0, 1, 2, 3])
+    with reverts("not eligible"):
+        late.vote(task_id, 1, digest("g"), 0)
+    for i in range(3):
+        net.members[i].vote(task_id, 1, digest("g1"), 0b1111)
+    assert net.owner.get_round(task_id, 2).eligible == 0b11111
+    late.submit(task_id, 2, digest("late-2"), 5, 1, 0)
+
+
+# ---------------------------------------------------------------- submit and vote
+
+
+def test_submit_records_the_commitment(net: Net) -> None:
+    task_id = net.task()
+    result = net.members[2].submit(task_id, 1, digest("upd"), 640, 0, -1234)
+    logged = result.event("UpdateCommitted")
+    assert (logged["member"], logged["digest"], logged["samples"]) == (2, digest("upd"), 640)
+    update = net.owner.get_update(task_id, 1, 2)
+    assert (update.submitted, update.digest, update.samples) == (True, digest("upd"), 640)
+    assert (update.base_round, update.loss) == (0, -1234)
+    assert not net.owner.get_update(task_id, 1, 1).submitted
+    assert net.owner.get_round(task_id, 1).submitted == 0b100
+    assert net.owner.consensus_weights(task_id, 1) == [0, 0, 640 * REP_UNIT, 0]
+
+
+def test_submit_reverts_with_a_reason(net: Net) -> None:
+    task_id = net.task()
+    alice = net.members[0]
+    with reverts("not member"):
+        net.outsider.submit(task_id, 1, digest("u"), 1, 0, 0)
+    with reverts("wrong round"):
+        alice.submit(task_id, 2, digest("u"), 1, 0, 0)
+    with reverts("wrong round"):
+        alice.submit(task_id, 0, digest("u"), 1, 0, 0)
+    with reverts("bad digest"):
+        alice.submit(task_id, 1, bytes(32), 1, 0, 0)
+    with reverts("bad samples"):
+        alice.submit(task_id, 1, digest("u"), 0, 0, 0)
+    with reverts("bad base round"):
+        alice.submit(task_id, 1, digest("u"), 1, 2, 0)
+    alice.submit(task_id, 1, digest("u"), 1, 1, 0)
+    with reverts("already submitted"):  # double submit
+        alice.submit(task_id, 1, digest("u2"), 1, 0, 0)
+    net.chain.advance(SUBMIT_WINDOW)
+    with reverts("wrong phase"):
+        net.members[1].submit(task_id, 1, digest("u"), 1, 0, 0)
+    net.owner.close_task(task_id)
+    with reverts("closed task"):
+        net.members[1].submit(task_id, 1, digest("u"), 1, 0, 0)
+
+
+def test_the_contract_itself_rejects_a_loss_outside_int64(net: Net) -> None:
+    """The client refuses such a loss; other callers meet the contract's own check."""
+    task_id = net.task()
+    abi = load_artifact().abi
+    data = net.chain.w3.eth.contract(abi=abi).encode_abi(
+        "submit", [task_id, 1, digest("u"), 1, 0, 2**63]
+    )
+    with reverts("bad loss"):
+        net.members[0].sender.send(net.owner.address, data)
+    assert net.owner.get_update(task_id, 1, 0).loss_value == 0.0
+    net.members[0].submit(task_id, 1, digest("u"), 1, 0, encode_loss(-0.25))
+    assert net.owner.get_update(task_id, 1, 0).loss_value == -0.25
+
+
+def test_vote_waits_for_all_submissions_or_the_submit_window(net: Net) -> None:
+    task_id = net.task()
+    net.submit_all(task_id, 1, [0, 1, 2])
+    with reverts("wrong phase"):
+        net.members[0].vote(task_id, 1, digest("g"), 0b111)
+    net.submit_all(task_id, 1, [3])  # everyone committed: the vote opens at once
+    net.members[0].vote(task_id, 1, digest("g"), 0b1111)
+    assert net.chain.timestamp() < net.owner.get_round(task_id, 1).submit_deadline
+
+    other = net.task()
+    net.submit_all(other, 1, [0, 1])
+    net.chain.advance(SUBMIT_WINDOW)  # the window ends the submit phase
+    net.members[3].vote(other, 1, digest("g"), 0b11)
+    net.chain.advance(VOTE_WINDOW)
+    with reverts("wrong phase"):
+        net.members[0].vote(other, 1, digest("g"), 0b11)
+
+
+def test_vote_reverts_with_a_reason(net: Net) -> None:
+    task_id = net.task()
+    net.submit_all(task_id, 1, [0, 1, 3])
+    net.chain.advance(SUBMIT_WINDOW)
+    alice = net.members[0]
+    with reverts("not member"):
+        net.outsider.vote(task_id, 1, digest("g"), 0b1)
+    with reverts("wrong round"):
+        alice.vote(task_id, 2, digest("g"), 0b1)
+    with reverts("bad bitmap"):  # member 2 did not submit
+        alice.vote(task_id, 1, digest("g"), 0b111)
+    with reverts("bad bitmap"):  # index 5 is no member at all
+        alice.vote(task_id, 1, digest("g"), bitmap([0, 5]))
+    with reverts("bad digest"):
+        alice.vote(task_id, 1, bytes(32), 0b11)
+    result = alice.vote(task_id, 1, digest("g"), 0b1011)
+    cast = result.event("VoteCast")
+    assert (cast["member"], cast["weight"], cast["tally"]) == (0, REP_UNIT, REP_UNIT)
+    assert net.owner.get_tally(task_id, 1, digest("g"), 0b1011) == REP_UNIT
+    vote = net.owner.get_vote(task_id, 1, 0)
+    assert (vote.voted, vote.digest, vote.accepted) == (True, digest("g"), 0b1011)
+    assert not net.owner.get_vote(task_id, 1, 1).voted
+    with reverts("already voted"):  # double vote
+        alice.vote(task_id, 1, digest("g2"), 0b1)
+
+
+# ---------------------------------------------------------------- finalization and reputation
+
+
+def test_quorum_finalizes_and_moves_reputations_despite_a_wrong_minority(net: Net) -> None:
+    task_id = net.task()
+    net.submit_all(task_id, 1, [0, 1, 2, 3])
+    good, bad = digest("global-1"), digest("poisoned")
+    honest = bitmap([0, 1, 2])
+    net.members[3].vote(task_id, 1, bad, bitmap([0, 1, 2, 3]))  # the minority's wrong vote
+    net.members[0].vote(task_id, 1, good, honest)
+    second = net.members[1].vote(task_id, 1, good, honest)
+    assert [e["event"] for e in second.events] == ["VoteCast"]  # 2000 of 4000 < 60%
+    final = net.members[2].vote(task_id, 1, good, honest)
+    finalized = final.event("RoundFinalized")
+    assert (finalized["global_digest"], finalized["accepted"]) == (good, honest)
+    assert finalized["tally"] == 3 * REP_UNIT
+
+    rnd = net.owner.get_round(task_id, 1)
+    assert (rnd.status, rnd.global_digest, rnd.accepted) == (RoundStatus.FINALIZED, good, honest)
+    assert rnd.voted == 0b1111 and rnd.finalized_at > 0
+    expected = [REP_UNIT + REP_ACCEPT] * 3 + [REP_UNIT - REP_REJECT - REP_BAD_VOTE]
+    assert net.owner.reputations(task_id) == expected
+    moves = {
+        e["args"]["member"]: e["args"]["new"]
+        for e in final.events
+        if e["event"] == "ReputationChanged"
+    }
+    assert moves == dict(enumerate(expected))
+    info = net.owner.get_task(task_id)
+    assert (info.global_digest, info.global_round, info.current_round) == (good, 1, 2)
+    assert info.total_reputation == sum(expected)
+    nxt = net.owner.get_round(task_id, 2)
+    assert (nxt.status, nxt.base_digest, nxt.base_round) == (RoundStatus.OPEN, good, 1)
+    with reverts("wrong round"):
+        net.members[3].vote(task_id, 1, bad, 0)
+    # consensus weights: samples x reputation, so the rejected member counts less
+    net.submit_all(task_id, 2, [0, 3])
+    weights = net.owner.consensus_weights(task_id, 2)
+    assert weights == [100 * expected[0], 0, 0, 400 * expected[3]]
+
+
+def test_a_tie_does_not_finalize_and_the_round_closes_once_everyone_voted(net: Net) -> None:
+    task_id = net.task()
+    net.submit_all(task_id, 1, [0, 1, 2, 3])
+    for i, label in enumerate(["a", "a", "b", "b"]):
+        net.members[i].vote(task_id, 1, digest(label), 0b1111)
+    assert net.owner.get_tally(task_id, 1, digest("a"), 0b1111) == 2 * REP_UNIT
+    assert net.owner.get_round(task_id, 1).status == RoundStatus.OPEN
+    result = net.outsider.close_round(task_id, 1)  # every vote is in: no need to wait
+    assert result.event("RoundFailed") == {
+        "task_id": task_id,
+        "round": 1,
+        "reason": FailReason.STALLED,
+    }
+    assert net.owner.get_round(task_id, 1).status == RoundStatus.FAILED
+    nxt = net.owner.get_round(task_id, 2)
+    assert (nxt.status, nxt.base_digest, nxt.base_round) == (RoundStatus.OPEN, INITIAL, 0)
+    assert net.owner.reputations(task_id) == [REP_UNIT] * 4
+    assert net.owner.get_task(task_id).global_digest == INITIAL
+
+
+def test_liveness_close_of_a_stalled_round(net: Net) -> None:
+    task_id = net.task()
+    net.submit_all(task_id, 1, [0, 1])
+    net.chain.advance(SUBMIT_WINDOW)
+    net.members[0].vote(task_id, 1, digest("g"), 0b11)
+    with reverts("too early"):
+        net.outsider.close_round(task_id, 1)
+    with reverts("wrong round"):
+        net.outsider.close_round(task_id, 2)
+    net.chain.advance(VOTE_WINDOW)
+    net.outsider.close_round(task_id, 1)
+    assert net.owner.get_round(task_id, 1).status == RoundStatus.FAILED
+    with reverts("wrong round"):
+        net.members[2].submit(task_id, 1, digest("late"), 1, 0, 0)
+    net.members[2].submit(task_id, 2, digest("fresh"), 1, 0, 0)
+    assert net.owner.get_task(task_id).current_round == 2
+
+
+def test_members_below_the_floor_are_ejected_and_their_stake_slashed(net: Net) -> None:
+    task_id = net.task(rep_floor=950)
+    net.submit_all(task_id, 1, [0, 1, 2, 3])
+    final = None
+    for i in range(3):
+        final = net.members[i].vote(task_id, 1, digest("g"), 0b0111)
+    assert final is not None
+    ejected = final.event("MemberEjected")
+    assert (ejected["member"], ejected["reputation"]) == (3, REP_UNIT - REP_REJECT)
+    member = net.owner.get_member(task_id, 3)
+    assert member.status == MemberStatus.EJECTED
+    info = net.owner.get_task(task_id)
+    assert (info.n_active, info.slashed) == (3, STAKE)
+    assert info.total_reputation == 3 * (REP_UNIT + REP_ACCEPT)
+    assert net.owner.get_round(task_id, 2).eligible == 0b0111
+    with reverts("ejected"):
+        net.members[3].submit(task_id, 2, digest("u"), 1, 1, 0)
+    with reverts("task running"):
+        net.owner.claim_slashed(task_id)
+    net.owner.close_task(task_id)
+    with reverts("ejected"):
+        net.members[3].withdraw(task_id)
+    with reverts("not owner"):
+        net.members[0].claim_slashed(task_id)
+    before = net.balance(net.owner.account)
+    result = net.owner.claim_slashed(task_id)
+    assert result.event("SlashedClaimed")["amount"] == STAKE
+    assert net.balance(net.owner.account) == before + STAKE - result.fee_wei
+    with reverts("nothing to claim"):
+        net.owner.claim_slashed(task_id)
+
+
+# ---------------------------------------------------------------- alarms
+
+
+def _finalize_round_one(net: Net, task_id: int, label: str = "global-1") -> None:
+    net.submit_all(task_id, 1, [0, 1, 2, 3])
+    for i in range(3):
+        net.members[i].vote(task_id, 1, digest(label), 0b1111)
+
+
+def test_alarms_revert_a_round_to_the_last_good_model(net: Net) -> None:
+    task_id = net.task()
+    _finalize_round_one(net, task_id)
+    net.members[0].submit(task_id, 2, digest("u2"), 1, 1, 0)
+    with reverts("wrong round"):  # round 2 is not finalized
+        net.members[0].raise_alarm(task_id, 2)
+    with reverts("not member"):
+        net.outsider.raise_alarm(task_id, 1)
+    first = net.members[0].raise_alarm(task_id, 1)
+    weight = REP_UNIT + REP_ACCEPT
+    assert first.event("AlarmRaised")["alarm_weight"] == weight
+    assert [e["event"] for e in first.events] == ["AlarmRaised"]  # 1020 of 4080 < 50%
+    with reverts("already alarmed"):
+        net.members[0].raise_alarm(task_id, 1)
+    second = net.members[1].raise_alarm(task_id, 1)
+    reverted = second.event("RoundReverted")
+    assert (reverted["restored_digest"], reverted["restored_round"]) == (INITIAL, 0)
+    assert reverted["alarm_weight"] == 2 * weight
+
+    rnd1 = net.owner.get_round(task_id, 1)
+    assert (rnd1.status, rnd1.alarmed, rnd1.alarm_weight) == (
+        RoundStatus.REVERTED,
+        0b11,
+        2 * weight,
+    )
+    assert rnd1.global_digest == digest("global-1")  # the record of what was reverted stays
+    info = net.owner.get_task(task_id)
+    assert (info.global_digest, info.global_round, info.current_round) == (INITIAL, 0, 3)
+    assert second.event("RoundFailed") == {
+        "task_id": task_id,
+        "round": 2,
+        "reason": FailReason.ABORTED_BY_ALARM,
+    }
+    assert net.owner.get_round(task_id, 2).status == RoundStatus.ABORTED
+    rnd3 = net.owner.get_round(task_id, 3)
+    assert (rnd3.status, rnd3.base_digest, rnd3.base_round) == (RoundStatus.OPEN, INITIAL, 0)
+    with reverts("wrong round"):  # already reverted
+        net.members[2].raise_alarm(task_id, 1)
+
+
+def test_alarm_window_closes(net: Net) -> None:
+    task_id = net.task()
+    _finalize_round_one(net, task_id)
+    net.chain.advance(ALARM_WINDOW)
+    with reverts("alarm closed"):
+        net.members[0].raise_alarm(task_id, 1)
+
+
+# ---------------------------------------------------------------- ending a task
+
+
+def test_max_rounds_finishes_the_task_and_members_withdraw(net: Net) -> None:
+    task_id = net.task(max_rounds=1)
+    with reverts("task running"):
+        net.members[0].withdraw(task_id)
+    net.submit_all(task_id, 1, [0, 1, 2, 3])
+    final = None
+    for i in range(3):
+        final = net.members[i].vote(task_id, 1, digest("last"), 0b1111)
+    assert final is not None
+    ended = final.event("TaskEnded")
+    assert (ended["status"], ended["global_digest"], ended["global_round"]) == (
+        TaskStatus.FINISHED,
+        digest("last"),
+        1,
+    )
+    info = net.owner.get_task(task_id)
+    assert (info.status, info.current_round) == (TaskStatus.FINISHED, 1)
+    with reverts("wrong round"):
+        net.owner.get_round(task_id, 2)
+    with reverts("closed task"):
+        net.members[0].submit(task_id, 1, digest("u"), 1, 0, 0)
+    alice = net.members[0]
+    before = net.balance(alice.account)
+    result = alice.withdraw(task_id)
+    assert result.event("StakeWithdrawn")["amount"] == STAKE
+    assert net.balance(alice.account) == before + STAKE - result.fee_wei
+    assert net.owner.get_member(task_id, 0).status == MemberStatus.WITHDRAWN
+    with reverts("withdrawn"):
+        alice.withdraw(task_id)
+    with reverts("not member"):
+        net.outsider.withdraw(task_id)
+
+
+def test_owner_closes_a_task(net: Net) -> None:
+    task_id = net.task()
+    with reverts("not owner"):
+        net.members[0].close_task(task_id)
+    result = net.owner.close_task(task_id)
+    assert result.event("RoundFailed")["reason"] == FailReason.TASK_CLOSED
+    assert result.event("TaskEnded")["status"] == TaskStatus.CLOSED
+    assert net.owner.get_task(task_id).status == TaskStatus.CLOSED
+    assert net.owner.get_round(task_id, 1).status == RoundStatus.ABORTED
+    with reverts("closed task"):
+        net.owner.close_task(task_id)
+    with reverts("closed task"):
+        net.members[4].join(task_id, b"late", digest("late"))
+    with reverts("closed task"):
+        net.members[0].vote(task_id, 1, digest("g"), 0)
+    with reverts("closed task"):
+        net.members[0].raise_alarm(task_id, 1)
+    with reverts("closed task"):
+        net.outsider.close_round(task_id, 1)
+    with reverts("closed task"):
+        net.owner.set_allowed(task_id, net.outsider.account)
+    net.members[0].withdraw(task_id)
+
+
+# ---------------------------------------------------------------- views and the ledger
+
+
+def test_views_reject_what_does_not_exist(net: Net) -> None:
+    task_id = net.task()
+    with reverts("no task"):
+        net.owner.get_task(10**6)
+    with reverts("wrong round"):  # round out of range
+        net.owner.get_round(task_id, 2)
+    with reverts("wrong round"):
+        net.owner.get_round(task_id, 0)
+    with reverts("no member"):
+        net.owner.get_member(task_id, 4)
+    with reverts("no member"):
+        net.owner.get_update(task_id, 1, 4)
+    with reverts("not member"):
+        net.owner.member_index(task_id, net.outsider.account)
+    with reverts("not member"):
+        net.owner.member_by_peer(task_id, b"nobody")
+    assert [m.index for m in net.owner.members(task_id)] == [0, 1, 2, 3]
+
+
+def test_the_ledger_rebuilds_from_events_alone(net: Net) -> None:
+    """Replaying the task's events reproduces the views: rounds, globals, reputations."""
+    first_block = net.chain.w3.eth.block_number
+    task_id = net.task()
+    _finalize_round_one(net, task_id, "g1")
+    net.submit_all(task_id, 2, [0, 1, 2])
+    net.chain.advance(SUBMIT_WINDOW)
+    net.members[3].vote(task_id, 2, digest("other"), 0b1)
+    for i in range(3):
+        net.members[i].vote(task_id, 2, digest("g2"), 0b011)
+    net.members[0].raise_alarm(task_id, 2)
+    net.members[1].raise_alarm(task_id, 2)  # reverts round 2; round 3 aborted, round 4 opens
+
+    status: dict[int, RoundStatus] = {}
+    globals_: dict[int, bytes] = {}
+    reps: dict[int, int] = {}
+    commits: dict[tuple[int, int], bytes] = {}
+    current_global = None
+    for ev in net.owner.events(task_id, from_block=first_block):
+        args = ev["args"]
+        match ev["event"]:
+            case "TaskCreated":
+                current_global = args["initial_digest"]
+            case "MemberJoined":
+                reps[args["member"]] = REP_UNIT
+            case "RoundOpened":
+                status[args["round"]] = RoundStatus.OPEN
+                assert args["base_digest"] == current_global
+            case "UpdateCommitted":
+                commits[(args["round"], args["member"])] = args["digest"]
+            case "ReputationChanged":
+                assert reps[args["member"]] == args["old"]
+                reps[args["member"]] = args["new"]
+            case "RoundFinalized":
+                status[args["round"]] = RoundStatus.FINALIZED
+                globals_[args["round"]] = current_global = args["global_digest"]
+            case "RoundReverted":
+                status[args["round"]] = RoundStatus.REVERTED
+                current_global = args["restored_digest"]
+            case "RoundFailed":
+                reason = FailReason(args["reason"])
+                failed = RoundStatus.ABORTED if reason != FailReason.STALLED else RoundStatus.FAILED
+                status[args["round"]] = failed
+    assert status == {
+        1: RoundStatus.FINALIZED,
+        2: RoundStatus.REVERTED,
+        3: RoundStatus.ABORTED,
+        4: RoundStatus.OPEN,
+    }
+    for rnd, st in status.items():
+        view = net.owner.get_round(task_id, rnd)
+        assert view.status == st
+        if rnd in globals_:
+            assert view.global_digest == globals_[rnd]
+        for i in bitmap_indices(view.submitted):
+            assert net.owner.get_update(task_id, rnd, i).digest == commits[(rnd, i)]
+    assert [reps[i] for i in sorted(reps)] == net.owner.reputations(task_id)
+    assert net.owner.get_task(task_id).global_digest == current_global == digest("g1")
