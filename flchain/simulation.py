@@ -9,6 +9,7 @@ here predicts the network's behaviour, minus the chain and the wire.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -54,6 +55,8 @@ from flchain.models import (
 # Update attacks whose output does not depend on the attacker's own honest update: the
 # attacker need not train, which keeps large benchmark matrices affordable.
 _ATTACKS_WITHOUT_OWN_TRAINING = frozenset({"zero", "gaussian", "alie", "ipm"})
+# Public-set loss reported for a candidate model whose evaluation is not finite.
+_WORST_LOSS = 1e30
 
 
 @dataclass(frozen=True)
@@ -390,9 +393,14 @@ class Simulation:
                 base = self._history[max(self._history) - int(staleness[client.index])]
                 load_flat_params(self.model, base + update.to(torch.float32))
                 ev = evaluate(self.model, self.public_x, self.public_y, device=self.device)
-                loss.append(ev.loss)
-                entropy.append(ev.entropy)
-                accuracy.append(ev.accuracy)
+                if math.isfinite(ev.loss) and math.isfinite(ev.entropy):
+                    loss.append(ev.loss)
+                    entropy.append(ev.entropy)
+                    accuracy.append(ev.accuracy)
+                else:  # a model that evaluates to NaN/Inf is as bad as a model can be
+                    loss.append(_WORST_LOSS)
+                    entropy.append(math.log(self.dataset.num_classes))
+                    accuracy.append(0.0)
             side["public_loss"] = torch.tensor(loss, dtype=torch.float64)
             side["public_entropy"] = torch.tensor(entropy, dtype=torch.float64)
             side["public_accuracy"] = torch.tensor(accuracy, dtype=torch.float64)

@@ -112,3 +112,17 @@ def test_inconsistent_settings_are_refused_with_a_clear_message(
 def test_unknown_names_fail_before_any_work(changes: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Simulation(SMALL.replace(**changes))
+
+
+def test_rules_that_evaluate_candidates_survive_models_that_blow_up() -> None:
+    # Scaled by 1e36 the update is still finite but the candidate model's public loss is not:
+    # SageFlow must score such a model as the worst there is (weight ~0), not crash on it.
+    cfg = SMALL.replace(
+        nodes=6, rounds=2, byzantine=2, attack="scale", attack_params={"factor": 1e36},
+        rule="sageflow",
+    )
+    sim = Simulation(cfg)
+    result = sim.run()
+    assert [r.round for r in result.rounds] == [1, 2]
+    assert result.diverged_round is None
+    assert result.final_accuracy > 0.5
