@@ -1,0 +1,114 @@
+"""The blob exchange wire protocol `/flchain/blob/1.0.0`: fetch bytes by sha256.
+
+Request:  exactly 32 bytes, the digest. The client then half-closes its side.
+Response: 1 status byte, an 8-byte big-endian length, then `length` bytes of payload;
+          the payload is empty unless the status is OK.
+
+Blobs are model updates of up to tens of MiB, far over gossipsub's ~1 MiB message limit,
+hence a separate request/response protocol. Nothing here trusts the other side: the server
+gives a client a few seconds to send its request, the client refuses a length over its
+limit before reading a byte of payload, and the caller re-hashes what arrives (see
+`flchain.node.p2p.P2PNode.fetch_blob`). The functions work on any object with libp2p's
+stream methods (`read`, `write`, `close`, `reset`), so they can be tested with fakes.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from typing import Final, Protocol
+
+PROTOCOL_ID: Final = "/flchain/blob/1.0.0"
+DIGEST_BYTES: Final = 32
+HEADER: Final = struct.Struct(">BQ")  # status, payload length
+CHUNK: Final = 64 * 1024
+
+
+class Status(enum.IntEnum):
+    """The response status byte."""
+
+    OK = 0
+    NOT_FOUND = 1
+    REFUSED = 2  # the requester is not a member of any task this node serves
+    BAD_REQUEST = 3
+    BUSY = 4  # too many transfers in progress; try another provider
+    TOO_LARGE = 5  # the blob is over this server's size limit
+
+
+class BlobProtocolError(ValueError):
+    """The other side broke the protocol; `reason` is the metrics label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+class Stream(Protocol):
+    """The subset of libp2p's INetStream this protocol uses."""
+
+    async def read(self, n: int | None = None) -> bytes: ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def reset(self) -> None: ...
+
+
+async def read_exact(stream: Stream, n: int, *, what: str) -> bytes:
+    """Read exactly `n` bytes; an early end of stream is a `BlobProtocolError`."""
+    parts: list[bytes] = []
+    remaining = n
+    while remaining > 0:
+        try:
+            chunk = await stream.read(min(remaining, CHUNK))
+        except Exception as exc:  # py-libp2p signals EOF and resets with several types
+            raise BlobProtocolError("truncated", f"{what}: stream ended ({exc!r})") from exc
+        if not chunk:
+            raise BlobProtocolError("truncated", f"{what}: stream ended after {n - remaining}/{n}")
+        if len(chunk) > remaining:  # a misbehaving stream returned more than asked
+            raise BlobProtocolError("bad_stream", f"{what}: read returned too many bytes")
+        parts.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(parts)
+
+
+async def read_request(stream: Stream) -> bytes:
+    """Server side: the requested digest."""
+    return await read_exact(stream, DIGEST_BYTES, what="request")
+
+
+async def write_response(stream: Stream, status: Status, payload: bytes = b"") -> None:
+    """Server side: the status, length and payload (payload only with OK)."""
+    if status is not Status.OK and payload:
+        raise ValueError("only an OK response carries a payload")
+    await stream.write(HEADER.pack(status, len(payload)))
+    for start in range(0, len(payload), CHUNK):
+        await stream.write(payload[start : start + CHUNK])
+
+
+async def write_request(stream: Stream, digest: bytes) -> None:
+    """Client side: send the digest."""
+    if len(digest) != DIGEST_BYTES:
+        raise ValueError(f"a digest is {DIGEST_BYTES} bytes, got {len(digest)}")
+    await stream.write(digest)
+
+
+async def read_response(stream: Stream, max_bytes: int) -> bytes:
+    """Client side: the payload of an OK response of at most `max_bytes`.
+
+    Any other status, an unknown status byte, a length over `max_bytes` or a short
+    payload raises `BlobProtocolError` whose reason names what went wrong.
+    """
+    status_byte, length = HEADER.unpack(await read_exact(stream, HEADER.size, what="header"))
+    try:
+        status = Status(status_byte)
+    except ValueError as exc:
+        raise BlobProtocolError("bad_status", f"unknown status byte {status_byte}") from exc
+    if status is not Status.OK:
+        if length:
+            raise BlobProtocolError("bad_status", f"{status.name} with a {length}-byte payload")
+        raise BlobProtocolError(status.name.lower(), f"provider answered {status.name}")
+    if length > max_bytes:
+        raise BlobProtocolError("oversize", f"provider offers {length} bytes > limit {max_bytes}")
+    return await read_exact(stream, length, what="payload")

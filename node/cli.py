@@ -1,0 +1,191 @@
+"""`flchain node init | run | status`: one node daemon on one machine."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import click
+import trio
+
+from flchain.attacks import DATA_ATTACKS, UPDATE_ATTACKS
+from flchain.config import ConfigError, parse_key_values
+from flchain.node.daemon import RUNTIME_FILE, NodeError, NodeSettings, run_node
+from flchain.node.engine import PROTOCOL_ATTACKS
+from flchain.node.identity import IdentityError, init_node_dir, load_node_identity, read_password
+from flchain.taskconfig import DataSpec, TaskConfigError
+
+_NODE_ATTACKS = (*UPDATE_ATTACKS, *DATA_ATTACKS, *sorted(PROTOCOL_ATTACKS))
+
+
+@click.group("node")
+def node() -> None:
+    """Run one flchain node: keys, the daemon, and its status."""
+
+
+_password_option = click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the key password (else $FLCHAIN_PASSWORD).",
+)
+
+
+@node.command("init")
+@click.option("--dir", "directory", required=True, type=click.Path(path_type=Path))
+@_password_option
+@click.option("--force", is_flag=True, help="Replace keys that already exist (they are lost).")
+@click.option("--json", "as_json", is_flag=True, help="Print the public identity as JSON.")
+def init_command(directory: Path, password_file: Path | None, force: bool, as_json: bool) -> None:
+    """Create the node's keys: an Ethereum keystore, a libp2p key and an X25519 key, all
+    encrypted with the password and readable by the owner only (0600)."""
+    try:
+        identity = init_node_dir(directory, read_password(password_file), overwrite=force)
+    except (IdentityError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    info = identity.public_info()
+    if as_json:
+        click.echo(json.dumps(info))
+    else:
+        click.echo(f"node directory {directory}")
+        for key, value in info.items():
+            click.echo(f"  {key}: {value}")
+
+
+@node.command("run")
+@click.option("--dir", "directory", required=True, type=click.Path(path_type=Path))
+@_password_option
+@click.option(
+    "--rpc",
+    default="http://127.0.0.1:8545",
+    show_default=True,
+    help="Any Ethereum JSON-RPC endpoint.",
+)
+@click.option("--contract", required=True, help="FLChain contract address.")
+@click.option("--task", "task_id", required=True, type=int, help="Task id on the contract.")
+@click.option(
+    "--data",
+    required=True,
+    help="DATASET[#shard=I/N[,partition=P][,alpha=A]], e.g. digits#shard=0/4.",
+)
+@click.option(
+    "--task-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The task's config JSON (checked against its on-chain digest).",
+)
+@click.option(
+    "--listen",
+    multiple=True,
+    default=("/ip4/127.0.0.1/tcp/0",),
+    show_default=True,
+    help="libp2p listen multiaddr.",
+)
+@click.option("--bootstrap", multiple=True, help="Peer multiaddr with /p2p/<id> to join through.")
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option(
+    "--attack",
+    "attacks",
+    multiple=True,
+    type=click.Choice(_NODE_ATTACKS),
+    help="Make this node Byzantine (repeatable: one update/data attack plus any protocol attacks).",
+)
+@click.option("--attack-param", multiple=True, metavar="KEY=VALUE")
+@click.option(
+    "--status-port",
+    default=0,
+    show_default=True,
+    help="Port of the local /status and /metrics endpoint (0 = any free port).",
+)
+@click.option("--status-host", default="127.0.0.1", show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of this node's own draws.")
+@click.option("-v", "--verbose", count=True)
+def run_command(
+    directory: Path,
+    password_file: Path | None,
+    rpc: str,
+    contract: str,
+    task_id: int,
+    data: str,
+    task_config: Path | None,
+    listen: tuple[str, ...],
+    bootstrap: tuple[str, ...],
+    device: str,
+    attacks: tuple[str, ...],
+    attack_param: tuple[str, ...],
+    status_port: int,
+    status_host: str,
+    seed: int,
+    verbose: int,
+) -> None:
+    """Run the node daemon: train, exchange updates over libp2p, commit and vote on chain,
+    until the task ends."""
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbose, 2),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = NodeSettings(
+            dir=directory,
+            rpc_url=rpc,
+            contract=contract,
+            task_id=task_id,
+            data=DataSpec.parse(data),
+            listen=listen,
+            bootstrap=bootstrap,
+            device=device,
+            attacks=attacks,
+            attack_params=parse_key_values(attack_param, "--attack-param"),
+            task_config=task_config,
+            status_host=status_host,
+            status_port=status_port,
+            seed=seed,
+        )
+        identity = load_node_identity(directory, read_password(password_file))
+        trio.run(run_node, settings, identity)
+    except (NodeError, IdentityError, TaskConfigError, ConfigError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+
+
+@node.command("status")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Node directory (reads its runtime.json).",
+)
+@click.option("--url", default=None, help="Status endpoint, e.g. http://127.0.0.1:9100.")
+@click.option("--json", "as_json", is_flag=True)
+def status_command(directory: Path | None, url: str | None, as_json: bool) -> None:
+    """Show a running node's round, phase, peers and accuracy."""
+    if url is None:
+        if directory is None:
+            raise click.UsageError("give --dir or --url")
+        try:
+            url = json.loads((directory / RUNTIME_FILE).read_text())["status_url"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise click.ClickException(f"no running node found in {directory}: {exc}") from exc
+    try:
+        with urllib.request.urlopen(f"{url}/status", timeout=5) as response:
+            status = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise click.ClickException(f"node at {url} does not answer: {exc}") from exc
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return
+    acc = status.get("accuracy")
+    click.echo(
+        f"task {status['task']} round {status['round']} ({status['phase']}), member "
+        f"{status['member_index']}, {len(status['peers'])} peers, rounds done "
+        f"{status['rounds_done']}, accuracy {acc if acc is None else f'{acc:.4f}'}"
+    )

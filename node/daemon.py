@@ -1,0 +1,209 @@
+"""`flchain node run`: wire identity, chain client, learner, libp2p and the round engine.
+
+Everything the node needs survives a restart in its directory: keys, the blob store (models and
+updates), the task config; the round state is the chain's. `runtime.json` tells local tools
+(`flchain node status`, the devnet launcher) where the status endpoint and libp2p listen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from web3 import Web3
+
+from flchain.contracts import FLChainClient
+from flchain.node.blobstore import BlobStore
+from flchain.node.engine import PROTOCOL_ATTACKS, RoundEngine
+from flchain.node.identity import NodeIdentity
+from flchain.node.learner import Learner
+from flchain.node.metrics import Metrics
+from flchain.node.p2p import P2PConfig, P2PNode
+from flchain.node.status import StatusServer
+from flchain.taskconfig import DataSpec, TaskConfig
+
+log = logging.getLogger("flchain.node")
+TASK_CONFIG_FILE = "task-config.json"
+RUNTIME_FILE = "runtime.json"
+STATUS_FILE = "status.json"
+
+
+class NodeError(RuntimeError):
+    """The node cannot start: a wrong task config, an unreachable chain, a bad flag."""
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    dir: Path
+    rpc_url: str
+    contract: str
+    task_id: int
+    data: DataSpec
+    listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    bootstrap: tuple[str, ...] = ()
+    device: str = "auto"
+    attacks: tuple[str, ...] = ()
+    attack_params: dict[str, Any] = field(default_factory=dict)
+    task_config: Path | None = None
+    status_host: str = "127.0.0.1"
+    status_port: int = 0
+    poll_interval: float = 0.3
+    alarm_threshold: float = 0.05
+    seed: int = 0
+
+
+def load_task_config(settings: NodeSettings, on_chain_digest: bytes) -> TaskConfig:
+    """The task config file, checked against the digest the chain holds."""
+    path = settings.task_config or settings.dir / TASK_CONFIG_FILE
+    if not path.exists():
+        raise NodeError(f"no task config at {path}: pass --task-config FILE (the task's JSON)")
+    data = path.read_bytes()
+    if hashlib.sha256(data).digest() != on_chain_digest:
+        raise NodeError(
+            f"{path} does not match task {settings.task_id}'s config digest on chain "
+            f"(0x{on_chain_digest.hex()}); it is not this task's config"
+        )
+    if path != settings.dir / TASK_CONFIG_FILE:
+        (settings.dir / TASK_CONFIG_FILE).write_bytes(data)
+    return TaskConfig.from_json_bytes(data)
+
+
+def split_attacks(names: tuple[str, ...]) -> tuple[str | None, frozenset[str]]:
+    """One learning attack (update or data) and any number of protocol attacks."""
+    protocol = frozenset(n for n in names if n in PROTOCOL_ATTACKS)
+    learning = [n for n in names if n not in PROTOCOL_ATTACKS]
+    if len(learning) > 1:
+        raise NodeError(f"at most one update or data attack per node, got {learning}")
+    return (learning[0] if learning else None), protocol
+
+
+async def run_node(settings: NodeSettings, identity: NodeIdentity) -> None:
+    """Run until the task ends or the process is told to stop (SIGINT/SIGTERM)."""
+    w3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
+    client = FLChainClient(w3, settings.contract, identity.eth_account)
+    try:
+        task = await trio.to_thread.run_sync(client.get_task, settings.task_id)
+    except Exception as exc:
+        raise NodeError(
+            f"cannot read task {settings.task_id} from {settings.contract} at "
+            f"{settings.rpc_url}: {exc}"
+        ) from exc
+    config = load_task_config(settings, task.config_digest)
+    attack, protocol_attacks = split_attacks(settings.attacks)
+    learner = await trio.to_thread.run_sync(
+        lambda: Learner(
+            config,
+            settings.data,
+            device=settings.device,
+            attack=attack,
+            attack_params=settings.attack_params,
+            seed=settings.seed,
+        )
+    )
+    initial = await trio.to_thread.run_sync(learner.initial_model)
+    if hashlib.sha256(initial).digest() != task.initial_digest:
+        raise NodeError(
+            "the initial model rebuilt from the task config does not match the chain's "
+            f"initial digest 0x{task.initial_digest.hex()}"
+        )
+    store = BlobStore(settings.dir)
+    store.put(initial)
+    (settings.dir / STATUS_FILE).unlink(missing_ok=True)
+    metrics = Metrics()
+    p2p_config = P2PConfig(listen=settings.listen, bootstrap=settings.bootstrap)
+    async with P2PNode(identity.libp2p_keypair, store, metrics=metrics, config=p2p_config) as p2p:
+        engine = RoundEngine(
+            client=client,
+            task_id=settings.task_id,
+            learner=learner,
+            p2p=p2p,
+            store=store,
+            metrics=metrics,
+            peer_id=identity.peer_id,
+            attacks=protocol_attacks,
+            poll_interval=settings.poll_interval,
+            alarm_threshold=settings.alarm_threshold,
+        )
+        if "equivocate" in protocol_attacks:
+            from flchain.node.equivocation import install_equivocating_server
+
+            install_equivocating_server(p2p)
+
+        def status() -> dict[str, Any]:
+            s = engine.state
+            return {
+                "node": str(settings.dir),
+                "address": identity.address,
+                "peer_id": p2p.peer_id,
+                "task": settings.task_id,
+                "contract": settings.contract,
+                "rpc": settings.rpc_url,
+                "member_index": s.member_index,
+                "round": s.round,
+                "phase": s.phase,
+                "task_status": s.task_status,
+                "global_round": s.global_round,
+                "global_digest": s.global_digest,
+                "accuracy": s.accuracy,
+                "rounds_done": s.rounds_done,
+                "accepted_last_round": s.last_accepted,
+                "timings": s.timings,
+                "peers": p2p.connected_peers(),
+                "addrs": p2p.addrs,
+                "attacks": list(settings.attacks),
+                "last_error": s.last_error,
+                "metrics": metrics.snapshot(),
+                "pid": os.getpid(),
+            }
+
+        with StatusServer(
+            status, metrics.to_prometheus, host=settings.status_host, port=settings.status_port
+        ) as server:
+            runtime = {
+                "status_url": server.url,
+                "addrs": p2p.addrs,
+                "pid": os.getpid(),
+                "peer_id": p2p.peer_id,
+            }
+            _write_json(settings.dir / RUNTIME_FILE, runtime)
+            log.info("node %s: status %s, libp2p %s", identity.address, server.url, p2p.addrs)
+            await engine.refresh_members()
+            deliveries = await p2p.join_task(
+                settings.task_id,
+                is_member=engine.is_member,
+                round_ok=engine.round_ok,
+                address_of=engine.address_of,
+            )
+            await engine.ensure_member(identity.x25519_public_bytes)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(engine.members_loop)
+                    nursery.start_soon(engine.consume, deliveries)
+                    nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+                    await engine.run()
+                    log.info("task %d is over; node stops", settings.task_id)
+                    nursery.cancel_scope.cancel()
+            finally:
+                # The last word of a stopped node, for `devnet status` and the ledger summary.
+                _write_json(settings.dir / STATUS_FILE, status())
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            log.info("stopping on signal")
+            scope.cancel()
+            return
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,469 @@
+"""The round engine: one node's part in every FLChain round, driven by the chain's state.
+
+The chain is the source of truth (current round, who committed what, votes, finalization), so
+a node that restarts simply reads where the task stands and carries on; the blob store keeps
+models and updates across restarts. Blocking work (web3 calls, training, aggregation) runs in
+worker threads; the engine's own tasks live in one trio nursery.
+
+A round, as DESIGN.md lays it out:
+1. get the round's base global model (own store, else any peer) and check its digest;
+2. Siren: if the previous round was finalized and its model does worse on our data than our
+   own last local model, raise an alarm on chain;
+3. train locally, write a deterministic safetensors blob, announce it, commit its digest;
+4. when the submit phase ends (everyone committed, or the window passed), fetch every
+   committed update from peers, verifying each against its on-chain digest;
+5. aggregate deterministically (consensus weights from chain), vote (digest, bitmap);
+6. wait for finalization and adopt the agreed model, fetching it if ours lost; if the vote
+   window passes without quorum, close the round (liveness).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import torch
+import trio
+
+from flchain.contracts import (
+    ContractRevert,
+    FLChainClient,
+    FLChainError,
+    MemberStatus,
+    RoundStatus,
+    TaskStatus,
+    bitmap,
+    bitmap_indices,
+    encode_loss,
+)
+from flchain.node.blobstore import BlobStore, sha256
+from flchain.node.learner import Learner, LocalUpdate
+from flchain.node.messages import Announcement
+from flchain.node.metrics import Metrics, MetricSpec
+from flchain.node.p2p import BlobNotFound, Delivery, P2PNode
+
+log = logging.getLogger("flchain.node.engine")
+T = TypeVar("T")
+
+PROTOCOL_ATTACKS = frozenset({"equivocate", "withhold", "badvote", "spam"})
+
+ENGINE_METRICS = (
+    MetricSpec("round", "gauge", "The task's current round as this node sees it."),
+    MetricSpec("accuracy", "gauge", "Test accuracy of the latest agreed global model."),
+    MetricSpec("members", "gauge", "Active members of the task on chain."),
+    MetricSpec("chain_errors_total", "counter", "Chain calls that failed and were retried."),
+    MetricSpec("updates_missing_total", "counter", "Committed updates no peer delivered."),
+    MetricSpec(
+        "updates_invalid_total",
+        "counter",
+        "Fetched updates that matched their digest but were not valid updates (wrong shape, "
+        "NaN/Inf, not safetensors).",
+    ),
+    MetricSpec("alarms_raised_total", "counter", "Siren alarms this node raised on chain."),
+    MetricSpec("round_seconds_total", "counter", "Seconds spent per round step.", ("step",)),
+)
+
+
+@dataclass
+class EngineState:
+    """What /status reports; updated by the engine, read by the status thread."""
+
+    phase: str = "starting"
+    round: int = 0
+    member_index: int | None = None
+    global_digest: str | None = None
+    global_round: int = 0
+    accuracy: float | None = None
+    rounds_done: int = 0
+    last_accepted: list[int] = field(default_factory=list)
+    last_error: str | None = None
+    task_status: str = "unknown"
+    timings: dict[str, float] = field(default_factory=dict)
+    accuracy_history: dict[int, float] = field(default_factory=dict)  # round -> test accuracy
+
+
+class RoundEngine:
+    """Runs rounds for one member of one task until the task ends."""
+
+    def __init__(
+        self,
+        *,
+        client: FLChainClient,
+        task_id: int,
+        learner: Learner,
+        p2p: P2PNode,
+        store: BlobStore,
+        metrics: Metrics,
+        peer_id: str,
+        attacks: frozenset[str] = frozenset(),
+        poll_interval: float = 0.3,
+        alarm_threshold: float = 0.05,
+        stop_after_round: int | None = None,
+    ) -> None:
+        self.client = client
+        self.task_id = task_id
+        self.learner = learner
+        self.p2p = p2p
+        self.store = store
+        self.metrics = metrics
+        self.peer_id = peer_id
+        self.attacks = attacks
+        self.poll = poll_interval
+        self.alarm_threshold = alarm_threshold
+        self.stop_after_round = stop_after_round
+        self.state = EngineState()
+        for spec in ENGINE_METRICS:
+            metrics.register(spec)
+        self._members: dict[str, int] = {}  # peer id -> member index (active members)
+        self._addresses: dict[str, str] = {}  # peer id -> address
+        self._peer_of: dict[int, str] = {}  # member index -> peer id
+        self._withheld: dict[bytes, bytes] = {}  # digests this node committed but never serves
+        self._alarmed: set[int] = set()
+        self._initial: bytes | None = None
+
+    # ------------------------------------------------------------------ helpers
+    async def _chain(self, fn: Callable[..., T], *args: Any) -> T:
+        """A web3 call in a worker thread; transient trouble (chain down) is retried forever,
+        reverts are raised to the caller. The node never dies because the chain hiccups."""
+        delay = 0.5
+        while True:
+            try:
+                return await trio.to_thread.run_sync(fn, *args)
+            except ContractRevert:
+                raise
+            except (FLChainError, OSError, ConnectionError, TimeoutError) as exc:
+                self.state.last_error = f"chain: {exc}"
+                self.metrics.inc("chain_errors_total")
+                log.warning("chain call %s failed (%s); retrying in %.1fs", fn.__name__, exc, delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def is_member(self, peer_id: str) -> bool:
+        return peer_id in self._members
+
+    def address_of(self, peer_id: str) -> str | None:
+        return self._addresses.get(peer_id)
+
+    def round_ok(self, round_: int) -> bool:
+        return self.state.round - 2 <= round_ <= self.state.round + 1
+
+    async def refresh_members(self) -> None:
+        members = await self._chain(self.client.members, self.task_id)
+        active = {}
+        addresses, peer_of = {}, {}
+        for m in members:
+            peer = m.peer_id.decode("utf-8", errors="replace")
+            peer_of[m.index] = peer
+            if m.status == MemberStatus.ACTIVE:
+                active[peer] = m.index
+                addresses[peer] = m.account
+        self._members, self._addresses, self._peer_of = active, addresses, peer_of
+        self.metrics.set("members", len(active))
+
+    async def members_loop(self) -> None:
+        while True:
+            await self.refresh_members()
+            self.metrics.set("peers_connected", len(self.p2p.connected_peers()))
+            await trio.sleep(2.0)
+
+    async def consume(self, deliveries: trio.MemoryReceiveChannel[Delivery]) -> None:
+        """Announcements are hints: fetch announced updates early so they are local when the
+        submit phase ends. Nothing a peer sends can raise out of here."""
+        async for delivery in deliveries:
+            message = delivery.announcement
+            if message.kind != "update" or self.store.has(message.digest):
+                continue
+            # On failure it is fetched again, from anyone, when the round needs it.
+            with contextlib.suppress(BlobNotFound):
+                await self.p2p.fetch_blob(
+                    message.digest,
+                    [delivery.peer_id],
+                    timeout=10.0,
+                    max_size=self._max_update_bytes(),
+                )
+
+    def _max_update_bytes(self) -> int:
+        return 4 * self.learner.num_params + 4096
+
+    async def _model_blob(self, digest: bytes) -> bytes:
+        """The model with this digest: the store, the task's initial model, or a peer."""
+        if self._initial is None:
+            self._initial = await trio.to_thread.run_sync(self.learner.initial_model)
+            self.store.put(self._initial)
+        blob = self.store.get(digest)
+        if blob is not None:
+            return blob
+        providers = list(self._members)
+        return await self.p2p.fetch_blob(digest, providers, timeout=60.0)
+
+    # ------------------------------------------------------------------ join
+    async def ensure_member(self, x25519: bytes) -> int:
+        try:
+            index = await self._chain(self.client.member_index, self.task_id, self.client.account)
+        except ContractRevert:
+            log.info("joining task %d with peer id %s", self.task_id, self.peer_id)
+            index = await self._chain(self.client.join, self.task_id, self.peer_id.encode(), x25519)
+        self.state.member_index = index
+        return index
+
+    # ------------------------------------------------------------------ main loop
+    async def run(self) -> None:
+        """Follow the task round by round until it finishes (or `stop_after_round`)."""
+        me = self.state.member_index
+        assert me is not None, "call ensure_member first"
+        while True:
+            task = await self._chain(self.client.get_task, self.task_id)
+            self.state.task_status = task.status.name.lower()
+            self.state.global_round = task.global_round
+            self.state.global_digest = "0x" + task.global_digest.hex()
+            if task.status in (TaskStatus.FINISHED, TaskStatus.CLOSED):
+                self.state.phase = "done"
+                await self._adopt(task.global_digest)
+                return
+            if task.status == TaskStatus.REGISTERING:
+                self.state.phase = "waiting for members"
+                await trio.sleep(self.poll)
+                continue
+            r = task.current_round
+            self.state.round = r
+            info = await self._chain(self.client.get_round, self.task_id, r)
+            if info.status != RoundStatus.OPEN or me not in bitmap_indices(info.eligible):
+                self.state.phase = "waiting for round"
+                await trio.sleep(self.poll)
+                continue
+            await self._maybe_alarm(task)
+            await self.run_round(r)
+            if self.stop_after_round is not None and r >= self.stop_after_round:
+                return
+
+    async def run_round(self, r: int) -> None:
+        me = self.state.member_index
+        assert me is not None
+        timings: dict[str, float] = {}
+        info = await self._chain(self.client.get_round, self.task_id, r)
+        try:
+            base = await self._model_blob(info.base_digest)
+        except BlobNotFound as exc:
+            self.state.last_error = str(exc)
+            await trio.sleep(self.poll)
+            return
+        mine = await self._chain(self.client.get_update, self.task_id, r, me)
+        if not mine.submitted:
+            self.state.phase = "training"
+            t0 = time.perf_counter()
+            update = await trio.to_thread.run_sync(self.learner.train, base, r)
+            if "spam" in self.attacks:  # commit a well-formed blob full of NaN
+                update = LocalUpdate(
+                    self.learner.encode_update(torch.full((self.learner.num_params,), math.nan)),
+                    update.samples,
+                    update.loss,
+                )
+            timings["train"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            digest = sha256(update.blob)
+            if "withhold" in self.attacks:
+                self._withheld[digest] = update.blob  # committed, never stored, never served
+            else:
+                self.store.put(update.blob)
+            self.state.phase = "committing"
+            try:
+                await self._chain(
+                    self.client.submit,
+                    self.task_id,
+                    r,
+                    digest,
+                    update.samples,
+                    info.base_round,
+                    encode_loss(update.loss),
+                )
+            except ContractRevert as exc:
+                log.info("round %d: submit refused (%s)", r, exc)
+                await trio.sleep(self.poll)
+                return
+            timings["commit"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            await self._announce("update", r, digest, len(update.blob))
+            if "spam" in self.attacks:
+                await self._spam(r)
+            timings["gossip"] = time.perf_counter() - t0
+        # ---- wait for the submit phase to end
+        self.state.phase = "waiting for updates"
+        while True:
+            info = await self._chain(self.client.get_round, self.task_id, r)
+            if info.status != RoundStatus.OPEN:
+                return
+            everyone = info.submitted & info.eligible == info.eligible
+            if everyone or time.time() >= info.submit_deadline:
+                break
+            await trio.sleep(self.poll)
+        # ---- fetch every committed update
+        self.state.phase = "fetching"
+        t0 = time.perf_counter()
+        blobs = await self._fetch_updates(r, bitmap_indices(info.submitted), info.vote_deadline)
+        timings["fetch"] = time.perf_counter() - t0
+        # ---- aggregate and vote
+        mine_vote = await self._chain(self.client.get_vote, self.task_id, r, me)
+        if not mine_vote.voted:
+            self.state.phase = "aggregating"
+            t0 = time.perf_counter()
+            weights = await self._chain(self.client.consensus_weights, self.task_id, r)
+            outcome = await trio.to_thread.run_sync(
+                self.learner.aggregate, base, blobs, dict(enumerate(weights))
+            )
+            digest = self.store.put(outcome.model_blob)
+            if outcome.invalid:
+                self.metrics.inc("updates_invalid_total", len(outcome.invalid))
+            accepted = bitmap(outcome.accepted)
+            timings["aggregate"] = time.perf_counter() - t0
+            self.state.last_accepted = outcome.accepted
+            if "badvote" in self.attacks:
+                digest = os.urandom(32)
+                accepted = info.submitted
+            self.state.phase = "voting"
+            t0 = time.perf_counter()
+            await self._vote(r, digest, accepted)
+            timings["vote"] = time.perf_counter() - t0
+            await self._announce("vote", r, digest, 0)
+        # ---- wait for the round to end
+        self.state.phase = "waiting for quorum"
+        t0 = time.perf_counter()
+        while True:
+            info = await self._chain(self.client.get_round, self.task_id, r)
+            if info.status == RoundStatus.FINALIZED:
+                await self._adopt(info.global_digest)
+                if self.state.accuracy is not None:
+                    self.state.accuracy_history[r] = self.state.accuracy
+                self.state.rounds_done += 1
+                break
+            if info.status != RoundStatus.OPEN:
+                log.info("round %d ended %s", r, info.status.name)
+                break
+            if time.time() > info.vote_deadline + 1:
+                try:
+                    await self._chain(self.client.close_round, self.task_id, r)
+                except ContractRevert as exc:
+                    log.debug("close_round(%d): %s", r, exc)
+            await trio.sleep(self.poll)
+        timings["finalize"] = time.perf_counter() - t0
+        self.state.timings = timings
+        for name, seconds in timings.items():
+            self.metrics.inc("round_seconds_total", seconds, step=name)
+
+    async def _vote(self, r: int, digest: bytes, accepted: int) -> None:
+        """Vote once the chain agrees the vote phase started (its clock may lag ours)."""
+        while True:
+            try:
+                await self._chain(self.client.vote, self.task_id, r, digest, accepted)
+                return
+            except ContractRevert as exc:
+                info = await self._chain(self.client.get_round, self.task_id, r)
+                if "phase" not in str(exc) or info.status != RoundStatus.OPEN:
+                    log.info("round %d: vote refused (%s)", r, exc)
+                    return
+                if time.time() > info.vote_deadline:
+                    return
+                await trio.sleep(self.poll)
+
+    async def _fetch_updates(self, r: int, indices: list[int], deadline: float) -> dict[int, bytes]:
+        commits = {}
+        for i in indices:
+            commits[i] = await self._chain(self.client.get_update, self.task_id, r, i)
+        blobs: dict[int, bytes] = {}
+        budget = max(5.0, min(60.0, deadline - time.time() - 2.0))
+
+        async def fetch(index: int) -> None:
+            digest = commits[index].digest
+            if index == self.state.member_index and digest in self._withheld:
+                blobs[index] = self._withheld[digest]
+                return
+            provider = self._peer_of.get(index)
+            providers = [provider] if provider else []
+            try:
+                blobs[index] = await self.p2p.fetch_blob(
+                    digest, providers, timeout=budget, max_size=self._max_update_bytes()
+                )
+            except BlobNotFound as exc:
+                self.metrics.inc("updates_missing_total")
+                log.info("round %d: update of member %d unavailable: %s", r, index, exc)
+
+        async with trio.open_nursery() as nursery:
+            for index in indices:
+                nursery.start_soon(fetch, index)
+        return blobs
+
+    async def _adopt(self, digest: bytes) -> None:
+        if digest == bytes(32):
+            return
+        try:
+            blob = await self._model_blob(digest)
+        except BlobNotFound as exc:
+            self.state.last_error = f"cannot fetch the agreed model: {exc}"
+            return
+        self.state.global_digest = "0x" + digest.hex()
+        self.state.accuracy = await trio.to_thread.run_sync(self.learner.test_accuracy, blob)
+        self.metrics.set("accuracy", self.state.accuracy)
+        self.metrics.set("round", self.state.round)
+
+    async def _maybe_alarm(self, task: Any) -> None:
+        """Siren's client side: alarm on the latest finalized round if its model is worse
+        on our data than our own last local model."""
+        prev = task.global_round
+        if task.alarm_window == 0 or prev == 0 or prev in self._alarmed:
+            return
+        self._alarmed.add(prev)
+        try:
+            blob = await self._model_blob(task.global_digest)
+        except BlobNotFound:
+            return
+        alarm = await trio.to_thread.run_sync(self.learner.siren_alarm, blob, self.alarm_threshold)
+        if alarm:
+            try:
+                await self._chain(self.client.raise_alarm, self.task_id, prev)
+                self.metrics.inc("alarms_raised_total")
+                await self._announce("alarm", prev, task.global_digest, 0)
+            except ContractRevert as exc:
+                log.info("alarm on round %d refused: %s", prev, exc)
+
+    async def _announce(self, kind: str, r: int, digest: bytes, size: int) -> None:
+        message = Announcement(
+            kind=kind,
+            task=self.task_id,
+            round=r,
+            digest=digest,
+            sender=self.client.account,
+            size=size,
+        )
+        try:
+            await self.p2p.announce(message)
+        except Exception as exc:  # gossip is a hint; the chain is what counts
+            log.info("announce failed: %s", exc)
+
+    async def _spam(self, r: int) -> None:
+        """The `spam` protocol attack: oversize, malformed and replayed messages."""
+        junk = [
+            os.urandom(2 * 1024 * 1024),
+            b"{not json",
+            b'{"v":1,"kind":"update","task":%d,"round":%d}' % (self.task_id, r),
+            random.randbytes(512),
+        ]
+        for data in junk:
+            try:
+                await self.p2p.publish_raw(self.task_id, data)
+            except Exception as exc:
+                log.debug("spam publish failed: %s", exc)
+        old = Announcement(
+            kind="update",
+            task=self.task_id,
+            round=max(0, r - 5),
+            digest=os.urandom(32),
+            sender=self.client.account,
+            size=1,
+        )
+        await self._announce(old.kind, old.round, old.digest, old.size)

@@ -1,0 +1,838 @@
+"""The node's libp2p layer: one host, gossip per task, and blob exchange by digest.
+
+    store = BlobStore(node_dir, metrics=metrics)
+    async with P2PNode(identity.libp2p_keypair, store, metrics=metrics, config=cfg) as node:
+        inbox = await node.join_task(7, is_member=members.has_peer, round_ok=window)
+        await node.announce(Announcement("update", 7, r, digest, identity.address, size))
+        async for delivery in inbox:  # validated announcements from other members
+            blob = await node.fetch_blob(delivery.announcement.digest, [delivery.peer_id])
+
+The host speaks TCP + Noise + yamux only (py-libp2p's defaults would also offer plaintext
+and secio) and listens on 127.0.0.1 unless told otherwise. Gossipsub signs every message
+with the sender's peer key and verifies signatures strictly; on top of that every
+incoming message goes through `GossipGate` (contract membership, schema, round window,
+sender binding, de-duplication) before libp2p marks it seen, delivers it or relays it.
+Blobs never ride on gossip: they are fetched over `/flchain/blob/1.0.0` (see `blobs`)
+and re-hashed before use. Hostile input is dropped and counted in `Metrics`, never raised
+into the node. The py-libp2p specifics (and its quirks) stay in this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import struct
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.pubsub.gossipsub import PROTOCOL_ID as GOSSIPSUB_V10
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11 as GOSSIPSUB_V11
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.validators import signature_validator
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.tools.anyio_service import background_trio_service
+
+from flchain.node import blobs
+from flchain.node.blobstore import DEFAULT_MAX_BLOB_BYTES, BlobStore, as_digest, sha256
+from flchain.node.gossip import GossipGate, RejectError, TaskPolicy, topic_for
+from flchain.node.messages import Announcement, MessageError, decode, encode
+from flchain.node.metrics import Metrics
+
+DEFAULT_LISTEN: Final = "/ip4/127.0.0.1/tcp/0"
+# Peer routing: "which addresses does peer X listen on?", asked of connected members when
+# a provider is not reachable directly (members know each other's peer ids from the
+# contract, not their addresses). Request: 1 length byte + peer id bytes. Response:
+# 2-byte big-endian length + a JSON array of multiaddr strings.
+PEER_ADDRS_PROTOCOL: Final = "/flchain/peer-addrs/1.0.0"
+_MAX_PEER_ID_BYTES: Final = 64
+_MAX_ADDRS: Final = 16
+_MAX_ADDRS_BYTES: Final = 4096
+_EQUIVOCATION_CACHE_LIMIT: Final = 10_000
+
+log = logging.getLogger(__name__)
+
+
+class P2PError(Exception):
+    """A p2p operation that the caller asked for could not be done."""
+
+
+class P2PConfigError(P2PError, ValueError):
+    """A bad listen/bootstrap address or setting."""
+
+
+class BlobNotFound(P2PError, LookupError):  # noqa: N818 (the name the node API promises)
+    """No provider delivered a blob with the right digest in time.
+
+    `attempts` maps each peer tried to why it failed (e.g. "not_found", "timeout",
+    "digest_mismatch").
+    """
+
+    def __init__(self, digest: bytes, attempts: dict[str, str], timeout: float) -> None:
+        tried = ", ".join(f"{peer}: {why}" for peer, why in attempts.items()) or "no providers"
+        super().__init__(f"blob 0x{digest.hex()} not fetched within {timeout:g}s ({tried})")
+        self.digest = digest
+        self.attempts = attempts
+
+
+@dataclass(frozen=True)
+class P2PConfig:
+    """Network settings of one node.
+
+    listen: multiaddrs to listen on (loopback by default; a public node passes
+        e.g. /ip4/0.0.0.0/tcp/4001).
+    bootstrap: full multiaddrs (with /p2p/<peer id>) to connect to and stay connected to.
+    max_blob_bytes: the largest blob served or fetched.
+    fetch_timeout: default overall deadline of `fetch_blob`.
+    provider_timeout: the most one provider may take to deliver a blob.
+    request_timeout: how long the server waits for a client's 32-byte request.
+    max_concurrent_serves: transfers served at once; more get a BUSY answer.
+    heartbeat_interval: gossipsub heartbeat in seconds (mesh repair speed).
+    bootstrap_backoff: first and largest delay between reconnect attempts, seconds.
+    dial_timeout: the most one connection attempt may take.
+    delivery_buffer: announcements queued per task before new ones are dropped.
+    dedup_size: accepted announcements remembered to drop exact replays.
+    max_gossip_rate: messages per second one peer may relay on one topic (gossipsub's
+        spam guard; its default of 10 would throttle a large task's bursts).
+    evict_non_members: once a task is joined, close connections of peers that are not
+        members of any joined task (bootstrap peers excepted) after `member_grace`
+        seconds; they could only relay, or withhold, other members' gossip.
+    """
+
+    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    bootstrap: tuple[str, ...] = ()
+    max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
+    fetch_timeout: float = 120.0
+    provider_timeout: float = 60.0
+    request_timeout: float = 5.0
+    max_concurrent_serves: int = 8
+    heartbeat_interval: int = 1
+    bootstrap_backoff: tuple[float, float] = (0.5, 30.0)
+    dial_timeout: float = 10.0
+    delivery_buffer: int = 1024
+    dedup_size: int = 8192
+    max_gossip_rate: float = 500.0
+    evict_non_members: bool = True
+    member_grace: float = 30.0
+
+    def __post_init__(self) -> None:
+        positive = {
+            "max_blob_bytes": self.max_blob_bytes,
+            "fetch_timeout": self.fetch_timeout,
+            "provider_timeout": self.provider_timeout,
+            "request_timeout": self.request_timeout,
+            "max_concurrent_serves": self.max_concurrent_serves,
+            "heartbeat_interval": self.heartbeat_interval,
+            "dial_timeout": self.dial_timeout,
+            "delivery_buffer": self.delivery_buffer,
+            "dedup_size": self.dedup_size,
+            "max_gossip_rate": self.max_gossip_rate,
+            "member_grace": self.member_grace,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise P2PConfigError(f"{name} must be positive, got {value!r}")
+        first, largest = self.bootstrap_backoff
+        if not 0 < first <= largest:
+            raise P2PConfigError(
+                f"bootstrap_backoff must be 0 < first <= largest, got {first}, {largest}"
+            )
+        if not self.listen:
+            raise P2PConfigError("at least one listen address is needed")
+        for addr in self.listen:
+            _parse_multiaddr(addr)
+        for addr in self.bootstrap:
+            _parse_peer_addr(addr)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An accepted announcement and the peer id that signed it (its origin)."""
+
+    announcement: Announcement
+    peer_id: str
+
+
+class P2PNode:
+    """A libp2p host with per-task gossip and a blob exchange, run as `async with`.
+
+    Everything the node starts lives in a nursery owned by the `async with` block and is
+    cancelled when the block exits. A node object is used for one block only.
+    """
+
+    def __init__(
+        self,
+        keypair: KeyPair,
+        store: BlobStore,
+        *,
+        metrics: Metrics | None = None,
+        config: P2PConfig | None = None,
+    ) -> None:
+        self.config = config or P2PConfig()
+        self.store = store
+        self.metrics = metrics or Metrics()
+        self.peer_id: str = ID.from_pubkey(keypair.public_key).to_base58()
+        self._keypair = keypair
+        self._listen = [_parse_multiaddr(addr) for addr in self.config.listen]
+        self._bootstrap = [_parse_peer_addr(addr) for addr in self.config.bootstrap]
+        self._gate = GossipGate(self.config.dedup_size)
+        self._deliveries: dict[str, trio.MemorySendChannel[Delivery]] = {}
+        self._serve_slots = trio.Semaphore(self.config.max_concurrent_serves)
+        self._first_seen: dict[ID, float] = {}
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._nursery: trio.Nursery | None = None
+        self._host: IHost | None = None
+        self._pubsub: _GatedPubsub | None = None
+        self._gossipsub: GossipSub | None = None
+        self._used = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._used:
+            raise P2PError("a P2PNode runs once; create a new one")
+        self._used = True
+        host = new_host(
+            key_pair=self._keypair,
+            sec_opt={
+                NOISE_PROTOCOL_ID: NoiseTransport(
+                    self._keypair, noise_privkey=new_x25519_key_pair().private_key
+                )
+            },
+            muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+            listen_addrs=self._listen,
+        )
+        gossipsub = GossipSub(
+            protocols=[GOSSIPSUB_V11, GOSSIPSUB_V10],
+            degree=6,
+            degree_low=4,
+            degree_high=12,
+            heartbeat_initial_delay=0.1,
+            heartbeat_interval=self.config.heartbeat_interval,
+            max_messages_per_topic_per_second=self.config.max_gossip_rate,
+            # Membership is enforced by the contract binding, and every node of a local
+            # devnet shares 127.0.0.1, so IP-diversity grafting only adds churn.
+            eclipse_protection_enabled=False,
+        )
+        pubsub = _GatedPubsub(host, gossipsub, gate=self._gate, metrics=self.metrics)
+        self._host, self._gossipsub, self._pubsub = host, gossipsub, pubsub
+        _guard_stream_handlers(host, self.metrics)
+        stack = contextlib.AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            await stack.enter_async_context(host.run(self._listen))
+            # py-libp2p logs a listener that fails (port in use) and carries on deaf
+            deaf = len(host.get_transport_addrs()) < len(self._listen)
+            if not deaf:
+                await stack.enter_async_context(background_trio_service(pubsub))
+                await stack.enter_async_context(background_trio_service(gossipsub))
+                self._nursery = await stack.enter_async_context(trio.open_nursery())
+                await pubsub.wait_until_ready()
+        except BaseException as exc:
+            await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        if deaf:
+            await stack.aclose()
+            wanted = ", ".join(str(addr) for addr in self._listen)
+            raise P2PError(f"cannot listen on {wanted} (port in use or not a local address?)")
+        assert self._nursery is not None
+        self._stack = stack
+        host.set_stream_handler(TProtocol(blobs.PROTOCOL_ID), self._serve_blob)
+        host.set_stream_handler(TProtocol(PEER_ADDRS_PROTOCOL), self._serve_peer_addrs)
+        self._nursery.start_soon(self._maintain, host)
+        for info in self._bootstrap:
+            if info.peer_id != host.get_id():
+                self._nursery.start_soon(self._keep_connected, host, info)
+        log.info("p2p node %s listening on %s", self.peer_id, ", ".join(self.addrs))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._stack is not None and self._nursery is not None
+        for channel in self._deliveries.values():
+            channel.close()
+        self._deliveries.clear()
+        self._nursery.cancel_scope.cancel()
+        stack, self._stack = self._stack, None
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    # -- addresses and peers ---------------------------------------------------------
+
+    @property
+    def host(self) -> IHost:
+        """The py-libp2p host underneath: an escape hatch for protocol attacks and tests."""
+        return self._running_host()
+
+    @property
+    def addrs(self) -> list[str]:
+        """Full multiaddrs of this node, each ending in /p2p/<peer id>."""
+        return [str(addr) for addr in self._running_host().get_addrs()]
+
+    def connected_peers(self) -> list[str]:
+        """Peer ids with an open connection."""
+        return [peer.to_base58() for peer in self._running_host().get_connected_peers()]
+
+    async def connect(self, addr: str) -> str:
+        """Connect to a full multiaddr (with /p2p/<peer id>); returns the peer id."""
+        info = _parse_peer_addr(addr)
+        try:
+            with trio.fail_after(self.config.dial_timeout):
+                await self._running_host().connect(info)
+        except Exception as exc:
+            raise P2PError(f"cannot connect to {addr}: {exc}") from exc
+        return info.peer_id.to_base58()
+
+    # -- gossip ----------------------------------------------------------------------
+
+    async def join_task(
+        self,
+        task: int,
+        *,
+        is_member: Callable[[str], bool],
+        round_ok: Callable[[int], bool],
+        address_of: Callable[[str], str | None] | None = None,
+    ) -> trio.MemoryReceiveChannel[Delivery]:
+        """Subscribe to the task's topic; returns the channel of accepted announcements.
+
+        See `TaskPolicy` for the callables. Membership also decides who may fetch blobs
+        from this node. The channel closes when the task is left or the node stops.
+        """
+        topic = topic_for(task)
+        if topic in self._deliveries:
+            raise P2PError(f"already joined task {task}")
+        pubsub = self._running_pubsub()
+        send, receive = trio.open_memory_channel[Delivery](self.config.delivery_buffer)
+        self._gate.add(TaskPolicy(task, is_member, round_ok, address_of))
+        self._deliveries[topic] = send
+        subscription = await pubsub.subscribe(topic)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._pump, topic, subscription, send)
+        return receive
+
+    async def leave_task(self, task: int) -> None:
+        """Unsubscribe from the task's topic and close its delivery channel."""
+        topic = topic_for(task)
+        send = self._deliveries.pop(topic, None)
+        if send is None:
+            return
+        self._gate.remove(task)
+        await self._running_pubsub().unsubscribe(topic)
+        send.close()
+
+    async def announce(self, message: Announcement) -> None:
+        """Publish an announcement on its task's topic (the task must be joined)."""
+        pubsub = self._running_pubsub()
+        topic = topic_for(message.task)
+        if topic not in self._deliveries:
+            raise P2PError(f"join task {message.task} before announcing on it")
+        data = encode(message)
+        await pubsub.publish(topic, data)
+        self.metrics.inc("messages_published_total")
+        self.metrics.inc("bytes_out_total", len(data), channel="gossip")
+
+    async def publish_raw(self, task: int, data: bytes) -> None:
+        """Publish arbitrary bytes on a task's topic, unvalidated.
+
+        For the protocol attacks (`spam`, `equivocate`) and tests only: honest code uses
+        `announce`. Receivers validate and count whatever this sends.
+        """
+        await self._running_pubsub().publish(topic_for(task), bytes(data))
+
+    def gossip_peers(self, task: int) -> list[str]:
+        """Peers known to be subscribed to the task's topic."""
+        peers = self._running_pubsub().peer_topics.get(topic_for(task), set())
+        return sorted(peer.to_base58() for peer in peers)
+
+    async def _pump(
+        self,
+        topic: str,
+        subscription: Any,
+        send: trio.MemorySendChannel[Delivery],
+    ) -> None:
+        """Move accepted messages from libp2p's subscription to the caller's channel."""
+        me = ID.from_pubkey(self._keypair.public_key)
+        async for msg in subscription:
+            if ID(msg.from_id) == me:
+                continue  # our own announcements come back through the subscription
+            try:
+                delivery = Delivery(decode(msg.data), ID(msg.from_id).to_base58())
+                send.send_nowait(delivery)
+            except MessageError:  # cannot happen after the gate; never crash the pump
+                self.metrics.inc("messages_rejected_total", reason="malformed")
+            except trio.WouldBlock:
+                self.metrics.inc("messages_rejected_total", reason="backlog")
+                log.warning("delivery queue of %s is full; dropping an announcement", topic)
+            except trio.ClosedResourceError:
+                return
+
+    # -- blobs -----------------------------------------------------------------------
+
+    async def fetch_blob(
+        self,
+        digest: bytes | str,
+        providers: Sequence[str],
+        *,
+        timeout: float | None = None,
+        max_size: int | None = None,
+        try_connected: bool = True,
+    ) -> bytes:
+        """The verified bytes of blob `digest`, from the local store or from a peer.
+
+        Providers are tried in order, then (if `try_connected`) every other connected
+        member. A provider that times out, refuses, or sends bytes whose sha256 is not
+        `digest` is counted and skipped. The blob is stored locally before returning,
+        so this node can serve it too. Raises `BlobNotFound` if nobody delivers within
+        `timeout` seconds (default `config.fetch_timeout`).
+        """
+        key = as_digest(digest)
+        limit = self.config.max_blob_bytes
+        if max_size is not None:
+            limit = min(limit, max_size)
+        timeout = self.config.fetch_timeout if timeout is None else timeout
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, got {timeout!r}")
+        local = await trio.to_thread.run_sync(self.store.get, key)
+        if local is not None:
+            return local
+        attempts: dict[str, str] = {}
+        current: str | None = None
+        with trio.move_on_after(timeout) as deadline:
+            for peer in self._provider_order(providers, try_connected):
+                current = peer
+                try:
+                    data = await self._fetch_from(peer, key, limit)
+                except _FetchError as failure:
+                    attempts[peer] = failure.reason
+                    self.metrics.inc("blob_failures_total", reason=failure.reason)
+                    log.info("blob 0x%s from %s failed: %s", key.hex()[:12], peer, failure)
+                    continue
+                await trio.to_thread.run_sync(self.store.put, data)
+                self.metrics.inc("blobs_fetched_total")
+                return data
+        if deadline.cancelled_caught and current is not None and current not in attempts:
+            attempts[current] = "timeout"
+            self.metrics.inc("blob_failures_total", reason="timeout")
+        raise BlobNotFound(key, attempts, timeout)
+
+    def _provider_order(self, providers: Sequence[str], try_connected: bool) -> list[str]:
+        order: list[str] = []
+        for peer in providers:
+            if peer != self.peer_id and peer not in order:
+                order.append(peer)
+        if try_connected:
+            for peer in sorted(self.connected_peers()):
+                if peer not in order and self._gate.is_member_anywhere(peer):
+                    order.append(peer)
+        return order
+
+    async def _fetch_from(self, peer: str, digest: bytes, limit: int) -> bytes:
+        """One attempt at one provider; every failure becomes a `_FetchError`."""
+        try:
+            peer_id = ID.from_base58(peer)
+        except Exception as exc:
+            raise _FetchError("bad_peer_id", f"{peer!r} is not a peer id") from exc
+        stream: INetStream | None = None
+        done = False
+        try:
+            with trio.fail_after(self.config.provider_timeout):
+                stream = await self._open_stream(peer_id, blobs.PROTOCOL_ID)
+                await blobs.write_request(stream, digest)
+                data = await blobs.read_response(stream, limit)
+            done = True
+        except trio.TooSlowError as exc:
+            limit_s = self.config.provider_timeout
+            raise _FetchError("timeout", f"no blob within {limit_s:g}s") from exc
+        except blobs.BlobProtocolError as exc:
+            raise _FetchError(exc.reason, str(exc)) from exc
+        except _FetchError:
+            raise
+        except Exception as exc:  # a stream error py-libp2p raises mid-transfer
+            raise _FetchError("stream_error", repr(exc)) from exc
+        finally:  # also on cancellation by the caller's overall deadline
+            await (_close(stream) if done else _abort(stream))
+        self.metrics.inc("bytes_in_total", len(data), channel="blob")
+        if sha256(data) != digest:
+            raise _FetchError("digest_mismatch", f"got sha256 0x{sha256(data).hex()}")
+        return data
+
+    async def _open_stream(self, peer_id: ID, protocol: str) -> INetStream:
+        """A stream to `peer_id`, dialing it first, and asking other members for its
+        addresses when this node knows none that work."""
+        host = self._running_host()
+        try:
+            return await host.new_stream(peer_id, [TProtocol(protocol)])
+        except Exception as exc:
+            if isinstance(exc, trio.TooSlowError) or peer_id in host.get_connected_peers():
+                raise
+            first_error = exc
+        if not await self._discover(peer_id):
+            raise _FetchError("unreachable", f"no known address works ({first_error!r})")
+        try:
+            return await host.new_stream(peer_id, [TProtocol(protocol)])
+        except Exception as exc:
+            if isinstance(exc, trio.TooSlowError):
+                raise
+            raise _FetchError("unreachable", repr(exc)) from exc
+
+    async def _discover(self, peer_id: ID) -> bool:
+        """Ask connected members for `peer_id`'s addresses and connect; True on success."""
+        host = self._running_host()
+        for helper in host.get_connected_peers():
+            if helper == peer_id or not self._gate.is_member_anywhere(helper.to_base58()):
+                continue
+            stream: INetStream | None = None
+            try:
+                with trio.fail_after(self.config.request_timeout):
+                    stream = await host.new_stream(helper, [TProtocol(PEER_ADDRS_PROTOCOL)])
+                    raw = peer_id.to_bytes()
+                    await stream.write(bytes([len(raw)]) + raw)
+                    (length,) = struct.unpack(
+                        ">H", await blobs.read_exact(stream, 2, what="addrs length")
+                    )
+                    if length > _MAX_ADDRS_BYTES:
+                        raise blobs.BlobProtocolError("oversize", f"{length}-byte address list")
+                    addrs = _parse_addr_list(
+                        await blobs.read_exact(stream, length, what="addrs"), peer_id
+                    )
+            except Exception as exc:
+                log.info("peer routing via %s failed: %r", helper, exc)
+                await _abort(stream)
+                continue
+            await _close(stream)
+            if not addrs:
+                continue
+            # py-libp2p refuses to redial a peer for 60 s after a failed dial; these are
+            # fresh addresses, so forget that failure.
+            _forget_failed_dial(host, peer_id)
+            try:
+                with trio.fail_after(self.config.dial_timeout):
+                    await host.connect(PeerInfo(peer_id, addrs))
+            except Exception as exc:
+                self.metrics.inc("dial_failures_total")
+                log.info("cannot dial %s at %s: %r", peer_id, addrs, exc)
+                continue
+            return True
+        return False
+
+    async def _serve_peer_addrs(self, stream: INetStream) -> None:
+        """Tell a member the addresses of a connected member (peer routing)."""
+        try:
+            asker = stream.muxed_conn.peer_id.to_base58()
+            if not self._gate.is_member_anywhere(asker):
+                self.metrics.inc("blob_failures_total", reason="not_member")
+                await _abort(stream)
+                return
+            with trio.fail_after(self.config.request_timeout):
+                (size,) = await blobs.read_exact(stream, 1, what="peer id length")
+                if not 0 < size <= _MAX_PEER_ID_BYTES:
+                    raise blobs.BlobProtocolError("bad_request", f"peer id of {size} bytes")
+                wanted = ID(await blobs.read_exact(stream, size, what="peer id"))
+                host = self._host
+                assert host is not None  # handlers are registered after the host exists
+                addrs: list[str] = []
+                known = wanted in host.get_connected_peers()
+                if known and self._gate.is_member_anywhere(wanted.to_base58()):
+                    with contextlib.suppress(Exception):
+                        addrs = [str(a) for a in host.get_peerstore().addrs(wanted)][:_MAX_ADDRS]
+                body = json.dumps(addrs).encode()
+                while len(body) > _MAX_ADDRS_BYTES:
+                    addrs.pop()
+                    body = json.dumps(addrs).encode()
+                await stream.write(struct.pack(">H", len(body)) + body)
+            await _close(stream)
+        except Exception as exc:
+            self.metrics.inc("blob_failures_total", reason="bad_request")
+            log.info("bad peer-address request: %r", exc)
+            await _abort(stream)
+
+    async def _serve_blob(self, stream: INetStream) -> None:
+        """Answer one blob request; any failure ends this stream and nothing else."""
+        try:
+            peer = stream.muxed_conn.peer_id.to_base58()
+            if not self._gate.is_member_anywhere(peer):
+                await self._refuse(stream, blobs.Status.REFUSED, "not_member")
+                return
+            with trio.move_on_after(self.config.request_timeout) as scope:
+                digest = await blobs.read_request(stream)
+            if scope.cancelled_caught:
+                await self._refuse(stream, blobs.Status.BAD_REQUEST, "request_timeout")
+                return
+            try:
+                self._serve_slots.acquire_nowait()
+            except trio.WouldBlock:
+                await self._refuse(stream, blobs.Status.BUSY, "busy")
+                return
+            try:
+                data = await trio.to_thread.run_sync(self.store.get, digest)
+                if data is None:
+                    await blobs.write_response(stream, blobs.Status.NOT_FOUND)
+                elif len(data) > self.config.max_blob_bytes:
+                    await blobs.write_response(stream, blobs.Status.TOO_LARGE)
+                else:
+                    with trio.fail_after(self.config.provider_timeout):
+                        await blobs.write_response(stream, blobs.Status.OK, data)
+                    self.metrics.inc("blobs_served_total")
+                    self.metrics.inc("bytes_out_total", len(data), channel="blob")
+            finally:
+                self._serve_slots.release()
+            await _close(stream)
+        except blobs.BlobProtocolError as exc:
+            self.metrics.inc("blob_failures_total", reason="bad_request")
+            log.info("bad blob request: %s", exc)
+            await _abort(stream)
+        except trio.TooSlowError:
+            self.metrics.inc("blob_failures_total", reason="slow_reader")
+            await _abort(stream)
+        except Exception as exc:
+            self.metrics.inc("blob_failures_total", reason="stream_error")
+            log.info("blob stream failed: %r", exc)
+            await _abort(stream)
+
+    async def _refuse(self, stream: INetStream, status: blobs.Status, reason: str) -> None:
+        self.metrics.inc("blob_failures_total", reason=reason)
+        with trio.move_on_after(self.config.request_timeout):
+            await blobs.write_response(stream, status)
+        await _close(stream)
+
+    # -- background tasks ------------------------------------------------------------
+
+    async def _keep_connected(self, host: IHost, info: PeerInfo) -> None:
+        """Stay connected to one bootstrap peer, retrying with capped exponential backoff."""
+        first, largest = self.config.bootstrap_backoff
+        delay = first
+        while True:
+            if info.peer_id in host.get_connected_peers():
+                delay = first
+                await trio.sleep(1.0)
+                continue
+            # py-libp2p refuses to redial a peer for 60 s after a failed dial; our own
+            # backoff decides when to retry, so forget that failure first.
+            _forget_failed_dial(host, info.peer_id)
+            try:
+                with trio.fail_after(self.config.dial_timeout):
+                    await host.connect(info)
+                log.info("connected to bootstrap peer %s", info.peer_id)
+                delay = first
+            except Exception as exc:
+                self.metrics.inc("dial_failures_total")
+                log.info("bootstrap %s unreachable (%r); retry in %.1fs", info.peer_id, exc, delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, largest)
+
+    async def _maintain(self, host: IHost) -> None:
+        """Once a second: evict non-members, refresh the peer gauge, and bound
+        py-libp2p's never-pruned equivocation cache."""
+        while True:
+            if self.config.evict_non_members:
+                await self._evict_non_members(host)
+            self.metrics.set("peers_connected", len(host.get_connected_peers()))
+            cache = getattr(self._gossipsub, "equivocation_detection", None)
+            if isinstance(cache, dict) and len(cache) > _EQUIVOCATION_CACHE_LIMIT:
+                cache.clear()
+            await trio.sleep(1.0)
+
+    async def _evict_non_members(self, host: IHost) -> None:
+        now = trio.current_time()
+        connected = set(host.get_connected_peers())
+        for peer in list(self._first_seen):
+            if peer not in connected:
+                del self._first_seen[peer]
+        if not self._gate.policies:
+            return  # before joining a task there is no member list to enforce
+        exempt = {info.peer_id for info in self._bootstrap}
+        for peer in connected - exempt:
+            since = self._first_seen.setdefault(peer, now)
+            if now - since < self.config.member_grace:
+                continue
+            if not self._gate.is_member_anywhere(peer.to_base58()):
+                log.info("closing connection to non-member %s", peer)
+                self.metrics.inc("peers_evicted_total")
+                with trio.move_on_after(self.config.dial_timeout):
+                    with contextlib.suppress(Exception):
+                        await host.disconnect(peer)
+                # forget its addresses too, or py-libp2p's auto-connector dials it again
+                with contextlib.suppress(Exception):
+                    host.get_peerstore().clear_addrs(peer)
+                self._first_seen.pop(peer, None)
+
+    def _running_host(self) -> IHost:
+        if self._host is None or self._stack is None:
+            raise P2PError("the node is not running; use `async with P2PNode(...) as node`")
+        return self._host
+
+    def _running_pubsub(self) -> _GatedPubsub:
+        self._running_host()
+        assert self._pubsub is not None
+        return self._pubsub
+
+
+class _GatedPubsub(Pubsub):
+    """Pubsub that runs `GossipGate` on every message from another peer.
+
+    `push_msg` is where py-libp2p handles each message, local or remote, before it marks
+    it seen, delivers it and relays it; checking here means a rejected message does
+    none of those. It also counts what the library would drop silently (bad signatures)
+    and keeps a malformed message from raising inside libp2p's service (which would
+    stop pubsub for everyone).
+    """
+
+    def __init__(
+        self, host: IHost, router: GossipSub, *, gate: GossipGate, metrics: Metrics
+    ) -> None:
+        super().__init__(host, router, strict_signing=True)
+        self._gate = gate
+        self._metrics = metrics
+
+    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        if msg_forwarder == self.my_id:
+            await super().push_msg(msg_forwarder, msg)
+            return
+        try:
+            if self._is_msg_seen(msg):
+                return
+            self._metrics.inc("messages_received_total")
+            self._metrics.inc("bytes_in_total", len(msg.data), channel="gossip")
+            reason = self._reject_reason(msg)
+        except Exception as exc:
+            log.info("unreadable gossip message from %s: %r", msg_forwarder, exc)
+            reason = "malformed"
+        if reason is not None:
+            self._metrics.inc("messages_rejected_total", reason=reason)
+            return
+        self._metrics.inc("messages_accepted_total")
+        try:
+            await super().push_msg(msg_forwarder, msg)
+        except Exception:
+            log.exception("py-libp2p failed to handle an accepted gossip message")
+
+    def _reject_reason(self, msg: rpc_pb2.Message) -> str | None:
+        try:
+            signed = signature_validator(msg)
+        except Exception:
+            signed = False
+        if not signed:
+            return "bad_signature"
+        try:
+            self._gate.check(ID(msg.from_id).to_base58(), list(msg.topicIDs), msg.data)
+        except RejectError as rejected:
+            log.debug("gossip message rejected: %s", rejected)
+            return rejected.reason
+        return None
+
+
+class _FetchError(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+async def _close(stream: INetStream | None) -> None:
+    if stream is None:
+        return
+    with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+        try:
+            await stream.close()
+        except Exception:
+            await _abort(stream)
+
+
+async def _abort(stream: INetStream | None) -> None:
+    if stream is None:
+        return
+    with trio.CancelScope(shield=True), trio.move_on_after(2.0), contextlib.suppress(Exception):
+        await stream.reset()
+
+
+def _guard_stream_handlers(host: IHost, metrics: Metrics) -> None:
+    """Make every registered protocol handler contain its own errors.
+
+    py-libp2p runs inbound stream handlers in the connection's nursery without catching
+    what they raise, so one handler that trips on a peer's garbage (pubsub's protobuf
+    parser does) would take the whole node down. Wrapped, the error ends that stream.
+    """
+    handlers = host.get_mux().handlers
+    for protocol, handler in list(handlers.items()):
+        if handler is not None:
+            handlers[protocol] = _guarded(str(protocol), handler, metrics)
+
+
+def _guarded(
+    protocol: str, handler: Callable[[INetStream], Awaitable[None]], metrics: Metrics
+) -> Callable[[INetStream], Awaitable[None]]:
+    async def guarded(stream: INetStream) -> None:
+        try:
+            await handler(stream)
+        except Exception as exc:
+            metrics.inc("stream_errors_total", protocol=protocol)
+            log.info("%s stream failed: %r", protocol, exc)
+            await _abort(stream)
+
+    return guarded
+
+
+def _forget_failed_dial(host: IHost, peer_id: ID) -> None:
+    negative_cache = getattr(host.get_network(), "_negative_peer_cache", None)
+    if negative_cache is not None:
+        negative_cache.evict(str(peer_id))
+
+
+def _parse_addr_list(body: bytes, peer_id: ID) -> list[multiaddr.Multiaddr]:
+    """Dialable TCP addresses of `peer_id` from a peer-routing answer; junk is skipped."""
+    entries = json.loads(body.decode("utf-8"))
+    if not isinstance(entries, list):
+        raise ValueError("address list is not a JSON array")
+    addrs: list[multiaddr.Multiaddr] = []
+    for entry in entries[:_MAX_ADDRS]:
+        if not isinstance(entry, str):
+            continue
+        try:
+            addr = multiaddr.Multiaddr(entry)
+            names = [proto.name for proto in addr.protocols()]
+        except Exception:
+            continue
+        if "p2p" in names:
+            if addr.get_peer_id() != peer_id.to_base58():
+                continue
+            addr = addr.decapsulate(multiaddr.Multiaddr(f"/p2p/{peer_id.to_base58()}"))
+            names = [proto.name for proto in addr.protocols()]
+        if names[:2] in (["ip4", "tcp"], ["ip6", "tcp"]) and len(names) == 2:
+            addrs.append(addr)
+    return addrs
+
+
+def _parse_multiaddr(addr: str) -> multiaddr.Multiaddr:
+    try:
+        return multiaddr.Multiaddr(addr)
+    except Exception as exc:
+        raise P2PConfigError(f"{addr!r} is not a multiaddr: {exc}") from exc
+
+
+def _parse_peer_addr(addr: str) -> PeerInfo:
+    try:
+        return info_from_p2p_addr(_parse_multiaddr(addr))
+    except P2PConfigError:
+        raise
+    except Exception as exc:
+        raise P2PConfigError(
+            f"{addr!r} is not a full peer address (/ip4/1.2.3.4/tcp/4001/p2p/12D3Koo...): {exc}"
+        ) from exc

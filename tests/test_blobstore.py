@@ -1,0 +1,124 @@
+"""Content-addressed blob store: digests, limits, atomic writes, corruption, restarts."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from flchain.node.blobstore import (
+    BlobStore,
+    BlobStoreError,
+    BlobTooLargeError,
+    as_digest,
+    sha256,
+)
+from flchain.node.metrics import Metrics
+
+# sha256(b"abc"), the FIPS 180-2 test vector
+ABC = bytes.fromhex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+
+
+def test_put_returns_the_sha256_and_get_returns_the_bytes(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    digest = store.put(b"abc")
+    assert digest == ABC == sha256(b"abc")
+    assert store.get(digest) == b"abc"
+    assert store.has(digest) and store.has("0x" + ABC.hex()) and store.has(ABC.hex())
+    assert (tmp_path / "blobs" / ABC.hex()).read_bytes() == b"abc"
+    assert list(store.digests()) == [ABC]
+
+
+def test_missing_blob_is_none(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    assert store.get(b"\x00" * 32) is None
+    assert not store.has(b"\x00" * 32)
+    assert store.delete(b"\x00" * 32) is False
+
+
+def test_put_is_idempotent_and_delete_removes(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    assert store.put(b"same") == store.put(bytearray(b"same"))
+    assert len(list(store.digests())) == 1
+    assert store.delete(sha256(b"same")) is True
+    assert store.get(sha256(b"same")) is None
+
+
+def test_size_limit_refuses_and_writes_nothing(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path, max_blob_bytes=10)
+    store.put(b"x" * 10)
+    with pytest.raises(BlobTooLargeError, match="11 bytes"):
+        store.put(b"x" * 11)
+    assert list(store.digests()) == [sha256(b"x" * 10)]
+    assert isinstance(BlobTooLargeError("x"), ValueError)
+
+
+def test_oversize_file_on_disk_is_not_returned(tmp_path: Path) -> None:
+    BlobStore(tmp_path).put(b"y" * 100)
+    small = BlobStore(tmp_path, max_blob_bytes=50)
+    assert small.get(sha256(b"y" * 100)) is None
+
+
+def test_corrupted_blob_is_reported_removed_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = Metrics()
+    store = BlobStore(tmp_path, metrics=metrics)
+    digest = store.put(b"model bytes")
+    store.path(digest).write_bytes(b"model bytez")  # bit rot / tampering
+    assert store.has(digest)  # has() only looks at the name
+    assert store.get(digest) is None
+    assert not store.path(digest).exists()
+    assert metrics.get("blob_failures_total", reason="corrupt_store") == 1
+    assert "corrupted blob" in caplog.text
+
+
+def test_write_is_atomic_when_the_rename_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = BlobStore(tmp_path)
+
+    def crash(src: object, dst: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        store.put(b"half written")
+    assert list((tmp_path / "blobs").iterdir()) == []  # neither the blob nor a temp file
+
+
+def test_stale_temp_files_are_cleaned_and_blobs_survive_a_restart(tmp_path: Path) -> None:
+    digest = BlobStore(tmp_path).put(b"persisted")
+    stale = tmp_path / "blobs" / ".tmp-deadbeef-0000"
+    stale.write_bytes(b"partial")
+    reopened = BlobStore(tmp_path)
+    assert not stale.exists()
+    assert reopened.get(digest) == b"persisted"
+    assert list(reopened.digests()) == [digest]
+
+
+def test_a_blob_that_hashes_right_is_rewritten_over_a_corrupt_one(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    digest = store.put(b"good")
+    store.path(digest).write_bytes(b"bad!")
+    assert store.put(b"good") == digest
+    assert store.get(digest) == b"good"
+
+
+def test_digest_forms() -> None:
+    assert as_digest(ABC) == ABC
+    assert as_digest("0x" + ABC.hex()) == ABC
+    assert as_digest(ABC.hex().upper()) == ABC
+    assert hashlib.sha256(b"").digest() == sha256(b"")
+    for bad in (b"\x00" * 31, "0x1234", "zz" * 32, 42):
+        with pytest.raises(BlobStoreError):
+            as_digest(bad)  # type: ignore[arg-type]
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(BlobStoreError, match="positive"):
+        BlobStore(tmp_path, max_blob_bytes=0)
+    with pytest.raises(BlobStoreError, match="bytes"):
+        BlobStore(tmp_path).put("text")  # type: ignore[arg-type]
