@@ -7,6 +7,8 @@ import click
 from flchain import __version__
 from flchain.cli_simulate import simulate_command
 from flchain.devnet.cli import chain as chain_group
+from flchain.devnet.devnet_cli import devnet as devnet_group
+from flchain.node.cli import node as node_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -21,6 +23,8 @@ def cli() -> None:
 
 cli.add_command(simulate_command)
 cli.add_command(chain_group)
+cli.add_command(node_group)
+cli.add_command(devnet_group)
 
 
 def main() -> None:

@@ -1,0 +1,296 @@
+"""`flchain devnet up | status | logs | down`: a whole local network, watched live."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from web3 import Web3
+
+from flchain.aggregation import RULES
+from flchain.attacks import DATA_ATTACKS, UPDATE_ATTACKS
+from flchain.contracts import FLChainClient, RoundStatus, TaskStatus, bitmap_indices
+from flchain.devnet.launcher import (
+    DevnetError,
+    DevnetPlan,
+    down,
+    node_status,
+    read_manifest,
+    up,
+)
+from flchain.node.engine import PROTOCOL_ATTACKS
+
+_ATTACKS = (*UPDATE_ATTACKS, *DATA_ATTACKS, *sorted(PROTOCOL_ATTACKS))
+_DIR = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=Path(".flchain-devnet"),
+    show_default=True,
+    help="Devnet directory (chain state, node keys, logs, devnet.json).",
+)
+
+
+@click.group("devnet")
+def devnet() -> None:
+    """A complete local network: chain, contract, task and N node processes."""
+
+
+@devnet.command("up")
+@_DIR
+@click.option("--nodes", "-n", default=4, show_default=True)
+@click.option("--rounds", "-r", default=5, show_default=True)
+@click.option("--rule", type=click.Choice(RULES), default="multikrum", show_default=True)
+@click.option("--f", "f", type=int, default=None, help="Byzantine bound for krum/bulyan.")
+@click.option("--byzantine", "-b", default=0, show_default=True, help="Byzantine nodes K.")
+@click.option(
+    "--attack",
+    "attacks",
+    multiple=True,
+    type=click.Choice(_ATTACKS),
+    help="Behaviour of the Byzantine nodes; repeat to give them different ones.",
+)
+@click.option("--chain", type=click.Choice(["pyevm", "anvil"]), default="pyevm", show_default=True)
+@click.option("--model", default="cnn", show_default=True)
+@click.option("--partition", default="iid", show_default=True)
+@click.option("--local-epochs", default=2, show_default=True)
+@click.option("--submit-window", default=120, show_default=True, help="Seconds (upper bound).")
+@click.option("--vote-window", default=120, show_default=True, help="Seconds (upper bound).")
+@click.option(
+    "--alarm-window",
+    default=0,
+    show_default=True,
+    help="Seconds after finalization for Siren alarms (0: off).",
+)
+@click.option("--dp-clip", type=float, default=None, help="DP: L2 clip norm C of each update.")
+@click.option("--dp-noise", type=float, default=0.0, help="DP: noise multiplier sigma.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--detach", is_flag=True, help="Start everything and return; `devnet down` stops.")
+@click.option("--timeout", default=1800, show_default=True, help="Give up after this many s.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
+def up_command(
+    directory: Path, f: int | None, detach: bool, timeout: int, as_json: bool, **opts: object
+) -> None:
+    """Start a chain, deploy FLChain, create a task and run N nodes until it finishes.
+
+    Example: flchain devnet up --nodes 8 --byzantine 2 --attack alie --rule multikrum
+    """
+    if opts["byzantine"] and not opts["attacks"]:
+        raise click.UsageError("--byzantine K needs --attack NAME")
+    if opts["rule"] in {"sageflow", "siren"}:
+        raise click.UsageError(
+            f"{opts['rule']} judges candidates on server-held data; it runs in `flchain "
+            "simulate`. On the network Siren alarms run on chain (--alarm-window)."
+        )
+    rule_params = {"f": f} if f is not None else {}
+    plan = DevnetPlan(directory=directory, rule_params=rule_params, **opts)  # type: ignore[arg-type]
+    err = Console(stderr=True)
+    try:
+        with err.status("starting chain, contract, task and nodes"):
+            manifest = up(plan)
+    except DevnetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if detach:
+        click.echo(
+            json.dumps(manifest, indent=2)
+            if as_json
+            else f"devnet running in {directory}: rpc {manifest['rpc_url']}, contract "
+            f"{manifest['contract']}, task {manifest['task_id']}; "
+            "`flchain devnet status` to watch, `flchain devnet down` to stop"
+        )
+        return
+    try:
+        finished = _watch(manifest, timeout, quiet=as_json)
+        summary = ledger_summary(manifest)
+    finally:
+        down(directory)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary, Console())
+    if not finished:
+        raise click.ClickException(f"the task did not finish within {timeout} s")
+
+
+def _client(manifest: dict) -> FLChainClient:
+    w3 = Web3(Web3.HTTPProvider(manifest["rpc_url"], request_kwargs={"timeout": 30}))
+    from eth_account import Account
+
+    return FLChainClient(w3, manifest["contract"], Account.create())
+
+
+def _watch(manifest: dict, timeout: int, *, quiet: bool) -> bool:
+    client = _client(manifest)
+    deadline = time.time() + timeout
+    with Live(
+        console=Console(stderr=True), refresh_per_second=2, transient=False, redirect_stdout=False
+    ) as live:
+        while time.time() < deadline:
+            task = client.get_task(manifest["task_id"])
+            if not quiet:
+                live.update(_view(manifest, task))
+            if task.status in (TaskStatus.FINISHED, TaskStatus.CLOSED):
+                time.sleep(1.0)  # let nodes adopt and report the last model
+                if not quiet:
+                    live.update(_view(manifest, client.get_task(manifest["task_id"])))
+                return True
+            time.sleep(0.5)
+    return False
+
+
+def _view(manifest: dict, task: object) -> Table:
+    table = Table(
+        title=f"flchain devnet: task {manifest['task_id']} round {task.current_round}/"
+        f"{manifest['rounds']} ({task.status.name.lower()}), rule {manifest['rule']}, "
+        f"{manifest['byzantine']} x {manifest['attack'] or 'no attack'}"
+    )
+    for col in ("node", "attack", "round", "phase", "peers", "accuracy", "rounds done"):
+        table.add_column(col)
+    for node in manifest["nodes"]:
+        st = node_status(node)
+        if st is None:
+            table.add_row(node["name"], node.get("attack") or "", "-", "starting", "-", "-", "-")
+            continue
+        acc = st.get("accuracy")
+        table.add_row(
+            node["name"],
+            node.get("attack") or "",
+            str(st["round"]),
+            st["phase"],
+            str(len(st["peers"])),
+            "-" if acc is None else f"{acc:.4f}",
+            str(st["rounds_done"]),
+        )
+    return table
+
+
+def ledger_summary(manifest: dict) -> dict:
+    """Per round: status, who committed, who was accepted, the agreed digest; per node: its
+    final accuracy and digest."""
+    client = _client(manifest)
+    task_id = manifest["task_id"]
+    task = client.get_task(task_id)
+    members = {m.index: m for m in client.members(task_id)}
+    by_address = {n["address"].lower(): n for n in manifest["nodes"]}
+    byzantine = sorted(
+        i for i, m in members.items() if by_address.get(m.account.lower(), {}).get("attack")
+    )
+    rounds = []
+    for r in range(1, task.current_round + 1):
+        info = client.get_round(task_id, r)
+        if info.status == RoundStatus.NONE:
+            continue
+        accepted = bitmap_indices(info.accepted) if info.status == RoundStatus.FINALIZED else []
+        rounds.append(
+            {
+                "round": r,
+                "status": info.status.name.lower(),
+                "submitted": bitmap_indices(info.submitted),
+                "accepted": accepted,
+                "byzantine_accepted": sorted(set(accepted) & set(byzantine)),
+                "global_digest": "0x" + info.global_digest.hex(),
+            }
+        )
+    nodes = []
+    for node in manifest["nodes"]:
+        st = node_status(node, timeout=2.0) or {}
+        nodes.append(
+            {
+                "name": node["name"],
+                "attack": node.get("attack"),
+                "accuracy": st.get("accuracy"),
+                "global_digest": st.get("global_digest"),
+                "metrics": st.get("metrics", {}),
+            }
+        )
+    return {
+        "task_id": task_id,
+        "contract": manifest["contract"],
+        "rpc_url": manifest["rpc_url"],
+        "status": task.status.name.lower(),
+        "final_digest": "0x" + task.global_digest.hex(),
+        "byzantine_members": byzantine,
+        "rounds": rounds,
+        "nodes": nodes,
+        "reputations": client.reputations(task_id),
+    }
+
+
+def _print_summary(summary: dict, console: Console) -> None:
+    table = Table(title=f"ledger: task {summary['task_id']} ({summary['status']})")
+    for col in ("round", "status", "committed", "accepted", "byzantine in", "global digest"):
+        table.add_column(col)
+    for r in summary["rounds"]:
+        table.add_row(
+            str(r["round"]),
+            r["status"],
+            str(r["submitted"]),
+            str(r["accepted"]),
+            str(r["byzantine_accepted"]),
+            r["global_digest"][:18] + "…",
+        )
+    console.print(table)
+    nodes = Table(title="nodes")
+    for col in ("node", "attack", "accuracy", "holds final digest"):
+        nodes.add_column(col)
+    for n in summary["nodes"]:
+        acc = n["accuracy"]
+        nodes.add_row(
+            n["name"],
+            n["attack"] or "",
+            "-" if acc is None else f"{acc:.4f}",
+            "yes" if n["global_digest"] == summary["final_digest"] else "no",
+        )
+    console.print(nodes)
+    console.print(f"reputations (1000 = 1.0): {summary['reputations']}")
+
+
+@devnet.command("status")
+@_DIR
+@click.option("--json", "as_json", is_flag=True)
+def status_command(directory: Path, as_json: bool) -> None:
+    """Show the task's round and every node's state."""
+    try:
+        manifest = read_manifest(directory)
+    except DevnetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    task = _client(manifest).get_task(manifest["task_id"])
+    if as_json:
+        nodes = {n["name"]: node_status(n) for n in manifest["nodes"]}
+        click.echo(
+            json.dumps(
+                {"round": task.current_round, "status": task.status.name.lower(), "nodes": nodes},
+                indent=2,
+            )
+        )
+    else:
+        Console().print(_view(manifest, task))
+
+
+@devnet.command("logs")
+@_DIR
+@click.argument("node")
+@click.option("--lines", "-n", default=50, show_default=True)
+def logs_command(directory: Path, node: str, lines: int) -> None:
+    """Print the last lines of a node's log (NODE: node-0, 0, or `chain`)."""
+    name = "chain" if node == "chain" else (node if node.startswith("node-") else f"node-{node}")
+    path = directory / "chain.log" if name == "chain" else directory / name / "node.log"
+    if not path.exists():
+        raise click.ClickException(f"no log for {node!r} at {path}")
+    click.echo("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+
+
+@devnet.command("down")
+@_DIR
+def down_command(directory: Path) -> None:
+    """Stop every node and the chain."""
+    try:
+        stopped = down(directory)
+    except DevnetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"stopped {len(stopped)} processes")

@@ -1,0 +1,330 @@
+"""`flchain devnet up`: a whole local network from one command.
+
+A chain (`flchain chain serve`, py-evm or anvil) as a child process, the FLChain contract, a
+task, and N node daemons (`flchain node run`) as separate processes with their own keys, data
+shards and logs. `devnet.json` in the devnet directory records everything (the ledger CLI and
+`devnet status|logs|down` read it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from web3 import Web3
+
+from flchain.contracts import FLChainClient, TaskParams
+from flchain.models import load_dataset
+from flchain.node.identity import init_node_dir
+from flchain.node.learner import initial_model_bytes
+from flchain.taskconfig import TaskConfig
+
+MANIFEST = "devnet.json"
+NODE_FUNDS_WEI = 100 * 10**18
+STAKE_WEI = 10**15
+
+
+class DevnetError(RuntimeError):
+    """The devnet cannot start, or a command needs a devnet that is not there."""
+
+
+@dataclass(frozen=True)
+class DevnetPlan:
+    directory: Path
+    nodes: int = 4
+    rounds: int = 5
+    rule: str = "multikrum"
+    rule_params: dict[str, Any] = field(default_factory=dict)
+    byzantine: int = 0
+    attacks: tuple[str, ...] = ()  # given to the Byzantine nodes in turn
+    chain: str = "pyevm"
+    model: str = "cnn"
+    dataset: str = "digits"
+    partition: str = "iid"
+    local_epochs: int = 2
+    submit_window: int = 120
+    vote_window: int = 120
+    alarm_window: int = 0
+    quorum_bps: int = 6667
+    seed: int = 0
+    dp_clip: float | None = None
+    dp_noise: float = 0.0
+
+    def task_config(self) -> TaskConfig:
+        params = dict(self.rule_params)
+        if self.rule in {"krum", "multikrum", "bulyan"} and "f" not in params:
+            # The rule's own bound: Krum needs n - f - 2 >= 1, Bulyan n >= 4f + 3.
+            limit = (self.nodes - 3) // 4 if self.rule == "bulyan" else self.nodes - 3
+            params["f"] = max(0, min(max(self.byzantine, 1), limit))
+        return TaskConfig(
+            model=self.model,
+            dataset=self.dataset,
+            rule=self.rule,
+            rule_params=params,
+            local_epochs=self.local_epochs,
+            seed=self.seed,
+            dp_clip=self.dp_clip,
+            dp_noise=self.dp_noise,
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _flchain_cmd() -> list[str]:
+    return [sys.executable, "-m", "flchain.cli"]
+
+
+def start_chain(plan: DevnetPlan, log_path: Path) -> tuple[subprocess.Popen[bytes], dict]:
+    """Start `flchain chain serve` and read the one JSON line it prints when ready."""
+    cmd = [
+        *_flchain_cmd(),
+        "chain",
+        "serve",
+        "--port",
+        "0",
+        "--json",
+        "--accounts",
+        "2",
+        "--chain",
+        plan.chain,
+    ]
+    if plan.chain == "pyevm":
+        cmd += ["--state", str(plan.directory / "chain")]
+    ready = plan.directory / "chain.json"
+    ready.unlink(missing_ok=True)
+    with ready.open("wb") as out, log_path.open("ab") as log:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=log, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        text = ready.read_text()
+        if text.endswith("\n"):
+            return proc, json.loads(text.splitlines()[0])
+        if proc.poll() is not None:
+            raise DevnetError(f"the chain exited at start-up; see {log_path}")
+        time.sleep(0.1)
+    proc.kill()
+    raise DevnetError(f"the chain did not start within 60 s; see {log_path}")
+
+
+def deploy_task(plan: DevnetPlan, rpc_url: str, owner_key: str) -> tuple[str, int, TaskConfig]:
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
+    owner = Account.from_key(owner_key)
+    client = FLChainClient.deploy(w3, owner)
+    config = plan.task_config()
+    data = load_dataset(config.dataset, seed=config.seed)
+    initial = initial_model_bytes(config, data.input_shape, data.num_classes)
+    task_id = client.create_task(
+        TaskParams(
+            config_digest=config.digest,
+            initial_digest=hashlib.sha256(initial).digest(),
+            min_members=plan.nodes,
+            max_members=max(plan.nodes, 2),
+            submit_window=plan.submit_window,
+            vote_window=plan.vote_window,
+            alarm_window=plan.alarm_window,
+            quorum_bps=plan.quorum_bps,
+            stake=STAKE_WEI,
+            max_rounds=plan.rounds,
+        )
+    )
+    return client.address, task_id, config
+
+
+def prepare_nodes(plan: DevnetPlan, rpc_url: str, funder_key: str, config: TaskConfig) -> list:
+    """Keys, funds, task config and a fixed listen port for every node."""
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
+    funder = Account.from_key(funder_key)
+    nodes = []
+    nonce = w3.eth.get_transaction_count(funder.address, "pending")
+    for i in range(plan.nodes):
+        node_dir = plan.directory / f"node-{i}"
+        node_dir.mkdir(parents=True, exist_ok=True)
+        password = os.urandom(16).hex()
+        pw_file = node_dir / "password"
+        fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password)
+        identity = init_node_dir(node_dir, password, overwrite=True)
+        (node_dir / "task-config.json").write_bytes(config.to_json_bytes())
+        tx = {
+            "to": identity.address,
+            "value": NODE_FUNDS_WEI,
+            "gas": 21000,
+            "nonce": nonce,
+            "chainId": w3.eth.chain_id,
+            "maxFeePerGas": 10 * 10**9,
+            "maxPriorityFeePerGas": 10**9,
+        }
+        nonce += 1
+        w3.eth.send_raw_transaction(funder.sign_transaction(tx).raw_transaction)
+        k = i - (plan.nodes - plan.byzantine)  # the last K nodes are the Byzantine ones
+        nodes.append(
+            {
+                "name": f"node-{i}",
+                "dir": str(node_dir),
+                "address": identity.address,
+                "peer_id": identity.peer_id,
+                "port": _free_port(),
+                "attack": plan.attacks[k % len(plan.attacks)] if k >= 0 and plan.attacks else None,
+                "data": f"{config.dataset}#shard={i}/{plan.nodes},partition={plan.partition}",
+            }
+        )
+    return nodes
+
+
+def start_node(manifest: dict, node: dict) -> subprocess.Popen[bytes]:
+    peers = [n for n in manifest["nodes"] if n["name"] != node["name"]][:2]
+    cmd = [
+        *_flchain_cmd(),
+        "node",
+        "run",
+        "--dir",
+        node["dir"],
+        "--password-file",
+        str(Path(node["dir"]) / "password"),
+        "--rpc",
+        manifest["rpc_url"],
+        "--contract",
+        manifest["contract"],
+        "--task",
+        str(manifest["task_id"]),
+        "--data",
+        node["data"],
+        "--listen",
+        f"/ip4/127.0.0.1/tcp/{node['port']}",
+        "--device",
+        "cpu",
+        "--seed",
+        str(int(node["name"].split("-")[1])),
+        "-v",
+    ]
+    for peer in peers:
+        cmd += ["--bootstrap", f"/ip4/127.0.0.1/tcp/{peer['port']}/p2p/{peer['peer_id']}"]
+    if node.get("attack"):
+        cmd += ["--attack", node["attack"]]
+    log = (Path(node["dir"]) / "node.log").open("ab")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+    )
+
+
+def up(plan: DevnetPlan) -> dict:
+    """Start everything and write the manifest; returns it."""
+    plan.directory.mkdir(parents=True, exist_ok=True)
+    existing = plan.directory / MANIFEST
+    if existing.exists() and any(_alive(p) for p in _pids(json.loads(existing.read_text()))):
+        raise DevnetError(f"a devnet is already running in {plan.directory}; `devnet down` first")
+    chain_proc, chain = start_chain(plan, plan.directory / "chain.log")
+    try:
+        keys = [a["private_key"] for a in chain["accounts"]]
+        contract, task_id, config = deploy_task(plan, chain["rpc_url"], keys[0])
+        nodes = prepare_nodes(plan, chain["rpc_url"], keys[1], config)
+        manifest = {
+            "rpc_url": chain["rpc_url"],
+            "chain": plan.chain,
+            "chain_pid": chain_proc.pid,
+            "contract": contract,
+            "task_id": task_id,
+            "rounds": plan.rounds,
+            "rule": plan.rule,
+            "attack": ",".join(plan.attacks) or None,
+            "byzantine": plan.byzantine,
+            "nodes": nodes,
+            "started": time.time(),
+        }
+        for node in nodes:
+            node["pid"] = start_node(manifest, node).pid
+        write_manifest(plan.directory, manifest)
+        return manifest
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(chain_proc.pid, signal.SIGTERM)
+        raise
+
+
+def write_manifest(directory: Path, manifest: dict) -> None:
+    tmp = directory / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, directory / MANIFEST)
+
+
+def read_manifest(directory: Path) -> dict:
+    path = directory / MANIFEST
+    if not path.exists():
+        raise DevnetError(f"no devnet in {directory} (no {MANIFEST}); start one with `devnet up`")
+    return json.loads(path.read_text())
+
+
+def node_status(node: dict, timeout: float = 1.0) -> dict | None:
+    """The node's live /status; once it has stopped, the last status it wrote on the way out;
+    None while it is starting."""
+    directory = Path(node["dir"])
+    try:
+        runtime = json.loads((directory / "runtime.json").read_text())
+        with urllib.request.urlopen(runtime["status_url"] + "/status", timeout=timeout) as r:
+            return json.loads(r.read())
+    except (OSError, ValueError, KeyError):
+        pass
+    try:
+        return json.loads((directory / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _pids(manifest: dict) -> list[int]:
+    pids = [manifest.get("chain_pid")] + [n.get("pid") for n in manifest.get("nodes", [])]
+    return [p for p in pids if p]
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.split(")")[-1].split()[0] == "Z":
+            return False
+    return True
+
+
+def down(directory: Path, timeout: float = 10.0) -> list[int]:
+    """Stop every process of the devnet (nodes first, then the chain)."""
+    manifest = read_manifest(directory)
+    stopped = []
+    node_pids = [n.get("pid") for n in manifest["nodes"] if n.get("pid")]
+    for group in (node_pids, [manifest.get("chain_pid")]):
+        for pid in group:
+            if pid and _alive(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGTERM)
+                stopped.append(pid)
+        deadline = time.time() + timeout
+        while any(_alive(p) for p in group if p) and time.time() < deadline:
+            time.sleep(0.1)
+        for pid in group:
+            if pid and _alive(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+    return stopped
