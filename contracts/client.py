@@ -13,6 +13,7 @@ ContractRevert whose `reason` is the contract's string ("wrong phase", "not memb
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,8 @@ from flchain.contracts.types import (
 OPEN_ROUND_GAS = 400_000
 FINALIZE_BASE_GAS = 400_000
 FINALIZE_GAS_PER_MEMBER = 24_000
+# Calls per JSON-RPC batch for the many-views helpers (endpoints commonly accept 100).
+VIEW_BATCH = 100
 
 
 def finalize_gas_bound(n_members: int) -> int:
@@ -138,6 +141,24 @@ class FLChainClient:
         call = getattr(self._contract.functions, fn)(*args)
         return self.sender.rpc(call.call, fn)
 
+    def _views(self, fn: str, arg_lists: Sequence[Sequence[Any]]) -> list[Any]:
+        """Many calls of one view in JSON-RPC batches of VIEW_BATCH (one round trip each),
+        results in order; an endpoint that refuses batches gets the calls one by one."""
+        out: list[Any] = []
+        for start in range(0, len(arg_lists), VIEW_BATCH):
+            chunk = arg_lists[start : start + VIEW_BATCH]
+            try:
+                out += self.sender.rpc(lambda chunk=chunk: self._batch(fn, chunk), fn)
+            except RPCError:
+                out += [self._view(fn, *args) for args in chunk]
+        return out
+
+    def _batch(self, fn: str, arg_lists: Sequence[Sequence[Any]]) -> list[Any]:
+        with self.w3.batch_requests() as batch:
+            for args in arg_lists:
+                batch.add(getattr(self._contract.functions, fn)(*args))
+            return list(batch.execute())
+
     def _decode_log(self, log: Any) -> dict[str, Any] | None:
         topics = log["topics"]
         name = self._events_by_topic.get(HexBytes(topics[0])) if topics else None
@@ -172,8 +193,12 @@ class FLChainClient:
 
     def create_task(self, params: TaskParams) -> int:
         """Create a task (the caller becomes its owner); returns the new task id."""
-        result = self._transact("create_task", params.as_args())
-        return int(result.event("TaskCreated")["task_id"])
+        return int(self.create_task_tx(params).event("TaskCreated")["task_id"])
+
+    def create_task_tx(self, params: TaskParams) -> TxResult:
+        """`create_task` returning the whole transaction (hash, block, gas, events), for
+        callers that report it; the task id is `result.event("TaskCreated")["task_id"]`."""
+        return self._transact("create_task", params.as_args())
 
     def set_allowed(self, task_id: int, account: str, allowed: bool = True) -> TxResult:
         """Owner only: add (or remove) `account` on the task's allowlist."""
@@ -268,9 +293,10 @@ class FLChainClient:
         return MemberInfo.from_tuple(raw)
 
     def members(self, task_id: int) -> list[MemberInfo]:
-        """Every member that ever joined the task, by index."""
+        """Every member that ever joined the task, by index (batched views)."""
         n_members = self.get_task(task_id).n_members
-        return [self.get_member(task_id, i) for i in range(n_members)]
+        raws = self._views("get_member", [(task_id, i) for i in range(n_members)])
+        return [MemberInfo.from_tuple(raw) for raw in raws]
 
     def member_index(self, task_id: int, account: str) -> int:
         """Index of `account` in the task; ContractRevert("not member") otherwise."""
@@ -320,6 +346,39 @@ class FLChainClient:
                 check_uint("accepted", accepted),
             )
         )
+
+    # Many views in few round trips, for readers of a whole ledger (`flchain ledger`).
+
+    def get_rounds(self, task_id: int, rounds: Sequence[int]) -> list[RoundInfo]:
+        """`get_round` for each of `rounds`, in order."""
+        check_uint("task_id", task_id)
+        args = [(task_id, check_uint("round", r)) for r in rounds]
+        return [RoundInfo.from_tuple(raw) for raw in self._views("get_round", args)]
+
+    def get_updates(self, task_id: int, keys: Sequence[tuple[int, int]]) -> list[UpdateCommit]:
+        """`get_update` for each (round, member index) in `keys`, in order."""
+        check_uint("task_id", task_id)
+        args = [
+            (task_id, check_uint("round", r), check_uint("index", i, MAX_MEMBERS)) for r, i in keys
+        ]
+        return [UpdateCommit.from_tuple(raw) for raw in self._views("get_update", args)]
+
+    def get_votes(self, task_id: int, keys: Sequence[tuple[int, int]]) -> list[Vote]:
+        """`get_vote` for each (round, member index) in `keys`, in order."""
+        check_uint("task_id", task_id)
+        args = [
+            (task_id, check_uint("round", r), check_uint("index", i, MAX_MEMBERS)) for r, i in keys
+        ]
+        return [Vote.from_tuple(raw) for raw in self._views("get_vote", args)]
+
+    def get_tallies(self, task_id: int, keys: Sequence[tuple[int, bytes, int]]) -> list[int]:
+        """`get_tally` for each (round, digest, accepted bitmap) in `keys`, in order."""
+        check_uint("task_id", task_id)
+        args = [
+            (task_id, check_uint("round", r), check_bytes32("digest", d), check_uint("accepted", a))
+            for r, d, a in keys
+        ]
+        return [int(raw) for raw in self._views("get_tally", args)]
 
     def reputation(self, task_id: int, index: int) -> int:
         raw = self._view(

@@ -1,0 +1,1188 @@
+"""`flchain contract deploy`, `flchain task create` and `flchain ledger ...` against any chain.
+
+Every command talks JSON-RPC to `--rpc` (default http://127.0.0.1:8545): the py-evm devnet,
+anvil, geth or a public testnet. Transactions are signed locally with `--key`, `--key-file`
+(hex key or eth keystore) or $FLCHAIN_KEY; the key is never printed. Ledger commands only read,
+need no key, and take `--devnet DIR` for the RPC URL, contract, task and blob stores that
+`flchain devnet up` records in DIR/devnet.json. Tables by default, `--json`/`--csv` for scripts.
+Failures print one line (unreachable RPC, no contract, unknown task, bad key, revert reason).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import os
+import stat
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
+from web3 import Web3
+
+from flchain.contracts.artifact import load_artifact
+from flchain.contracts.client import FLChainClient
+from flchain.contracts.errors import FLChainError
+from flchain.contracts.ledger import (
+    BlobCheck,
+    Ledger,
+    event_row,
+    get_task_checked,
+    hex0x,
+    ledger_tables,
+    list_tasks,
+    member_row,
+    plain,
+    read_members,
+    read_round,
+    rebuild_ledger,
+    reputation_history,
+    round_detail,
+    round_row,
+    sha256_file,
+    task_row,
+    verify_blobs,
+)
+from flchain.contracts.sender import TransactionSender
+from flchain.contracts.types import REP_UNIT, TaskParams
+
+DEFAULT_RPC = "http://127.0.0.1:8545"
+DEVNET_FILE = "devnet.json"
+WEI_PER_ETH = 10**18
+_RPC_TIMEOUT_S = 30
+_PIPE_WIDTH = 160
+_HEX_DIGITS = set("0123456789abcdefABCDEF")
+
+
+# ---------------------------------------------------------------- errors and output
+
+
+@contextmanager
+def _cli_errors() -> Iterator[None]:
+    """Report expected failures as one line (exit 1) instead of a traceback."""
+    try:
+        yield
+    except click.ClickException:
+        raise
+    except (FLChainError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
+    return value
+
+
+def _echo_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
+    """Rows as CSV (lists space-separated, dicts as JSON, None empty)."""
+    click.echo(_csv_text(rows, columns), nl=False)
+
+
+def _csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    names = list(columns) if columns is not None else list(rows[0]) if rows else []
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_cell(row.get(k)) for k in names})
+    return buffer.getvalue()
+
+
+def _short(value: str, keep: int = 10) -> str:
+    """0x-hex digests shortened for tables (JSON and CSV always carry them whole)."""
+    if isinstance(value, str) and value.startswith("0x") and len(value) > keep + 6:
+        return f"{value[:keep]}…{value[-4:]}"
+    return value
+
+
+def _when(timestamp: int | None) -> str:
+    if not timestamp:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "none"
+    return _short(str(value))
+
+
+@dataclass(frozen=True)
+class _Column:
+    header: str
+    key: str
+    render: Callable[[Any], str] = _cell
+    style: Callable[[Any], str | None] = lambda _value: None
+
+
+def _status_style(value: Any) -> str | None:
+    return {
+        "finalized": "green",
+        "ok": "green",
+        "active": "green",
+        "accepted": "green",
+        "failed": "red",
+        "reverted": "red",
+        "aborted": "red",
+        "mismatch": "red",
+        "ejected": "red",
+        "rejected": "red",
+        "stalled": "yellow",
+        "missing": "yellow",
+        "voting": "cyan",
+    }.get(str(value))
+
+
+def _echo_table(title: str, columns: Sequence[_Column], rows: Sequence[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column.header, overflow="fold")
+    for row in rows:
+        # Text, not markup: chain data such as peer ids may contain "[".
+        cells = [
+            Text(column.render(row.get(column.key)), style=column.style(row.get(column.key)) or "")
+            for column in columns
+        ]
+        table.add_row(*cells)
+    # Piped output gets a fixed width instead of rich's 80-column default.
+    Console(width=None if sys.stdout.isatty() else _PIPE_WIDTH).print(table)
+
+
+def _emit(
+    rows: Sequence[dict[str, Any]],
+    *,
+    title: str,
+    columns: Sequence[_Column],
+    as_json: bool,
+    as_csv: bool,
+) -> None:
+    if as_json:
+        _echo_json(list(rows))
+    elif as_csv:
+        _echo_csv(rows, None if rows else [c.key for c in columns])
+    else:
+        _echo_table(title, columns, rows)
+
+
+# ---------------------------------------------------------------- parsing values
+
+
+def _parse_digest(value: str, what: str) -> bytes:
+    text = value.strip().removeprefix("0x").removeprefix("0X")
+    if len(text) != 64 or not set(text) <= _HEX_DIGITS:
+        raise click.BadParameter(
+            f"{value!r} is not a 32-byte digest (64 hex digits)", param_hint=what
+        )
+    return bytes.fromhex(text)
+
+
+def _eth_to_wei(value: str) -> int:
+    try:
+        amount = Decimal(value)
+    except InvalidOperation as exc:
+        raise click.BadParameter(
+            f"{value!r} is not a number of ETH", param_hint="--stake-eth"
+        ) from exc
+    wei = amount * WEI_PER_ETH
+    if not amount.is_finite() or wei < 0 or wei != wei.to_integral_value():
+        raise click.BadParameter(
+            f"{value!r} is not a non-negative whole number of wei", param_hint="--stake-eth"
+        )
+    return int(wei)
+
+
+def _check_address(value: str, what: str) -> str:
+    if not Web3.is_address(value):
+        raise click.BadParameter(
+            f"{value!r} is not an address (0x + 40 hex digits, checksummed if mixed case)",
+            param_hint=what,
+        )
+    return Web3.to_checksum_address(value)
+
+
+# ---------------------------------------------------------------- keys
+
+
+def _key_from_hex(text: str, source: str) -> LocalAccount:
+    """An account from a hex private key; errors name the source, never the key."""
+    raw = text.strip().removeprefix("0x").removeprefix("0X")
+    if len(raw) != 64 or not set(raw) <= _HEX_DIGITS:
+        raise click.BadParameter(
+            f"bad private key from {source}: expected 32 bytes as 64 hex digits (0x optional)"
+        )
+    try:
+        return Account.from_key(bytes.fromhex(raw))
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"bad private key from {source}: not a valid secp256k1 key"
+        ) from exc
+
+
+def _keystore_password(password_file: Path | None, keystore: Path) -> str:
+    if password_file is not None:
+        return password_file.read_text("utf-8").rstrip("\r\n")
+    from_env = os.environ.get("FLCHAIN_PASSWORD")
+    if from_env is not None:
+        return from_env
+    if sys.stdin.isatty():
+        return str(click.prompt(f"Password for {keystore}", hide_input=True))
+    raise click.UsageError(
+        f"{keystore} is an encrypted keystore: pass --password-file or set FLCHAIN_PASSWORD"
+    )
+
+
+def _warn_if_readable(path: Path) -> None:
+    if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        click.echo(f"warning: {path} is readable by other users (chmod 600 it)", err=True)
+
+
+def load_account(
+    key: str | None, key_file: Path | None, password_file: Path | None = None
+) -> LocalAccount:
+    """The signing account from --key, --key-file (hex key or eth keystore JSON, with
+    --password-file or $FLCHAIN_PASSWORD) or $FLCHAIN_KEY, in that order of precedence."""
+    if key is not None and key_file is not None:
+        raise click.UsageError("give --key or --key-file, not both")
+    if key is not None:
+        return _key_from_hex(key, "--key")
+    if key_file is not None:
+        _warn_if_readable(key_file)
+        text = key_file.read_text("utf-8")
+        if not text.lstrip().startswith("{"):
+            return _key_from_hex(text, str(key_file))
+        try:
+            keystore = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"{key_file} is not a valid keystore JSON: {exc}") from exc
+        password = _keystore_password(password_file, key_file)
+        try:
+            return Account.from_key(Account.decrypt(keystore, password))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise click.BadParameter(
+                f"cannot decrypt keystore {key_file}: wrong password or damaged file"
+            ) from exc
+    from_env = os.environ.get("FLCHAIN_KEY")
+    if from_env:
+        return _key_from_hex(from_env, "FLCHAIN_KEY")
+    raise click.UsageError("no signing key: pass --key, --key-file, or set FLCHAIN_KEY")
+
+
+# ---------------------------------------------------------------- chain access
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    if "refused" in text.lower():
+        return "connection refused"
+    if "timed out" in text.lower() or "timeout" in type(exc).__name__.lower():
+        return "timed out"
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+def connect(rpc_url: str) -> Web3:
+    """A Web3 for `rpc_url` that answered eth_chainId (the client retries later calls)."""
+    if not rpc_url.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{rpc_url!r} is not an http(s):// URL", param_hint="--rpc")
+    # web3 checks eth_chainId around every call; a chain's id never changes, so cache it
+    # (a ledger rebuild makes hundreds of calls). Retries are the client's RetryPolicy's job.
+    provider = Web3.HTTPProvider(
+        rpc_url,
+        request_kwargs={"timeout": _RPC_TIMEOUT_S},
+        exception_retry_configuration=None,
+        cache_allowed_requests=True,
+        cacheable_requests={"eth_chainId"},
+    )
+    w3 = Web3(provider)
+    try:
+        int(w3.eth.chain_id)
+    except Exception as exc:
+        raise click.ClickException(f"cannot reach RPC at {rpc_url}: {_reason(exc)}") from exc
+    return w3
+
+
+def open_flchain(w3: Web3, address: str, account: LocalAccount | None = None) -> FLChainClient:
+    """A client for FLChain at `address`, after checking that code answering as FLChain is
+    there. Read-only callers pass no account: a random one stands in and never signs."""
+    checksum = _check_address(address, "--contract")
+    code = w3.eth.get_code(checksum)
+    if not code:
+        raise click.ClickException(
+            f"no contract code at {checksum} on chain {w3.eth.chain_id} "
+            "(wrong --contract, or a chain restarted without its state?)"
+        )
+    client = FLChainClient(w3, checksum, account or Account.create())
+    try:
+        client.task_count()
+    except FLChainError as exc:
+        raise click.ClickException(
+            f"the contract at {checksum} does not answer as FLChain: {exc}"
+        ) from exc
+    return client
+
+
+# ---------------------------------------------------------------- shared options
+
+
+def _rpc_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--rpc",
+        envvar="FLCHAIN_RPC",
+        default=DEFAULT_RPC,
+        show_default=True,
+        help="Ethereum JSON-RPC URL (env FLCHAIN_RPC).",
+    )(fn)
+
+
+def _key_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--key", help="Hex private key (prefer --key-file or env FLCHAIN_KEY)."),
+        click.option(
+            "--key-file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="File holding the hex key, or an eth keystore JSON.",
+        ),
+        click.option(
+            "--password-file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Keystore password file (or env FLCHAIN_PASSWORD).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
+
+
+# ---------------------------------------------------------------- flchain contract
+
+
+@click.group("contract")
+def contract() -> None:
+    """Deploy the FLChain contract to any Ethereum JSON-RPC endpoint."""
+
+
+@contract.command("deploy")
+@_rpc_option
+@_key_options
+@_json_option
+def deploy_command(
+    rpc: str, key: str | None, key_file: Path | None, password_file: Path | None, as_json: bool
+) -> None:
+    """Deploy FLChain from the key's account; prints the address, tx hash, block and gas."""
+    with _cli_errors():
+        account = load_account(key, key_file, password_file)
+        w3 = connect(rpc)
+        sender = TransactionSender(w3, account)
+        receipt = sender.send(None, load_artifact().bytecode, what="deploy FLChain")
+        result = {
+            "address": Web3.to_checksum_address(receipt["contractAddress"]),
+            "tx_hash": HexBytes(receipt["transactionHash"]).to_0x_hex(),
+            "block_number": int(receipt["blockNumber"]),
+            "gas_used": int(receipt["gasUsed"]),
+            "chain_id": sender.chain_id,
+            "deployer": account.address,
+        }
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(f"FLChain deployed at {result['address']}")
+    click.echo(f"  tx {result['tx_hash']} in block {result['block_number']}")
+    click.echo(f"  gas used {result['gas_used']}, chain id {result['chain_id']}")
+
+
+# ---------------------------------------------------------------- flchain task
+
+
+@click.group("task")
+def task() -> None:
+    """Create federated-learning tasks on an FLChain contract."""
+
+
+def _digest_choice(path: Path | None, digest: str | None, names: tuple[str, str]) -> bytes:
+    if path is not None and digest is not None:
+        raise click.UsageError(f"give {names[0]} or {names[1]}, not both")
+    if path is not None:
+        return sha256_file(path)
+    if digest is not None:
+        return _parse_digest(digest, names[1])
+    raise click.UsageError(f"missing {names[0]} FILE or {names[1]} 0x..")
+
+
+@task.command("create")
+@_rpc_option
+@_key_options
+@click.option(
+    "--contract",
+    "contract_address",
+    envvar="FLCHAIN_CONTRACT",
+    required=True,
+    help="FLChain address (env FLCHAIN_CONTRACT).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Task config file; its sha256 is the config digest.",
+)
+@click.option("--config-digest", help="Config digest (0x + 64 hex), instead of --config.")
+@click.option(
+    "--model",
+    "model_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Initial model blob; its sha256 is the initial model digest.",
+)
+@click.option("--model-digest", help="Initial model digest (0x + 64 hex), instead of --model.")
+@click.option("--min-members", type=click.IntRange(1, 256), default=2, show_default=True)
+@click.option("--max-members", type=click.IntRange(1, 256), default=16, show_default=True)
+@click.option(
+    "--submit-window", type=click.IntRange(min=1), default=600, show_default=True, help="Seconds."
+)
+@click.option(
+    "--vote-window", type=click.IntRange(min=1), default=300, show_default=True, help="Seconds."
+)
+@click.option(
+    "--alarm-window",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seconds after finalization for Siren alarms; 0 disables alarms.",
+)
+@click.option(
+    "--quorum-bps",
+    type=click.IntRange(5001, 10000),
+    default=6667,
+    show_default=True,
+    help="Share of reputation that finalizes a round, in basis points.",
+)
+@click.option(
+    "--alarm-bps",
+    type=click.IntRange(1, 10000),
+    default=5000,
+    show_default=True,
+    help="Share of reputation whose alarms revert a round, in basis points.",
+)
+@click.option("--stake-wei", type=click.IntRange(min=0), help="Stake each member deposits.")
+@click.option("--stake-eth", help="The stake in ETH (default 0).")
+@click.option("--max-rounds", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "--rep-floor",
+    type=click.IntRange(0, REP_UNIT - 1),
+    default=0,
+    show_default=True,
+    help=f"Members whose reputation falls below this ({REP_UNIT} = 1.0) are ejected.",
+)
+@click.option("--allowlist", is_flag=True, help="Only allowlisted accounts may join.")
+@click.option(
+    "--allow",
+    "allowed",
+    multiple=True,
+    help="Account to allowlist right away (repeatable; implies --allowlist).",
+)
+@_json_option
+def create_command(
+    rpc: str,
+    key: str | None,
+    key_file: Path | None,
+    password_file: Path | None,
+    contract_address: str,
+    config_file: Path | None,
+    config_digest: str | None,
+    model_file: Path | None,
+    model_digest: str | None,
+    min_members: int,
+    max_members: int,
+    submit_window: int,
+    vote_window: int,
+    alarm_window: int,
+    quorum_bps: int,
+    alarm_bps: int,
+    stake_wei: int | None,
+    stake_eth: str | None,
+    max_rounds: int,
+    rep_floor: int,
+    allowlist: bool,
+    allowed: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Create a task (your account becomes its owner); prints the task id.
+
+    The config digest commits every member to the task config (model, data spec, rule, DP
+    and secure-aggregation settings); the initial model digest names round 1's base model.
+    """
+    with _cli_errors():
+        config = _digest_choice(config_file, config_digest, ("--config", "--config-digest"))
+        initial = _digest_choice(model_file, model_digest, ("--model", "--model-digest"))
+        if stake_wei is not None and stake_eth is not None:
+            raise click.UsageError("give --stake-wei or --stake-eth, not both")
+        stake = stake_wei if stake_wei is not None else _eth_to_wei(stake_eth or "0")
+        allow = [_check_address(a, "--allow") for a in allowed]
+        params = TaskParams(
+            config_digest=config,
+            initial_digest=initial,
+            min_members=min_members,
+            max_members=max_members,
+            submit_window=submit_window,
+            vote_window=vote_window,
+            alarm_window=alarm_window,
+            quorum_bps=quorum_bps,
+            alarm_bps=alarm_bps,
+            stake=stake,
+            max_rounds=max_rounds,
+            rep_floor=rep_floor,
+            allowlist=allowlist or bool(allow),
+        )
+        account = load_account(key, key_file, password_file)
+        client = open_flchain(connect(rpc), contract_address, account)
+        tx = client.create_task_tx(params)
+        task_id = int(tx.event("TaskCreated")["task_id"])
+        for address in allow:
+            try:
+                client.set_allowed(task_id, address)
+            except FLChainError as exc:
+                raise click.ClickException(
+                    f"task {task_id} was created, but allowlisting {address} failed: {exc}"
+                ) from exc
+        result = {
+            "task_id": task_id,
+            "tx_hash": tx.tx_hash,
+            "block_number": tx.block_number,
+            "gas_used": tx.gas_used,
+            "contract": client.address,
+            "owner": account.address,
+            "config_digest": hex0x(config),
+            "initial_digest": hex0x(initial),
+            "stake_wei": stake,
+            "allowed": allow,
+        }
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(f"Task {task_id} created on {client.address}")
+    click.echo(f"  tx {tx.tx_hash} in block {tx.block_number}, gas used {tx.gas_used}")
+    click.echo(f"  config {hex0x(config)}, initial model {hex0x(initial)}")
+
+
+# ---------------------------------------------------------------- flchain ledger: sources
+
+
+@dataclass(frozen=True)
+class DevnetFile:
+    """What `flchain devnet up` records in DIR/devnet.json for the ledger to find."""
+
+    rpc_url: str
+    contract: str
+    task_id: int
+    blob_dirs: tuple[Path, ...]
+
+
+def read_devnet(directory: Path) -> DevnetFile:
+    """Parse DIR/devnet.json (extra keys are ignored)."""
+    path = directory / DEVNET_FILE
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError as exc:
+        raise click.ClickException(
+            f"{path} not found: is DIR a devnet directory (`flchain devnet up` writes it)?"
+        ) from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise click.ClickException(f"{path} must hold a JSON object")
+    rpc_url, address, task_id = data.get("rpc_url"), data.get("contract"), data.get("task_id")
+    nodes = data.get("nodes", [])
+    if not isinstance(rpc_url, str) or not isinstance(address, str):
+        raise click.ClickException(f"{path}: rpc_url and contract must be strings")
+    if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id < 1:
+        raise click.ClickException(f"{path}: task_id must be a positive integer")
+    if not isinstance(nodes, list) or not all(
+        isinstance(n, dict) and isinstance(n.get("dir"), str) for n in nodes
+    ):
+        raise click.ClickException(f"{path}: nodes must be a list of objects with a 'dir'")
+    blob_dirs = tuple(_node_dir(directory, n["dir"]) / "blobs" for n in nodes)
+    return DevnetFile(rpc_url, address, task_id, blob_dirs)
+
+
+def _node_dir(directory: Path, raw: str) -> Path:
+    """A node dir from devnet.json: absolute, relative to DIR, or else (as the launcher may
+    record it) relative to the working directory it was started from."""
+    path = Path(raw)
+    if path.is_absolute():
+        return path
+    inside = directory / path
+    return path if not inside.exists() and path.exists() else inside
+
+
+@dataclass
+class _Source:
+    """Where a ledger command reads from, after --devnet defaults and explicit options."""
+
+    rpc: str
+    contract: str | None
+    task_id: int | None
+    devnet: DevnetFile | None
+    from_block: int
+    chunk_blocks: int | None
+    as_json: bool
+    as_csv: bool
+    _client: FLChainClient | None = field(default=None, repr=False)
+
+    @property
+    def client(self) -> FLChainClient:
+        if self._client is None:
+            if self.contract is None:
+                raise click.UsageError("no contract: pass --contract ADDR or --devnet DIR")
+            self._client = open_flchain(connect(self.rpc), self.contract)
+        return self._client
+
+    def resolve_task(self) -> int:
+        """--task, else the devnet's task, else the contract's only task."""
+        if self.task_id is not None:
+            return self.task_id
+        count = self.client.task_count()
+        if count == 1:
+            return 1
+        if count == 0:
+            raise click.ClickException(f"FLChain at {self.client.address} has no tasks yet")
+        raise click.UsageError(
+            f"FLChain at {self.client.address} has {count} tasks: pass --task ID "
+            "(`flchain ledger tasks` lists them)"
+        )
+
+    def ledger(self, task_id: int | None = None) -> Ledger:
+        return rebuild_ledger(
+            self.client,
+            self.resolve_task() if task_id is None else task_id,
+            from_block=self.from_block,
+            chunk_blocks=self.chunk_blocks,
+        )
+
+
+def _explicit(ctx: click.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source in (ParameterSource.COMMANDLINE, ParameterSource.PROMPT)
+
+
+def _make_source(ctx: click.Context, options: dict[str, Any]) -> _Source:
+    if options["as_json"] and options.get("as_csv"):
+        raise click.UsageError("give --json or --csv, not both")
+    devnet = read_devnet(options["devnet"]) if options["devnet"] is not None else None
+    rpc, address, task_id = options["rpc"], options["contract_address"], options["task_id"]
+    if devnet is not None:
+        # The command line wins over the devnet file, which wins over the environment.
+        rpc = rpc if _explicit(ctx, "rpc") else devnet.rpc_url
+        address = address if _explicit(ctx, "contract_address") else devnet.contract
+        task_id = task_id if task_id is not None else devnet.task_id
+    return _Source(
+        rpc=rpc,
+        contract=address,
+        task_id=task_id,
+        devnet=devnet,
+        from_block=options["from_block"],
+        chunk_blocks=options["chunk_blocks"],
+        as_json=options["as_json"],
+        as_csv=options.get("as_csv", False),
+    )
+
+
+_SOURCE_KEYS = (
+    "rpc",
+    "contract_address",
+    "task_id",
+    "devnet",
+    "from_block",
+    "chunk_blocks",
+    "as_json",
+    "as_csv",
+)
+
+
+def _source_options(*, tabular: bool) -> list[Callable[[Any], Any]]:
+    options = [
+        click.option(
+            "--rpc",
+            envvar="FLCHAIN_RPC",
+            default=DEFAULT_RPC,
+            show_default=True,
+            help="Ethereum JSON-RPC URL (env FLCHAIN_RPC).",
+        ),
+        click.option(
+            "--contract",
+            "contract_address",
+            envvar="FLCHAIN_CONTRACT",
+            help="FLChain address (env FLCHAIN_CONTRACT).",
+        ),
+        click.option(
+            "--task",
+            "task_id",
+            type=click.IntRange(min=1),
+            help="Task id (default: the devnet's task, or the contract's only task).",
+        ),
+        click.option(
+            "--devnet",
+            type=click.Path(exists=True, file_okay=False, path_type=Path),
+            help="Devnet directory: RPC, contract, task and blob stores from its devnet.json.",
+        ),
+        click.option(
+            "--from-block",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="First block to read events from (the contract's deployment block is enough).",
+        ),
+        click.option(
+            "--chunk-blocks",
+            type=click.IntRange(min=1),
+            help="Read logs in ranges of this many blocks (for endpoints that cap eth_getLogs).",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts."),
+    ]
+    if tabular:
+        options.append(click.option("--csv", "as_csv", is_flag=True, help="Print CSV."))
+    return options
+
+
+def _ledger_command(
+    name: str, *, tabular: bool = True
+) -> Callable[[Callable[..., None]], click.Command]:
+    """Register a `flchain ledger NAME` command that takes the source options; the command
+    function receives a `_Source` first, then its own options, inside `_cli_errors`."""
+
+    def decorate(fn: Callable[..., None]) -> click.Command:
+        @functools.wraps(fn)
+        @click.pass_context
+        def run(ctx: click.Context, **kwargs: Any) -> None:
+            options = {k: kwargs.pop(k) for k in _SOURCE_KEYS if k in kwargs}
+            with _cli_errors():
+                fn(_make_source(ctx, options), **kwargs)
+
+        for option in reversed(_source_options(tabular=tabular)):
+            run = option(run)
+        return ledger.command(name)(run)
+
+    return decorate
+
+
+# ---------------------------------------------------------------- flchain ledger: commands
+
+
+@click.group("ledger")
+def ledger() -> None:
+    """Inspect the on-chain model ledger: tasks, rounds, updates, votes, members, alarms.
+
+    Point it at a chain with --rpc URL --contract ADDR [--task ID], or at a local devnet
+    with --devnet DIR. Tables by default; --json or --csv for scripts.
+    """
+
+
+@_ledger_command("tasks")
+def tasks_command(source: _Source) -> None:
+    """Every task: owner, status, members, rounds, config digest."""
+    rows = [task_row(t) for t in list_tasks(source.client)]
+    columns = [
+        _Column("id", "task_id"),
+        _Column("owner", "owner", render=str),
+        _Column("status", "status", style=_status_style),
+        _Column("members", "n_members"),
+        _Column("active", "n_active"),
+        _Column("round", "current_round"),
+        _Column("max rounds", "max_rounds"),
+        _Column("global round", "global_round"),
+        _Column("config digest", "config_digest"),
+        _Column("stake (ETH)", "stake", render=_eth),
+    ]
+    _emit(
+        rows, title="FLChain tasks", columns=columns, as_json=source.as_json, as_csv=source.as_csv
+    )
+
+
+def _eth(wei: Any) -> str:
+    return "-" if wei is None else f"{Decimal(int(wei)) / WEI_PER_ETH:f}"
+
+
+@_ledger_command("rounds")
+def rounds_command(source: _Source) -> None:
+    """Per round: status, times, update counts, global digest, votes, alarms.
+
+    Status is open, voting, stalled (windows over without quorum: anyone may close it),
+    finalized, failed, reverted (by Siren alarms) or aborted."""
+    book = source.ledger()
+    rows = [round_row(book.task.task_id, r) for r in book.rounds]
+    columns = [
+        _Column("round", "round"),
+        _Column("status", "status", style=_status_style),
+        _Column("start (UTC)", "start", render=_when),
+        _Column("submit by", "submit_after", render=_after),
+        _Column("vote by", "vote_after", render=_after),
+        _Column("finalized", "finalized_after", render=_after),
+        _Column("committed", "committed"),
+        _Column("accepted", "accepted"),
+        _Column("rejected", "rejected"),
+        _Column("global digest", "global_digest"),
+        _Column("votes", "votes"),
+        _Column("alarms", "alarms"),
+    ]
+    title = f"Task {book.task.task_id}: {len(rows)} rounds ({book.task.status.name.lower()})"
+    if not (source.as_json or source.as_csv):
+        rows = [_with_offsets(row) for row in rows]
+    _emit(rows, title=title, columns=columns, as_json=source.as_json, as_csv=source.as_csv)
+
+
+def _with_offsets(row: dict[str, Any]) -> dict[str, Any]:
+    """A round row with its deadlines and finalization as seconds after the round start."""
+    start = row["start"]
+    return {
+        **row,
+        "submit_after": row["submit_deadline"] - start,
+        "vote_after": row["vote_deadline"] - start,
+        "finalized_after": None if row["finalized_at"] is None else row["finalized_at"] - start,
+    }
+
+
+def _after(seconds: int | None) -> str:
+    return "-" if seconds is None else f"+{seconds}s"
+
+
+@_ledger_command("round")
+@click.argument("number", type=click.IntRange(min=1))
+def round_command(source: _Source, number: int) -> None:
+    """One round in detail: commitments, verdicts, votes, tallies, alarms.
+
+    --csv prints one row per eligible member."""
+    task_id = source.resolve_task()
+    rnd = read_round(
+        source.client,
+        task_id,
+        number,
+        from_block=source.from_block,
+        chunk_blocks=source.chunk_blocks,
+    )
+    detail = round_detail(task_id, rnd)
+    if source.as_json:
+        _echo_json(detail)
+        return
+    rows = [{"task_id": task_id, "round": number, **m} for m in detail["members"]]
+    if source.as_csv:
+        _echo_csv(rows)
+        return
+    click.echo(
+        f"Task {task_id} round {number}: {rnd.status}"
+        + (f" ({rnd.fail_reason})" if rnd.fail_reason else "")
+    )
+    click.echo(f"  base model     {hex0x(rnd.base_digest)} (round {rnd.base_round})")
+    if rnd.global_digest is not None:
+        click.echo(f"  global model   {hex0x(rnd.global_digest)}")
+    click.echo(
+        f"  quorum         {rnd.quorum_weight} of {rnd.total_reputation} reputation"
+        f" ({rnd.quorum_bps / 100:g}%); final tally {_cell(rnd.final_tally)}"
+    )
+    click.echo(f"  alarm weight   {rnd.alarm_weight}")
+    member_columns = [
+        _Column("member", "member"),
+        _Column("digest", "digest"),
+        _Column("samples", "samples"),
+        _Column("base", "base_round"),
+        _Column("loss", "loss"),
+        _Column("verdict", "verdict", style=_status_style),
+        _Column("vote digest", "vote_digest"),
+        _Column("vote accepts", "vote_accepted"),
+        _Column("weight", "vote_weight"),
+        _Column("alarm", "alarmed"),
+    ]
+    _echo_table("Members", member_columns, rows)
+    tally_columns = [
+        _Column("digest", "digest"),
+        _Column("accepts", "accepted"),
+        _Column("weight", "weight"),
+        _Column("voters", "voters"),
+    ]
+    _echo_table("Tallies", tally_columns, detail["tallies"])
+
+
+@_ledger_command("members")
+def members_command(source: _Source) -> None:
+    """Members: address, peer id, reputation, status, stake, joined round."""
+    task_info = get_task_checked(source.client, source.resolve_task())
+    rows = [member_row(task_info.task_id, m) for m in read_members(source.client, task_info)]
+    columns = [
+        _Column("index", "index"),
+        _Column("account", "account", render=str),
+        _Column("peer id", "peer_id", render=str),
+        _Column("reputation", "reputation_factor", render=lambda v: f"{v:.3f}"),
+        _Column("status", "status", style=_status_style),
+        _Column("stake (ETH)", "stake_wei", render=_eth),
+        _Column("joined round", "since_round"),
+    ]
+    _emit(
+        rows,
+        title=f"Task {task_info.task_id} members",
+        columns=columns,
+        as_json=source.as_json,
+        as_csv=source.as_csv,
+    )
+
+
+def _event_names() -> list[str]:
+    return sorted(item["name"] for item in load_artifact().abi if item["type"] == "event")
+
+
+def _args_text(args: Any) -> str:
+    return " ".join(f"{k}={_short(str(v))}" for k, v in args.items())
+
+
+@_ledger_command("events")
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    help="Only events with this name (repeatable; case-insensitive), e.g. VoteCast.",
+)
+@click.option("--round", "round_number", type=click.IntRange(min=0), help="Only this round.")
+def events_command(source: _Source, names: tuple[str, ...], round_number: int | None) -> None:
+    """The task's decoded event log: block, tx, event name and arguments."""
+    known = {n.lower(): n for n in _event_names()}
+    unknown = [n for n in names if n.lower() not in known]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown event {', '.join(unknown)}; events are {', '.join(known.values())}",
+            param_hint="--name",
+        )
+    wanted = {known[n.lower()] for n in names}
+    task_id = source.resolve_task()
+    get_task_checked(source.client, task_id)
+    events = source.client.events(task_id, source.from_block, chunk_blocks=source.chunk_blocks)
+    rows = [
+        event_row(task_id, ev)
+        for ev in events
+        if (not wanted or ev["event"] in wanted)
+        and (round_number is None or ev["args"].get("round") == round_number)
+    ]
+    columns = [
+        _Column("block", "block_number"),
+        _Column("tx", "tx_hash"),
+        _Column("event", "event"),
+        _Column("args", "args", render=_args_text),
+    ]
+    _emit(
+        rows,
+        title=f"Task {task_id} events",
+        columns=columns,
+        as_json=source.as_json,
+        as_csv=source.as_csv,
+    )
+
+
+@_ledger_command("verify")
+@click.option(
+    "--blobs",
+    "blob_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Directory of blob files named by digest (repeatable; default: the devnet nodes').",
+)
+@click.option("--strict", is_flag=True, help="Exit 1 on missing blobs too.")
+@click.pass_context
+def verify_command(
+    ctx: click.Context, source: _Source, blob_dirs: tuple[Path, ...], strict: bool
+) -> None:
+    """Re-hash local blobs against the digests on chain.
+
+    Checks every committed update, every finalized global model and the initial model
+    against `<dir>/<64 hex digest>` files. Exit 1 on any mismatch (and, with --strict, on
+    any missing blob)."""
+    dirs = list(blob_dirs)
+    if not dirs and source.devnet is not None:
+        dirs = [d for d in source.devnet.blob_dirs if d.is_dir()]
+    if not dirs:
+        raise click.UsageError("no blob directories: pass --blobs DIR or --devnet DIR")
+    checks = verify_blobs(source.ledger(), dirs)
+    counts = {s: sum(c.status == s for c in checks) for s in ("ok", "mismatch", "missing")}
+    rows = [_check_row(c) for c in checks]
+    if source.as_json:
+        _echo_json({**counts, "blob_dirs": [str(d) for d in dirs], "checks": rows})
+    elif source.as_csv:
+        _echo_csv(rows)
+    else:
+        columns = [
+            _Column("kind", "kind"),
+            _Column("round", "round"),
+            _Column("member", "member"),
+            _Column("digest", "digest", render=str),
+            _Column("status", "status", style=_status_style),
+            _Column("copies", "paths", render=lambda v: str(len(v))),
+        ]
+        _echo_table("Blob verification", columns, rows)
+        click.echo(f"{counts['ok']} ok, {counts['mismatch']} mismatch, {counts['missing']} missing")
+        for check in checks:
+            for path in check.bad_paths:
+                click.echo(f"mismatch: {path} does not hash to {hex0x(check.digest)}", err=True)
+    if counts["mismatch"] or (strict and counts["missing"]):
+        ctx.exit(1)
+
+
+def _check_row(check: BlobCheck) -> dict[str, Any]:
+    row = plain(check)
+    row["paths"] = list(check.paths)
+    row["bad_paths"] = list(check.bad_paths)
+    return row
+
+
+@_ledger_command("export", tabular=False)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "csv"]),
+    default="json",
+    show_default=True,
+    help="json: one file; csv: a directory with one CSV per table.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output file (json; - for stdout) or directory (csv).",
+)
+@click.option("--all-tasks", is_flag=True, help="Export every task on the contract.")
+def export_command(source: _Source, fmt: str, out: Path, all_tasks: bool) -> None:
+    """Export the whole ledger as JSON or CSV.
+
+    Tasks, members, rounds, updates, votes, alarms and events, rebuilt from chain views and
+    events; every row carries its task id."""
+    ids = list(range(1, source.client.task_count() + 1)) if all_tasks else [source.resolve_task()]
+    books = [source.ledger(i) for i in ids]
+    tables = ledger_tables(books)
+    header = {
+        "contract": source.client.address,
+        "chain_id": source.client.sender.chain_id,
+        "head_block": max((b.head_block for b in books), default=0),
+    }
+    files: list[str] = []
+    if fmt == "json":
+        text = json.dumps({**header, **tables}, indent=2) + "\n"
+        if str(out) == "-":
+            click.echo(text, nl=False)
+            return
+        out.write_text(text, "utf-8")
+        files.append(str(out))
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, rows in tables.items():
+            path = out / f"{name}.csv"
+            path.write_text(_csv_text(rows, _table_columns(name, rows)), "utf-8")
+            files.append(str(path))
+    counts = {name: len(rows) for name, rows in tables.items()}
+    if source.as_json:
+        _echo_json({**header, "format": fmt, "files": files, "counts": counts})
+        return
+    summary = ", ".join(f"{n} {name}" for name, n in counts.items())
+    click.echo(f"Exported tasks {', '.join(map(str, ids))} ({summary}) to {', '.join(files)}")
+
+
+def _table_columns(name: str, rows: list[dict[str, Any]]) -> list[str]:
+    """CSV header of an export table, also for an empty one (so every file has a header)."""
+    if rows:
+        return list(rows[0])
+    empty = {
+        "tasks": ["task_id"],
+        "members": ["task_id", "index", "account"],
+        "rounds": ["task_id", "round", "status"],
+        "updates": ["task_id", "round", "member", "digest"],
+        "votes": ["task_id", "round", "member", "digest"],
+        "alarms": ["task_id", "round", "member"],
+        "events": ["task_id", "block_number", "log_index", "tx_hash", "event", "args"],
+    }
+    return empty[name]
+
+
+@_ledger_command("plot", tabular=False)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Image file."
+)
+def plot_command(source: _Source, out: Path) -> None:
+    """Plot reputations and accepted/rejected updates per round.
+
+    The image format follows the --out suffix (png, svg, pdf)."""
+    book = source.ledger()
+    _plot(book, out)
+    if source.as_json:
+        _echo_json(
+            {
+                "out": str(out),
+                "task_id": book.task.task_id,
+                "rounds": len(book.rounds),
+                "members": len(book.members),
+            }
+        )
+        return
+    click.echo(f"Wrote {out}")
+
+
+def _plot(book: Ledger, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = reputation_history(book)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+    try:
+        xs = list(range(len(book.rounds) + 1))
+        for index, values in history.items():
+            points = [(x, v / REP_UNIT) for x, v in zip(xs, values, strict=True) if v is not None]
+            top.plot(
+                [p[0] for p in points], [p[1] for p in points], marker="o", label=f"member {index}"
+            )
+        top.set_ylabel("reputation factor")
+        top.set_title(f"Task {book.task.task_id} on {book.contract[:10]}…")
+        if history:
+            top.legend(fontsize="small", ncol=4)
+        rounds = [r.round for r in book.rounds]
+        accepted = [r.n_accepted or 0 for r in book.rounds]
+        rejected = [r.n_rejected or 0 for r in book.rounds]
+        bottom.bar(rounds, accepted, color="tab:green", label="accepted")
+        bottom.bar(rounds, rejected, bottom=accepted, color="tab:red", label="rejected")
+        for rnd in book.rounds:
+            if rnd.status not in ("finalized", "open", "voting"):
+                bottom.annotate(rnd.status, (rnd.round, 0), ha="center", va="bottom", rotation=90)
+        bottom.set_xlabel("round")
+        bottom.set_ylabel("updates")
+        bottom.legend(fontsize="small")
+        figure.tight_layout()
+        figure.savefig(out)
+    finally:
+        plt.close(figure)

@@ -1,0 +1,735 @@
+"""The on-chain model ledger of one task, rebuilt from FLChain views and events.
+
+Views hold the state an auditor needs (rounds, commitments, votes, members, reputations);
+events add what storage does not keep: each vote's and alarm's weight, the tally that
+finalized a round, why a round failed, and every reputation move. `rebuild_ledger` reads both
+into plain dataclasses; the `*_row` functions flatten them for JSON, CSV and tables, and
+`verify_blobs` re-hashes local blob files against the digests the chain committed to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from flchain.contracts.client import FLChainClient
+from flchain.contracts.errors import ContractRevert, FLChainError
+from flchain.contracts.types import (
+    REP_UNIT,
+    FailReason,
+    MemberStatus,
+    RoundInfo,
+    RoundStatus,
+    TaskInfo,
+    bitmap_indices,
+    decode_loss,
+)
+
+BPS = 10_000
+_HASH_CHUNK = 1 << 20
+_BASE58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_MULTIHASH_IDENTITY, _MULTIHASH_SHA256 = 0x00, 0x12
+# Rounds that have a global model and verdicts (a reverted round keeps both on chain).
+_FINALIZED = (RoundStatus.FINALIZED, RoundStatus.REVERTED)
+
+
+class LedgerError(FLChainError, ValueError):
+    """The ledger cannot be read as asked (unknown task or round, bad blob directory)."""
+
+
+class UnknownTaskError(LedgerError):
+    """No task with this id on the contract."""
+
+
+class UnknownRoundError(LedgerError):
+    """The task has no such round (yet)."""
+
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    """A member as the chain has it now; `stake_wei` is the deposit every member paid."""
+
+    index: int
+    account: str
+    peer_id: bytes
+    x25519: bytes
+    status: str
+    since_round: int
+    reputation: int
+    stake_wei: int
+
+    @property
+    def reputation_factor(self) -> float:
+        return self.reputation / REP_UNIT
+
+    @property
+    def peer_id_text(self) -> str:
+        return format_peer_id(self.peer_id)
+
+
+@dataclass(frozen=True)
+class UpdateRecord:
+    """A committed update; `verdict` is "accepted"/"rejected" once its round was finalized
+    (a reverted round keeps its verdicts), None while open and for failed rounds."""
+
+    round: int
+    member: int
+    digest: bytes
+    samples: int
+    base_round: int
+    loss: float
+    verdict: str | None
+
+
+@dataclass(frozen=True)
+class VoteRecord:
+    """A vote; weight, block and tx come from the VoteCast event (None when not fetched)."""
+
+    round: int
+    member: int
+    digest: bytes
+    accepted: tuple[int, ...]
+    weight: int | None
+    block_number: int | None
+    tx_hash: str | None
+
+
+@dataclass(frozen=True)
+class TallyRecord:
+    """Reputation voted for one (global digest, accepted bitmap) pair in a round."""
+
+    digest: bytes
+    accepted: tuple[int, ...]
+    weight: int
+    voters: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class AlarmRecord:
+    """A Siren alarm; weight, running alarm weight, block and tx come from AlarmRaised."""
+
+    round: int
+    member: int
+    weight: int | None
+    alarm_weight: int | None
+    block_number: int | None
+    tx_hash: str | None
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One round. `status` is open, voting, stalled (windows over, waiting for anyone to
+    close it), finalized, failed, reverted or aborted; `accepted` is None until finalized."""
+
+    round: int
+    status: str
+    start: int
+    submit_deadline: int
+    vote_deadline: int
+    finalized_at: int | None
+    base_digest: bytes
+    base_round: int
+    global_digest: bytes | None
+    accepted: tuple[int, ...] | None
+    eligible: tuple[int, ...]
+    submitted: tuple[int, ...]
+    voted: tuple[int, ...]
+    alarmed: tuple[int, ...]
+    alarm_weight: int
+    total_reputation: int
+    quorum_bps: int
+    final_tally: int | None
+    fail_reason: str | None
+    updates: tuple[UpdateRecord, ...]
+    votes: tuple[VoteRecord, ...]
+    tallies: tuple[TallyRecord, ...]
+    alarms: tuple[AlarmRecord, ...]
+
+    @property
+    def quorum_weight(self) -> int:
+        """Reputation a pair needs to finalize the round (tally * BPS >= quorum * total)."""
+        return -(-self.quorum_bps * self.total_reputation // BPS)
+
+    @property
+    def n_accepted(self) -> int | None:
+        return None if self.accepted is None else len(self.accepted)
+
+    @property
+    def n_rejected(self) -> int | None:
+        return None if self.accepted is None else len(self.submitted) - len(self.accepted)
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """Everything the chain records about one task, read at block `head_block`."""
+
+    contract: str
+    chain_id: int
+    head_block: int
+    now: int
+    task: TaskInfo
+    members: tuple[MemberRecord, ...]
+    rounds: tuple[RoundRecord, ...]
+    events: tuple[dict[str, Any], ...]
+
+    def round(self, number: int) -> RoundRecord:
+        if not 1 <= number <= len(self.rounds):
+            have = f"rounds 1..{len(self.rounds)}" if self.rounds else "no rounds yet"
+            raise UnknownRoundError(f"task {self.task.task_id} has no round {number} ({have})")
+        return self.rounds[number - 1]
+
+    @property
+    def updates(self) -> list[UpdateRecord]:
+        return [u for r in self.rounds for u in r.updates]
+
+    @property
+    def votes(self) -> list[VoteRecord]:
+        return [v for r in self.rounds for v in r.votes]
+
+    @property
+    def alarms(self) -> list[AlarmRecord]:
+        return [a for r in self.rounds for a in r.alarms]
+
+
+@dataclass(frozen=True)
+class BlobCheck:
+    """One on-chain digest checked against local blob files named by it.
+
+    status: "ok" (every copy hashes to the digest), "mismatch" (some copy does not: listed
+    in bad_paths) or "missing" (no copy in any blob directory).
+    """
+
+    kind: str
+    round: int
+    member: int | None
+    digest: bytes
+    status: str
+    paths: tuple[str, ...]
+    bad_paths: tuple[str, ...]
+
+
+# ---------------------------------------------------------------- formatting helpers
+
+
+def hex0x(value: bytes) -> str:
+    return "0x" + bytes(value).hex()
+
+
+def _base58(data: bytes) -> str:
+    number = int.from_bytes(data, "big")
+    out = ""
+    while number:
+        number, digit = divmod(number, 58)
+        out = _BASE58_ALPHABET[digit] + out
+    leading_zeros = len(data) - len(data.lstrip(b"\0"))
+    return "1" * leading_zeros + out
+
+
+def _is_multihash(data: bytes) -> bool:
+    if len(data) < 2 or data[0] not in (_MULTIHASH_IDENTITY, _MULTIHASH_SHA256):
+        return False
+    return data[1] == len(data) - 2 and (data[0] == _MULTIHASH_IDENTITY or data[1] == 32)
+
+
+def format_peer_id(peer_id: bytes) -> str:
+    """A libp2p peer id (multihash bytes) in its usual base58 form; other bytes as text when
+    printable ASCII, else 0x-hex, so that nothing on chain is hidden or mangled."""
+    if _is_multihash(peer_id):
+        return _base58(peer_id)
+    if peer_id and all(0x21 <= b < 0x7F for b in peer_id):
+        return peer_id.decode("ascii")
+    return hex0x(peer_id)
+
+
+def plain(value: Any) -> Any:
+    """JSON-ready copy: bytes as 0x-hex, enums as lower-case names, tuples as lists."""
+    if isinstance(value, IntEnum):
+        return value.name.lower()
+    if isinstance(value, bytes | bytearray):
+        return hex0x(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- reading the chain
+
+
+def get_task_checked(client: FLChainClient, task_id: int) -> TaskInfo:
+    """The task, or UnknownTaskError naming the ids that do exist."""
+    if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id < 1:
+        raise UnknownTaskError(f"task ids start at 1, got {task_id!r}")
+    try:
+        return client.get_task(task_id)
+    except ContractRevert as exc:
+        if exc.reason != "no task":
+            raise
+        count = client.task_count()
+        have = f"task ids 1..{count}" if count else "no tasks yet"
+        message = f"no task {task_id} on FLChain at {client.address} ({have})"
+        raise UnknownTaskError(message) from exc
+
+
+def list_tasks(client: FLChainClient) -> list[TaskInfo]:
+    """Every task on the contract, by id."""
+    return [client.get_task(i) for i in range(1, client.task_count() + 1)]
+
+
+def round_status(info: RoundInfo, now: int) -> str:
+    """The round's status word; an open round is split by phase at chain time `now`."""
+    if info.status != RoundStatus.OPEN:
+        return info.status.name.lower()
+    everyone_voted = info.eligible != 0 and info.voted == info.eligible
+    if now >= info.vote_deadline or everyone_voted:
+        return "stalled"
+    if now >= info.submit_deadline or info.submitted == info.eligible:
+        return "voting"
+    return "open"
+
+
+def _chain_now(client: FLChainClient) -> tuple[int, int]:
+    """(head block number, chain time): the later of the head's timestamp and the wall clock,
+    since the next block is stamped at least then and a quiet chain mines no new head."""
+    block = client.sender.rpc(lambda: client.w3.eth.get_block("latest"), "get latest block")
+    return int(block["number"]), max(int(block["timestamp"]), int(time.time()))
+
+
+def _index_events(
+    events: Iterable[dict[str, Any]],
+) -> tuple[dict[tuple[str, int, int], dict[str, Any]], dict[tuple[str, int], dict[str, Any]]]:
+    """Events keyed by (name, round, member) and by (name, round), the last one winning."""
+    by_member: dict[tuple[str, int, int], dict[str, Any]] = {}
+    by_round: dict[tuple[str, int], dict[str, Any]] = {}
+    for ev in events:
+        args = ev["args"]
+        if "round" not in args:
+            continue
+        if "member" in args:
+            by_member[(ev["event"], int(args["round"]), int(args["member"]))] = ev
+        else:
+            by_round[(ev["event"], int(args["round"]))] = ev
+    return by_member, by_round
+
+
+def _event_fields(event: dict[str, Any] | None, *names: str) -> list[Any]:
+    """The named args of an event, then its block and tx; all None when it was not read."""
+    if event is None:
+        return [None] * (len(names) + 2)
+    return [int(event["args"][n]) for n in names] + [event["block_number"], event["tx_hash"]]
+
+
+def _read_rounds(
+    client: FLChainClient,
+    task_id: int,
+    numbers: Sequence[int],
+    now: int,
+    events: Sequence[dict[str, Any]],
+) -> list[RoundRecord]:
+    """Rounds `numbers` in full, with every view batched across them (few round trips)."""
+    by_member, by_round = _index_events(events)
+    infos = client.get_rounds(task_id, numbers)
+    update_keys = [(i.round, m) for i in infos for m in bitmap_indices(i.submitted)]
+    vote_keys = [(i.round, m) for i in infos for m in bitmap_indices(i.voted)]
+    commits = dict(zip(update_keys, client.get_updates(task_id, update_keys), strict=True))
+    ballots = dict(zip(vote_keys, client.get_votes(task_id, vote_keys), strict=True))
+    pairs: dict[tuple[int, bytes, int], list[int]] = {}
+    for (number, member), ballot in ballots.items():
+        pairs.setdefault((number, ballot.digest, ballot.accepted), []).append(member)
+    finals = [
+        (i.round, i.global_digest, i.accepted)
+        for i in infos
+        if i.status in _FINALIZED and ("RoundFinalized", i.round) not in by_round
+    ]
+    tally_keys = list(pairs) + [k for k in finals if k not in pairs]
+    tallies = dict(zip(tally_keys, client.get_tallies(task_id, tally_keys), strict=True))
+
+    out = []
+    for info in infos:
+        number = info.round
+        finalized = info.status in _FINALIZED
+        accepted = tuple(bitmap_indices(info.accepted)) if finalized else None
+        updates = []
+        for member in bitmap_indices(info.submitted):
+            commit = commits[(number, member)]
+            verdict = None
+            if accepted is not None:
+                verdict = "accepted" if member in accepted else "rejected"
+            updates.append(
+                UpdateRecord(
+                    round=number,
+                    member=member,
+                    digest=commit.digest,
+                    samples=commit.samples,
+                    base_round=commit.base_round,
+                    loss=decode_loss(commit.loss),
+                    verdict=verdict,
+                )
+            )
+        votes = []
+        for member in bitmap_indices(info.voted):
+            ballot = ballots[(number, member)]
+            weight, block, tx = _event_fields(by_member.get(("VoteCast", number, member)), "weight")
+            votes.append(
+                VoteRecord(
+                    round=number,
+                    member=member,
+                    digest=ballot.digest,
+                    accepted=tuple(bitmap_indices(ballot.accepted)),
+                    weight=weight,
+                    block_number=block,
+                    tx_hash=tx,
+                )
+            )
+        alarms = []
+        for member in bitmap_indices(info.alarmed):
+            weight, running, block, tx = _event_fields(
+                by_member.get(("AlarmRaised", number, member)), "weight", "alarm_weight"
+            )
+            alarms.append(
+                AlarmRecord(
+                    round=number,
+                    member=member,
+                    weight=weight,
+                    alarm_weight=running,
+                    block_number=block,
+                    tx_hash=tx,
+                )
+            )
+        final_tally = None
+        if finalized:
+            event = by_round.get(("RoundFinalized", number))
+            final_tally = (
+                int(event["args"]["tally"])
+                if event
+                else tallies[(number, info.global_digest, info.accepted)]
+            )
+        failed = by_round.get(("RoundFailed", number))
+        out.append(
+            RoundRecord(
+                round=number,
+                status=round_status(info, now),
+                start=info.start,
+                submit_deadline=info.submit_deadline,
+                vote_deadline=info.vote_deadline,
+                finalized_at=info.finalized_at or None,
+                base_digest=info.base_digest,
+                base_round=info.base_round,
+                global_digest=info.global_digest if finalized else None,
+                accepted=accepted,
+                eligible=tuple(bitmap_indices(info.eligible)),
+                submitted=tuple(bitmap_indices(info.submitted)),
+                voted=tuple(bitmap_indices(info.voted)),
+                alarmed=tuple(bitmap_indices(info.alarmed)),
+                alarm_weight=info.alarm_weight,
+                total_reputation=info.total_reputation,
+                quorum_bps=info.quorum_bps,
+                final_tally=final_tally,
+                fail_reason=(
+                    FailReason(int(failed["args"]["reason"])).name.lower() if failed else None
+                ),
+                updates=tuple(updates),
+                votes=tuple(votes),
+                tallies=tuple(
+                    TallyRecord(
+                        digest=digest,
+                        accepted=tuple(bitmap_indices(bits)),
+                        weight=tallies[(r, digest, bits)],
+                        voters=tuple(voters),
+                    )
+                    for (r, digest, bits), voters in pairs.items()
+                    if r == number
+                ),
+                alarms=tuple(alarms),
+            )
+        )
+    return out
+
+
+def read_members(client: FLChainClient, task: TaskInfo) -> list[MemberRecord]:
+    """Every member that ever joined `task`, by index, as the chain has it now."""
+    return [
+        MemberRecord(
+            index=m.index,
+            account=m.account,
+            peer_id=m.peer_id,
+            x25519=m.x25519,
+            status=MemberStatus(m.status).name.lower(),
+            since_round=m.since_round,
+            reputation=m.reputation,
+            stake_wei=task.stake,
+        )
+        for m in client.members(task.task_id)
+    ]
+
+
+def read_round(
+    client: FLChainClient,
+    task_id: int,
+    number: int,
+    *,
+    from_block: int = 0,
+    chunk_blocks: int | None = None,
+    now: int | None = None,
+) -> RoundRecord:
+    """One round in full (see `rebuild_ledger` for the options)."""
+    task = get_task_checked(client, task_id)
+    if not 1 <= number <= task.current_round:
+        have = f"rounds 1..{task.current_round}" if task.current_round else "no rounds yet"
+        raise UnknownRoundError(f"task {task_id} has no round {number} ({have})")
+    head, chain_time = _chain_now(client)
+    events = client.events(task_id, from_block, head, chunk_blocks=chunk_blocks)
+    at = chain_time if now is None else now
+    (record,) = _read_rounds(client, task_id, [number], at, events)
+    return record
+
+
+def rebuild_ledger(
+    client: FLChainClient,
+    task_id: int,
+    *,
+    from_block: int = 0,
+    chunk_blocks: int | None = None,
+    now: int | None = None,
+) -> Ledger:
+    """Read one task's whole ledger from the chain (views, plus events from `from_block`).
+
+    `now` (chain time, seconds) decides the phase of an open round; by default the later of
+    the head block's timestamp and the wall clock. Events before `from_block` are not read:
+    vote and alarm weights of those rounds are then None, the rest comes from views.
+    """
+    task = get_task_checked(client, task_id)
+    head, chain_time = _chain_now(client)
+    events = client.events(task_id, from_block, head, chunk_blocks=chunk_blocks)
+    at = chain_time if now is None else now
+    rounds = tuple(_read_rounds(client, task_id, range(1, task.current_round + 1), at, events))
+    return Ledger(
+        contract=client.address,
+        chain_id=client.sender.chain_id,
+        head_block=head,
+        now=at,
+        task=task,
+        members=tuple(read_members(client, task)),
+        rounds=rounds,
+        events=tuple(events),
+    )
+
+
+# ---------------------------------------------------------------- derived views
+
+
+def reputation_history(ledger: Ledger) -> dict[int, list[int | None]]:
+    """Reputation of each member after each round 0..last, None before it joined.
+
+    Walks the ReputationChanged events back from today's on-chain values, so a ledger read
+    from a late `from_block` still ends right (earlier moves it did not see are flat).
+    """
+    last = len(ledger.rounds)
+    changes: dict[tuple[int, int], int] = {}
+    for ev in ledger.events:
+        if ev["event"] == "ReputationChanged":
+            args = ev["args"]
+            changes[(int(args["member"]), int(args["round"]))] = int(args["old"])
+    history: dict[int, list[int | None]] = {}
+    for member in ledger.members:
+        values: list[int | None] = [None] * (last + 1)
+        current = member.reputation
+        for r in range(last, -1, -1):
+            if r < member.since_round - 1:
+                break
+            values[r] = current
+            current = changes.get((member.index, r), current)
+        history[member.index] = values
+    return history
+
+
+def task_row(task: TaskInfo) -> dict[str, Any]:
+    """A task as a flat JSON-ready dict (every TaskInfo field)."""
+    return plain(task)
+
+
+def member_row(task_id: int, member: MemberRecord) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "index": member.index,
+        "account": member.account,
+        "peer_id": member.peer_id_text,
+        "peer_id_hex": hex0x(member.peer_id),
+        "x25519": hex0x(member.x25519),
+        "status": member.status,
+        "reputation": member.reputation,
+        "reputation_factor": member.reputation_factor,
+        "stake_wei": member.stake_wei,
+        "since_round": member.since_round,
+    }
+
+
+def round_row(task_id: int, rnd: RoundRecord) -> dict[str, Any]:
+    """A round's summary: status, phase times, counts, global digest, tallies, alarms."""
+    return {
+        "task_id": task_id,
+        "round": rnd.round,
+        "status": rnd.status,
+        "start": rnd.start,
+        "submit_deadline": rnd.submit_deadline,
+        "vote_deadline": rnd.vote_deadline,
+        "finalized_at": rnd.finalized_at,
+        "base_round": rnd.base_round,
+        "base_digest": hex0x(rnd.base_digest),
+        "eligible": len(rnd.eligible),
+        "committed": len(rnd.submitted),
+        "accepted": rnd.n_accepted,
+        "rejected": rnd.n_rejected,
+        "accepted_members": None if rnd.accepted is None else list(rnd.accepted),
+        "global_digest": None if rnd.global_digest is None else hex0x(rnd.global_digest),
+        "votes": len(rnd.voted),
+        "final_tally": rnd.final_tally,
+        "quorum_weight": rnd.quorum_weight,
+        "total_reputation": rnd.total_reputation,
+        "alarms": len(rnd.alarmed),
+        "alarm_weight": rnd.alarm_weight,
+        "fail_reason": rnd.fail_reason,
+    }
+
+
+def update_row(task_id: int, update: UpdateRecord) -> dict[str, Any]:
+    return {"task_id": task_id, **plain(update)}
+
+
+def vote_row(task_id: int, vote: VoteRecord) -> dict[str, Any]:
+    return {"task_id": task_id, **plain(vote)}
+
+
+def alarm_row(task_id: int, alarm: AlarmRecord) -> dict[str, Any]:
+    return {"task_id": task_id, **plain(alarm)}
+
+
+def event_row(task_id: int, event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "block_number": event["block_number"],
+        "log_index": event["log_index"],
+        "tx_hash": event["tx_hash"],
+        "event": event["event"],
+        "args": plain(event["args"]),
+    }
+
+
+def round_detail(task_id: int, rnd: RoundRecord) -> dict[str, Any]:
+    """One round in full: summary, each member's commitment, verdict, vote and alarm."""
+    updates = {u.member: u for u in rnd.updates}
+    votes = {v.member: v for v in rnd.votes}
+    alarms = {a.member: a for a in rnd.alarms}
+    members = []
+    for index in rnd.eligible:
+        update, vote, alarm = updates.get(index), votes.get(index), alarms.get(index)
+        members.append(
+            {
+                "member": index,
+                "submitted": update is not None,
+                "digest": hex0x(update.digest) if update else None,
+                "samples": update.samples if update else None,
+                "base_round": update.base_round if update else None,
+                "loss": update.loss if update else None,
+                "verdict": update.verdict if update else None,
+                "voted": vote is not None,
+                "vote_digest": hex0x(vote.digest) if vote else None,
+                "vote_accepted": list(vote.accepted) if vote else None,
+                "vote_weight": vote.weight if vote else None,
+                "alarmed": alarm is not None,
+                "alarm_weight": alarm.weight if alarm else None,
+            }
+        )
+    return {
+        **round_row(task_id, rnd),
+        "members": members,
+        "tallies": [plain(t) for t in rnd.tallies],
+        "alarm_list": [plain(a) for a in rnd.alarms],
+    }
+
+
+def ledger_tables(ledgers: Sequence[Ledger]) -> dict[str, list[dict[str, Any]]]:
+    """The ledgers as flat tables (one row per task, member, round, update, vote, alarm,
+    event), each row carrying its task id: what `export` writes."""
+    tables: dict[str, list[dict[str, Any]]] = {
+        name: [] for name in ("tasks", "members", "rounds", "updates", "votes", "alarms", "events")
+    }
+    for ledger in ledgers:
+        task_id = ledger.task.task_id
+        tables["tasks"].append(task_row(ledger.task))
+        tables["members"] += [member_row(task_id, m) for m in ledger.members]
+        tables["rounds"] += [round_row(task_id, r) for r in ledger.rounds]
+        tables["updates"] += [update_row(task_id, u) for u in ledger.updates]
+        tables["votes"] += [vote_row(task_id, v) for v in ledger.votes]
+        tables["alarms"] += [alarm_row(task_id, a) for a in ledger.alarms]
+        tables["events"] += [event_row(task_id, e) for e in ledger.events]
+    return tables
+
+
+# ---------------------------------------------------------------- blob verification
+
+
+def ledger_digests(ledger: Ledger) -> list[tuple[str, int, int | None, bytes]]:
+    """Every blob digest the chain commits to: (kind, round, member, digest) for the initial
+    model, each committed update and the global model of each finalized (or reverted) round."""
+    out: list[tuple[str, int, int | None, bytes]] = [
+        ("initial", 0, None, ledger.task.initial_digest)
+    ]
+    for rnd in ledger.rounds:
+        out += [("update", rnd.round, u.member, u.digest) for u in rnd.updates]
+        if rnd.global_digest is not None:
+            out.append(("global", rnd.round, None, rnd.global_digest))
+    return out
+
+
+def sha256_file(path: Path) -> bytes:
+    """sha256 of a file's bytes, read in chunks (model blobs can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.digest()
+
+
+def verify_blobs(ledger: Ledger, blob_dirs: Sequence[Path]) -> list[BlobCheck]:
+    """Check every on-chain digest against `<dir>/<64 hex digest>` files in `blob_dirs`.
+
+    Each copy is re-hashed with sha256 (each file once, however many digests name it).
+    """
+    for directory in blob_dirs:
+        if not Path(directory).is_dir():
+            raise LedgerError(f"blob directory {directory} does not exist")
+    hashes: dict[Path, bytes] = {}
+    checks = []
+    for kind, number, member, digest in ledger_digests(ledger):
+        paths = [Path(d) / digest.hex() for d in blob_dirs]
+        found = [p for p in paths if p.is_file()]
+        for path in found:
+            if path not in hashes:
+                hashes[path] = sha256_file(path)
+        bad = [p for p in found if hashes[p] != digest]
+        status = "missing" if not found else "mismatch" if bad else "ok"
+        checks.append(
+            BlobCheck(
+                kind=kind,
+                round=number,
+                member=member,
+                digest=digest,
+                status=status,
+                paths=tuple(str(p) for p in found),
+                bad_paths=tuple(str(p) for p in bad),
+            )
+        )
+    return checks

@@ -1,0 +1,684 @@
+"""`flchain contract deploy`, `flchain task create` and `flchain ledger ...` end to end.
+
+One py-evm devnet server per module. The contract is deployed and the task created through the
+CLI; four members then drive five rounds with the client:
+
+    round 1  finalized   members 0, 1, 2 accepted, 3 rejected (votes 0, 1, 2)
+    round 2  failed      split vote (0, 1 vs 2, 3), everyone voted, closed as stalled
+    round 3  reverted    all accepted (votes 0, 1, 2), then alarms from 3, 2, 1 revert it
+    round 4  aborted     trained on round 3's model when the revert came
+    round 5  open        members 0 and 1 committed
+
+Every ledger command's JSON/CSV is checked against that history, hand-computed: reputations
+move +20 per accepted and -100 per rejected update (REP_UNIT 1000), quorum is 60% and the
+alarm threshold 50% of the reputation.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from eth_account import Account
+from web3 import Web3
+
+from flchain.contracts import FLChainClient, bitmap, encode_loss
+from flchain.contracts.cli import contract, ledger, task
+from flchain.devnet.accounts import DEFAULT_MNEMONIC, derive_accounts
+from flchain.devnet.anvil import spawn_anvil
+from flchain.devnet.chain import DevChain
+from flchain.devnet.genesis import GenesisConfig
+from flchain.devnet.rpc_server import DevnetServer
+
+STAKE = 10**16  # --stake-eth 0.01
+PASSWORD = "correct horse battery staple"
+# An Ed25519 libp2p peer id (identity multihash of the protobuf public key): prints 12D3KooW...
+PEER0 = bytes.fromhex("002408011220") + bytes(32)
+PEER0_TEXT = "12D3KooW9pNAk8aiBuGVQtWRdbkLmo5qVL3e2h5UxbN2Nz9ttwiw"
+
+
+def sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def hx(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def blob(label: str) -> bytes:
+    return f"blob {label}".encode() * 10
+
+
+def run(group: Any, args: list[str], **kwargs: Any) -> Result:
+    return CliRunner().invoke(group, args, catch_exceptions=False, **kwargs)
+
+
+def run_json(group: Any, args: list[str]) -> Any:
+    result = run(group, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def run_csv(group: Any, args: list[str]) -> list[dict[str, str]]:
+    result = run(group, [*args, "--csv"])
+    assert result.exit_code == 0, result.output
+    return list(csv.DictReader(io.StringIO(result.output)))
+
+
+@dataclass
+class Net:
+    server: DevnetServer
+    keys: list[str]
+    address: str
+    deploy: dict[str, Any]
+    created: dict[str, Any]
+    devnet_dir: Path
+    second: Result | None = None  # task 2: created with defaults, FLCHAIN_KEY and --allow
+    blobs: dict[bytes, bytes] = field(default_factory=dict)  # digest -> bytes
+    start_block: int = 0
+    votes_done_block: int = 0
+
+    @property
+    def rpc(self) -> list[str]:
+        return ["--rpc", self.server.rpc_url, "--contract", self.address]
+
+    @property
+    def dev(self) -> list[str]:
+        return ["--devnet", str(self.devnet_dir)]
+
+
+def _drive_rounds(net: Net, members: list[FLChainClient], owner: FLChainClient) -> None:
+    def commit(rnd: int, who: list[int]) -> None:
+        for i in who:
+            data = blob(f"update r{rnd} m{i}")
+            net.blobs[sha(data)] = data
+            members[i].submit(1, rnd, sha(data), 100 * (i + 1), rnd - 1, encode_loss(0.25 * i))
+
+    def global_model(label: str) -> bytes:
+        data = blob(label)
+        net.blobs[sha(data)] = data
+        return sha(data)
+
+    commit(1, [0, 1, 2, 3])
+    g1 = global_model("global r1")
+    for i in (0, 1, 2):
+        members[i].vote(1, 1, g1, bitmap([0, 1, 2]))
+    commit(2, [0, 1, 2, 3])
+    for i, (label, accepted) in enumerate(
+        [("r2a", [0, 1, 2, 3]), ("r2a", [0, 1, 2, 3]), ("r2b", [0, 1, 2]), ("r2b", [0, 1, 2])]
+    ):
+        members[i].vote(1, 2, sha(blob(label)), bitmap(accepted))
+    owner.close_round(1, 2)
+    commit(3, [0, 1, 2, 3])
+    g3 = global_model("global r3")
+    for i in (0, 1, 2):
+        members[i].vote(1, 3, g3, bitmap([0, 1, 2, 3]))
+    net.votes_done_block = net.server.chain.block_number
+    for i in (3, 2, 1):
+        members[i].raise_alarm(1, 3)
+    commit(5, [0, 1])
+
+
+def _write_devnet(net: Net) -> None:
+    """devnet.json and per-node blob stores: each node holds its own updates, the initial
+    model and the global models."""
+    nodes = []
+    for i in range(4):
+        store = net.devnet_dir / f"node-{i}" / "blobs"
+        store.mkdir(parents=True)
+        nodes.append({"name": f"node-{i}", "dir": f"node-{i}"})
+        for digest, data in net.blobs.items():
+            label = data[: data.index(b"blob", 1)].decode()
+            if "update" not in label or label.endswith(f"m{i}"):
+                (store / digest.hex()).write_bytes(data)
+    spec = {"rpc_url": net.server.rpc_url, "contract": net.address, "task_id": 1, "nodes": nodes}
+    (net.devnet_dir / "devnet.json").write_text(json.dumps(spec))
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    tmp = tmp_path_factory.mktemp("ledger")
+    chain = DevChain(GenesisConfig(accounts=6))
+    with DevnetServer(chain, port=0) as server:
+        keys = [a.private_key_hex for a in derive_accounts(DEFAULT_MNEMONIC, 6)]
+        deployed = run_json(contract, ["deploy", "--rpc", server.rpc_url, "--key", keys[0]])
+        config = tmp / "task.json"
+        config.write_bytes(b'{"rule": "multikrum"}')
+        model = tmp / "initial.safetensors"
+        model.write_bytes(blob("initial model"))
+        keystore = tmp / "owner.json"
+        keystore.write_text(json.dumps(Account.encrypt(keys[0], PASSWORD, iterations=2)))
+        keystore.chmod(0o600)
+        password = tmp / "password.txt"
+        password.write_text(PASSWORD + "\n")
+        created = run_json(
+            task,
+            [
+                "create",
+                "--rpc",
+                server.rpc_url,
+                "--contract",
+                deployed["address"],
+                "--key-file",
+                str(keystore),
+                "--password-file",
+                str(password),
+                "--config",
+                str(config),
+                "--model",
+                str(model),
+                "--min-members",
+                "4",
+                "--max-members",
+                "8",
+                "--submit-window",
+                "600",
+                "--vote-window",
+                "600",
+                "--alarm-window",
+                "600",
+                "--quorum-bps",
+                "6000",
+                "--stake-eth",
+                "0.01",
+                "--max-rounds",
+                "6",
+            ],
+        )
+        net = Net(server, keys, deployed["address"], deployed, created, tmp / "devnet")
+        net.blobs[sha(blob("initial model"))] = blob("initial model")
+        w3 = Web3(Web3.HTTPProvider(server.rpc_url))
+        owner = FLChainClient(w3, net.address, Account.from_key(keys[0]))
+        members = [FLChainClient(w3, net.address, Account.from_key(k)) for k in keys[1:5]]
+        for i, member in enumerate(members):
+            member.join(1, PEER0 if i == 0 else f"peer-{i}".encode(), sha(f"x25519 {i}".encode()))
+        _drive_rounds(net, members, owner)
+        _write_devnet(net)
+        outsider = Account.from_key(keys[5]).address.lower()
+        args = ["create", *net.rpc, "--config-digest", hx(sha(b"c2")), "--model-digest"]
+        net.second = run(
+            task,
+            [*args, hx(sha(b"m2")), "--allow", outsider, "--json"],
+            env={"FLCHAIN_KEY": keys[0]},
+        )
+        yield net
+    chain.close()
+
+
+# ---------------------------------------------------------------- deploy and create
+
+
+def test_deploy_json_matches_the_receipt_and_the_code_is_there(net: Net) -> None:
+    w3 = Web3(Web3.HTTPProvider(net.server.rpc_url))
+    receipt = w3.eth.get_transaction_receipt(net.deploy["tx_hash"])
+    assert net.deploy["address"] == receipt["contractAddress"]
+    assert net.deploy["block_number"] == receipt["blockNumber"]
+    assert net.deploy["gas_used"] == receipt["gasUsed"] > 0
+    assert net.deploy["chain_id"] == 31337
+    assert net.deploy["deployer"] == Account.from_key(net.keys[0]).address
+    assert len(w3.eth.get_code(net.address)) > 1000
+
+
+def test_task_create_hashes_the_files_and_stores_the_parameters(net: Net) -> None:
+    assert net.created["task_id"] == 1
+    assert net.created["config_digest"] == hx(sha(b'{"rule": "multikrum"}'))
+    assert net.created["initial_digest"] == hx(sha(blob("initial model")))
+    assert net.created["owner"] == Account.from_key(net.keys[0]).address
+    assert net.created["stake_wei"] == STAKE
+    (row,) = [t for t in run_json(ledger, ["tasks", *net.rpc]) if t["task_id"] == 1]
+    assert row["config_digest"] == net.created["config_digest"]
+    assert row["initial_digest"] == net.created["initial_digest"]
+    assert (row["min_members"], row["max_members"], row["max_rounds"]) == (4, 8, 6)
+    assert (row["submit_window"], row["vote_window"], row["alarm_window"]) == (600, 600, 600)
+    assert (row["quorum_bps"], row["alarm_bps"], row["stake"]) == (6000, 5000, STAKE)
+    assert row["allowlist"] is False
+    assert row["owner"] == net.created["owner"]
+
+
+def test_task_create_defaults_env_key_and_allowlist(net: Net) -> None:
+    outsider = Account.from_key(net.keys[5]).address
+    result = net.second
+    assert result is not None and result.exit_code == 0, result
+    created = json.loads(result.output)
+    assert created["allowed"] == [outsider]
+    task_id = created["task_id"]
+    w3 = Web3(Web3.HTTPProvider(net.server.rpc_url))
+    reader = FLChainClient(w3, net.address, Account.create())
+    info = reader.get_task(task_id)
+    assert (info.min_members, info.max_members, info.quorum_bps, info.alarm_bps) == (
+        2,
+        16,
+        6667,
+        5000,
+    )
+    assert (info.submit_window, info.vote_window, info.alarm_window) == (600, 300, 0)
+    assert (info.stake, info.max_rounds, info.rep_floor, info.allowlist) == (0, 100, 0, True)
+    assert reader.is_allowed(task_id, outsider)
+    assert net.keys[0][2:] not in result.output
+
+
+def test_task_create_human_output_names_the_task(net: Net) -> None:
+    args = ["create", *net.rpc, "--key", net.keys[0], "--config-digest", hx(sha(b"c3"))]
+    result = run(task, [*args, "--model-digest", hx(sha(b"m3"))])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Task ")
+    assert f"created on {net.address}" in result.output
+
+
+# ---------------------------------------------------------------- ledger views
+
+
+def test_tasks_lists_every_task_with_status_and_round(net: Net) -> None:
+    rows = run_json(ledger, ["tasks", *net.rpc])
+    assert [r["task_id"] for r in rows] == list(range(1, len(rows) + 1))
+    first = rows[0]
+    assert (first["status"], first["current_round"], first["n_members"]) == ("running", 5, 4)
+    # Round 3 was reverted: the good model is round 1's again.
+    assert first["global_round"] == 1
+    assert first["global_digest"] == hx(sha(blob("global r1")))
+    assert all(r["status"] == "registering" for r in rows[1:])
+    table = run(ledger, ["tasks", *net.rpc]).output
+    assert "running" in table and net.created["owner"] in table
+
+
+def test_rounds_json_tells_the_story(net: Net) -> None:
+    rows = run_json(ledger, ["rounds", *net.dev])
+    summary = [
+        (r["round"], r["status"], r["committed"], r["accepted"], r["rejected"], r["votes"])
+        for r in rows
+    ]
+    assert summary == [
+        (1, "finalized", 4, 3, 1, 3),
+        (2, "failed", 4, None, None, 4),
+        (3, "reverted", 4, 4, 0, 3),
+        (4, "aborted", 0, None, None, 0),
+        (5, "open", 2, None, None, 0),
+    ]
+    r1, r2, r3, r4, r5 = rows
+    assert r1["global_digest"] == hx(sha(blob("global r1")))
+    assert r1["accepted_members"] == [0, 1, 2]
+    assert (r1["final_tally"], r1["quorum_weight"], r1["total_reputation"]) == (3000, 2400, 4000)
+    assert (r2["fail_reason"], r2["global_digest"], r2["total_reputation"]) == (
+        "stalled",
+        None,
+        3960,
+    )
+    assert r3["global_digest"] == hx(sha(blob("global r3")))
+    assert (r3["alarms"], r3["alarm_weight"], r3["final_tally"]) == (3, 3000, 3060)
+    assert r4["fail_reason"] == "aborted_by_alarm"
+    # Round 5 restarts from the last good model, round 1's.
+    assert (r5["base_round"], r5["base_digest"]) == (1, r1["global_digest"])
+    for r in rows:
+        assert r["submit_deadline"] == r["start"] + 600
+        assert r["vote_deadline"] == r["start"] + 1200
+
+
+def test_rounds_csv_and_table_agree_with_json(net: Net) -> None:
+    rows = run_csv(ledger, ["rounds", *net.dev])
+    assert [r["status"] for r in rows] == ["finalized", "failed", "reverted", "aborted", "open"]
+    assert rows[0]["accepted_members"] == "0 1 2"
+    assert rows[1]["accepted"] == ""  # None is an empty cell
+    table = run(ledger, ["rounds", *net.dev]).output
+    for word in ("finalized", "failed", "reverted", "aborted", "open", "+600s", "+1200s"):
+        assert word in table
+
+
+def test_round_detail_shows_verdicts_votes_and_tallies(net: Net) -> None:
+    detail = run_json(ledger, ["round", "1", *net.dev])
+    members = detail["members"]
+    assert [m["verdict"] for m in members] == ["accepted", "accepted", "accepted", "rejected"]
+    assert [m["samples"] for m in members] == [100, 200, 300, 400]
+    assert [m["loss"] for m in members] == [0.0, 0.25, 0.5, 0.75]
+    assert [m["digest"] for m in members] == [hx(sha(blob(f"update r1 m{i}"))) for i in range(4)]
+    assert [m["voted"] for m in members] == [True, True, True, False]
+    assert [m["vote_weight"] for m in members] == [1000, 1000, 1000, None]
+    assert members[0]["vote_accepted"] == [0, 1, 2]
+    (tally,) = detail["tallies"]
+    assert (tally["weight"], tally["voters"], tally["accepted"]) == (3000, [0, 1, 2], [0, 1, 2])
+
+
+def test_round_detail_of_a_split_vote_and_of_a_reverted_round(net: Net) -> None:
+    split = run_json(ledger, ["round", "2", *net.dev])
+    weights = {t["digest"]: (t["weight"], t["voters"]) for t in split["tallies"]}
+    # Round 1 left members 0-2 at 1020 and member 3 at 900.
+    assert weights == {hx(sha(blob("r2a"))): (2040, [0, 1]), hx(sha(blob("r2b"))): (1920, [2, 3])}
+    assert all(m["verdict"] is None for m in split["members"])
+    reverted = run_json(ledger, ["round", "3", *net.dev])
+    assert [m["verdict"] for m in reverted["members"]] == ["accepted"] * 4
+    alarms = [(a["member"], a["weight"], a["alarm_weight"]) for a in reverted["alarm_list"]]
+    assert alarms == [(1, 1040, 3000), (2, 1040, 1960), (3, 920, 920)]
+    assert [m["alarmed"] for m in reverted["members"]] == [False, True, True, True]
+
+
+def test_round_detail_csv_and_table(net: Net) -> None:
+    rows = run_csv(ledger, ["round", "1", *net.dev])
+    assert [r["member"] for r in rows] == ["0", "1", "2", "3"]
+    assert [r["verdict"] for r in rows] == ["accepted"] * 3 + ["rejected"]
+    table = run(ledger, ["round", "1", *net.dev]).output
+    assert "finalized" in table and "rejected" in table
+    assert hx(sha(blob("global r1"))) in table
+
+
+def test_events_before_from_block_leave_weights_unknown_but_views_complete(net: Net) -> None:
+    args = ["round", "3", *net.dev, "--from-block", str(net.votes_done_block + 1)]
+    detail = run_json(ledger, args)
+    assert [m["vote_weight"] for m in detail["members"]] == [None, None, None, None]
+    assert [m["voted"] for m in detail["members"]] == [True, True, True, False]
+    assert detail["final_tally"] == 3060  # read from the view when the event was not
+    assert [a["weight"] for a in detail["alarm_list"]] == [1040, 1040, 920]
+
+
+def test_members_show_reputation_status_stake_and_peer_id(net: Net) -> None:
+    rows = run_json(ledger, ["members", *net.dev])
+    assert [r["reputation"] for r in rows] == [1040, 1040, 1040, 920]
+    assert [r["status"] for r in rows] == ["active"] * 4
+    assert [r["stake_wei"] for r in rows] == [STAKE] * 4
+    assert [r["since_round"] for r in rows] == [1] * 4
+    assert [r["peer_id"] for r in rows] == [PEER0_TEXT, "peer-1", "peer-2", "peer-3"]
+    assert rows[0]["peer_id_hex"] == hx(PEER0)
+    assert [r["account"] for r in rows] == [Account.from_key(k).address for k in net.keys[1:5]]
+    table = run(ledger, ["members", *net.dev]).output
+    assert "1.040" in table and "0.920" in table and PEER0_TEXT in table
+
+
+def test_events_filter_by_name_and_round(net: Net) -> None:
+    failed = run_json(ledger, ["events", *net.dev, "--name", "roundfailed"])
+    assert [(e["args"]["round"], e["args"]["reason"]) for e in failed] == [(2, 1), (4, 2)]
+    votes = run_json(ledger, ["events", *net.dev, "--name", "VoteCast", "--round", "1"])
+    assert [e["args"]["tally"] for e in votes] == [1000, 2000, 3000]
+    assert all(e["tx_hash"].startswith("0x") and e["block_number"] > 0 for e in votes)
+    everything = run_json(ledger, ["events", *net.dev])
+    blocks = [(e["block_number"], e["log_index"]) for e in everything]
+    assert blocks == sorted(blocks)
+    assert everything[0]["event"] == "TaskCreated"
+    rows = run_csv(ledger, ["events", *net.dev, "--name", "AlarmRaised"])
+    assert [json.loads(r["args"])["member"] for r in rows] == [3, 2, 1]
+
+
+def test_unknown_event_name_is_a_usage_error(net: Net) -> None:
+    result = run(ledger, ["events", *net.dev, "--name", "Nope"])
+    assert result.exit_code == 2
+    assert "unknown event Nope" in result.output
+
+
+# ---------------------------------------------------------------- verify
+
+
+def _copy_blobs(net: Net, target: Path) -> Path:
+    target.mkdir()
+    for digest, data in net.blobs.items():
+        (target / digest.hex()).write_bytes(data)
+    return target
+
+
+def test_verify_devnet_blob_stores_all_ok(net: Net) -> None:
+    report = run_json(ledger, ["verify", *net.dev])
+    # initial + 14 updates (4 + 4 + 4 + 2) + the global models of rounds 1 and 3
+    assert (report["ok"], report["mismatch"], report["missing"]) == (17, 0, 0)
+    kinds = [(c["kind"], c["round"], c["member"]) for c in report["checks"]]
+    assert kinds[0] == ("initial", 0, None)
+    assert ("global", 3, None) in kinds and ("update", 5, 1) in kinds
+    update = next(c for c in report["checks"] if c["kind"] == "update" and c["member"] == 2)
+    assert update["paths"] == [str(net.devnet_dir / "node-2" / "blobs" / update["digest"][2:])]
+
+
+def test_verify_reports_mismatch_and_missing_with_exit_codes(net: Net, tmp_path: Path) -> None:
+    store = _copy_blobs(net, tmp_path / "store")
+    corrupt = sha(blob("update r1 m3"))
+    (store / corrupt.hex()).write_bytes(b"tampered")
+    (store / sha(blob("global r3")).hex()).unlink()
+    result = run(ledger, ["verify", *net.dev, "--blobs", str(store), "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert (report["ok"], report["mismatch"], report["missing"]) == (15, 1, 1)
+    status = {c["digest"]: c["status"] for c in report["checks"]}
+    assert status[hx(corrupt)] == "mismatch"
+    assert status[hx(sha(blob("global r3")))] == "missing"
+    table = run(ledger, ["verify", *net.dev, "--blobs", str(store)])
+    assert table.exit_code == 1
+    assert "15 ok, 1 mismatch, 1 missing" in table.output
+
+
+def test_verify_missing_fails_only_when_strict(net: Net, tmp_path: Path) -> None:
+    store = _copy_blobs(net, tmp_path / "store")
+    (store / sha(blob("initial model")).hex()).unlink()
+    relaxed = run(ledger, ["verify", *net.dev, "--blobs", str(store), "--csv"])
+    assert relaxed.exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(relaxed.output)))
+    assert [r["status"] for r in rows].count("missing") == 1 and rows[0]["status"] == "missing"
+    strict = run(ledger, ["verify", *net.dev, "--blobs", str(store), "--strict", "--json"])
+    assert strict.exit_code == 1
+
+
+def test_verify_one_bad_copy_among_good_ones_is_a_mismatch(net: Net, tmp_path: Path) -> None:
+    good = _copy_blobs(net, tmp_path / "good")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    digest = sha(blob("global r1"))
+    (bad / digest.hex()).write_bytes(b"not the model")
+    result = run(ledger, ["verify", *net.dev, "--blobs", str(good), "--blobs", str(bad), "--json"])
+    assert result.exit_code == 1
+    (check,) = [c for c in json.loads(result.output)["checks"] if c["digest"] == hx(digest)]
+    assert check["status"] == "mismatch"
+    assert check["bad_paths"] == [str(bad / digest.hex())]
+    assert len(check["paths"]) == 2
+
+
+# ---------------------------------------------------------------- export and plot
+
+
+def test_export_json_holds_the_whole_ledger(net: Net, tmp_path: Path) -> None:
+    out = tmp_path / "ledger.json"
+    summary = run_json(ledger, ["export", *net.dev, "--out", str(out)])
+    data = json.loads(out.read_text())
+    counts = {name: len(data[name]) for name in summary["counts"]}
+    assert counts == summary["counts"]
+    assert {k: counts[k] for k in ("tasks", "members", "rounds", "updates", "votes", "alarms")} == {
+        "tasks": 1,
+        "members": 4,
+        "rounds": 5,
+        "updates": 14,
+        "votes": 10,
+        "alarms": 3,
+    }
+    assert counts["events"] == len(run_json(ledger, ["events", *net.dev]))
+    assert data["contract"] == net.address and data["chain_id"] == 31337
+    rejected = [(u["round"], u["member"]) for u in data["updates"] if u["verdict"] == "rejected"]
+    assert rejected == [(1, 3)]
+    assert [r["status"] for r in data["rounds"]] == [
+        "finalized",
+        "failed",
+        "reverted",
+        "aborted",
+        "open",
+    ]
+
+
+def test_export_csv_writes_one_file_per_table(net: Net, tmp_path: Path) -> None:
+    out = tmp_path / "csv"
+    result = run(ledger, ["export", *net.dev, "--format", "csv", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        f"{n}.csv" for n in ("tasks", "members", "rounds", "updates", "votes", "alarms", "events")
+    )
+    with open(out / "votes.csv") as handle:
+        votes = list(csv.DictReader(handle))
+    assert [(v["round"], v["member"], v["weight"]) for v in votes][:3] == [
+        ("1", "0", "1000"),
+        ("1", "1", "1000"),
+        ("1", "2", "1000"),
+    ]
+
+
+def test_export_all_tasks(net: Net, tmp_path: Path) -> None:
+    out = tmp_path / "all.json"
+    summary = run_json(ledger, ["export", *net.rpc, "--all-tasks", "--out", str(out)])
+    n_tasks = len(run_json(ledger, ["tasks", *net.rpc]))
+    assert summary["counts"]["tasks"] == n_tasks >= 2
+    assert summary["counts"]["rounds"] == 5  # the other tasks never started
+
+
+def test_plot_writes_a_png(net: Net, tmp_path: Path) -> None:
+    out = tmp_path / "ledger.png"
+    summary = run_json(ledger, ["plot", *net.dev, "--out", str(out)])
+    assert summary == {"out": str(out), "task_id": 1, "rounds": 5, "members": 4}
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_rpc_is_one_clear_line(net: Net) -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    result = run(ledger, ["tasks", "--rpc", url, "--contract", net.address])
+    assert result.exit_code == 1
+    assert f"cannot reach RPC at {url}" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_no_code_at_the_contract_address(net: Net) -> None:
+    empty = "0x000000000000000000000000000000000000dEaD"
+    result = run(ledger, ["rounds", "--rpc", net.server.rpc_url, "--contract", empty])
+    assert result.exit_code == 1
+    assert f"no contract code at {empty}" in result.output
+
+
+def test_a_contract_that_is_not_flchain(net: Net) -> None:
+    w3 = Web3(Web3.HTTPProvider(net.server.rpc_url))
+    # Init code that deploys the one-byte runtime STOP.
+    tx = w3.eth.send_transaction({"from": w3.eth.accounts[5], "data": "0x600060005360016000f3"})
+    other = w3.eth.wait_for_transaction_receipt(tx)["contractAddress"]
+    result = run(ledger, ["tasks", "--rpc", net.server.rpc_url, "--contract", other])
+    assert result.exit_code == 1
+    assert "does not answer as FLChain" in result.output
+
+
+def test_bad_contract_address_and_unknown_task_and_round(net: Net) -> None:
+    result = run(ledger, ["tasks", "--rpc", net.server.rpc_url, "--contract", "0x1234"])
+    assert result.exit_code == 2 and "is not an address" in result.output
+    n_tasks = len(run_json(ledger, ["tasks", *net.rpc]))
+    result = run(ledger, ["rounds", *net.rpc, "--task", "99"])
+    assert result.exit_code == 1
+    assert f"no task 99 on FLChain at {net.address} (task ids 1..{n_tasks})" in result.output
+    result = run(ledger, ["round", "9", *net.dev])
+    assert result.exit_code == 1 and "task 1 has no round 9 (rounds 1..5)" in result.output
+
+
+def test_several_tasks_need_task_id(net: Net) -> None:
+    result = run(ledger, ["members", *net.rpc])
+    assert result.exit_code == 2
+    assert "pass --task ID" in result.output
+
+
+def test_bad_keys_are_refused_without_echoing_them(net: Net, tmp_path: Path) -> None:
+    short = "0x1234abcd"
+    result = run(contract, ["deploy", "--rpc", net.server.rpc_url, "--key", short])
+    assert result.exit_code == 2
+    assert "bad private key from --key" in result.output and "1234abcd" not in result.output
+    zero = "0x" + "00" * 32
+    result = run(contract, ["deploy", "--rpc", net.server.rpc_url, "--key", zero])
+    assert result.exit_code == 2 and "not a valid secp256k1 key" in result.output
+    result = run(contract, ["deploy", "--rpc", net.server.rpc_url], env={"FLCHAIN_KEY": ""})
+    assert result.exit_code == 2 and "no signing key" in result.output
+    keystore = tmp_path / "k.json"
+    keystore.write_text(json.dumps(Account.encrypt(net.keys[1], PASSWORD, iterations=2)))
+    keystore.chmod(0o600)
+    args = ["deploy", "--rpc", net.server.rpc_url, "--key-file", str(keystore)]
+    result = run(contract, args, env={"FLCHAIN_PASSWORD": "wrong"})
+    assert result.exit_code == 2 and "cannot decrypt keystore" in result.output
+    result = run(contract, args, env={"FLCHAIN_PASSWORD": None}, input="")
+    assert result.exit_code == 2 and "pass --password-file or set FLCHAIN_PASSWORD" in result.output
+    hex_file = tmp_path / "key.hex"
+    hex_file.write_text(net.keys[1] + "\n")
+    hex_file.chmod(0o644)
+    result = run(contract, ["deploy", "--rpc", net.server.rpc_url, "--key-file", str(hex_file)])
+    assert result.exit_code == 0, result.output
+    assert "is readable by other users" in result.output
+    assert net.keys[1][2:] not in result.output
+
+
+def test_a_reverted_create_reports_the_reason(net: Net) -> None:
+    args = ["create", *net.rpc, "--key", net.keys[0], "--config-digest", hx(sha(b"c"))]
+    args += ["--model-digest", hx(sha(b"m")), "--min-members", "5", "--max-members", "4"]
+    result = run(task, args)
+    assert result.exit_code == 1
+    assert "contract reverted: bad members" in result.output
+
+
+def test_create_needs_a_config_and_a_model(net: Net, tmp_path: Path) -> None:
+    base = ["create", *net.rpc, "--key", net.keys[0]]
+    result = run(task, [*base, "--model-digest", hx(sha(b"m"))])
+    assert result.exit_code == 2 and "missing --config FILE or --config-digest" in result.output
+    result = run(task, [*base, "--config-digest", "0x12", "--model-digest", hx(sha(b"m"))])
+    assert result.exit_code == 2 and "is not a 32-byte digest" in result.output
+    stake = ["--config-digest", hx(sha(b"c")), "--model-digest", hx(sha(b"m"))]
+    result = run(task, [*base, *stake, "--stake-eth", "0.1", "--stake-wei", "5"])
+    assert result.exit_code == 2 and "not both" in result.output
+
+
+def test_devnet_dir_without_devnet_json(tmp_path: Path) -> None:
+    result = run(ledger, ["rounds", "--devnet", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "devnet.json not found" in result.output
+
+
+@pytest.mark.parametrize("form", ["absolute", "cwd-relative"])
+def test_node_dirs_outside_the_devnet_dir(
+    net: Net, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    devnet = tmp_path / "elsewhere"
+    devnet.mkdir()
+    spec = json.loads((net.devnet_dir / "devnet.json").read_text())
+    spec["nodes"] = [{"name": "n", "dir": str(tmp_path / "never-started")}]
+    (devnet / "devnet.json").write_text(json.dumps(spec))
+    result = run(ledger, ["verify", "--devnet", str(devnet)])
+    assert result.exit_code == 2 and "no blob directories" in result.output
+    node_dir = net.devnet_dir / "node-0"
+    if form == "cwd-relative":  # how a launcher started with a relative --dir records it
+        monkeypatch.chdir(net.devnet_dir.parent)
+        node_dir = node_dir.relative_to(net.devnet_dir.parent)
+    spec["nodes"] = [{"name": "n", "dir": str(node_dir)}]
+    (devnet / "devnet.json").write_text(json.dumps(spec))
+    report = run_json(ledger, ["verify", "--devnet", str(devnet)])
+    # node-0 holds the initial model, both global models and its own four updates.
+    assert (report["ok"], report["missing"]) == (3 + 4, 10)
+
+
+# ---------------------------------------------------------------- any endpoint
+
+
+def test_deploy_create_and_read_on_anvil(anvil_bin: str, tmp_path: Path) -> None:
+    key = derive_accounts(DEFAULT_MNEMONIC, 1)[0].private_key_hex
+    with spawn_anvil(accounts=1, chain_id=4242, binary=anvil_bin) as anvil:
+        deployed = run_json(contract, ["deploy", "--rpc", anvil.rpc_url, "--key", key])
+        assert deployed["chain_id"] == 4242
+        target = ["--rpc", anvil.rpc_url, "--contract", deployed["address"]]
+        config = tmp_path / "task.json"
+        config.write_bytes(b"{}")
+        args = ["create", *target, "--key", key, "--config", str(config)]
+        created = run_json(task, [*args, "--model-digest", hx(sha(b"m")), "--max-rounds", "3"])
+        assert created["task_id"] == 1
+        (row,) = run_json(ledger, ["tasks", *target])
+        assert (row["status"], row["max_rounds"]) == ("registering", 3)
+        assert row["config_digest"] == hx(sha(b"{}"))
+        assert run_json(ledger, ["rounds", *target]) == []
+        assert run_json(ledger, ["members", *target]) == []
+        header = run(ledger, ["members", *target, "--csv"]).output
+        assert header.startswith("index,account,peer_id,reputation_factor,status")

@@ -1,0 +1,383 @@
+"""Unit tests of `flchain.contracts.ledger` on hand-built chain values (no chain needed).
+
+The end-to-end reading of a real chain is in test_contract_cli.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flchain.contracts.ledger import (
+    Ledger,
+    LedgerError,
+    MemberRecord,
+    RoundRecord,
+    UnknownRoundError,
+    UpdateRecord,
+    VoteRecord,
+    format_peer_id,
+    ledger_digests,
+    ledger_tables,
+    plain,
+    reputation_history,
+    round_detail,
+    round_status,
+    sha256_file,
+    verify_blobs,
+)
+from flchain.contracts.types import RoundInfo, RoundStatus, TaskInfo, TaskStatus, bitmap
+
+
+def sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+INITIAL, G1, U0, U1 = sha(b"initial"), sha(b"global 1"), sha(b"update 0"), sha(b"update 1")
+
+
+def round_info(**overrides: Any) -> RoundInfo:
+    base = RoundInfo(
+        task_id=1,
+        round=1,
+        status=RoundStatus.OPEN,
+        start=1000,
+        submit_deadline=1600,
+        vote_deadline=1900,
+        finalized_at=0,
+        base_digest=INITIAL,
+        base_round=0,
+        global_digest=bytes(32),
+        accepted=0,
+        eligible=bitmap([0, 1, 2]),
+        submitted=0,
+        voted=0,
+        alarmed=0,
+        alarm_weight=0,
+        total_reputation=3000,
+        quorum_bps=6667,
+    )
+    return replace(base, **overrides)
+
+
+def task_info(**overrides: Any) -> TaskInfo:
+    base = TaskInfo(
+        task_id=1,
+        owner="0x" + "11" * 20,
+        status=TaskStatus.RUNNING,
+        config_digest=sha(b"config"),
+        initial_digest=INITIAL,
+        global_digest=G1,
+        global_round=1,
+        min_members=2,
+        max_members=8,
+        submit_window=600,
+        vote_window=300,
+        alarm_window=0,
+        quorum_bps=6667,
+        alarm_bps=5000,
+        stake=0,
+        max_rounds=10,
+        rep_floor=0,
+        allowlist=False,
+        current_round=2,
+        round_start=2000,
+        n_members=2,
+        n_active=2,
+        total_reputation=2000,
+        slashed=0,
+    )
+    return replace(base, **overrides)
+
+
+def member(index: int, reputation: int, since_round: int = 1) -> MemberRecord:
+    return MemberRecord(
+        index=index,
+        account="0x" + f"{index:040x}",
+        peer_id=f"peer-{index}".encode(),
+        x25519=sha(b"x"),
+        status="active",
+        since_round=since_round,
+        reputation=reputation,
+        stake_wei=0,
+    )
+
+
+def round_record(number: int, **overrides: Any) -> RoundRecord:
+    base = RoundRecord(
+        round=number,
+        status="open",
+        start=1000,
+        submit_deadline=1600,
+        vote_deadline=1900,
+        finalized_at=None,
+        base_digest=INITIAL,
+        base_round=0,
+        global_digest=None,
+        accepted=None,
+        eligible=(0, 1),
+        submitted=(),
+        voted=(),
+        alarmed=(),
+        alarm_weight=0,
+        total_reputation=2000,
+        quorum_bps=6667,
+        final_tally=None,
+        fail_reason=None,
+        updates=(),
+        votes=(),
+        tallies=(),
+        alarms=(),
+    )
+    return replace(base, **overrides)
+
+
+def update(number: int, index: int, digest: bytes, verdict: str | None) -> UpdateRecord:
+    return UpdateRecord(number, index, digest, 10, number - 1, 0.5, verdict)
+
+
+def ledger_of(rounds: list[RoundRecord], events: list[dict[str, Any]] | None = None) -> Ledger:
+    return Ledger(
+        contract="0x" + "22" * 20,
+        chain_id=31337,
+        head_block=50,
+        now=5000,
+        task=task_info(current_round=len(rounds)),
+        members=(member(0, 1020), member(1, 900)),
+        rounds=tuple(rounds),
+        events=tuple(events or []),
+    )
+
+
+FINALIZED_ROUND_1 = round_record(
+    1,
+    status="finalized",
+    finalized_at=1200,
+    global_digest=G1,
+    accepted=(0,),
+    submitted=(0, 1),
+    voted=(0, 1),
+    updates=(update(1, 0, U0, "accepted"), update(1, 1, U1, "rejected")),
+    votes=(
+        VoteRecord(1, 0, G1, (0,), 1000, 7, "0xaa"),
+        VoteRecord(1, 1, G1, (0,), 1000, 8, "0xbb"),
+    ),
+    final_tally=2000,
+)
+
+
+# ---------------------------------------------------------------- round status
+
+
+@pytest.mark.parametrize(
+    ("overrides", "now", "expected"),
+    [
+        ({}, 1000, "open"),
+        ({"submitted": bitmap([0, 1])}, 1599, "open"),  # one eligible member still to commit
+        ({"submitted": bitmap([0, 1, 2])}, 1001, "voting"),  # everyone committed: vote early
+        ({}, 1600, "voting"),  # submit window over
+        ({"submitted": bitmap([0]), "voted": bitmap([0])}, 1899, "voting"),
+        ({}, 1900, "stalled"),  # vote window over without quorum: anyone may close it
+        ({"submitted": bitmap([0, 1, 2]), "voted": bitmap([0, 1, 2])}, 1100, "stalled"),
+        ({"status": RoundStatus.FINALIZED}, 1000, "finalized"),
+        ({"status": RoundStatus.FAILED}, 1000, "failed"),
+        ({"status": RoundStatus.REVERTED}, 1000, "reverted"),
+        ({"status": RoundStatus.ABORTED}, 99999, "aborted"),
+    ],
+)
+def test_round_status_splits_open_rounds_by_phase(
+    overrides: dict[str, Any], now: int, expected: str
+) -> None:
+    assert round_status(round_info(**overrides), now) == expected
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def test_peer_ids_print_as_libp2p_does() -> None:
+    ed25519 = bytes.fromhex("002408011220") + bytes(32)
+    assert format_peer_id(ed25519) == "12D3KooW9pNAk8aiBuGVQtWRdbkLmo5qVL3e2h5UxbN2Nz9ttwiw"
+    sha256_multihash = bytes.fromhex("1220") + bytes(32)
+    assert format_peer_id(sha256_multihash) == "QmNLei78zWmzUdbeRB3CiUfAizWUrbeeZh5K1rhAQKCh51"
+    assert format_peer_id(b"peer-7") == "peer-7"
+    assert format_peer_id(b"\x01\xff") == "0x01ff"
+    assert format_peer_id(b"has space") == "0x" + b"has space".hex()  # not one token
+    # A multihash prefix whose length byte does not match the data is not a multihash.
+    assert format_peer_id(bytes.fromhex("1220") + bytes(31)) == "0x1220" + "00" * 31
+
+
+def test_plain_makes_json_ready_values() -> None:
+    value = {"s": RoundStatus.REVERTED, "d": b"\x01\x02", "t": (1, [b"\xff"]), 3: None}
+    assert plain(value) == {"s": "reverted", "d": "0x0102", "t": [1, ["0xff"]], "3": None}
+    assert plain(update(2, 1, U1, None)) == {
+        "round": 2,
+        "member": 1,
+        "digest": "0x" + U1.hex(),
+        "samples": 10,
+        "base_round": 1,
+        "loss": 0.5,
+        "verdict": None,
+    }
+
+
+# ---------------------------------------------------------------- records
+
+
+def test_round_counts_and_quorum_weight() -> None:
+    assert (FINALIZED_ROUND_1.n_accepted, FINALIZED_ROUND_1.n_rejected) == (1, 1)
+    assert (round_record(2).n_accepted, round_record(2).n_rejected) == (None, None)
+    # 6667 bps of 2000 is 1333.4: a pair needs 1334 (the contract's tally * BPS >= quorum).
+    assert FINALIZED_ROUND_1.quorum_weight == 1334
+    assert round_record(1, quorum_bps=6000, total_reputation=4000).quorum_weight == 2400
+
+
+def test_ledger_round_lookup_names_the_range() -> None:
+    book = ledger_of([FINALIZED_ROUND_1, round_record(2)])
+    assert book.round(2).round == 2
+    with pytest.raises(UnknownRoundError, match=r"task 1 has no round 3 \(rounds 1\.\.2\)"):
+        book.round(3)
+    with pytest.raises(UnknownRoundError, match="no rounds yet"):
+        ledger_of([]).round(1)
+
+
+def test_round_detail_lists_every_eligible_member() -> None:
+    detail = round_detail(1, FINALIZED_ROUND_1)
+    assert detail["status"] == "finalized" and detail["accepted_members"] == [0]
+    first, second = detail["members"]
+    assert (first["verdict"], first["vote_weight"], first["digest"]) == (
+        "accepted",
+        1000,
+        "0x" + U0.hex(),
+    )
+    assert (second["verdict"], second["voted"], second["alarmed"]) == ("rejected", True, False)
+    quiet = round_detail(1, round_record(2, eligible=(0, 1, 2)))
+    assert [m["submitted"] for m in quiet["members"]] == [False, False, False]
+    assert quiet["members"][2]["digest"] is None
+
+
+def test_ledger_tables_carry_the_task_id_on_every_row() -> None:
+    events = [
+        {
+            "event": "TaskCreated",
+            "block_number": 3,
+            "log_index": 0,
+            "tx_hash": "0xcc",
+            "args": {"task_id": 1, "config_digest": b"\x01"},
+        }
+    ]
+    tables = ledger_tables([ledger_of([FINALIZED_ROUND_1], events)])
+    assert {name: len(rows) for name, rows in tables.items()} == {
+        "tasks": 1,
+        "members": 2,
+        "rounds": 1,
+        "updates": 2,
+        "votes": 2,
+        "alarms": 0,
+        "events": 1,
+    }
+    assert all(row["task_id"] == 1 for rows in tables.values() for row in rows)
+    assert tables["events"][0]["args"] == {"task_id": 1, "config_digest": "0x01"}
+    assert tables["rounds"][0]["global_digest"] == "0x" + G1.hex()
+
+
+# ---------------------------------------------------------------- reputation history
+
+
+def _rep_event(number: int, index: int, old: int, new: int) -> dict[str, Any]:
+    args = {"task_id": 1, "round": number, "member": index, "old": old, "new": new}
+    return {"event": "ReputationChanged", "block_number": 0, "log_index": 0, "args": args}
+
+
+def test_reputation_history_replays_the_moves() -> None:
+    events = [
+        _rep_event(1, 0, 1000, 1020),
+        _rep_event(1, 1, 1000, 900),
+        _rep_event(3, 0, 1020, 1040),
+        _rep_event(3, 1, 900, 800),
+    ]
+    rounds = [round_record(n) for n in (1, 2, 3)]
+    book = replace(ledger_of(rounds, events), members=(member(0, 1040), member(1, 800)))
+    assert reputation_history(book) == {
+        0: [1000, 1020, 1020, 1040],
+        1: [1000, 900, 900, 800],
+    }
+
+
+def test_reputation_history_of_a_late_joiner_and_of_a_partial_log() -> None:
+    rounds = [round_record(n) for n in (1, 2, 3)]
+    late = member(1, 1020, since_round=3)  # joined during round 2
+    # Only round 3's moves were read (a late --from-block): round 1's move stays invisible.
+    events = [_rep_event(3, 0, 900, 920), _rep_event(3, 1, 1000, 1020)]
+    book = replace(ledger_of(rounds, events), members=(member(0, 920), late))
+    assert reputation_history(book) == {0: [900, 900, 900, 920], 1: [None, None, 1000, 1020]}
+
+
+# ---------------------------------------------------------------- blob verification
+
+
+def test_ledger_digests_cover_initial_updates_and_finalized_globals() -> None:
+    book = ledger_of([FINALIZED_ROUND_1, round_record(2, updates=(update(2, 1, U0, None),))])
+    assert ledger_digests(book) == [
+        ("initial", 0, None, INITIAL),
+        ("update", 1, 0, U0),
+        ("update", 1, 1, U1),
+        ("global", 1, None, G1),
+        ("update", 2, 1, U0),
+    ]
+
+
+def _blob_store(path: Path, blobs: dict[bytes, bytes]) -> Path:
+    path.mkdir()
+    for digest, data in blobs.items():
+        (path / digest.hex()).write_bytes(data)
+    return path
+
+
+def test_verify_blobs_ok_mismatch_missing(tmp_path: Path) -> None:
+    book = ledger_of([FINALIZED_ROUND_1])
+    store = _blob_store(
+        tmp_path / "a", {INITIAL: b"initial", U0: b"update 0", U1: b"forged", G1: b"x"}
+    )
+    (store / G1.hex()).unlink()
+    checks = verify_blobs(book, [store])
+    assert [(c.kind, c.status) for c in checks] == [
+        ("initial", "ok"),
+        ("update", "ok"),
+        ("update", "mismatch"),
+        ("global", "missing"),
+    ]
+    assert checks[2].bad_paths == (str(store / U1.hex()),)
+    assert checks[3].paths == ()
+
+
+def test_verify_blobs_checks_every_copy(tmp_path: Path) -> None:
+    book = ledger_of([FINALIZED_ROUND_1])
+    blobs = {INITIAL: b"initial", U0: b"update 0", U1: b"update 1", G1: b"global 1"}
+    good = _blob_store(tmp_path / "good", blobs)
+    bad = _blob_store(tmp_path / "bad", {G1: b"global 2"})
+    checks = {c.digest: c for c in verify_blobs(book, [good, bad])}
+    assert checks[G1].status == "mismatch"
+    assert checks[G1].paths == (str(good / G1.hex()), str(bad / G1.hex()))
+    assert checks[G1].bad_paths == (str(bad / G1.hex()),)
+    assert [checks[d].status for d in (INITIAL, U0, U1)] == ["ok", "ok", "ok"]
+
+
+def test_verify_blobs_refuses_a_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match=r"blob directory .*nope does not exist"):
+        verify_blobs(ledger_of([]), [tmp_path / "nope"])
+
+
+def test_sha256_file_reads_large_files_in_chunks(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 9000  # 2.3 MB: several chunks
+    path = tmp_path / "big"
+    path.write_bytes(data)
+    assert sha256_file(path) == hashlib.sha256(data).digest()
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert sha256_file(empty).hex() == (
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    )
