@@ -199,11 +199,16 @@ def ledger_summary(manifest: dict) -> dict:
     nodes = []
     for node in manifest["nodes"]:
         st = node_status(node, timeout=2.0) or {}
+        index = next(
+            (i for i, m in members.items() if m.account.lower() == node["address"].lower()), None
+        )
         nodes.append(
             {
                 "name": node["name"],
+                "member_index": index,
                 "attack": node.get("attack"),
                 "accuracy": st.get("accuracy"),
+                "accuracy_history": st.get("accuracy_history", {}),
                 "global_digest": st.get("global_digest"),
                 "metrics": st.get("metrics", {}),
             }

@@ -153,7 +153,7 @@ def prepare_nodes(plan: DevnetPlan, rpc_url: str, funder_key: str, config: TaskC
     nodes = []
     nonce = w3.eth.get_transaction_count(funder.address, "pending")
     for i in range(plan.nodes):
-        node_dir = plan.directory / f"node-{i}"
+        node_dir = (plan.directory / f"node-{i}").resolve()
         node_dir.mkdir(parents=True, exist_ok=True)
         password = os.urandom(16).hex()
         pw_file = node_dir / "password"

@@ -1,30 +1,62 @@
-"""The `flchain` command: one click group; each area of the product registers its own group."""
+"""The `flchain` command: one click group; each area of the product registers its own group.
+
+Subcommands are imported only when used, so `flchain --help` does not pay for torch, web3 and
+libp2p imports it does not need.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from flchain import __version__
-from flchain.cli_simulate import simulate_command
-from flchain.devnet.cli import chain as chain_group
-from flchain.devnet.devnet_cli import devnet as devnet_group
-from flchain.node.cli import node as node_group
+
+# name -> (module, attribute, one-line help shown by `flchain --help`)
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "simulate": (
+        "flchain.cli_simulate",
+        "simulate_command",
+        "Run a federated experiment with Byzantine peers in one process.",
+    ),
+    "devnet": ("flchain.devnet.devnet_cli", "devnet", "A complete local network in one command."),
+    "node": ("flchain.node.cli", "node", "Run one node daemon: keys, the daemon, its status."),
+    "chain": ("flchain.devnet.cli", "chain", "Serve a local Ethereum JSON-RPC chain (py-evm)."),
+    "contract": ("flchain.contracts.cli", "contract", "Deploy the FLChain contract."),
+    "task": ("flchain.contracts.cli", "task", "Create federated-learning tasks on FLChain."),
+    "ledger": ("flchain.contracts.cli", "ledger", "Inspect and verify the on-chain model ledger."),
+    "bench": ("flchain.crypto.cli", "bench", "Measure flchain's building blocks on this machine."),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in _COMMANDS:
+            return None
+        module, attr, _ = _COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, _COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="flchain")
 def cli() -> None:
     """flchain: decentralized federated learning.
 
-    Peers train locally, exchange model updates peer to peer and agree on every global model on
-    an Ethereum smart contract. Start with `flchain simulate --help` for in-process experiments.
+    Peers train locally, exchange model updates peer to peer over libp2p and agree on every
+    global model on an Ethereum smart contract. Try `make demo`, then `flchain devnet up
+    --help`, `flchain simulate --help` and `flchain ledger --help`.
     """
-
-
-cli.add_command(simulate_command)
-cli.add_command(chain_group)
-cli.add_command(node_group)
-cli.add_command(devnet_group)
 
 
 def main() -> None:

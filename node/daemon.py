@@ -154,6 +154,7 @@ async def run_node(settings: NodeSettings, identity: NodeIdentity) -> None:
                 "accuracy": s.accuracy,
                 "rounds_done": s.rounds_done,
                 "accepted_last_round": s.last_accepted,
+                "accuracy_history": s.accuracy_history,
                 "timings": s.timings,
                 "peers": p2p.connected_peers(),
                 "addrs": p2p.addrs,

@@ -45,7 +45,7 @@ from flchain.contracts import (
 )
 from flchain.node.blobstore import BlobStore, sha256
 from flchain.node.learner import Learner, LocalUpdate
-from flchain.node.messages import Announcement
+from flchain.node.messages import Announcement, encode
 from flchain.node.metrics import Metrics, MetricSpec
 from flchain.node.p2p import BlobNotFound, Delivery, P2PNode
 
@@ -127,6 +127,7 @@ class RoundEngine:
         self._withheld: dict[bytes, bytes] = {}  # digests this node committed but never serves
         self._alarmed: set[int] = set()
         self._initial: bytes | None = None
+        self._last_announcement: Announcement | None = None
 
     # ------------------------------------------------------------------ helpers
     async def _chain(self, fn: Callable[..., T], *args: Any) -> T:
@@ -442,6 +443,7 @@ class RoundEngine:
         )
         try:
             await self.p2p.announce(message)
+            self._last_announcement = message
         except Exception as exc:  # gossip is a hint; the chain is what counts
             log.info("announce failed: %s", exc)
 
@@ -458,12 +460,6 @@ class RoundEngine:
                 await self.p2p.publish_raw(self.task_id, data)
             except Exception as exc:
                 log.debug("spam publish failed: %s", exc)
-        old = Announcement(
-            kind="update",
-            task=self.task_id,
-            round=max(0, r - 5),
-            digest=os.urandom(32),
-            sender=self.client.account,
-            size=1,
-        )
-        await self._announce(old.kind, old.round, old.digest, old.size)
+        if self._last_announcement is not None:  # an exact replay of an earlier message
+            with contextlib.suppress(Exception):
+                await self.p2p.publish_raw(self.task_id, encode(self._last_announcement))

@@ -1,0 +1,179 @@
+"""End to end: real node processes over libp2p, agreeing on the py-evm devnet chain.
+
+These are the product's acceptance tests (issue 4): they start `flchain devnet up` as a user
+would and check what the ledger and the nodes report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from web3 import Web3
+
+from flchain.contracts import FLChainClient, RoundStatus, TaskStatus, bitmap_indices
+from flchain.devnet.launcher import down, node_status, read_manifest, start_node, write_manifest
+
+pytestmark = pytest.mark.slow
+FLCHAIN = [sys.executable, "-m", "flchain.cli"]
+
+
+def _devnet_up(directory: Path, *args: str, timeout: int = 420) -> dict:
+    result = subprocess.run(
+        [*FLCHAIN, "devnet", "up", "--dir", str(directory), "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def _honest(summary: dict) -> list[dict]:
+    return [n for n in summary["nodes"] if not n["attack"]]
+
+
+def test_four_nodes_reject_a_signflip_peer_and_agree_every_round(tmp_path: Path) -> None:
+    summary = _devnet_up(
+        tmp_path,
+        "--nodes",
+        "4",
+        "--rounds",
+        "3",
+        "--byzantine",
+        "1",
+        "--attack",
+        "signflip",
+        "--rule",
+        "multikrum",
+    )
+    assert summary["status"] == "finished"
+    assert [r["status"] for r in summary["rounds"]] == ["finalized"] * 3
+    (byzantine,) = summary["byzantine_members"]
+    for r in summary["rounds"]:
+        assert byzantine in r["submitted"]
+        assert byzantine not in r["accepted"]
+        assert len(r["accepted"]) == 3
+    honest = _honest(summary)
+    assert len(honest) == 3
+    assert all(n["global_digest"] == summary["final_digest"] for n in honest)
+    for node in honest:
+        history = {int(k): v for k, v in node["accuracy_history"].items()}
+        assert sorted(history) == [1, 2, 3]
+        assert history[3] > history[1]
+        assert history[3] > 0.8
+    # Rejected every round, the attacker's reputation fell below every honest member's.
+    reputations = summary["reputations"]
+    assert all(reputations[byzantine] < reputations[i] for i in range(4) if i != byzantine)
+
+
+def test_garbage_oversize_nan_wrong_digest_and_replays_crash_nobody(tmp_path: Path) -> None:
+    summary = _devnet_up(
+        tmp_path,
+        "--nodes",
+        "4",
+        "--rounds",
+        "2",
+        "--byzantine",
+        "2",
+        "--attack",
+        "spam",
+        "--attack",
+        "equivocate",
+        "--rule",
+        "median",
+        "--model",
+        "mlp",
+    )
+    assert [r["status"] for r in summary["rounds"]] == ["finalized"] * 2
+    honest = _honest(summary)
+    assert all(n["global_digest"] == summary["final_digest"] for n in honest)
+    spam_index = next(n["member_index"] for n in summary["nodes"] if n["attack"] == "spam")
+    assert all(spam_index not in r["accepted"] for r in summary["rounds"])  # its NaN update
+    metrics = [n["metrics"] for n in honest]
+    for m in metrics:
+        assert sum(m["messages_rejected_total"].values()) > 0  # malformed, oversize, replayed
+        assert m["updates_invalid_total"] >= 1  # the NaN blob matched its digest, not the rules
+    every = [n["metrics"] for n in summary["nodes"]]
+    assert sum(m["blob_failures_total"].get("digest_mismatch", 0) for m in every) >= 1
+
+
+def _client(manifest: dict) -> FLChainClient:
+    w3 = Web3(Web3.HTTPProvider(manifest["rpc_url"]))
+    return FLChainClient(w3, manifest["contract"], Account.create())
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_node_killed_mid_round_restarts_and_takes_part_again(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            *FLCHAIN,
+            "devnet",
+            "up",
+            "--dir",
+            str(tmp_path),
+            "--nodes",
+            "4",
+            "--rounds",
+            "4",
+            "--rule",
+            "fedavg",
+            "--model",
+            "mlp",
+            "--submit-window",
+            "20",
+            "--vote-window",
+            "20",
+            "--detach",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    try:
+        manifest = read_manifest(tmp_path)
+        client, task_id = _client(manifest), manifest["task_id"]
+        victim = manifest["nodes"][1]
+        _wait(lambda: client.get_task(task_id).current_round >= 2, 180, "round 2")
+        _wait(lambda: (node_status(victim) or {}).get("round") == 2, 60, "victim in round 2")
+        killed_round = client.get_task(task_id).current_round
+        os.killpg(victim["pid"], signal.SIGKILL)
+        _wait(
+            lambda: client.get_task(task_id).current_round > killed_round,
+            120,
+            "the round to end without the killed node",
+        )
+        victim["pid"] = start_node(manifest, victim).pid
+        write_manifest(tmp_path, manifest)
+        _wait(lambda: client.get_task(task_id).status == TaskStatus.FINISHED, 300, "task end")
+        index = client.member_index(task_id, victim["address"])
+        missed = client.get_round(task_id, killed_round)
+        assert missed.status == RoundStatus.FINALIZED
+        later = [
+            r
+            for r in range(killed_round + 1, 5)
+            if index in bitmap_indices(client.get_round(task_id, r).submitted)
+        ]
+        assert later, "the restarted node never committed again"
+        final = client.get_task(task_id).global_digest
+        _wait(lambda: (node_status(victim) or {}).get("phase") == "done", 60, "victim done")
+        assert node_status(victim)["global_digest"] == "0x" + final.hex()
+    finally:
+        down(tmp_path)
