@@ -40,7 +40,9 @@ def run(
 
     1. Entropy-based filtering: update i is dropped when public_entropy_i >= entropy_threshold
        (poisoned models predict with high uncertainty); also dropped when staleness_i >
-       max_staleness (if given) or its weight is 0.
+       max_staleness (if given) or its weight is 0. When the filter would drop every
+       update (early rounds, when every model is uncertain), it is skipped for that round
+       and info["entropy_fallback"] is True; the reference code would stall there.
     2. Loss-weighted averaging inside each staleness group:
        a_i = weights_i / public_loss_i ** delta, normalised within the group.
     3. Staleness-aware grouping: group s counts (s + 1) ** -lam times the summed weights of
@@ -78,6 +80,13 @@ def run(
     )
     dropped = set(filtered) | set(too_stale)
     survivors = [i for i in range(n) if i not in dropped and weights[i] > 0]
+    entropy_fallback = False
+    if not survivors and filtered:
+        # Early in training every model predicts with near-maximal entropy, and a filter that
+        # drops everyone would freeze the global model for good. With nothing to tell apart,
+        # fall back to loss weighting alone (which still starves high-loss poisoned models).
+        survivors = [i for i in range(n) if i not in set(too_stale) and weights[i] > 0]
+        entropy_fallback = bool(survivors)
 
     groups: dict[int, list[int]] = {}
     for i in survivors:
@@ -110,7 +119,8 @@ def run(
         accepted=torch.tensor([i in kept for i in range(n)], dtype=torch.bool),
         scores=torch.tensor(coeffs, dtype=torch.float64),
         info={
-            "filtered": filtered,
+            "filtered": [] if entropy_fallback else filtered,
+            "entropy_fallback": entropy_fallback,
             "too_stale": too_stale,
             "groups": {s: (w / total) for s, w in group_weight.items()},
             "gamma": gamma,

@@ -75,8 +75,17 @@ def test_sageflow_respects_staleness():
     assert res.accepted.tolist() == [True, True, False]
 
 
-def test_sageflow_everything_filtered_gives_a_zero_update():
-    res = sage(col(5.0, 6.0), [0, 1], [1.0, 1.0], [3.0, 4.0])
+def test_sageflow_when_entropy_filters_everyone_it_falls_back_to_loss_weighting():
+    # Both models are uncertain (entropy over the threshold): loss weights 1/1 and 1/3.
+    res = sage(col(4.0, 8.0), [0, 0], [1.0, 3.0], [3.0, 4.0])
+    assert res.update.item() == pytest.approx(4.0 * 0.75 + 8.0 * 0.25)
+    assert res.accepted.tolist() == [True, True]
+    assert res.info["entropy_fallback"] is True
+    assert res.info["empty"] is False
+
+
+def test_sageflow_with_nothing_usable_gives_a_zero_update():
+    res = sage(col(5.0, 6.0), [0, 3], [1.0, 1.0], [3.0, 4.0], [0.0, 1.0], max_staleness=2)
     assert res.update.tolist() == [0.0]
     assert res.accepted.tolist() == [False, False]
     assert res.info["empty"] is True
