@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TOOLS  := .tools/node_modules/@foundry-rs
 FOUNDRY_VERSION ?= 1.7.1
 
-.PHONY: all setup tools demo test lint format bench bench-robust bench-agg bench-gas clean
+.PHONY: all setup tools demo demo-simulate bench-devnet bench-paillier test lint format bench bench-robust bench-agg bench-gas clean
 
 all: test
 
@@ -33,7 +33,14 @@ tools: .tools/.installed-$(FOUNDRY_VERSION)
 	$(TOOLS)/cast-linux-amd64/bin/cast --version >/dev/null
 	touch $@
 
+# A local network: py-evm chain, FLChain contract, a task, 4 node processes (1 Byzantine),
+# 5 rounds; ends with the ledger summary.
 demo: $(STAMP)
+	$(BIN)/flchain devnet up --dir .flchain-devnet --nodes 4 --byzantine 1 --attack signflip \
+		--rule multikrum --rounds 5
+
+# The same experiment in one process, for quick looks.
+demo-simulate: $(STAMP)
 	$(BIN)/flchain simulate --nodes 10 --rounds 10 --byzantine 3 --attack signflip --rule multikrum
 
 test: $(STAMP) tools
@@ -47,7 +54,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix flchain aggregation attacks models contracts devnet node crypto tests benchmarks
 	$(BIN)/ruff format flchain aggregation attacks models contracts devnet node crypto tests benchmarks
 
-bench: bench-agg bench-robust bench-gas
+bench: bench-agg bench-robust bench-gas bench-paillier bench-devnet
 
 bench-robust: $(STAMP)
 	$(BIN)/python benchmarks/bench_robust.py
@@ -58,5 +65,11 @@ bench-agg: $(STAMP)
 bench-gas: $(STAMP)
 	$(BIN)/python benchmarks/bench_gas.py
 
+bench-paillier: $(STAMP)
+	$(BIN)/python benchmarks/bench_paillier.py
+
+bench-devnet: $(STAMP)
+	$(BIN)/python benchmarks/bench_devnet.py
+
 clean:
-	rm -rf $(VENV) .tools build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .tools .flchain-devnet build dist *.egg-info .pytest_cache .ruff_cache

@@ -69,6 +69,13 @@ def devnet() -> None:
 )
 @click.option("--dp-clip", type=float, default=None, help="DP: L2 clip norm C of each update.")
 @click.option("--dp-noise", type=float, default=0.0, help="DP: noise multiplier sigma.")
+@click.option(
+    "--dp-delta",
+    type=float,
+    default=1e-5,
+    show_default=True,
+    help="DP: the delta that reported epsilons refer to.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--detach", is_flag=True, help="Start everything and return; `devnet down` stops.")
 @click.option("--timeout", default=1800, show_default=True, help="Give up after this many s.")
@@ -209,6 +216,7 @@ def ledger_summary(manifest: dict) -> dict:
                 "attack": node.get("attack"),
                 "accuracy": st.get("accuracy"),
                 "accuracy_history": st.get("accuracy_history", {}),
+                "epsilon": (st.get("dp") or {}).get("epsilon"),
                 "global_digest": st.get("global_digest"),
                 "metrics": st.get("metrics", {}),
             }
@@ -241,7 +249,8 @@ def _print_summary(summary: dict, console: Console) -> None:
         )
     console.print(table)
     nodes = Table(title="nodes")
-    for col in ("node", "attack", "accuracy", "holds final digest"):
+    with_dp = any(n.get("epsilon") is not None for n in summary["nodes"])
+    for col in ("node", "attack", "accuracy", "holds final digest", *(["epsilon"] * with_dp)):
         nodes.add_column(col)
     for n in summary["nodes"]:
         acc = n["accuracy"]
@@ -250,6 +259,7 @@ def _print_summary(summary: dict, console: Console) -> None:
             n["attack"] or "",
             "-" if acc is None else f"{acc:.4f}",
             "yes" if n["global_digest"] == summary["final_digest"] else "no",
+            *([f"{n['epsilon']:.2f}" if n.get("epsilon") is not None else "-"] * with_dp),
         )
     console.print(nodes)
     console.print(f"reputations (1000 = 1.0): {summary['reputations']}")

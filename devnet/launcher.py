@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,6 +62,7 @@ class DevnetPlan:
     seed: int = 0
     dp_clip: float | None = None
     dp_noise: float = 0.0
+    dp_delta: float = 1e-5
 
     def task_config(self) -> TaskConfig:
         params = dict(self.rule_params)
@@ -77,6 +79,7 @@ class DevnetPlan:
             seed=self.seed,
             dp_clip=self.dp_clip,
             dp_noise=self.dp_noise,
+            dp_delta=self.dp_delta,
         )
 
 
@@ -229,8 +232,14 @@ def up(plan: DevnetPlan) -> dict:
     """Start everything and write the manifest; returns it."""
     plan.directory.mkdir(parents=True, exist_ok=True)
     existing = plan.directory / MANIFEST
-    if existing.exists() and any(_alive(p) for p in _pids(json.loads(existing.read_text()))):
-        raise DevnetError(f"a devnet is already running in {plan.directory}; `devnet down` first")
+    if existing.exists():
+        if any(_alive(p) for p in _pids(json.loads(existing.read_text()))):
+            raise DevnetError(
+                f"a devnet is already running in {plan.directory}; `devnet down` first"
+            )
+        # A stopped devnet of ours: `up` starts a new network, so its chain and nodes go.
+        for old_dir in [plan.directory / "chain", *plan.directory.glob("node-*")]:
+            shutil.rmtree(old_dir, ignore_errors=True)
     chain_proc, chain = start_chain(plan, plan.directory / "chain.log")
     try:
         keys = [a["private_key"] for a in chain["accounts"]]

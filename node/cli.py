@@ -105,6 +105,19 @@ def init_command(directory: Path, password_file: Path | None, force: bool, as_js
 )
 @click.option("--status-host", default="127.0.0.1", show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Seed of this node's own draws.")
+@click.option(
+    "--dp-clip",
+    type=float,
+    default=None,
+    help="DP: clip each update to this L2 norm (tighter than the task's, if set).",
+)
+@click.option(
+    "--dp-noise",
+    type=float,
+    default=None,
+    help="DP: Gaussian noise multiplier sigma (larger than the task's, if set).",
+)
+@click.option("--dp-delta", type=float, default=None, help="DP: delta the epsilon refers to.")
 @click.option("-v", "--verbose", count=True)
 def run_command(
     directory: Path,
@@ -122,6 +135,9 @@ def run_command(
     status_port: int,
     status_host: str,
     seed: int,
+    dp_clip: float | None,
+    dp_noise: float | None,
+    dp_delta: float | None,
     verbose: int,
 ) -> None:
     """Run the node daemon: train, exchange updates over libp2p, commit and vote on chain,
@@ -147,6 +163,9 @@ def run_command(
             status_host=status_host,
             status_port=status_port,
             seed=seed,
+            dp_clip=dp_clip,
+            dp_noise=dp_noise,
+            dp_delta=dp_delta,
         )
         identity = load_node_identity(directory, read_password(password_file))
         trio.run(run_node, settings, identity)

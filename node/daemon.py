@@ -57,6 +57,9 @@ class NodeSettings:
     poll_interval: float = 0.3
     alarm_threshold: float = 0.05
     seed: int = 0
+    dp_clip: float | None = None
+    dp_noise: float | None = None
+    dp_delta: float | None = None
 
 
 def load_task_config(settings: NodeSettings, on_chain_digest: bytes) -> TaskConfig:
@@ -105,6 +108,8 @@ async def run_node(settings: NodeSettings, identity: NodeIdentity) -> None:
             attack=attack,
             attack_params=settings.attack_params,
             seed=settings.seed,
+            dp_clip=settings.dp_clip,
+            dp_noise=settings.dp_noise,
         )
     )
     initial = await trio.to_thread.run_sync(learner.initial_model)
@@ -130,6 +135,7 @@ async def run_node(settings: NodeSettings, identity: NodeIdentity) -> None:
             attacks=protocol_attacks,
             poll_interval=settings.poll_interval,
             alarm_threshold=settings.alarm_threshold,
+            dp_delta=settings.dp_delta or config.dp_delta,
         )
         if "equivocate" in protocol_attacks:
             from flchain.node.equivocation import install_equivocating_server
@@ -155,6 +161,12 @@ async def run_node(settings: NodeSettings, identity: NodeIdentity) -> None:
                 "rounds_done": s.rounds_done,
                 "accepted_last_round": s.last_accepted,
                 "accuracy_history": s.accuracy_history,
+                "dp": {
+                    "clip": learner.dp_clip,
+                    "noise": learner.dp_noise,
+                    "delta": settings.dp_delta or config.dp_delta,
+                    "epsilon": s.epsilon,
+                },
                 "timings": s.timings,
                 "peers": p2p.connected_peers(),
                 "addrs": p2p.addrs,

@@ -43,6 +43,7 @@ from flchain.contracts import (
     bitmap_indices,
     encode_loss,
 )
+from flchain.crypto.dp import PrivacyAccountant
 from flchain.node.blobstore import BlobStore, sha256
 from flchain.node.learner import Learner, LocalUpdate
 from flchain.node.messages import Announcement, encode
@@ -87,6 +88,7 @@ class EngineState:
     task_status: str = "unknown"
     timings: dict[str, float] = field(default_factory=dict)
     accuracy_history: dict[int, float] = field(default_factory=dict)  # round -> test accuracy
+    epsilon: float | None = None  # DP budget spent so far, at `dp_delta`
 
 
 class RoundEngine:
@@ -106,6 +108,7 @@ class RoundEngine:
         poll_interval: float = 0.3,
         alarm_threshold: float = 0.05,
         stop_after_round: int | None = None,
+        dp_delta: float = 1e-5,
     ) -> None:
         self.client = client
         self.task_id = task_id
@@ -119,6 +122,10 @@ class RoundEngine:
         self.alarm_threshold = alarm_threshold
         self.stop_after_round = stop_after_round
         self.state = EngineState()
+        # Every member takes part in every round, so the sampling rate is 1.
+        self._accountant = (
+            PrivacyAccountant(learner.dp_noise, 1.0, dp_delta) if learner.dp_noise > 0 else None
+        )
         for spec in ENGINE_METRICS:
             metrics.register(spec)
         self._members: dict[str, int] = {}  # peer id -> member index (active members)
@@ -289,6 +296,9 @@ class RoundEngine:
                 await trio.sleep(self.poll)
                 return
             timings["commit"] = time.perf_counter() - t0
+            if self._accountant is not None:
+                self._accountant.step()
+                self.state.epsilon = self._accountant.epsilon
             t0 = time.perf_counter()
             await self._announce("update", r, digest, len(update.blob))
             if "spam" in self.attacks:

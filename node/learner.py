@@ -7,7 +7,6 @@ before use (size, names, dtype, shape, finiteness); nothing is unpickled.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +24,7 @@ from flchain.attacks import (
     apply,
     poison_dataset,
 )
+from flchain.crypto.dp import clip_and_noise
 from flchain.models import (
     TrainConfig,
     build_model,
@@ -84,6 +84,8 @@ class Learner:
         attack: str | None = None,
         attack_params: dict | None = None,
         seed: int = 0,
+        dp_clip: float | None = None,
+        dp_noise: float | None = None,
     ) -> None:
         if config.rule in NETWORK_RULES_UNSUPPORTED:
             raise ValueError(
@@ -92,6 +94,13 @@ class Learner:
                 "trimmed_mean, krum, multikrum, bulyan, geomed (Siren alarms run on chain)"
             )
         self.config = config
+        # A node may protect its data more than the task demands, never less: the tighter clip
+        # and the larger noise multiplier win.
+        clips = [c for c in (config.dp_clip, dp_clip) if c is not None]
+        self.dp_clip: float | None = min(clips) if clips else None
+        self.dp_noise = max(config.dp_noise, dp_noise or 0.0)
+        if self.dp_noise > 0 and self.dp_clip is None:
+            raise ValueError("DP noise needs a clipping norm (--dp-clip)")
         self.device = pick_device(device)
         self.attack = attack
         self.attack_params = dict(attack_params or {})
@@ -183,13 +192,11 @@ class Learner:
                 params=self.attack_params,
             )
             update = apply(self.attack, update, context)
-        if self.config.dp_noise > 0 or self.config.dp_clip is not None:
-            from flchain.crypto.dp import clip_and_noise
-
+        if self.dp_clip is not None:
             update = clip_and_noise(
                 update,
-                float(self.config.dp_clip or math.inf),
-                self.config.dp_noise,
+                self.dp_clip,
+                self.dp_noise,
                 torch.Generator().manual_seed(self.seed * 104_729 + round_),
             )
         return LocalUpdate(self.encode_update(update), len(self.y), result.loss)
