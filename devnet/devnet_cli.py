@@ -201,6 +201,8 @@ def ledger_summary(manifest: dict) -> dict:
                 "accepted": accepted,
                 "byzantine_accepted": sorted(set(accepted) & set(byzantine)),
                 "global_digest": "0x" + info.global_digest.hex(),
+                "start": info.start,
+                "finalized_at": info.finalized_at,
             }
         )
     nodes = []
