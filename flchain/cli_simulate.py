@@ -12,7 +12,14 @@ from rich.table import Table
 
 from flchain.aggregation import RULES
 from flchain.attacks import DATA_ATTACKS, DESCRIPTIONS, UPDATE_ATTACKS
-from flchain.config import ConfigError, SimulationConfig, parse_key_values
+from flchain.config import (
+    DEFAULT_SECURE_RANGE,
+    NOISE_TAIL,
+    SECURE_RULES,
+    ConfigError,
+    SimulationConfig,
+    parse_key_values,
+)
 from flchain.models import MODEL_NAMES, PARTITION_SCHEMES
 from flchain.simulation import RoundRecord, Simulation, SimulationResult
 
@@ -86,6 +93,61 @@ _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACK
     show_default=True,
     help="--fast aggregates in float32 on the training device instead of the bit-exact path.",
 )
+@click.option(
+    "--dp-clip",
+    type=float,
+    default=None,
+    metavar="C",
+    help="DP: every honest peer clips its update to L2 norm C before sending it.",
+)
+@click.option(
+    "--dp-noise",
+    type=float,
+    default=0.0,
+    show_default=True,
+    metavar="SIGMA",
+    help="DP: Gaussian noise multiplier; each honest update gets N(0, (SIGMA*C)^2) per "
+    "coordinate. Needs --dp-clip. The running epsilon is reported per round.",
+)
+@click.option(
+    "--dp-delta",
+    type=float,
+    default=1e-5,
+    show_default=True,
+    help="DP: the delta at which epsilon is reported.",
+)
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="Secure aggregation: updates are quantized, pairwise-masked and Paillier-encrypted, "
+    "and only their sum is decrypted (by a peer chosen per round). Robust rules need "
+    f"plaintext updates, so only {' and '.join(SECURE_RULES)} run: siren becomes FedAvg plus "
+    "alarms (a majority of alarms rejects the round's aggregate). Slow for large models: "
+    "the Paillier cost grows with the parameter count; try --model logreg or mlp.",
+)
+@click.option(
+    "--secure-key-bits",
+    type=int,
+    default=1024,
+    show_default=True,
+    help="Paillier modulus size. 1024 keeps simulations fast; use 2048 for real use.",
+)
+@click.option(
+    "--secure-bits",
+    type=int,
+    default=16,
+    show_default=True,
+    help="Quantization bits per coordinate in secure mode.",
+)
+@click.option(
+    "--secure-range",
+    type=float,
+    default=None,
+    metavar="R",
+    help="Secure mode: every coordinate travels in [-R, R] (values outside are clamped and "
+    f"counted). Default: C * (1 + {NOISE_TAIL:g} * SIGMA) with --dp-clip, else "
+    f"{DEFAULT_SECURE_RANGE:g}.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
@@ -106,9 +168,11 @@ _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACK
 def simulate_command(**opts: object) -> None:
     """Run a federated experiment with Byzantine peers and robust aggregation in one process.
 
-    It uses the same training, attack and aggregation code as the network node. Example:
+    It uses the same training, attack and aggregation code as the network node. Examples:
 
         flchain simulate --nodes 10 --byzantine 3 --attack signflip --rule multikrum
+
+        flchain simulate --model mlp --dp-clip 1 --dp-noise 0.8 --secure --rule siren
     """
     as_json = bool(opts.pop("as_json"))
     plot = opts.pop("plot")
@@ -181,6 +245,11 @@ def _print_summary(result: SimulationResult, console: Console) -> None:
         table.add_column("alarms", justify="right")
     if show_asr:
         table.add_column("backdoor ASR", justify="right")
+    if cfg.dp_enabled:
+        table.add_column("epsilon", justify="right")
+    if cfg.secure:
+        table.add_column("decryptor", justify="right")
+        table.add_column("secure err", justify="right")
     for r in result.rounds:
         row = [
             str(r.round),
@@ -196,6 +265,11 @@ def _print_summary(result: SimulationResult, console: Console) -> None:
             row.append(str(r.alarms))
         if show_asr:
             row.append(f"{r.attack_success_rate:.3f}")
+        if cfg.dp_enabled:
+            row.append(_fmt_epsilon(r.epsilon))
+        if cfg.secure:
+            row.append("-" if r.decryptor is None else str(r.decryptor))
+            row.append(_fmt_float(r.secure_error))
         table.add_row(*row)
     console.print(table)
     if result.diverged_round is not None:
@@ -208,6 +282,36 @@ def _print_summary(result: SimulationResult, console: Console) -> None:
         f"byzantine peers {result.byzantine_ids}, model sha256 {result.model_sha256[:16]}…, "
         f"{result.num_params} parameters on {result.device}"
     )
+    if cfg.dp_enabled:
+        console.print(
+            f"differential privacy: clip {cfg.dp_clip:g}, noise multiplier {cfg.dp_noise:g}; "
+            f"each honest peer spent epsilon [bold]{_fmt_epsilon(result.final_epsilon)}[/] "
+            f"at delta {cfg.dp_delta:g} over {len(result.rounds)} rounds"
+        )
+    if cfg.secure:
+        rule = "FedAvg plus alarms" if cfg.rule == "siren" else "FedAvg"
+        console.print(
+            f"secure aggregation ({rule}, {cfg.secure_bits}-bit quantization in "
+            f"+-{cfg.secure_value_range:g}, {cfg.secure_key_bits}-bit Paillier): largest gap to "
+            f"plaintext FedAvg {_fmt_float(result.secure_max_error)}, quantization bound "
+            f"{_fmt_float(max((r.secure_bound or 0.0) for r in result.rounds))}"
+        )
+        clamped = sum(r.secure_clipped or 0 for r in result.rounds)
+        if clamped:
+            console.print(
+                f"[yellow]{clamped} coordinate(s) fell outside +-{cfg.secure_value_range:g} and "
+                "were clamped[/]: widen --secure-range if honest peers are among them"
+            )
+
+
+def _fmt_epsilon(epsilon: float | None) -> str:
+    if epsilon is None:
+        return "-"
+    return "inf (no noise)" if epsilon == float("inf") else f"{epsilon:.3f}"
+
+
+def _fmt_float(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def write_plot(result: SimulationResult, path: Path) -> None:

@@ -7,12 +7,25 @@ result can always be reproduced from its own output.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 
 class ConfigError(ValueError):
     """A simulation setting is out of range or inconsistent with another."""
+
+
+# Rules that secure aggregation can run: the server only ever sees the sum of the updates, so a
+# rule that must look at single updates (Krum, median, ...) has nothing to work on.
+SECURE_RULES = ("fedavg", "siren")
+# Quantization range per coordinate in secure mode without DP clipping: local updates of the
+# zoo's models at the default learning rates stay well inside +-1, so 4 leaves ample headroom
+# while 16 bits still resolve about 1e-4 of it.
+DEFAULT_SECURE_RANGE = 4.0
+# With DP the range is C * (1 + NOISE_TAIL * sigma): a clipped coordinate is at most C and
+# Gaussian noise exceeds 6 standard deviations with probability 2e-9 per coordinate.
+NOISE_TAIL = 6.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,13 @@ class SimulationConfig:
     deterministic: bool = True
     seed: int = 0
     device: str = "auto"
+    dp_clip: float | None = None
+    dp_noise: float = 0.0
+    dp_delta: float = 1e-5
+    secure: bool = False
+    secure_bits: int = 16
+    secure_key_bits: int = 1024
+    secure_range: float | None = None
 
     def __post_init__(self) -> None:
         _check(self.nodes >= 1, f"--nodes must be >= 1, got {self.nodes}")
@@ -65,6 +85,61 @@ class SimulationConfig:
         )
         _check(0.0 < self.public_fraction < 0.5, "--public-fraction must be in (0, 0.5)")
         _check(self.server_lr > 0, "--server-lr must be > 0")
+        self._check_privacy()
+
+    def _check_privacy(self) -> None:
+        """DP and secure-aggregation settings: each alone, then how they combine with the rule."""
+        _check(
+            self.dp_clip is None or _positive(self.dp_clip),
+            f"--dp-clip must be a finite number > 0, got {self.dp_clip}",
+        )
+        _check(
+            math.isfinite(self.dp_noise) and self.dp_noise >= 0,
+            f"--dp-noise must be a finite number >= 0, got {self.dp_noise}",
+        )
+        _check(
+            self.dp_noise == 0 or self.dp_clip is not None,
+            "--dp-noise SIGMA needs --dp-clip C: the noise std is SIGMA * C, so without a clip "
+            "norm an update's sensitivity (and the privacy it buys) is unbounded",
+        )
+        _check(0.0 < self.dp_delta < 1.0, f"--dp-delta must be in (0, 1), got {self.dp_delta}")
+        _check(
+            self.secure_range is None or _positive(self.secure_range),
+            f"--secure-range must be a finite number > 0, got {self.secure_range}",
+        )
+        _check(self.secure_bits >= 1, f"--secure-bits must be >= 1, got {self.secure_bits}")
+        _check(
+            self.secure_key_bits >= 512,
+            f"--secure-key-bits must be >= 512 (2048 for real use), got {self.secure_key_bits}",
+        )
+        if not self.secure:
+            return
+        _check(self.nodes >= 2, "--secure needs --nodes >= 2: a sum of one update is no secret")
+        _check(
+            self.rule in SECURE_RULES,
+            f"--secure cannot run rule {self.rule!r}: robust rules need plaintext updates and "
+            "secure aggregation only reveals their sum; use --rule fedavg, or --rule siren "
+            "(FedAvg plus client alarms)",
+        )
+        _check(
+            not self.rule_params,
+            f"--secure runs {self.rule} as FedAvg (plus alarms for siren), which takes no rule "
+            f"parameters; got {', '.join(sorted(self.rule_params))}",
+        )
+
+    @property
+    def dp_enabled(self) -> bool:
+        """Whether honest peers clip (and maybe noise) their updates before sending them."""
+        return self.dp_clip is not None
+
+    @property
+    def secure_value_range(self) -> float:
+        """Per-coordinate bound c of the agreed quantization range (-c, c) in secure mode."""
+        if self.secure_range is not None:
+            return float(self.secure_range)
+        if self.dp_clip is not None:
+            return float(self.dp_clip) * (1.0 + NOISE_TAIL * self.dp_noise)
+        return DEFAULT_SECURE_RANGE
 
     @property
     def byzantine_fraction(self) -> float:
@@ -75,6 +150,10 @@ class SimulationConfig:
 
     def replace(self, **changes: Any) -> SimulationConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
 
 
 def _check(ok: bool, message: str) -> None:

@@ -2,8 +2,21 @@
 run for N simulated peers in one process.
 
 The point is that experiments use exactly the code the real nodes run — `flchain.models` for
-training, `flchain.attacks` for Byzantine peers, `flchain.aggregation` for the rule — so a result
-here predicts the network's behaviour, minus the chain and the wire.
+training, `flchain.attacks` for Byzantine peers, `flchain.aggregation` for the rule,
+`flchain.crypto` for privacy — so a result here predicts the network's behaviour, minus the chain
+and the wire.
+
+Privacy, as on a node:
+- DP (`dp_clip`, `dp_noise`): every honest peer clips its update to L2 norm C and adds
+  N(0, (sigma*C)^2) noise before it leaves the peer; Byzantine peers send what they like. Every
+  peer takes part every round, so the running epsilon is that of T Gaussian releases (q = 1).
+- Secure mode (`secure`): the round's updates are summed by `secure_fedavg` (quantize, pairwise
+  masks, pack, Paillier-encrypt, add, decrypt, verify), so nobody sees a single update. Robust
+  rules need plaintext updates, so the rule is FedAvg, or FedAvg plus alarms for `siren`: after
+  the sum is decrypted every peer compares the candidate global model with its own fresh local
+  model on its data, and when a majority raises an alarm the candidate is rejected and the
+  global model stays. Each coordinate travels in the agreed range (-c, c): values outside it
+  (a Byzantine scale attack) are clamped to it and counted.
 """
 
 from __future__ import annotations
@@ -13,7 +26,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +48,7 @@ from flchain.attacks import (
     poison_dataset,
 )
 from flchain.config import ConfigError, SimulationConfig
+from flchain.crypto.errors import CryptoError
 from flchain.models import (
     MODEL_NAMES,
     PARTITION_SCHEMES,
@@ -57,6 +71,15 @@ from flchain.models import (
 _ATTACKS_WITHOUT_OWN_TRAINING = frozenset({"zero", "gaussian", "alie", "ipm"})
 # Public-set loss reported for a candidate model whose evaluation is not finite.
 _WORST_LOSS = 1e30
+# Stream tag of the per-peer, per-round DP noise generators (apart from training's seeds).
+_DP_STREAM = 0xD9
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from phe.paillier import PaillierPrivateKey, PaillierPublicKey
+
+    from flchain.crypto.dp import PrivacyAccountant
+    from flchain.crypto.secure_sum import SecureAggregationConfig
 
 
 @dataclass(frozen=True)
@@ -76,6 +99,14 @@ class RoundRecord:
     attack_success_rate: float | None
     seconds: float
     diverged: bool = False
+    # Running epsilon at dp_delta after this round (None without DP, inf when clipping only).
+    epsilon: float | None = None
+    # Secure mode: the peer that decrypted the sum, max |secure - plaintext FedAvg| over the
+    # coordinates, its quantization bound, and how many coordinates were clamped to the range.
+    decryptor: int | None = None
+    secure_error: float | None = None
+    secure_bound: float | None = None
+    secure_clipped: int | None = None
 
 
 @dataclass
@@ -102,24 +133,53 @@ class SimulationResult:
     def model_sha256(self) -> str:
         return hashlib.sha256(self.model_bytes).hexdigest()
 
+    @property
+    def final_epsilon(self) -> float | None:
+        """Privacy spent by each honest peer over the run (None when DP is off)."""
+        return self.rounds[-1].epsilon
+
+    @property
+    def secure_max_error(self) -> float | None:
+        """Largest per-coordinate gap between a secure aggregate and plaintext FedAvg."""
+        errors = [r.secure_error for r in self.rounds if r.secure_error is not None]
+        return max(errors) if errors else None
+
     def to_json(self) -> dict[str, Any]:
+        """The run as standard JSON: non-finite floats (an infinite epsilon when DP clips without
+        noise, the NaN loss of a diverged model) are written as null."""
         last = self.rounds[-1]
-        return {
-            "final_accuracy": last.accuracy,
-            "final_loss": last.loss,
-            "best_accuracy": self.best_accuracy,
-            "attack_success_rate": last.attack_success_rate,
-            "diverged_round": self.diverged_round,
-            "byzantine_ids": self.byzantine_ids,
-            "byzantine_accepted_total": sum(r.accepted_byzantine for r in self.rounds),
-            "honest_rejected_total": sum(r.honest - r.accepted_honest for r in self.rounds),
-            "model_sha256": self.model_sha256,
-            "num_params": self.num_params,
-            "device": self.device,
-            "seconds": round(sum(r.seconds for r in self.rounds), 3),
-            "config": self.config.to_dict(),
-            "rounds": [asdict(r) for r in self.rounds],
-        }
+        return _json_safe(
+            {
+                "final_accuracy": last.accuracy,
+                "final_loss": last.loss,
+                "best_accuracy": self.best_accuracy,
+                "attack_success_rate": last.attack_success_rate,
+                "diverged_round": self.diverged_round,
+                "byzantine_ids": self.byzantine_ids,
+                "byzantine_accepted_total": sum(r.accepted_byzantine for r in self.rounds),
+                "honest_rejected_total": sum(r.honest - r.accepted_honest for r in self.rounds),
+                "model_sha256": self.model_sha256,
+                "num_params": self.num_params,
+                "device": self.device,
+                "seconds": round(sum(r.seconds for r in self.rounds), 3),
+                "epsilon": self.final_epsilon,
+                "dp_delta": self.config.dp_delta if self.config.dp_enabled else None,
+                "secure": self.config.secure,
+                "secure_max_error": self.secure_max_error,
+                "config": self.config.to_dict(),
+                "rounds": [asdict(r) for r in self.rounds],
+            }
+        )
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 @dataclass
@@ -152,6 +212,108 @@ def validate_config(config: SimulationConfig) -> None:
             f"attack {config.attack!r} cannot run in a simulation; choose one of "
             f"{', '.join((*UPDATE_ATTACKS, *DATA_ATTACKS))}"
         )
+    if config.secure:
+        _secure_parameters(config)
+
+
+def _secure_parameters(config: SimulationConfig) -> SecureAggregationConfig:
+    """The crypto layer's check of bits, range, member count and key size, as a ConfigError."""
+    from flchain.crypto.secure_sum import SecureAggregationConfig
+
+    try:
+        return SecureAggregationConfig(
+            value_range=config.secure_value_range,
+            max_members=config.nodes,
+            bits=config.secure_bits,
+            key_bits=config.secure_key_bits,
+        )
+    except CryptoError as exc:
+        raise ConfigError(
+            f"secure aggregation cannot run with --secure-bits {config.secure_bits}, "
+            f"--secure-key-bits {config.secure_key_bits}, {config.nodes} nodes and range "
+            f"+-{config.secure_value_range:g}: {exc}"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class _SecureOutcome:
+    """One secure round: the decrypted weighted mean and how far it is from plaintext FedAvg."""
+
+    update: torch.Tensor
+    decryptor: int
+    error: float
+    bound: float
+    clipped: int
+
+
+class _SecureAggregator:
+    """Secure FedAvg with one Paillier key pair per run and one X25519 mask key per peer
+    (the settings were checked by `validate_config`).
+
+    The keys are random, not seeded: the masks cancel exactly and decryption is exact, so the
+    aggregate (and the run's model bytes) depend only on the quantized updates.
+    """
+
+    def __init__(self, config: SimulationConfig) -> None:
+        from flchain.crypto.masking import generate_mask_key
+        from flchain.crypto.paillier import generate_keypair
+
+        self.config = config
+        self.bound = config.secure_value_range
+        self.keypair: tuple[PaillierPublicKey, PaillierPrivateKey] = generate_keypair(
+            config.secure_key_bits
+        )
+        self.mask_keys: list[X25519PrivateKey] = [generate_mask_key() for _ in range(config.nodes)]
+        self.task = f"flchain-simulate/{config.seed}"
+
+    def decryptor(self, r: int) -> int:
+        """Round-robin from a seed-dependent start: every peer takes its turn at decrypting."""
+        return (self.config.seed + r - 1) % self.config.nodes
+
+    def aggregate(self, updates: torch.Tensor, weights: torch.Tensor, r: int) -> _SecureOutcome:
+        from flchain.crypto.secure_sum import secure_fedavg
+
+        raw = updates.detach().to(device="cpu", dtype=torch.float64)
+        c = self.bound
+        outside = ~torch.isfinite(raw) | (raw.abs() > c)
+        sent = torch.nan_to_num(raw, nan=0.0, posinf=c, neginf=-c).clamp(-c, c)
+        result = secure_fedavg(
+            sent,
+            weights,
+            value_range=c,
+            bits=self.config.secure_bits,
+            key_bits=self.config.secure_key_bits,
+            keypair=self.keypair,
+            mask_keys=self.mask_keys,
+            task=self.task,
+            round_index=r,
+            verify=True,
+        )
+        # Plaintext FedAvg of what the peers meant to send (inf/NaN there make the error so).
+        shares = weights.to(torch.float64) / weights.to(torch.float64).sum()
+        plain = shares @ raw
+        secure = result.update.to(torch.float64)
+        return _SecureOutcome(
+            update=secure,
+            decryptor=self.decryptor(r),
+            error=float((secure - plain).abs().max()),
+            bound=float(result.error_bound),
+            clipped=int(outside.sum()),
+        )
+
+
+def _privacy_accountant(config: SimulationConfig) -> PrivacyAccountant | None:
+    if not config.dp_enabled:
+        return None
+    from flchain.crypto.dp import PrivacyAccountant
+
+    return PrivacyAccountant(config.dp_noise, sample_rate=1.0, delta=config.dp_delta)
+
+
+def _stream_seed(*words: int) -> int:
+    """A 63-bit torch seed from a tuple of non-negative ints (independent streams per tuple)."""
+    state = np.random.SeedSequence(list(words)).generate_state(1, dtype=np.uint64)[0]
+    return int(state) >> 1
 
 
 class Simulation:
@@ -177,6 +339,8 @@ class Simulation:
         self.global_params = flatten_params(self.model)
         self._history: dict[int, torch.Tensor] = {0: self.global_params}
         self.credits: torch.Tensor | None = None
+        self.accountant = _privacy_accountant(config)
+        self.secure = _SecureAggregator(config) if config.secure else None
 
     # ----------------------------------------------------------------- set-up
     def _pick_byzantine(self) -> list[int]:
@@ -271,8 +435,30 @@ class Simulation:
             updates.append(delta)
             losses.append(loss)
             samples.append(len(client.y))
+        updates = self._privatize(updates, r)
         stacked = self._apply_update_attacks(updates, r)
         weights = torch.tensor(samples, dtype=torch.float32)
+        secure = None
+        if self.secure is not None:
+            secure = self.secure.aggregate(stacked, weights, r)
+            accepted, alarms = self._secure_step(secure)
+        else:
+            accepted = self._plaintext_step(stacked, weights, staleness, alarms)
+        self._remember(r)
+        diverged = not bool(torch.isfinite(self.global_params).all())
+        return self._record(
+            r, accepted, losses, staleness, alarms, started, diverged=diverged, secure=secure
+        )
+
+    def _plaintext_step(
+        self,
+        stacked: torch.Tensor,
+        weights: torch.Tensor,
+        staleness: torch.Tensor,
+        alarms: torch.Tensor,
+    ) -> torch.Tensor:
+        """Apply the configured rule to the visible updates; returns who was accepted."""
+        cfg = self.config
         side = self._side_inputs(stacked, staleness, alarms)
         result = aggregate(
             cfg.rule,
@@ -285,11 +471,45 @@ class Simulation:
         if "credits" in result.info:
             self.credits = torch.as_tensor(result.info["credits"])
         self.global_params = self.global_params + cfg.server_lr * result.update.to(torch.float32)
-        self._remember(r)
-        diverged = not bool(torch.isfinite(self.global_params).all())
-        return self._record(
-            r, result.accepted, losses, staleness, alarms, started, diverged=diverged
-        )
+        return result.accepted
+
+    def _secure_step(self, outcome: _SecureOutcome) -> tuple[torch.Tensor, torch.Tensor]:
+        """FedAvg through secure aggregation, plus Siren's alarms when the rule is siren.
+
+        The aggregate is all anyone learns, so the alarms are about the candidate global model:
+        a majority of alarms rejects it (nobody is accepted and the global model stays).
+        """
+        cfg = self.config
+        step = outcome.update.to(device=self.global_params.device, dtype=torch.float32)
+        candidate = self.global_params + cfg.server_lr * step
+        accepted = torch.ones(cfg.nodes, dtype=torch.bool)
+        alarms = torch.zeros(cfg.nodes, dtype=torch.bool)
+        if cfg.rule == "siren":
+            alarms = self._candidate_alarms(candidate)
+            if 2 * int(alarms.sum()) > cfg.nodes:
+                return torch.zeros(cfg.nodes, dtype=torch.bool), alarms
+        self.global_params = candidate
+        return accepted, alarms
+
+    def _privatize(self, updates: list[torch.Tensor | None], r: int) -> list[torch.Tensor | None]:
+        """DP at each honest peer: clip to C and add N(0, (sigma*C)^2) before the update leaves;
+        Byzantine peers send theirs untouched. Accounts one more release for every peer."""
+        cfg = self.config
+        if self.accountant is None or cfg.dp_clip is None:
+            return updates
+        from flchain.crypto.dp import clip_and_noise
+
+        out: list[torch.Tensor | None] = []
+        for client, update in zip(self.clients, updates, strict=True):
+            if client.byzantine or update is None:
+                out.append(update)
+                continue
+            generator = torch.Generator().manual_seed(
+                _stream_seed(cfg.seed, _DP_STREAM, r, client.index)
+            )
+            out.append(clip_and_noise(update, cfg.dp_clip, cfg.dp_noise, generator))
+        self.accountant.step()
+        return out
 
     def _train(self, client: _Client, base_version: int, r: int) -> tuple[torch.Tensor, float]:
         base = self._history[base_version]
@@ -359,7 +579,7 @@ class Simulation:
         """Siren's client-side check: does the current global model do worse than the peer's own
         latest local model on the peer's data? Byzantine peers raise alarms regardless."""
         alarms = torch.zeros(self.config.nodes, dtype=torch.bool)
-        if "alarms" not in required_inputs(self.config.rule):
+        if self.config.secure or "alarms" not in required_inputs(self.config.rule):
             return alarms
         load_flat_params(self.model, self.global_params)
         for client in self.clients:
@@ -373,6 +593,22 @@ class Simulation:
             local_acc = evaluate(self.model, client.x, client.y, device=self.device).accuracy
             load_flat_params(self.model, self.global_params)
             alarms[client.index] = client_alarm(global_acc, local_acc, self.config.alarm_threshold)
+        return alarms
+
+    def _candidate_alarms(self, candidate: torch.Tensor) -> torch.Tensor:
+        """Secure mode's alarms: does the candidate global model do worse than the peer's fresh
+        local model on the peer's data? Byzantine peers with update attacks always cry wolf."""
+        cfg = self.config
+        alarms = torch.zeros(cfg.nodes, dtype=torch.bool)
+        for client in self.clients:
+            if client.byzantine and cfg.attack in UPDATE_ATTACKS:
+                alarms[client.index] = True
+            elif client.last_local is not None:
+                load_flat_params(self.model, candidate)
+                global_acc = evaluate(self.model, client.x, client.y, device=self.device).accuracy
+                load_flat_params(self.model, client.last_local)
+                local_acc = evaluate(self.model, client.x, client.y, device=self.device).accuracy
+                alarms[client.index] = client_alarm(global_acc, local_acc, cfg.alarm_threshold)
         return alarms
 
     def _side_inputs(
@@ -418,6 +654,7 @@ class Simulation:
         started: float,
         *,
         diverged: bool = False,
+        secure: _SecureOutcome | None = None,
     ) -> RoundRecord:
         load_flat_params(self.model, self.global_params)
         data = self.dataset
@@ -449,6 +686,11 @@ class Simulation:
             attack_success_rate=asr,
             seconds=time.perf_counter() - started,
             diverged=diverged,
+            epsilon=self.accountant.epsilon if self.accountant is not None else None,
+            decryptor=secure.decryptor if secure is not None else None,
+            secure_error=secure.error if secure is not None else None,
+            secure_bound=secure.bound if secure is not None else None,
+            secure_clipped=secure.clipped if secure is not None else None,
         )
 
 
