@@ -59,11 +59,11 @@ from flchain.models import (
     flatten_params,
     load_dataset,
     load_flat_params,
+    local_update,
     model_to_bytes,
     partition,
     pick_device,
     split_public,
-    train_local,
 )
 
 # Update attacks whose output does not depend on the attacker's own honest update: the
@@ -512,23 +512,20 @@ class Simulation:
         return out
 
     def _train(self, client: _Client, base_version: int, r: int) -> tuple[torch.Tensor, float]:
-        base = self._history[base_version]
-        load_flat_params(self.model, base)
         generator = torch.Generator().manual_seed(
             (self.config.seed * 1_000_003 + r) * 1_009 + client.index
         )
-        trained = train_local(
+        delta, local, trained = local_update(
             self.model,
+            self._history[base_version],
             client.x,
             client.y,
             self.train_config,
             generator=generator,
             device=self.device,
-            global_params=base if self.config.prox_mu > 0 else None,
         )
-        local = flatten_params(self.model)
         client.last_local = local
-        return local - base, trained.loss
+        return delta, trained.loss
 
     def _apply_update_attacks(self, updates: list[torch.Tensor | None], r: int) -> torch.Tensor:
         cfg = self.config

@@ -23,7 +23,13 @@ from flchain.models.params import (
     sha256_hex,
 )
 from flchain.models.partition import PARTITION_SCHEMES, PartitionError, partition, split_public
-from flchain.models.trainer import TrainConfig, TrainingError, TrainResult, train_local
+from flchain.models.trainer import (
+    TrainConfig,
+    TrainingError,
+    TrainResult,
+    local_update,
+    train_local,
+)
 from flchain.models.zoo import MODEL_NAMES, ModelError, build_model
 
 __all__ = [
@@ -46,6 +52,7 @@ __all__ = [
     "flatten_params",
     "load_dataset",
     "load_flat_params",
+    "local_update",
     "model_from_bytes",
     "model_to_bytes",
     "num_params",

@@ -14,13 +14,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from flchain.models.device import DeviceError, on_device, pick_device
-from flchain.models.params import num_params
+from flchain.models.params import flatten_params, load_flat_params, num_params
 
 __all__ = [
     "DeviceError",
     "TrainConfig",
     "TrainResult",
     "TrainingError",
+    "local_update",
     "pick_device",
     "train_local",
 ]
@@ -133,6 +134,33 @@ def train_local(
         finally:
             model.train(was_training)
     return TrainResult(loss=mean_loss, num_samples=n, steps=steps)
+
+
+def local_update(
+    model: nn.Module,
+    base: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: TrainConfig,
+    *,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, TrainResult]:
+    """One peer's round: start from the flat `base` model, train, and return (update, local
+    params, result) with update = local - base. The simulation and the network node both call
+    this, so an experiment trains exactly as a node does. `model` is overwritten."""
+    load_flat_params(model, base)
+    result = train_local(
+        model,
+        x,
+        y,
+        config,
+        generator=generator,
+        device=device,
+        global_params=base if config.prox_mu > 0 else None,
+    )
+    local = flatten_params(model)
+    return local - base, local, result
 
 
 def _check_data(x: torch.Tensor, y: torch.Tensor) -> int:

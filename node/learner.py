@@ -32,11 +32,11 @@ from flchain.models import (
     flatten_params,
     load_dataset,
     load_flat_params,
+    local_update,
     model_from_bytes,
     model_to_bytes,
     partition,
     pick_device,
-    train_local,
 )
 from flchain.taskconfig import DataSpec, TaskConfig
 
@@ -171,18 +171,16 @@ class Learner:
         """Train on the local shard from the global model; apply this node's attack, if any."""
         base = self.model_params(global_blob)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + round_)
-        result = train_local(
+        update, local, result = local_update(
             self.model,
+            base,
             self.x,
             self.y,
             self.train_config,
             generator=generator,
             device=self.device,
-            global_params=base if self.config.prox_mu > 0 else None,
         )
-        local = flatten_params(self.model)
         self.last_local = local
-        update = local - base
         if self.attack in UPDATE_ATTACKS:
             context = AttackContext(
                 honest_updates=update.unsqueeze(0),

@@ -47,8 +47,24 @@ def test_det_sum_of_whole_numbers_is_exact_and_batched_rows_match_single_rows():
     assert all(det_sum(y[i]).item() == batched[i].item() for i in range(5))
 
 
+def test_long_sums_fold_chunks_then_the_chunk_sums(monkeypatch):
+    monkeypatch.setattr(numerics, "_CHUNK", 4)
+    # 10 values -> chunks [x0..x3], [x4..x7], [x8, x9, 0, 0], each folded as a 4-tree, then
+    # the three chunk sums (padded to 4) folded the same way.
+    x = [1e16, 1.0, -1e16, 1.0, 3.0, 1e-3, 7.0, -2.5, 1e16, 0.5]
+
+    def tree4(a, b, c, e):
+        return (a + c) + (b + e)
+
+    chunk = [tree4(*x[0:4]), tree4(*x[4:8]), tree4(x[8], x[9], 0.0, 0.0)]
+    expected = tree4(chunk[0], chunk[1], chunk[2], 0.0)
+    assert det_sum(torch.tensor(x, dtype=torch.float64)).item() == expected
+
+
+@pytest.mark.parametrize("chunk", [4, 64, 8192])
 @pytest.mark.parametrize("block", [1, 2, 3, 7])
-def test_row_reductions_do_not_depend_on_the_block_size(monkeypatch, block):
+def test_row_reductions_do_not_depend_on_the_block_size(monkeypatch, block, chunk):
+    monkeypatch.setattr(numerics, "_CHUNK", chunk)
     g = torch.Generator().manual_seed(1)
     U = torch.randn(9, 1001, generator=g, dtype=torch.float64)
     v = torch.randn(1001, generator=g, dtype=torch.float64)
