@@ -131,7 +131,6 @@ class RoundEngine:
         self._members: dict[str, int] = {}  # peer id -> member index (active members)
         self._addresses: dict[str, str] = {}  # peer id -> address
         self._peer_of: dict[int, str] = {}  # member index -> peer id
-        self._withheld: dict[bytes, bytes] = {}  # digests this node committed but never serves
         self._alarmed: set[int] = set()
         self._initial: bytes | None = None
         self._last_announcement: Announcement | None = None
@@ -276,9 +275,7 @@ class RoundEngine:
             timings["train"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             digest = sha256(update.blob)
-            if "withhold" in self.attacks:
-                self._withheld[digest] = update.blob  # committed, never stored, never served
-            else:
+            if "withhold" not in self.attacks:  # a withholder commits but keeps no blob to serve
                 self.store.put(update.blob)
             self.state.phase = "committing"
             try:
@@ -391,9 +388,6 @@ class RoundEngine:
 
         async def fetch(index: int) -> None:
             digest = commits[index].digest
-            if index == self.state.member_index and digest in self._withheld:
-                blobs[index] = self._withheld[digest]
-                return
             provider = self._peer_of.get(index)
             providers = [provider] if provider else []
             try:

@@ -74,35 +74,34 @@ def test_four_nodes_reject_a_signflip_peer_and_agree_every_round(tmp_path: Path)
     assert all(reputations[byzantine] < reputations[i] for i in range(4) if i != byzantine)
 
 
-def test_garbage_oversize_nan_wrong_digest_and_replays_crash_nobody(tmp_path: Path) -> None:
-    summary = _devnet_up(
-        tmp_path,
-        "--nodes",
-        "4",
-        "--rounds",
-        "2",
-        "--byzantine",
-        "2",
-        "--attack",
-        "spam",
-        "--attack",
-        "equivocate",
-        "--rule",
-        "median",
-        "--model",
-        "mlp",
-    )
+def test_garbage_oversize_nan_wrong_digest_withheld_and_bad_votes_crash_nobody(
+    tmp_path: Path,
+) -> None:
+    attacks = ("spam", "equivocate", "withhold", "badvote")
+    args = ["--nodes", "6", "--rounds", "2", "--byzantine", "4", "--rule", "median"]
+    for attack in attacks:
+        args += ["--attack", attack]
+    summary = _devnet_up(tmp_path, *args, "--model", "mlp")
     assert [r["status"] for r in summary["rounds"]] == ["finalized"] * 2
     honest = _honest(summary)
+    assert len(honest) == 2
     assert all(n["global_digest"] == summary["final_digest"] for n in honest)
-    spam_index = next(n["member_index"] for n in summary["nodes"] if n["attack"] == "spam")
-    assert all(spam_index not in r["accepted"] for r in summary["rounds"])  # its NaN update
-    metrics = [n["metrics"] for n in honest]
-    for m in metrics:
+    index = {n["attack"]: n["member_index"] for n in summary["nodes"] if n["attack"]}
+    for r in summary["rounds"]:
+        assert index["spam"] not in r["accepted"]  # its NaN update
+        assert index["withhold"] not in r["accepted"]  # nobody could fetch it
+        assert index["equivocate"] in r["accepted"]  # lying about bytes costs retries only
+    for node in honest:
+        m = node["metrics"]
         assert sum(m["messages_rejected_total"].values()) > 0  # malformed, oversize, replayed
         assert m["updates_invalid_total"] >= 1  # the NaN blob matched its digest, not the rules
+        assert m["updates_missing_total"] >= 1  # the withheld one
     every = [n["metrics"] for n in summary["nodes"]]
     assert sum(m["blob_failures_total"].get("digest_mismatch", 0) for m in every) >= 1
+    # The random vote never wins, and losing votes cost reputation.
+    reputations = summary["reputations"]
+    honest_index = [n["member_index"] for n in honest]
+    assert all(reputations[index["badvote"]] < reputations[i] for i in honest_index)
 
 
 def _client(manifest: dict) -> FLChainClient:
