@@ -303,6 +303,7 @@ class RoundEngine:
             timings["gossip"] = time.perf_counter() - t0
         # ---- wait for the submit phase to end
         self.state.phase = "waiting for updates"
+        t0 = time.perf_counter()
         while True:
             info = await self._chain(self.client.get_round, self.task_id, r)
             if info.status != RoundStatus.OPEN:
@@ -311,6 +312,7 @@ class RoundEngine:
             if everyone or time.time() >= info.submit_deadline:
                 break
             await trio.sleep(self.poll)
+        timings["wait"] = time.perf_counter() - t0
         # ---- fetch every committed update
         self.state.phase = "fetching"
         t0 = time.perf_counter()
