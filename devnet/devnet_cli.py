@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -132,22 +133,33 @@ def _client(manifest: dict) -> FLChainClient:
 
 
 def _watch(manifest: dict, timeout: int, *, quiet: bool) -> bool:
+    """Show the live view until the task ends; True if it ended before `timeout`."""
     client = _client(manifest)
     deadline = time.time() + timeout
-    with Live(
-        console=Console(stderr=True), refresh_per_second=2, transient=False, redirect_stdout=False
-    ) as live:
+    console = Console(stderr=True)
+    live = None if quiet else Live(console=console, refresh_per_second=2, redirect_stdout=False)
+    with live or contextlib.nullcontext():
         while time.time() < deadline:
-            task = client.get_task(manifest["task_id"])
-            if not quiet:
+            try:
+                task = client.get_task(manifest["task_id"])
+            except Exception as exc:  # the chain restarting or gone: say so, keep watching
+                if live is not None:
+                    live.update(f"[yellow]chain at {manifest['rpc_url']} not answering: {exc}")
+                time.sleep(1.0)
+                continue
+            if live is not None:
                 live.update(_view(manifest, task))
             if task.status in (TaskStatus.FINISHED, TaskStatus.CLOSED):
                 time.sleep(1.0)  # let nodes adopt and report the last model
-                if not quiet:
+                if live is not None:
                     live.update(_view(manifest, client.get_task(manifest["task_id"])))
-                return True
+                break
             time.sleep(0.5)
-    return False
+        else:
+            return False
+    if live is not None:
+        console.print()
+    return True
 
 
 def _view(manifest: dict, task: object) -> Table:
