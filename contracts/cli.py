@@ -444,6 +444,18 @@ def _digest_choice(path: Path | None, digest: str | None, names: tuple[str, str]
     raise click.UsageError(f"missing {names[0]} FILE or {names[1]} 0x..")
 
 
+def _initial_digest_from_config(path: Path) -> bytes:
+    """Nodes rebuild round 0's model from a flchain task config; so can we."""
+    from flchain.taskconfig import TaskConfig, TaskConfigError, initial_model_digest
+
+    try:
+        return initial_model_digest(TaskConfig.from_json_bytes(path.read_bytes()))
+    except (TaskConfigError, ValueError) as exc:
+        raise click.UsageError(
+            f"{path} is not a flchain task config ({exc}); give --model FILE or --model-digest"
+        ) from exc
+
+
 @task.command("create")
 @_rpc_option
 @_key_options
@@ -465,7 +477,8 @@ def _digest_choice(path: Path | None, digest: str | None, names: tuple[str, str]
     "--model",
     "model_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Initial model blob; its sha256 is the initial model digest.",
+    help="Initial model blob; its sha256 is the initial model digest (default: rebuilt "
+    "from --config when that is a flchain task config, as the nodes do).",
 )
 @click.option("--model-digest", help="Initial model digest (0x + 64 hex), instead of --model.")
 @click.option("--min-members", type=click.IntRange(1, 256), default=2, show_default=True)
@@ -547,7 +560,10 @@ def create_command(
     """
     with _cli_errors():
         config = _digest_choice(config_file, config_digest, ("--config", "--config-digest"))
-        initial = _digest_choice(model_file, model_digest, ("--model", "--model-digest"))
+        if model_file is None and model_digest is None and config_file is not None:
+            initial = _initial_digest_from_config(config_file)
+        else:
+            initial = _digest_choice(model_file, model_digest, ("--model", "--model-digest"))
         if stake_wei is not None and stake_eth is not None:
             raise click.UsageError("give --stake-wei or --stake-eth, not both")
         stake = stake_wei if stake_wei is not None else _eth_to_wei(stake_eth or "0")

@@ -9,7 +9,6 @@ shards and logs. `devnet.json` in the devnet directory records everything (the l
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -27,10 +26,8 @@ from eth_account import Account
 from web3 import Web3
 
 from flchain.contracts import FLChainClient, TaskParams
-from flchain.models import load_dataset
 from flchain.node.identity import init_node_dir
-from flchain.node.learner import initial_model_bytes
-from flchain.taskconfig import TaskConfig
+from flchain.taskconfig import TaskConfig, initial_model_digest
 
 MANIFEST = "devnet.json"
 NODE_FUNDS_WEI = 100 * 10**18
@@ -130,12 +127,10 @@ def deploy_task(plan: DevnetPlan, rpc_url: str, owner_key: str) -> tuple[str, in
     owner = Account.from_key(owner_key)
     client = FLChainClient.deploy(w3, owner)
     config = plan.task_config()
-    data = load_dataset(config.dataset, seed=config.seed)
-    initial = initial_model_bytes(config, data.input_shape, data.num_classes)
     task_id = client.create_task(
         TaskParams(
             config_digest=config.digest,
-            initial_digest=hashlib.sha256(initial).digest(),
+            initial_digest=initial_model_digest(config),
             min_members=plan.nodes,
             max_members=max(plan.nodes, 2),
             submit_window=plan.submit_window,

@@ -14,7 +14,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from flchain.aggregation import RULES, rule_parameters
+from flchain.models import build_model, load_dataset, model_to_bytes
 
 
 class TaskConfigError(ValueError):
@@ -73,6 +76,19 @@ class TaskConfig:
             return cls(**raw)
         except TypeError as exc:
             raise TaskConfigError(str(exc)) from exc
+
+
+def initial_model_bytes(config: TaskConfig, input_shape: tuple[int, ...], classes: int) -> bytes:
+    """The task's round-0 model, rebuilt from its seed: every node derives the same bytes, so
+    the initial model never has to travel."""
+    torch.manual_seed(config.seed)
+    return model_to_bytes(build_model(config.model, input_shape, classes))
+
+
+def initial_model_digest(config: TaskConfig) -> bytes:
+    """sha256 of `initial_model_bytes` for the config's dataset (what `task create` needs)."""
+    data = load_dataset(config.dataset, seed=config.seed)
+    return hashlib.sha256(initial_model_bytes(config, data.input_shape, data.num_classes)).digest()
 
 
 @dataclass(frozen=True)

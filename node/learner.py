@@ -38,7 +38,7 @@ from flchain.models import (
     partition,
     pick_device,
 )
-from flchain.taskconfig import DataSpec, TaskConfig
+from flchain.taskconfig import DataSpec, TaskConfig, initial_model_bytes
 
 UPDATE_KEY = "update"
 # Rules whose server-side step evaluates every candidate on data the server holds. On the network
@@ -64,12 +64,6 @@ class AggregateOutcome:
     model_blob: bytes
     accepted: list[int]  # member indices whose updates went into the model
     invalid: list[int] = field(default_factory=list)  # blobs that were not valid updates
-
-
-def initial_model_bytes(config: TaskConfig, input_shape: tuple[int, ...], classes: int) -> bytes:
-    """The task's round-0 model, rebuilt from its seed: every node derives the same bytes."""
-    torch.manual_seed(config.seed)
-    return model_to_bytes(build_model(config.model, input_shape, classes))
 
 
 class Learner:

@@ -1,0 +1,43 @@
+"""`flchain task create --config task-config.json` without an initial model: the CLI rebuilds
+round 0's model from the config exactly as the nodes will, so their check passes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from flchain.contracts.cli import contract, task
+from flchain.devnet.accounts import DEFAULT_MNEMONIC, derive_accounts
+from flchain.devnet.chain import DevChain
+from flchain.devnet.genesis import GenesisConfig
+from flchain.devnet.rpc_server import DevnetServer
+from flchain.node.learner import Learner
+from flchain.taskconfig import DataSpec, TaskConfig
+
+
+def test_initial_digest_is_derived_from_a_task_config(tmp_path: Path) -> None:
+    config = TaskConfig(model="logreg", rule="median", seed=7)
+    path = tmp_path / "task-config.json"
+    path.write_bytes(config.to_json_bytes())
+    not_a_config = tmp_path / "other.json"
+    not_a_config.write_bytes(b'{"rule": "multikrum", "color": "red"}')
+    runner = CliRunner()
+    with DevnetServer(DevChain(GenesisConfig(accounts=1)), port=0) as server:
+        key = derive_accounts(DEFAULT_MNEMONIC, 1)[0].private_key_hex
+        rpc = ["--rpc", server.rpc_url, "--key", key]
+        deployed = json.loads(runner.invoke(contract, ["deploy", *rpc, "--json"]).output)
+        base = ["create", *rpc, "--contract", deployed["address"], "--json"]
+        result = runner.invoke(task, [*base, "--config", str(path)])
+        assert result.exit_code == 0, result.output
+        created = json.loads(result.output)
+        refused = runner.invoke(task, [*base, "--config", str(not_a_config)])
+    learner = Learner(config, DataSpec("digits"), device="cpu")
+    expected = hashlib.sha256(learner.initial_model()).hexdigest()
+    assert created["initial_digest"] == "0x" + expected
+    assert created["config_digest"] == "0x" + config.digest.hex()
+    assert refused.exit_code == 2
+    assert "not a flchain task config" in refused.output
+    assert "--model-digest" in refused.output
