@@ -456,6 +456,55 @@ def _initial_digest_from_config(path: Path) -> bytes:
         ) from exc
 
 
+@task.command("config")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the task config JSON (hand it to every node).",
+)
+@click.option("--model", default="cnn", show_default=True, help="logreg | mlp | cnn | resnet")
+@click.option("--dataset", default="digits", show_default=True)
+@click.option("--rule", default="multikrum", show_default=True)
+@click.option("--rule-param", multiple=True, metavar="KEY=VALUE", help="e.g. f=1, beta=0.2")
+@click.option("--local-epochs", default=2, show_default=True)
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--lr", default=0.1, show_default=True)
+@click.option("--dp-clip", type=float, default=None)
+@click.option("--dp-noise", type=float, default=0.0, show_default=True)
+@click.option("--dp-delta", type=float, default=1e-5, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seeds the initial model and shards.")
+@click.option("--json", "as_json", is_flag=True)
+def task_config_command(
+    out: Path, rule_param: tuple[str, ...], as_json: bool, **fields: Any
+) -> None:
+    """Write a task config and print the two digests `task create` commits to.
+
+    Every node checks the file against the config digest and rebuilds the initial model from
+    it, so `task create --config FILE` needs nothing else.
+    """
+    from flchain.config import ConfigError, parse_key_values
+    from flchain.taskconfig import TaskConfig, TaskConfigError, initial_model_digest
+
+    try:
+        config = TaskConfig(rule_params=parse_key_values(rule_param, "--rule-param"), **fields)
+        initial = initial_model_digest(config)
+    except (TaskConfigError, ConfigError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    out.write_bytes(config.to_json_bytes())
+    info = {
+        "path": str(out),
+        "config_digest": hex0x(config.digest),
+        "initial_digest": hex0x(initial),
+    }
+    if as_json:
+        _echo_json(info)
+    else:
+        click.echo(
+            f"wrote {out}: config {info['config_digest']}, initial model {info['initial_digest']}"
+        )
+
+
 @task.command("create")
 @_rpc_option
 @_key_options

@@ -41,3 +41,39 @@ def test_initial_digest_is_derived_from_a_task_config(tmp_path: Path) -> None:
     assert refused.exit_code == 2
     assert "not a flchain task config" in refused.output
     assert "--model-digest" in refused.output
+
+
+def test_task_config_writes_the_file_nodes_check_and_prints_its_digests(tmp_path: Path) -> None:
+    out = tmp_path / "task-config.json"
+    result = CliRunner().invoke(
+        task,
+        [
+            "config",
+            "--out",
+            str(out),
+            "--model",
+            "mlp",
+            "--rule",
+            "krum",
+            "--rule-param",
+            "f=1",
+            "--dp-clip",
+            "1.5",
+            "--dp-noise",
+            "0.3",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    config = TaskConfig.from_json_bytes(out.read_bytes())
+    assert (config.model, config.rule, config.rule_params) == ("mlp", "krum", {"f": 1})
+    assert (config.dp_clip, config.dp_noise) == (1.5, 0.3)
+    assert info["config_digest"] == "0x" + hashlib.sha256(out.read_bytes()).hexdigest()
+    learner = Learner(config, DataSpec("digits"), device="cpu")
+    assert info["initial_digest"] == "0x" + hashlib.sha256(learner.initial_model()).hexdigest()
+    bad = CliRunner().invoke(
+        task, ["config", "--out", str(out), "--rule", "median", "--rule-param", "f=1"]
+    )
+    assert bad.exit_code == 2
+    assert "has no parameter" in bad.output
