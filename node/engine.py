@@ -262,7 +262,13 @@ class RoundEngine:
             await trio.sleep(self.poll)
             return
         mine = await self._chain(self.client.get_update, self.task_id, r, me)
-        if not mine.submitted:
+        everyone = info.submitted & info.eligible == info.eligible
+        submit_open = not everyone and time.time() < info.submit_deadline
+        if not mine.submitted and not submit_open:
+            # Back too late to commit (e.g. restarted in the vote phase): still fetch, check
+            # and vote on the others' updates; training now would be wasted.
+            log.info("round %d: the submit phase is over; joining the vote", r)
+        if not mine.submitted and submit_open:
             self.state.phase = "training"
             t0 = time.perf_counter()
             update = await trio.to_thread.run_sync(self.learner.train, base, r)
@@ -288,19 +294,20 @@ class RoundEngine:
                     info.base_round,
                     encode_loss(update.loss),
                 )
-            except ContractRevert as exc:
-                log.info("round %d: submit refused (%s)", r, exc)
-                await trio.sleep(self.poll)
-                return
+                submitted = True
+            except ContractRevert as exc:  # e.g. the window closed while we trained
+                log.info("round %d: submit refused (%s); joining the vote", r, exc)
+                submitted = False
             timings["commit"] = time.perf_counter() - t0
-            if self._accountant is not None:
-                self._accountant.step()
-                self.state.epsilon = self._accountant.epsilon
-            t0 = time.perf_counter()
-            await self._announce("update", r, digest, len(update.blob))
-            if "spam" in self.attacks:
-                await self._spam(r)
-            timings["gossip"] = time.perf_counter() - t0
+            if submitted:
+                if self._accountant is not None:
+                    self._accountant.step()
+                    self.state.epsilon = self._accountant.epsilon
+                t0 = time.perf_counter()
+                await self._announce("update", r, digest, len(update.blob))
+                if "spam" in self.attacks:
+                    await self._spam(r)
+                timings["gossip"] = time.perf_counter() - t0
         # ---- wait for the submit phase to end
         self.state.phase = "waiting for updates"
         t0 = time.perf_counter()
