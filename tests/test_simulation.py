@@ -118,7 +118,11 @@ def test_rules_that_evaluate_candidates_survive_models_that_blow_up() -> None:
     # Scaled by 1e36 the update is still finite but the candidate model's public loss is not:
     # SageFlow must score such a model as the worst there is (weight ~0), not crash on it.
     cfg = SMALL.replace(
-        nodes=6, rounds=2, byzantine=2, attack="scale", attack_params={"factor": 1e36},
+        nodes=6,
+        rounds=2,
+        byzantine=2,
+        attack="scale",
+        attack_params={"factor": 1e36},
         rule="sageflow",
     )
     sim = Simulation(cfg)
