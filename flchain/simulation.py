@@ -324,14 +324,7 @@ class Simulation:
         self.config = config
         self.device = pick_device(config.device)
         self.dataset = load_dataset(config.dataset, seed=config.seed)
-        self.train_config = TrainConfig(
-            epochs=config.local_epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-            prox_mu=config.prox_mu,
-        )
+        self.train_config = TrainConfig.of(config)
         self.byzantine_ids = self._pick_byzantine()
         self.public_x, self.public_y, self.clients = self._split_data()
         torch.manual_seed(config.seed)

@@ -46,6 +46,19 @@ class TrainConfig:
     weight_decay: float = 0.0
     prox_mu: float = 0.0
 
+    @classmethod
+    def of(cls, settings: object) -> TrainConfig:
+        """From any settings object with `local_epochs`, `batch_size`, `lr`, `momentum`,
+        `weight_decay` and `prox_mu` (the simulation's and the task's configs)."""
+        return cls(
+            epochs=settings.local_epochs,  # type: ignore[attr-defined]
+            batch_size=settings.batch_size,  # type: ignore[attr-defined]
+            lr=settings.lr,  # type: ignore[attr-defined]
+            momentum=settings.momentum,  # type: ignore[attr-defined]
+            weight_decay=settings.weight_decay,  # type: ignore[attr-defined]
+            prox_mu=settings.prox_mu,  # type: ignore[attr-defined]
+        )
+
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)

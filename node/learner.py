@@ -115,14 +115,7 @@ class Learner:
             )
         self.model = build_model(config.model, self.dataset.input_shape, self.dataset.num_classes)
         self.num_params = int(flatten_params(self.model).numel())
-        self.train_config = TrainConfig(
-            epochs=config.local_epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-            prox_mu=config.prox_mu,
-        )
+        self.train_config = TrainConfig.of(config)
         self.last_local: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ models and blobs
