@@ -5,7 +5,9 @@
 @notice The on-chain coordinator of decentralized federated learning. One contract serves
         many tasks (channels). Members stake and register, commit update digests per round,
         vote reputation-weighted on (global digest, accepted bitmap), raise Siren alarms, and
-        anyone can close a stalled round. Only digests and small integers live on chain.
+        anyone can close a stalled round. For secure aggregation it registers Paillier key
+        digests, chooses each round's decryptor and records re-mask commitments and the
+        decryptor's proof digest. Only digests and small integers live on chain.
 @dev Hot paths (submit, vote) pack their state by hand: Vyper does not pack storage, and
      every cold slot costs 2,100 gas to read and 22,100 to create. Per-round, per-member data
      is keyed by rk = task_id << 32 | round.
@@ -141,6 +143,8 @@ struct RoundInfo:
     alarm_weight: uint256
     total_reputation: uint256
     quorum_bps: uint256
+    remasked: uint256
+    sum_digest: bytes32
 
 
 struct MemberInfo:
@@ -151,6 +155,7 @@ struct MemberInfo:
     status: uint256
     since_round: uint256
     reputation: uint256
+    he_key: bytes32
 
 
 struct UpdateInfo:
@@ -197,6 +202,7 @@ event MemberJoined:
     x25519: bytes32
     since_round: uint256
     stake: uint256
+    he_key: bytes32
 
 event RoundOpened:
     task_id: indexed(uint256)
@@ -215,6 +221,20 @@ event UpdateCommitted:
     member: indexed(uint256)
     digest: bytes32
     samples: uint256
+
+# Secure mode: the caller re-committed its update re-masked over the round's submitters.
+event UpdateRemasked:
+    task_id: indexed(uint256)
+    round: indexed(uint256)
+    member: indexed(uint256)
+    digest: bytes32
+
+# Secure mode: the round's decryptor published the digest of its decrypted sum and proof.
+event SumPublished:
+    task_id: indexed(uint256)
+    round: indexed(uint256)
+    member: indexed(uint256)
+    digest: bytes32
 
 event VoteCast:
     task_id: indexed(uint256)
@@ -302,6 +322,10 @@ _account: HashMap[uint256, HashMap[uint256, address]]
 _peer_id: HashMap[uint256, HashMap[uint256, Bytes[MAX_PEER_ID]]]
 _x25519: HashMap[uint256, HashMap[uint256, bytes32]]
 _peer_member: HashMap[uint256, HashMap[bytes32, uint256]]
+# Secure mode: sha256 of each member's Paillier public key blob (zero: never decrypts), and
+# per task the bitmap of members that registered one. Both are fixed at join.
+_he_key: HashMap[uint256, HashMap[uint256, bytes32]]
+_keyed: HashMap[uint256, uint256]
 # Eight 32-bit reputations per word, so finalization touches 32 words for 256 members.
 _reps: HashMap[uint256, HashMap[uint256, uint256]]
 
@@ -317,12 +341,16 @@ _round_unsubmitted: HashMap[uint256, uint256]
 _round_notvoted: HashMap[uint256, uint256]
 _round_alarmed: HashMap[uint256, uint256]
 _tally: HashMap[uint256, HashMap[bytes32, uint256]]
+# Secure mode, keyed by rk: who re-masked, and the digest of the decryptor's proof blob.
+_round_remasked: HashMap[uint256, uint256]
+_round_sum: HashMap[uint256, bytes32]
 
 # Keyed by (rk << 8) | member index: one hash per access instead of two.
 _commit_digest: HashMap[uint256, bytes32]
 _commit_meta: HashMap[uint256, uint256]
 _vote_digest: HashMap[uint256, bytes32]
 _vote_accepted: HashMap[uint256, uint256]
+_remask_digest: HashMap[uint256, bytes32]
 
 
 # ---------------------------------------------------------------- internal helpers
@@ -557,6 +585,44 @@ def _popcount(x: uint256) -> uint256:
 
 
 @internal
+@pure
+def _nth_bit(x: uint256, n: uint256) -> uint256:
+    """Index of the n-th (from 0) set bit of `x` in ascending order; x has more than n."""
+    v: uint256 = x
+    for i: uint256 in range(n, bound=MAX_MEMBERS):
+        v &= v - 1
+    low: uint256 = v & unsafe_sub(0, v)
+    # Binary search for the position of the single set bit in `low`.
+    index: uint256 = 0
+    for j: uint256 in range(8):
+        step: uint256 = 128 >> j
+        if low >> step != 0:
+            low >>= step
+            index += step
+    return index
+
+
+@internal
+@view
+def _decryptor(task_id: uint256, round: uint256) -> uint256:
+    """Secure mode: the member that decrypts `round`'s sum (an existing round).
+
+    Rotates over the round's eligible members that registered a Paillier key, skipping
+    those that did not submit in the previous round while any candidate did, so a crashed
+    member does not stall every n-th round. Every input is fixed once the round opened.
+    """
+    rk: uint256 = self._rk(task_id, round)
+    cands: uint256 = self._round_eligible[rk] & self._keyed[task_id]
+    if round > 1:
+        prk: uint256 = self._rk(task_id, round - 1)
+        prev: uint256 = ~self._round_unsubmitted[prk] & self._round_eligible[prk]
+        if cands & prev != 0:
+            cands &= prev
+    assert cands != 0, "no decryptor"
+    return self._nth_bit(cands, (round - 1) % self._popcount(cands))
+
+
+@internal
 def _send(to: address, amount: uint256):
     if amount > 0:
         raw_call(to, b"", value=amount)
@@ -647,10 +713,14 @@ def set_allowed(task_id: uint256, account: address, allowed: bool):
 
 @external
 @payable
-def join(task_id: uint256, peer_id: Bytes[MAX_PEER_ID], x25519: bytes32) -> uint256:
+def join(
+    task_id: uint256, peer_id: Bytes[MAX_PEER_ID], x25519: bytes32, he_key: bytes32
+) -> uint256:
     """
     @notice Register the caller: bind its libp2p peer id and X25519 key, deposit the stake.
             A member that joins a running task takes part from the next round.
+            `he_key` is the sha256 of the member's Paillier public key blob for secure
+            aggregation; zero means the member never acts as a round's decryptor.
     @return The member index (its bit in every bitmap).
     """
     st: uint256 = self._task_state(task_id)
@@ -676,6 +746,9 @@ def join(task_id: uint256, peer_id: Bytes[MAX_PEER_ID], x25519: bytes32) -> uint
     self._peer_id[task_id][index] = peer_id
     self._x25519[task_id][index] = x25519
     self._peer_member[task_id][peer_key] = index + 1
+    if he_key != empty(bytes32):
+        self._he_key[task_id][index] = he_key
+        self._keyed[task_id] |= 1 << index
     w: uint256 = index >> 3
     self._reps[task_id][w] = self._set(self._reps[task_id][w], 32 * (index & 7), M32, REP_UNIT)
     self._active[task_id] |= 1 << index
@@ -692,6 +765,7 @@ def join(task_id: uint256, peer_id: Bytes[MAX_PEER_ID], x25519: bytes32) -> uint
         x25519=x25519,
         since_round=since,
         stake=stake,
+        he_key=he_key,
     )
     if status == TASK_REGISTERING and n_active >= (st >> S_MINM) & M16:
         st = self._set(st, 0, M8, TASK_RUNNING)
@@ -790,6 +864,53 @@ def vote(task_id: uint256, round: uint256, digest: bytes32, accepted: uint256):
     quorum: uint256 = ((hdr >> H_QUORUM) & M16) * ((hdr >> H_REP) & M32)
     if tally > 0 and tally * BPS >= quorum:
         self._finalize(task_id, st, rk, round, hdr, digest, accepted, tally)
+
+
+@external
+def remask(task_id: uint256, round: uint256, digest: bytes32):
+    """
+    @notice Secure mode: after the submit window, when some eligible member did not submit,
+            a submitter re-commits its update re-masked over the set of submitters (pairwise
+            masks only cancel over the members in the sum). Once per member and round.
+    """
+    st: uint256 = self._running_state(task_id, round)
+    index: uint256 = self._eligible_index(task_id, msg.sender, round)
+    rk: uint256 = self._rk(task_id, round)
+    submit_end: uint256 = ((st >> S_START) & M40) + ((st >> S_SUBMIT) & M32)
+    assert block.timestamp >= submit_end, "wrong phase"
+    assert block.timestamp < submit_end + ((st >> S_VOTE) & M32), "wrong phase"
+    bit: uint256 = 1 << index
+    unsubmitted: uint256 = self._round_unsubmitted[rk]
+    assert unsubmitted & bit == 0, "not submitted"
+    assert unsubmitted & self._round_eligible[rk] != 0, "nothing to remask"
+    remasked: uint256 = self._round_remasked[rk]
+    assert remasked & bit == 0, "already remasked"
+    assert digest != empty(bytes32), "bad digest"
+    self._round_remasked[rk] = remasked | bit
+    self._remask_digest[(rk << 8) | index] = digest
+    log UpdateRemasked(task_id=task_id, round=round, member=index, digest=digest)
+
+
+@external
+def publish_sum(task_id: uint256, round: uint256, digest: bytes32):
+    """
+    @notice Secure mode: the round's decryptor publishes the digest of the blob holding the
+            decrypted sum and its proof (plaintexts and Paillier randomness), in the vote
+            phase, once. Which updates the sum covers is checked off chain by the nodes.
+    """
+    st: uint256 = self._running_state(task_id, round)
+    index: uint256 = self._decryptor(task_id, round)
+    assert self._account[task_id][index] == msg.sender, "not decryptor"
+    rk: uint256 = self._rk(task_id, round)
+    # The vote phase, as `vote` defines it.
+    submit_end: uint256 = ((st >> S_START) & M40) + ((st >> S_SUBMIT) & M32)
+    assert block.timestamp < submit_end + ((st >> S_VOTE) & M32), "wrong phase"
+    if block.timestamp < submit_end:
+        assert self._round_unsubmitted[rk] & self._round_eligible[rk] == 0, "wrong phase"
+    assert self._round_sum[rk] == empty(bytes32), "already published"
+    assert digest != empty(bytes32), "bad digest"
+    self._round_sum[rk] = digest
+    log SumPublished(task_id=task_id, round=round, member=index, digest=digest)
 
 
 @external
@@ -991,6 +1112,8 @@ def get_round(task_id: uint256, round: uint256) -> RoundInfo:
         alarm_weight=(hdr >> H_ALARM) & M32,
         total_reputation=(hdr >> H_REP) & M32,
         quorum_bps=(hdr >> H_QUORUM) & M16,
+        remasked=self._round_remasked[rk],
+        sum_digest=self._round_sum[rk],
     )
 
 
@@ -1009,6 +1132,7 @@ def get_member(task_id: uint256, index: uint256) -> MemberInfo:
         status=m & M8,
         since_round=(m >> M_SINCE) & M32,
         reputation=self._rep(task_id, index),
+        he_key=self._he_key[task_id][index],
     )
 
 
@@ -1068,6 +1192,28 @@ def get_vote(task_id: uint256, round: uint256, index: uint256) -> VoteInfo:
         digest=self._vote_digest[(rk << 8) | index],
         accepted=self._vote_accepted[(rk << 8) | index],
     )
+
+
+@external
+@view
+def get_remask(task_id: uint256, round: uint256, index: uint256) -> bytes32:
+    """@notice The member's re-masked update digest in `round`; zero when it did not remask."""
+    st: uint256 = self._check_round(task_id, round)
+    self._check_index(st, index)
+    return self._remask_digest[(self._rk(task_id, round) << 8) | index]
+
+
+@external
+@view
+def decryptor(task_id: uint256, round: uint256) -> uint256:
+    """
+    @notice Secure mode: index of the member that decrypts `round`'s sum. Candidates are the
+            round's eligible members with a Paillier key, narrowed to those that submitted in
+            the previous round when any did; the ((round - 1) mod count)-th candidate by
+            index is chosen. Reverts "no decryptor" when there is no candidate.
+    """
+    self._check_round(task_id, round)
+    return self._decryptor(task_id, round)
 
 
 @external

@@ -6,6 +6,9 @@
     client.submit(task_id, round, digest, samples, base_round, loss)
     client.vote(task_id, round, global_digest, bitmap([0, 2, 3]))
 
+Secure mode adds `join(..., he_key=sha256(paillier_public_blob))`, `decryptor`, `remask`
+(after a dropout) and `publish_sum` (the decryptor's proof digest).
+
 Transactions return a TxResult with the contract events they emitted; views return the
 dataclasses of `flchain.contracts.types`. Errors are FLChainError subclasses; a revert is
 ContractRevert whose `reason` is the contract's string ("wrong phase", "not member", ...).
@@ -24,7 +27,7 @@ from web3 import Web3
 from web3.types import TxReceipt
 
 from flchain.contracts.artifact import load_artifact
-from flchain.contracts.errors import InvalidArgumentError, RPCError
+from flchain.contracts.errors import ContractRevert, InvalidArgumentError, RPCError
 from flchain.contracts.sender import TransactionSender
 from flchain.contracts.types import (
     INT64_MAX,
@@ -42,7 +45,7 @@ from flchain.contracts.types import (
 )
 
 # Gas limits for calls whose cost depends on state that may change between estimation and
-# inclusion (docs/benchmarks_gas.md has the measurements behind them). Unused gas is not
+# inclusion (measurements: the "gas" section of docs/benchmarks.md). Unused gas is not
 # charged, so a generous limit costs nothing.
 OPEN_ROUND_GAS = 400_000
 FINALIZE_BASE_GAS = 400_000
@@ -207,13 +210,29 @@ class FLChainClient:
         args = [check_uint("task_id", task_id), Web3.to_checksum_address(account), allowed]
         return self._transact("set_allowed", args)
 
-    def join(self, task_id: int, peer_id: bytes, x25519: bytes, *, value: int | None = None) -> int:
+    def join(
+        self,
+        task_id: int,
+        peer_id: bytes,
+        x25519: bytes,
+        he_key: bytes = bytes(32),
+        *,
+        value: int | None = None,
+    ) -> int:
         """Register with the libp2p peer id and X25519 public key, paying `value` wei (the
-        task's stake when None); returns the member index. May open the first round."""
+        task's stake when None); returns the member index. May open the first round.
+
+        `he_key` is the sha256 of the member's Paillier public key blob (secure mode); the
+        default, zero, means this member is never chosen as a round's decryptor."""
         # Longer ids cannot even be decoded by the contract (it would revert without reason).
         if not isinstance(peer_id, bytes | bytearray) or len(peer_id) > MAX_PEER_ID:
             raise InvalidArgumentError(f"peer_id must be at most {MAX_PEER_ID} bytes")
-        args = [check_uint("task_id", task_id), bytes(peer_id), check_bytes32("x25519", x25519)]
+        args = [
+            check_uint("task_id", task_id),
+            bytes(peer_id),
+            check_bytes32("x25519", x25519),
+            check_bytes32("he_key", he_key),
+        ]
         stake = self.get_task(task_id).stake if value is None else check_uint("value", value)
         result = self._transact("join", args, value=stake, gas_floor=OPEN_ROUND_GAS)
         return int(result.event("MemberJoined")["member"])
@@ -251,6 +270,26 @@ class FLChainClient:
         ]
         floor = finalize_gas_bound(self._max_members(task_id))
         return self._transact("vote", args, gas_floor=floor)
+
+    def remask(self, task_id: int, round: int, digest: bytes) -> TxResult:
+        """Secure mode: after the submit window, when an eligible member did not submit,
+        commit this member's update re-masked over the submitters (once per round)."""
+        args = [
+            check_uint("task_id", task_id),
+            check_uint("round", round),
+            check_bytes32("digest", digest),
+        ]
+        return self._transact("remask", args)
+
+    def publish_sum(self, task_id: int, round: int, digest: bytes) -> TxResult:
+        """Secure mode, the round's decryptor only: publish the digest of the blob with the
+        decrypted sum and its proof, in the vote phase (once per round)."""
+        args = [
+            check_uint("task_id", task_id),
+            check_uint("round", round),
+            check_bytes32("digest", digest),
+        ]
+        return self._transact("publish_sum", args)
 
     def close_round(self, task_id: int, round: int) -> TxResult:
         """Liveness: fail a round whose windows passed without quorum; opens the next."""
@@ -334,6 +373,31 @@ class FLChainClient:
             check_uint("index", index, MAX_MEMBERS),
         )
         return Vote.from_tuple(raw)
+
+    def get_remask(self, task_id: int, round: int, index: int) -> bytes | None:
+        """The member's re-masked update digest in `round`, None when it did not remask."""
+        raw = bytes(
+            self._view(
+                "get_remask",
+                check_uint("task_id", task_id),
+                check_uint("round", round),
+                check_uint("index", index, MAX_MEMBERS),
+            )
+        )
+        return None if raw == bytes(32) else raw
+
+    def decryptor(self, task_id: int, round: int) -> int | None:
+        """Secure mode: index of the member that decrypts `round`'s sum, None when no
+        eligible member registered a Paillier key. Fixed for the whole round."""
+        try:
+            raw = self._view(
+                "decryptor", check_uint("task_id", task_id), check_uint("round", round)
+            )
+        except ContractRevert as exc:
+            if exc.reason == "no decryptor":
+                return None
+            raise
+        return int(raw)
 
     def get_tally(self, task_id: int, round: int, digest: bytes, accepted: int) -> int:
         """Reputation weight voted so far for the pair (digest, accepted) in `round`."""

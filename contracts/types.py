@@ -186,7 +186,12 @@ class TaskInfo(_FromTuple):
 
 @dataclass(frozen=True)
 class RoundInfo(_FromTuple):
-    """One round; bitmaps name member indices (see `bitmap_indices`)."""
+    """One round; bitmaps name member indices (see `bitmap_indices`).
+
+    Secure mode: `remasked` names the members that re-committed a re-masked update,
+    `sum_digest` is the decryptor's published proof digest (zero until published). Both
+    default to empty so that hand-built records of plain rounds stay short.
+    """
 
     task_id: int
     round: int
@@ -206,12 +211,17 @@ class RoundInfo(_FromTuple):
     alarm_weight: int
     total_reputation: int
     quorum_bps: int
+    remasked: int = 0
+    sum_digest: bytes = bytes(32)
 
     _enums: ClassVar[dict[str, type[IntEnum]]] = {"status": RoundStatus}
 
 
 @dataclass(frozen=True)
 class MemberInfo(_FromTuple):
+    """A member; `he_key` is the sha256 of its Paillier public key blob, zero when the
+    member never decrypts (secure mode)."""
+
     index: int
     account: str
     peer_id: bytes
@@ -219,6 +229,7 @@ class MemberInfo(_FromTuple):
     status: MemberStatus
     since_round: int
     reputation: int
+    he_key: bytes = bytes(32)
 
     _enums: ClassVar[dict[str, type[IntEnum]]] = {"status": MemberStatus}
 

@@ -245,6 +245,16 @@ def test_client_rejects_unencodable_arguments_before_any_rpc() -> None:
         client.join(1, b"p" * 65, b"\x01" * 32, value=0)
     with pytest.raises(InvalidArgumentError, match="x25519"):
         client.join(1, b"peer", b"\x01" * 31, value=0)
+    with pytest.raises(InvalidArgumentError, match="he_key"):
+        client.join(1, b"peer", b"\x01" * 32, b"\x02" * 33, value=0)
+    with pytest.raises(InvalidArgumentError, match="digest"):
+        client.remask(1, 1, bytes(31))
+    with pytest.raises(InvalidArgumentError, match="digest"):
+        client.publish_sum(1, 1, "00" * 32)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="round"):
+        client.decryptor(1, -1)
+    with pytest.raises(InvalidArgumentError, match="index"):
+        client.get_remask(1, 1, 257)
     with pytest.raises(InvalidArgumentError, match="int64"):
         client.submit(1, 1, b"\x01" * 32, 1, 0, 2**63)
     with pytest.raises(InvalidArgumentError, match="digest"):

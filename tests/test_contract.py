@@ -165,14 +165,15 @@ def test_join_binds_peer_id_and_key_and_takes_the_stake(net: Net) -> None:
     assert (member.peer_id, member.x25519) == (b"peer-one", digest("key-one"))
     assert member.status == MemberStatus.ACTIVE
     assert (member.since_round, member.reputation, member.reputation_factor) == (1, REP_UNIT, 1.0)
+    assert member.he_key == bytes(32)  # no Paillier key: this member never decrypts
     assert net.owner.member_index(task_id, net.members[1].account) == 1
     assert net.owner.member_by_peer(task_id, b"peer-zero") == 0
     info = net.owner.get_task(task_id)
     assert (info.n_members, info.n_active, info.total_reputation) == (2, 2, 2 * REP_UNIT)
     joined = [e["args"] for e in net.owner.events(task_id) if e["event"] == "MemberJoined"]
-    assert [(j["member"], j["peer_id"], j["stake"]) for j in joined] == [
-        (0, b"peer-zero", STAKE),
-        (1, b"peer-one", STAKE),
+    assert [(j["member"], j["peer_id"], j["stake"], j["he_key"]) for j in joined] == [
+        (0, b"peer-zero", STAKE, bytes(32)),
+        (1, b"peer-one", STAKE, bytes(32)),
     ]
 
 
@@ -240,6 +241,7 @@ def test_first_round_opens_when_min_members_joined(net: Net) -> None:
     assert rnd.total_reputation == 4 * REP_UNIT
     assert rnd.submit_deadline == rnd.start + SUBMIT_WINDOW
     assert rnd.vote_deadline == rnd.start + SUBMIT_WINDOW + VOTE_WINDOW
+    assert (rnd.remasked, rnd.sum_digest) == (0, bytes(32))
 
 
 def test_late_joiner_takes_part_from_the_next_round(net: Net) -> None:
