@@ -4,7 +4,8 @@ Every command talks JSON-RPC to `--rpc` (default http://127.0.0.1:8545): the py-
 anvil, geth or a public testnet. Transactions are signed locally with `--key`, `--key-file`
 (hex key or eth keystore) or $FLCHAIN_KEY; the key is never printed. Ledger commands only read,
 need no key, and take `--devnet DIR` for the RPC URL, contract, task and blob stores that
-`flchain devnet up` records in DIR/devnet.json. Tables by default, `--json`/`--csv` for scripts.
+`flchain devnet up` records in DIR/devnet.json (and the task config its nodes hold, for the
+privacy budget). Tables by default, `--json`/`--csv` for scripts.
 Failures print one line (unreachable RPC, no contract, unknown task, bad key, revert reason).
 """
 
@@ -37,14 +38,19 @@ from flchain.contracts.client import FLChainClient
 from flchain.contracts.errors import FLChainError
 from flchain.contracts.ledger import (
     BlobCheck,
+    ConfigMismatchError,
     Ledger,
+    RoundRecord,
+    TaskPrivacy,
     event_row,
     get_task_checked,
     hex0x,
     ledger_tables,
     list_tasks,
+    load_task_privacy,
     member_row,
     plain,
+    read_commit_counts,
     read_members,
     read_round,
     rebuild_ledger,
@@ -56,10 +62,11 @@ from flchain.contracts.ledger import (
     verify_blobs,
 )
 from flchain.contracts.sender import TransactionSender
-from flchain.contracts.types import REP_UNIT, TaskParams
+from flchain.contracts.types import REP_UNIT, TaskInfo, TaskParams
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
 DEVNET_FILE = "devnet.json"
+NODE_TASK_CONFIG = "task-config.json"  # what the devnet launcher writes into every node dir
 WEI_PER_ETH = 10**18
 _RPC_TIMEOUT_S = 30
 _PIPE_WIDTH = 160
@@ -465,7 +472,9 @@ def _initial_digest_from_config(path: Path) -> bytes:
 )
 @click.option("--model", default="cnn", show_default=True, help="logreg | mlp | cnn | resnet")
 @click.option("--dataset", default="digits", show_default=True)
-@click.option("--rule", default="multikrum", show_default=True)
+@click.option(
+    "--rule", default=None, help="Aggregation rule [default: multikrum; fedavg with --secure]"
+)
 @click.option("--rule-param", multiple=True, metavar="KEY=VALUE", help="e.g. f=1, beta=0.2")
 @click.option("--local-epochs", default=2, show_default=True)
 @click.option("--batch-size", default=16, show_default=True)
@@ -473,10 +482,18 @@ def _initial_digest_from_config(path: Path) -> bytes:
 @click.option("--dp-clip", type=float, default=None)
 @click.option("--dp-noise", type=float, default=0.0, show_default=True)
 @click.option("--dp-delta", type=float, default=1e-5, show_default=True)
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="Secure aggregation: masked Paillier bundles, a decryptor chosen on chain; FedAvg only.",
+)
+@click.option("--secure-bits", default=16, show_default=True, help="Quantization bits.")
+@click.option("--secure-key-bits", default=2048, show_default=True, help="Paillier key size.")
+@click.option("--secure-range", type=float, default=None, help="Quantization range (-c, c).")
 @click.option("--seed", default=0, show_default=True, help="Seeds the initial model and shards.")
 @click.option("--json", "as_json", is_flag=True)
 def task_config_command(
-    out: Path, rule_param: tuple[str, ...], as_json: bool, **fields: Any
+    out: Path, rule: str | None, rule_param: tuple[str, ...], as_json: bool, **fields: Any
 ) -> None:
     """Write a task config and print the two digests `task create` commits to.
 
@@ -487,7 +504,9 @@ def task_config_command(
     from flchain.taskconfig import TaskConfig, TaskConfigError, initial_model_digest
 
     try:
-        config = TaskConfig(rule_params=parse_key_values(rule_param, "--rule-param"), **fields)
+        rule = rule or ("fedavg" if fields["secure"] else "multikrum")
+        params = parse_key_values(rule_param, "--rule-param")
+        config = TaskConfig(rule=rule, rule_params=params, **fields)
         initial = initial_model_digest(config)
     except (TaskConfigError, ConfigError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
@@ -674,6 +693,7 @@ class DevnetFile:
     contract: str
     task_id: int
     blob_dirs: tuple[Path, ...]
+    task_config: Path | None = None  # the first node's copy of the task config
 
 
 def read_devnet(directory: Path) -> DevnetFile:
@@ -699,8 +719,9 @@ def read_devnet(directory: Path) -> DevnetFile:
         isinstance(n, dict) and isinstance(n.get("dir"), str) for n in nodes
     ):
         raise click.ClickException(f"{path}: nodes must be a list of objects with a 'dir'")
-    blob_dirs = tuple(_node_dir(directory, n["dir"]) / "blobs" for n in nodes)
-    return DevnetFile(rpc_url, address, task_id, blob_dirs)
+    node_dirs = [_node_dir(directory, n["dir"]) for n in nodes]
+    config = node_dirs[0] / NODE_TASK_CONFIG if node_dirs else None
+    return DevnetFile(rpc_url, address, task_id, tuple(d / "blobs" for d in node_dirs), config)
 
 
 def _node_dir(directory: Path, raw: str) -> Path:
@@ -725,6 +746,7 @@ class _Source:
     chunk_blocks: int | None
     as_json: bool
     as_csv: bool
+    config: Path | None = None
     _client: FLChainClient | None = field(default=None, repr=False)
 
     @property
@@ -748,6 +770,23 @@ class _Source:
             f"FLChain at {self.client.address} has {count} tasks: pass --task ID "
             "(`flchain ledger tasks` lists them)"
         )
+
+    def config_file(self, task_id: int) -> Path | None:
+        """--config, else (for the devnet's own task) the first devnet node's copy."""
+        if self.config is not None:
+            return self.config
+        devnet = self.devnet
+        if devnet is None or devnet.task_config is None or devnet.task_id != task_id:
+            return None
+        return devnet.task_config if devnet.task_config.is_file() else None
+
+    def privacy(self, task: TaskInfo) -> TaskPrivacy | None:
+        """The task's privacy settings from its config file, None when there is none;
+        ConfigMismatchError when the file is not the config the task committed to."""
+        path = self.config_file(task.task_id)
+        if path is None:
+            return None
+        return load_task_privacy(path.read_bytes(), task, str(path))
 
     def ledger(self, task_id: int | None = None) -> Ledger:
         return rebuild_ledger(
@@ -782,6 +821,7 @@ def _make_source(ctx: click.Context, options: dict[str, Any]) -> _Source:
         chunk_blocks=options["chunk_blocks"],
         as_json=options["as_json"],
         as_csv=options.get("as_csv", False),
+        config=options.get("config"),
     )
 
 
@@ -794,10 +834,18 @@ _SOURCE_KEYS = (
     "chunk_blocks",
     "as_json",
     "as_csv",
+    "config",
+)
+
+_CONFIG_HELP = (
+    "Task config JSON (its sha256 must be the task's on-chain config digest) for the privacy "
+    "budget: adds each member's DP rounds and epsilon at the task's delta. With --devnet the "
+    "first node's task-config.json is used. Nodes may add more noise than the task demands, "
+    "so epsilon is an upper bound on what a node spent."
 )
 
 
-def _source_options(*, tabular: bool) -> list[Callable[[Any], Any]]:
+def _source_options(*, tabular: bool, privacy: bool) -> list[Callable[[Any], Any]]:
     options = [
         click.option(
             "--rpc",
@@ -839,14 +887,23 @@ def _source_options(*, tabular: bool) -> list[Callable[[Any], Any]]:
     ]
     if tabular:
         options.append(click.option("--csv", "as_csv", is_flag=True, help="Print CSV."))
+    if privacy:
+        options.append(
+            click.option(
+                "--config",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                help=_CONFIG_HELP,
+            )
+        )
     return options
 
 
 def _ledger_command(
-    name: str, *, tabular: bool = True
+    name: str, *, tabular: bool = True, privacy: bool = False
 ) -> Callable[[Callable[..., None]], click.Command]:
-    """Register a `flchain ledger NAME` command that takes the source options; the command
-    function receives a `_Source` first, then its own options, inside `_cli_errors`."""
+    """Register a `flchain ledger NAME` command that takes the source options (and --config
+    with `privacy`); the command function receives a `_Source` first, then its own options,
+    inside `_cli_errors`."""
 
     def decorate(fn: Callable[..., None]) -> click.Command:
         @functools.wraps(fn)
@@ -856,7 +913,7 @@ def _ledger_command(
             with _cli_errors():
                 fn(_make_source(ctx, options), **kwargs)
 
-        for option in reversed(_source_options(tabular=tabular)):
+        for option in reversed(_source_options(tabular=tabular, privacy=privacy)):
             run = option(run)
         return ledger.command(name)(run)
 
@@ -872,6 +929,9 @@ def ledger() -> None:
 
     Point it at a chain with --rpc URL --contract ADDR [--task ID], or at a local devnet
     with --devnet DIR. Tables by default; --json or --csv for scripts.
+
+    members, rounds, round and export add the DP budget (epsilon) when they have the task's
+    config: --config FILE, or with --devnet DIR the nodes' task-config.json.
     """
 
 
@@ -900,14 +960,19 @@ def _eth(wei: Any) -> str:
     return "-" if wei is None else f"{Decimal(int(wei)) / WEI_PER_ETH:f}"
 
 
-@_ledger_command("rounds")
+@_ledger_command("rounds", privacy=True)
 def rounds_command(source: _Source) -> None:
     """Per round: status, times, update counts, global digest, votes, alarms.
 
     Status is open, voting, stalled (windows over without quorum: anyone may close it),
-    finalized, failed, reverted (by Siren alarms) or aborted."""
+    finalized, failed, reverted (by Siren alarms) or aborted. JSON also carries the
+    secure-mode facts (decryptor, re-masked members, sum digest).
+
+    With the task config (--config FILE, or --devnet DIR), epsilon is the budget a member
+    that committed in every round up to that one has spent: the task's worst case then."""
     book = source.ledger()
-    rows = [round_row(book.task.task_id, r) for r in book.rounds]
+    privacy = source.privacy(book.task)
+    rows = [round_row(book.task.task_id, r, privacy) for r in book.rounds]
     columns = [
         _Column("round", "round"),
         _Column("status", "status", style=_status_style),
@@ -923,9 +988,22 @@ def rounds_command(source: _Source) -> None:
         _Column("alarms", "alarms"),
     ]
     title = f"Task {book.task.task_id}: {len(rows)} rounds ({book.task.status.name.lower()})"
-    if not (source.as_json or source.as_csv):
-        rows = [_with_offsets(row) for row in rows]
-    _emit(rows, title=title, columns=columns, as_json=source.as_json, as_csv=source.as_csv)
+    if privacy is not None:
+        columns.append(_Column("epsilon", "epsilon", render=_epsilon_text))
+        title += f"; {_privacy_title(privacy)}"
+    if source.as_json or source.as_csv:
+        _emit(rows, title=title, columns=columns, as_json=source.as_json, as_csv=source.as_csv)
+        return
+    _echo_table(title, columns, [_with_offsets(row) for row in rows])
+    if _shows_secure(privacy, book.rounds):
+        # A table of its own: the round summary is already as wide as a terminal.
+        secure_columns = [
+            _Column("round", "round"),
+            _Column("decryptor", "decryptor"),
+            _Column("re-masked", "remasked"),
+            _Column("sum digest", "sum_digest", render=lambda v: v or "not published"),
+        ]
+        _echo_table("Secure aggregation", secure_columns, rows)
 
 
 def _with_offsets(row: dict[str, Any]) -> dict[str, Any]:
@@ -943,13 +1021,36 @@ def _after(seconds: int | None) -> str:
     return "-" if seconds is None else f"+{seconds}s"
 
 
-@_ledger_command("round")
+def _epsilon_text(value: Any) -> str:
+    return "no DP" if value is None else f"{value:.3f}"
+
+
+def _privacy_title(privacy: TaskPrivacy) -> str:
+    if not privacy.has_dp:
+        return "no DP noise in the task config (no finite epsilon)"
+    return (
+        f"epsilon at delta={privacy.dp_delta:g}, noise multiplier {privacy.dp_noise:g} "
+        "(an upper bound: nodes may add more noise)"
+    )
+
+
+def _shows_secure(privacy: TaskPrivacy | None, rounds: Sequence[RoundRecord]) -> bool:
+    """Secure-mode facts are shown for a secure task, or wherever the chain has them."""
+    secure = privacy is not None and privacy.secure
+    return secure or any(r.sum_digest is not None or r.remasks for r in rounds)
+
+
+@_ledger_command("round", privacy=True)
 @click.argument("number", type=click.IntRange(min=1))
 def round_command(source: _Source, number: int) -> None:
-    """One round in detail: commitments, verdicts, votes, tallies, alarms.
+    """One round in detail: commitments, verdicts, votes, tallies, alarms; in secure mode
+    also the decryptor, the re-masked members and the published sum digest.
 
-    --csv prints one row per eligible member."""
+    With the task config (--config FILE, or --devnet DIR), each member's DP rounds and
+    epsilon after this round. --csv prints one row per eligible member."""
     task_id = source.resolve_task()
+    task_info = get_task_checked(source.client, task_id)
+    privacy = source.privacy(task_info)
     rnd = read_round(
         source.client,
         task_id,
@@ -957,7 +1058,8 @@ def round_command(source: _Source, number: int) -> None:
         from_block=source.from_block,
         chunk_blocks=source.chunk_blocks,
     )
-    detail = round_detail(task_id, rnd)
+    commits = read_commit_counts(source.client, task_id, number) if privacy else None
+    detail = round_detail(task_id, rnd, privacy, commits)
     if source.as_json:
         _echo_json(detail)
         return
@@ -977,6 +1079,18 @@ def round_command(source: _Source, number: int) -> None:
         f" ({rnd.quorum_bps / 100:g}%); final tally {_cell(rnd.final_tally)}"
     )
     click.echo(f"  alarm weight   {rnd.alarm_weight}")
+    secure = _shows_secure(privacy, [rnd])
+    if secure:
+        _echo_secure_facts(rnd.decryptor, list(rnd.remasked), detail["sum_digest"])
+    if privacy is not None:
+        budget = (
+            f"epsilon {_epsilon_text(detail['epsilon'])} at delta={privacy.dp_delta:g} for a "
+            f"member that committed in all {number} rounds (noise multiplier "
+            f"{privacy.dp_noise:g}; an upper bound: nodes may add more noise)"
+            if privacy.has_dp
+            else _privacy_title(privacy)
+        )
+        click.echo(f"  DP budget      {budget}")
     member_columns = [
         _Column("member", "member"),
         _Column("digest", "digest"),
@@ -989,6 +1103,13 @@ def round_command(source: _Source, number: int) -> None:
         _Column("weight", "vote_weight"),
         _Column("alarm", "alarmed"),
     ]
+    if secure:
+        member_columns.append(_Column("remask digest", "remask_digest"))
+    if privacy is not None:
+        member_columns += [
+            _Column("DP rounds", "dp_rounds"),
+            _Column("epsilon", "epsilon", render=_epsilon_text),
+        ]
     _echo_table("Members", member_columns, rows)
     tally_columns = [
         _Column("digest", "digest"),
@@ -999,11 +1120,28 @@ def round_command(source: _Source, number: int) -> None:
     _echo_table("Tallies", tally_columns, detail["tallies"])
 
 
-@_ledger_command("members")
+def _echo_secure_facts(decryptor: int | None, remasked: list[int], sum_digest: str | None) -> None:
+    who = "none (no eligible member registered a Paillier key)"
+    click.echo(f"  decryptor      {who if decryptor is None else f'member {decryptor}'}")
+    click.echo(f"  re-masked      {_cell(remasked)}")
+    click.echo(f"  sum digest     {sum_digest or 'not published'}")
+
+
+@_ledger_command("members", privacy=True)
 def members_command(source: _Source) -> None:
-    """Members: address, peer id, reputation, status, stake, joined round."""
+    """Members: address, peer id, reputation, status, stake, joined round, Paillier key.
+
+    With the task config (--config FILE, or --devnet DIR), also the rounds each member
+    committed an update in (its DP mechanism ran once per commit) and the epsilon spent."""
     task_info = get_task_checked(source.client, source.resolve_task())
-    rows = [member_row(task_info.task_id, m) for m in read_members(source.client, task_info)]
+    privacy = source.privacy(task_info)
+    members = read_members(source.client, task_info)
+    commits = (
+        read_commit_counts(source.client, task_info.task_id, task_info.current_round)
+        if privacy
+        else {}
+    )
+    rows = [member_row(task_info.task_id, m, privacy, commits.get(m.index, 0)) for m in members]
     columns = [
         _Column("index", "index"),
         _Column("account", "account", render=str),
@@ -1013,9 +1151,18 @@ def members_command(source: _Source) -> None:
         _Column("stake (ETH)", "stake_wei", render=_eth),
         _Column("joined round", "since_round"),
     ]
+    title = f"Task {task_info.task_id} members"
+    if (privacy is not None and privacy.secure) or any(m.has_he_key for m in members):
+        columns.append(_Column("Paillier key", "he_key", render=lambda v: _cell(v is not None)))
+    if privacy is not None:
+        columns += [
+            _Column("DP rounds", "dp_rounds"),
+            _Column("epsilon", "epsilon", render=_epsilon_text),
+        ]
+        title += f"; {_privacy_title(privacy)}"
     _emit(
         rows,
-        title=f"Task {task_info.task_id} members",
+        title=title,
         columns=columns,
         as_json=source.as_json,
         as_csv=source.as_csv,
@@ -1087,9 +1234,9 @@ def verify_command(
 ) -> None:
     """Re-hash local blobs against the digests on chain.
 
-    Checks every committed update, every finalized global model and the initial model
-    against `<dir>/<64 hex digest>` files. Exit 1 on any mismatch (and, with --strict, on
-    any missing blob)."""
+    Checks every committed update, every finalized global model, the initial model and, in
+    secure mode, every re-masked update and published sum against `<dir>/<64 hex digest>`
+    files. Exit 1 on any mismatch (and, with --strict, on any missing blob)."""
     dirs = list(blob_dirs)
     if not dirs and source.devnet is not None:
         dirs = [d for d in source.devnet.blob_dirs if d.is_dir()]
@@ -1127,7 +1274,7 @@ def _check_row(check: BlobCheck) -> dict[str, Any]:
     return row
 
 
-@_ledger_command("export", tabular=False)
+@_ledger_command("export", tabular=False, privacy=True)
 @click.option(
     "--format",
     "fmt",
@@ -1147,10 +1294,12 @@ def export_command(source: _Source, fmt: str, out: Path, all_tasks: bool) -> Non
     """Export the whole ledger as JSON or CSV.
 
     Tasks, members, rounds, updates, votes, alarms and events, rebuilt from chain views and
-    events; every row carries its task id."""
+    events; every row carries its task id. With the task config (--config FILE, or --devnet
+    DIR) the tasks, members and rounds tables also carry the DP budget; with --all-tasks a
+    config applies to the tasks whose config digest it matches (the others' are null)."""
     ids = list(range(1, source.client.task_count() + 1)) if all_tasks else [source.resolve_task()]
     books = [source.ledger(i) for i in ids]
-    tables = ledger_tables(books)
+    tables = ledger_tables(books, _export_privacy(source, books))
     header = {
         "contract": source.client.address,
         "chain_id": source.client.sender.chain_id,
@@ -1176,6 +1325,26 @@ def export_command(source: _Source, fmt: str, out: Path, all_tasks: bool) -> Non
         return
     summary = ", ".join(f"{n} {name}" for name, n in counts.items())
     click.echo(f"Exported tasks {', '.join(map(str, ids))} ({summary}) to {', '.join(files)}")
+
+
+def _export_privacy(source: _Source, books: Sequence[Ledger]) -> dict[int, TaskPrivacy] | None:
+    """Privacy settings per exported task; None when no task has a config. A config that
+    matches none of several exported tasks is an error, as it is for one task."""
+    found: dict[int, TaskPrivacy] = {}
+    mismatch: ConfigMismatchError | None = None
+    for book in books:
+        try:
+            privacy = source.privacy(book.task)
+        except ConfigMismatchError as exc:
+            if len(books) == 1 or source.config is None:
+                raise
+            mismatch = mismatch or exc
+            continue
+        if privacy is not None:
+            found[book.task.task_id] = privacy
+    if mismatch is not None and not found:
+        raise ConfigMismatchError(f"{source.config} matches no exported task ({mismatch})")
+    return found or None
 
 
 def _table_columns(name: str, rows: list[dict[str, Any]]) -> list[str]:

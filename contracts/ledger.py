@@ -5,14 +5,21 @@ events add what storage does not keep: each vote's and alarm's weight, the tally
 finalized a round, why a round failed, and every reputation move. `rebuild_ledger` reads both
 into plain dataclasses; the `*_row` functions flatten them for JSON, CSV and tables, and
 `verify_blobs` re-hashes local blob files against the digests the chain committed to.
+
+The chain holds only the digest of the task config, so the privacy budget needs the config
+file itself: `load_task_privacy` accepts it only when it hashes to that digest, and the rows
+then carry each member's epsilon (`TaskPrivacy.epsilon`) next to what the chain recorded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import math
 import time
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -51,6 +58,10 @@ class UnknownRoundError(LedgerError):
     """The task has no such round (yet)."""
 
 
+class ConfigMismatchError(LedgerError):
+    """A task config file that is not the one the task committed to on chain."""
+
+
 # ---------------------------------------------------------------- records
 
 
@@ -66,10 +77,16 @@ class MemberRecord:
     since_round: int
     reputation: int
     stake_wei: int
+    he_key: bytes = bytes(32)
 
     @property
     def reputation_factor(self) -> float:
         return self.reputation / REP_UNIT
+
+    @property
+    def has_he_key(self) -> bool:
+        """Whether the member registered a Paillier key (and so may decrypt a round's sum)."""
+        return self.he_key != bytes(32)
 
     @property
     def peer_id_text(self) -> str:
@@ -128,7 +145,12 @@ class AlarmRecord:
 @dataclass(frozen=True)
 class RoundRecord:
     """One round. `status` is open, voting, stalled (windows over, waiting for anyone to
-    close it), finalized, failed, reverted or aborted; `accepted` is None until finalized."""
+    close it), finalized, failed, reverted or aborted; `accepted` is None until finalized.
+
+    Secure mode: `decryptor` is the member the contract picked to decrypt the sum (None when
+    no eligible member registered a Paillier key), `remasks` the (member, digest) of updates
+    re-committed after a dropout, `sum_digest` the published sum+proof blob (None until then).
+    """
 
     round: int
     status: str
@@ -153,6 +175,13 @@ class RoundRecord:
     votes: tuple[VoteRecord, ...]
     tallies: tuple[TallyRecord, ...]
     alarms: tuple[AlarmRecord, ...]
+    decryptor: int | None = None
+    remasks: tuple[tuple[int, bytes], ...] = ()
+    sum_digest: bytes | None = None
+
+    @property
+    def remasked(self) -> tuple[int, ...]:
+        return tuple(member for member, _ in self.remasks)
 
     @property
     def quorum_weight(self) -> int:
@@ -265,6 +294,93 @@ def plain(value: Any) -> Any:
     return value
 
 
+# ---------------------------------------------------------------- privacy budget
+
+
+@dataclass(frozen=True)
+class TaskPrivacy:
+    """The privacy settings of a task, from a config file that matched its on-chain digest.
+
+    Every member runs the Gaussian mechanism (noise multiplier `dp_noise`) once per update it
+    commits, and takes part in every round (sampling rate 1.0), so its budget after k commits
+    is that of k Gaussian releases. Nodes may add more noise than the task demands: the
+    figures are an upper bound on what a node spent.
+    """
+
+    config_digest: bytes
+    dp_noise: float
+    dp_delta: float
+    dp_clip: float | None
+    secure: bool
+
+    @property
+    def has_dp(self) -> bool:
+        return self.dp_noise > 0
+
+    def epsilon(self, rounds: int) -> float | None:
+        """Epsilon at `dp_delta` after `rounds` committed updates; None without DP noise,
+        where no finite guarantee exists."""
+        if not self.has_dp:
+            return None
+        return _epsilon(self.dp_noise, rounds, self.dp_delta)
+
+
+@functools.lru_cache(maxsize=4096)
+def _epsilon(noise: float, rounds: int, delta: float) -> float:
+    # Imported here: the accountant pulls in scipy, which ledger commands without a
+    # config should not pay for. Cached because every round and member asks again.
+    from flchain.crypto.dp import epsilon
+
+    return epsilon(noise, 1.0, rounds, delta)
+
+
+def load_task_privacy(data: bytes, task: TaskInfo, source: str) -> TaskPrivacy:
+    """The privacy settings in task config bytes (`source` names them in errors).
+
+    The bytes must hash (sha256) to the task's on-chain config digest, as the nodes check:
+    a budget computed from another task's config would be a confident wrong answer.
+    """
+    digest = hashlib.sha256(data).digest()
+    if digest != task.config_digest:
+        raise ConfigMismatchError(
+            f"{source} is not task {task.task_id}'s config: it hashes to {hex0x(digest)}, "
+            f"the config digest on chain is {hex0x(task.config_digest)}"
+        )
+    from flchain.taskconfig import TaskConfig, TaskConfigError
+
+    try:
+        config = TaskConfig.from_json_bytes(data)
+    except TaskConfigError as exc:
+        raise LedgerError(f"{source} is not a flchain task config: {exc}") from exc
+    noise, delta = float(config.dp_noise), float(config.dp_delta)
+    if not math.isfinite(noise) or noise < 0:
+        raise LedgerError(f"{source}: dp_noise must be a finite number >= 0, got {noise!r}")
+    if noise > 0 and not 0 < delta < 1:
+        raise LedgerError(f"{source}: dp_delta must be in (0, 1), got {delta!r}")
+    return TaskPrivacy(
+        config_digest=digest,
+        dp_noise=noise,
+        dp_delta=delta,
+        dp_clip=config.dp_clip,
+        secure=bool(config.secure),
+    )
+
+
+def count_commits(submitted: Iterable[Iterable[int]]) -> dict[int, int]:
+    """Member index -> number of rounds it committed an update in, from each round's
+    submitters: the number of times its DP mechanism ran."""
+    counts: Counter[int] = Counter()
+    for members in submitted:
+        counts.update(set(members))
+    return dict(counts)
+
+
+def read_commit_counts(client: FLChainClient, task_id: int, last_round: int) -> dict[int, int]:
+    """`count_commits` over rounds 1..last_round, from the round views alone (no events)."""
+    infos = client.get_rounds(task_id, range(1, last_round + 1))
+    return count_commits(bitmap_indices(info.submitted) for info in infos)
+
+
 # ---------------------------------------------------------------- reading the chain
 
 
@@ -337,10 +453,21 @@ def _read_rounds(
     numbers: Sequence[int],
     now: int,
     events: Sequence[dict[str, Any]],
+    *,
+    keyed: bool = True,
 ) -> list[RoundRecord]:
-    """Rounds `numbers` in full, with every view batched across them (few round trips)."""
+    """Rounds `numbers` in full, with every view batched across them (few round trips).
+
+    `keyed=False` says no member registered a Paillier key, so no round has a decryptor
+    and its view (one call per round) is skipped."""
     by_member, by_round = _index_events(events)
     infos = client.get_rounds(task_id, numbers)
+    remasks = {
+        (i.round, m): client.get_remask(task_id, i.round, m)
+        for i in infos
+        for m in bitmap_indices(i.remasked)
+    }
+    decryptors = {i.round: client.decryptor(task_id, i.round) if keyed else None for i in infos}
     update_keys = [(i.round, m) for i in infos for m in bitmap_indices(i.submitted)]
     vote_keys = [(i.round, m) for i in infos for m in bitmap_indices(i.voted)]
     commits = dict(zip(update_keys, client.get_updates(task_id, update_keys), strict=True))
@@ -453,6 +580,13 @@ def _read_rounds(
                     if r == number
                 ),
                 alarms=tuple(alarms),
+                decryptor=decryptors[number],
+                remasks=tuple(
+                    (member, digest)
+                    for member in bitmap_indices(info.remasked)
+                    if (digest := remasks[(number, member)]) is not None
+                ),
+                sum_digest=info.sum_digest if info.sum_digest != bytes(32) else None,
             )
         )
     return out
@@ -470,6 +604,7 @@ def read_members(client: FLChainClient, task: TaskInfo) -> list[MemberRecord]:
             since_round=m.since_round,
             reputation=m.reputation,
             stake_wei=task.stake,
+            he_key=m.he_key,
         )
         for m in client.members(task.task_id)
     ]
@@ -514,14 +649,17 @@ def rebuild_ledger(
     head, chain_time = _chain_now(client)
     events = client.events(task_id, from_block, head, chunk_blocks=chunk_blocks)
     at = chain_time if now is None else now
-    rounds = tuple(_read_rounds(client, task_id, range(1, task.current_round + 1), at, events))
+    members = tuple(read_members(client, task))
+    numbers = range(1, task.current_round + 1)
+    keyed = any(m.has_he_key for m in members)
+    rounds = tuple(_read_rounds(client, task_id, numbers, at, events, keyed=keyed))
     return Ledger(
         contract=client.address,
         chain_id=client.sender.chain_id,
         head_block=head,
         now=at,
         task=task,
-        members=tuple(read_members(client, task)),
+        members=members,
         rounds=rounds,
         events=tuple(events),
     )
@@ -560,8 +698,27 @@ def task_row(task: TaskInfo) -> dict[str, Any]:
     return plain(task)
 
 
-def member_row(task_id: int, member: MemberRecord) -> dict[str, Any]:
+def privacy_fields(privacy: TaskPrivacy | None, rounds: int) -> dict[str, Any]:
+    """The DP columns of a row after `rounds` committed updates: noise multiplier, delta and
+    epsilon (None without DP noise); all None when the task's config is not known."""
+    if privacy is None:
+        return {"dp_noise": None, "dp_delta": None, "epsilon": None}
     return {
+        "dp_noise": privacy.dp_noise,
+        "dp_delta": privacy.dp_delta,
+        "epsilon": privacy.epsilon(rounds),
+    }
+
+
+def member_row(
+    task_id: int,
+    member: MemberRecord,
+    privacy: TaskPrivacy | None = None,
+    dp_rounds: int = 0,
+) -> dict[str, Any]:
+    """A member; with its task's privacy settings, also the rounds it committed an update in
+    (`dp_rounds`) and the epsilon those releases spent."""
+    row = {
         "task_id": task_id,
         "index": member.index,
         "account": member.account,
@@ -573,12 +730,19 @@ def member_row(task_id: int, member: MemberRecord) -> dict[str, Any]:
         "reputation_factor": member.reputation_factor,
         "stake_wei": member.stake_wei,
         "since_round": member.since_round,
+        "he_key": hex0x(member.he_key) if member.has_he_key else None,
     }
+    if privacy is not None:
+        row["dp_rounds"] = dp_rounds
+        row.update(privacy_fields(privacy, dp_rounds))
+    return row
 
 
-def round_row(task_id: int, rnd: RoundRecord) -> dict[str, Any]:
-    """A round's summary: status, phase times, counts, global digest, tallies, alarms."""
-    return {
+def round_row(task_id: int, rnd: RoundRecord, privacy: TaskPrivacy | None = None) -> dict[str, Any]:
+    """A round's summary: status, phase times, counts, global digest, tallies, alarms and the
+    secure-mode facts; with the task's privacy settings, also the epsilon of a member that
+    committed in every round up to this one (the task's worst case after it)."""
+    row = {
         "task_id": task_id,
         "round": rnd.round,
         "status": rnd.status,
@@ -601,7 +765,13 @@ def round_row(task_id: int, rnd: RoundRecord) -> dict[str, Any]:
         "alarms": len(rnd.alarmed),
         "alarm_weight": rnd.alarm_weight,
         "fail_reason": rnd.fail_reason,
+        "decryptor": rnd.decryptor,
+        "remasked": list(rnd.remasked),
+        "sum_digest": None if rnd.sum_digest is None else hex0x(rnd.sum_digest),
     }
+    if privacy is not None:
+        row.update(privacy_fields(privacy, rnd.round))
+    return row
 
 
 def update_row(task_id: int, update: UpdateRecord) -> dict[str, Any]:
@@ -627,8 +797,19 @@ def event_row(task_id: int, event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def round_detail(task_id: int, rnd: RoundRecord) -> dict[str, Any]:
-    """One round in full: summary, each member's commitment, verdict, vote and alarm."""
+def round_detail(
+    task_id: int,
+    rnd: RoundRecord,
+    privacy: TaskPrivacy | None = None,
+    commits: Mapping[int, int] | None = None,
+) -> dict[str, Any]:
+    """One round in full: summary, each member's commitment, verdict, vote and alarm.
+
+    With the task's privacy settings, `commits` (member -> rounds it committed in, up to and
+    including this one; see `read_commit_counts`) gives each member's epsilon after it."""
+    if privacy is not None and commits is None:
+        raise ValueError("round_detail needs the members' commit counts to report epsilon")
+    remasks = dict(rnd.remasks)
     updates = {u.member: u for u in rnd.updates}
     votes = {v.member: v for v in rnd.votes}
     alarms = {a.member: a for a in rnd.alarms}
@@ -650,27 +831,44 @@ def round_detail(task_id: int, rnd: RoundRecord) -> dict[str, Any]:
                 "vote_weight": vote.weight if vote else None,
                 "alarmed": alarm is not None,
                 "alarm_weight": alarm.weight if alarm else None,
+                "remask_digest": hex0x(remasks[index]) if index in remasks else None,
             }
         )
+        if privacy is not None and commits is not None:
+            members[-1]["dp_rounds"] = commits.get(index, 0)
+            members[-1]["epsilon"] = privacy.epsilon(commits.get(index, 0))
     return {
-        **round_row(task_id, rnd),
+        **round_row(task_id, rnd, privacy),
         "members": members,
         "tallies": [plain(t) for t in rnd.tallies],
         "alarm_list": [plain(a) for a in rnd.alarms],
     }
 
 
-def ledger_tables(ledgers: Sequence[Ledger]) -> dict[str, list[dict[str, Any]]]:
+def ledger_tables(
+    ledgers: Sequence[Ledger], privacy: Mapping[int, TaskPrivacy] | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """The ledgers as flat tables (one row per task, member, round, update, vote, alarm,
-    event), each row carrying its task id: what `export` writes."""
+    event), each row carrying its task id: what `export` writes.
+
+    `privacy` (task id -> settings) adds the DP columns to the tasks, members and rounds
+    tables; every row then has them, None for a task whose config is not in the map."""
     tables: dict[str, list[dict[str, Any]]] = {
         name: [] for name in ("tasks", "members", "rounds", "updates", "votes", "alarms", "events")
     }
     for ledger in ledgers:
         task_id = ledger.task.task_id
-        tables["tasks"].append(task_row(ledger.task))
-        tables["members"] += [member_row(task_id, m) for m in ledger.members]
-        tables["rounds"] += [round_row(task_id, r) for r in ledger.rounds]
+        if privacy is None:
+            tables["tasks"].append(task_row(ledger.task))
+            tables["members"] += [member_row(task_id, m) for m in ledger.members]
+            tables["rounds"] += [round_row(task_id, r) for r in ledger.rounds]
+        else:
+            known = privacy.get(task_id)
+            tables["tasks"].append(_task_privacy_row(ledger.task, known))
+            tables["members"] += _member_privacy_rows(ledger, known)
+            tables["rounds"] += [
+                {**round_row(task_id, r), **privacy_fields(known, r.round)} for r in ledger.rounds
+            ]
         tables["updates"] += [update_row(task_id, u) for u in ledger.updates]
         tables["votes"] += [vote_row(task_id, v) for v in ledger.votes]
         tables["alarms"] += [alarm_row(task_id, a) for a in ledger.alarms]
@@ -678,17 +876,45 @@ def ledger_tables(ledgers: Sequence[Ledger]) -> dict[str, list[dict[str, Any]]]:
     return tables
 
 
+def _task_privacy_row(task: TaskInfo, privacy: TaskPrivacy | None) -> dict[str, Any]:
+    return {
+        **task_row(task),
+        "dp_noise": privacy.dp_noise if privacy else None,
+        "dp_clip": privacy.dp_clip if privacy else None,
+        "dp_delta": privacy.dp_delta if privacy else None,
+        "secure": privacy.secure if privacy else None,
+    }
+
+
+def _member_privacy_rows(ledger: Ledger, privacy: TaskPrivacy | None) -> list[dict[str, Any]]:
+    """Member rows with the DP columns (all None when the task's config is unknown)."""
+    commits = count_commits(r.submitted for r in ledger.rounds)
+    rows = []
+    for member in ledger.members:
+        row = member_row(ledger.task.task_id, member)
+        done = commits.get(member.index, 0)
+        row["dp_rounds"] = done if privacy else None
+        row.update(privacy_fields(privacy, done))
+        rows.append(row)
+    return rows
+
+
 # ---------------------------------------------------------------- blob verification
 
 
 def ledger_digests(ledger: Ledger) -> list[tuple[str, int, int | None, bytes]]:
     """Every blob digest the chain commits to: (kind, round, member, digest) for the initial
-    model, each committed update and the global model of each finalized (or reverted) round."""
+    model, each committed update, each re-masked update and decrypted sum (secure mode; the
+    sum's member is the decryptor) and the global model of each finalized (or reverted)
+    round."""
     out: list[tuple[str, int, int | None, bytes]] = [
         ("initial", 0, None, ledger.task.initial_digest)
     ]
     for rnd in ledger.rounds:
         out += [("update", rnd.round, u.member, u.digest) for u in rnd.updates]
+        out += [("remask", rnd.round, member, digest) for member, digest in rnd.remasks]
+        if rnd.sum_digest is not None:
+            out.append(("sum", rnd.round, rnd.decryptor, rnd.sum_digest))
         if rnd.global_digest is not None:
             out.append(("global", rnd.round, None, rnd.global_digest))
     return out

@@ -83,6 +83,7 @@ class Net:
     created: dict[str, Any]
     devnet_dir: Path
     second: Result | None = None  # task 2: created with defaults, FLCHAIN_KEY and --allow
+    config_file: Path | None = None  # task 1's config, as given to `task create --config`
     blobs: dict[bytes, bytes] = field(default_factory=dict)  # digest -> bytes
     start_block: int = 0
     votes_done_block: int = 0
@@ -195,6 +196,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
             ],
         )
         net = Net(server, keys, deployed["address"], deployed, created, tmp / "devnet")
+        net.config_file = config
         net.blobs[sha(blob("initial model"))] = blob("initial model")
         w3 = Web3(Web3.HTTPProvider(server.rpc_url))
         owner = FLChainClient(w3, net.address, Account.from_key(keys[0]))
@@ -388,6 +390,18 @@ def test_members_show_reputation_status_stake_and_peer_id(net: Net) -> None:
     assert [r["account"] for r in rows] == [Account.from_key(k).address for k in net.keys[1:5]]
     table = run(ledger, ["members", *net.dev]).output
     assert "1.040" in table and "0.920" in table and PEER0_TEXT in table
+
+
+def test_members_dp_rounds_count_every_released_update(net: Net) -> None:
+    assert net.config_file is not None
+    rows = run_json(ledger, ["members", *net.dev, "--config", str(net.config_file)])
+    # Rounds 1-3 (finalized, failed, reverted) all four committed, round 4 (aborted) nobody,
+    # round 5 members 0 and 1: an update counts whatever became of its round.
+    assert [r["dp_rounds"] for r in rows] == [4, 4, 3, 3]
+    # The config ({"rule": "multikrum"}) adds no DP noise: no finite epsilon.
+    assert [(r["dp_noise"], r["epsilon"]) for r in rows] == [(0.0, None)] * 4
+    table = run(ledger, ["members", *net.dev, "--config", str(net.config_file)]).output
+    assert "no DP" in table
 
 
 def test_events_filter_by_name_and_round(net: Net) -> None:

@@ -6,6 +6,7 @@ The end-to-end reading of a real chain is in test_contract_cli.py.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,24 +14,31 @@ from typing import Any
 import pytest
 
 from flchain.contracts.ledger import (
+    ConfigMismatchError,
     Ledger,
     LedgerError,
     MemberRecord,
     RoundRecord,
+    TaskPrivacy,
     UnknownRoundError,
     UpdateRecord,
     VoteRecord,
+    count_commits,
     format_peer_id,
     ledger_digests,
     ledger_tables,
+    load_task_privacy,
+    member_row,
     plain,
     reputation_history,
     round_detail,
+    round_row,
     round_status,
     sha256_file,
     verify_blobs,
 )
 from flchain.contracts.types import RoundInfo, RoundStatus, TaskInfo, TaskStatus, bitmap
+from flchain.crypto.dp import epsilon
 
 
 def sha(data: bytes) -> bytes:
@@ -381,3 +389,129 @@ def test_sha256_file_reads_large_files_in_chunks(tmp_path: Path) -> None:
     assert sha256_file(empty).hex() == (
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     )
+
+
+# ---------------------------------------------------------------- privacy budget
+
+DP = TaskPrivacy(config_digest=sha(b"c"), dp_noise=1.1, dp_delta=1e-5, dp_clip=1.0, secure=False)
+NO_DP = replace(DP, dp_noise=0.0, dp_clip=None)
+
+
+def test_count_commits_counts_rounds_not_updates() -> None:
+    assert count_commits([(0, 1, 2), (0, 1), (), (1, 2)]) == {0: 2, 1: 3, 2: 2}
+    assert count_commits([(0, 0)]) == {0: 1}  # one round, however listed
+    assert count_commits([]) == {}
+
+
+def test_task_privacy_epsilon_is_the_accountant_at_full_participation() -> None:
+    assert DP.epsilon(3) == epsilon(1.1, 1.0, 3, 1e-5)
+    assert DP.epsilon(0) == 0.0
+    assert 0 < DP.epsilon(1) < DP.epsilon(2) < DP.epsilon(10)
+    assert NO_DP.epsilon(5) is None  # no noise: no finite guarantee, never inf in JSON
+
+
+def test_member_row_privacy_columns_only_with_a_config() -> None:
+    bare = member_row(1, member(0, 1000))
+    assert not {"dp_rounds", "epsilon", "dp_delta"} & set(bare)
+    assert bare["he_key"] is None
+    row = member_row(1, replace(member(0, 1000), he_key=sha(b"pk")), DP, 2)
+    assert (row["dp_rounds"], row["dp_noise"], row["dp_delta"]) == (2, 1.1, 1e-5)
+    assert row["epsilon"] == epsilon(1.1, 1.0, 2, 1e-5)
+    assert row["he_key"] == "0x" + sha(b"pk").hex()
+    assert member_row(1, member(0, 1000), NO_DP, 2)["epsilon"] is None
+
+
+def test_round_row_epsilon_is_the_worst_case_up_to_that_round() -> None:
+    rows = [round_row(1, round_record(n), DP) for n in (1, 2, 3)]
+    assert [r["epsilon"] for r in rows] == [epsilon(1.1, 1.0, n, 1e-5) for n in (1, 2, 3)]
+    assert "epsilon" not in round_row(1, round_record(1))
+
+
+def test_round_row_and_detail_carry_the_secure_facts() -> None:
+    secure = round_record(
+        2, decryptor=1, remasks=((0, U0), (1, U1)), sum_digest=G1, submitted=(0, 1)
+    )
+    row = round_row(1, secure)
+    assert (row["decryptor"], row["remasked"], row["sum_digest"]) == (1, [0, 1], "0x" + G1.hex())
+    plain_row = round_row(1, round_record(2))
+    assert (plain_row["decryptor"], plain_row["remasked"], plain_row["sum_digest"]) == (
+        None,
+        [],
+        None,
+    )
+    detail = round_detail(1, replace(secure, eligible=(0, 1, 2)), DP, {0: 2, 1: 1})
+    assert [m["remask_digest"] for m in detail["members"]] == [
+        "0x" + U0.hex(),
+        "0x" + U1.hex(),
+        None,
+    ]
+    assert [m["dp_rounds"] for m in detail["members"]] == [2, 1, 0]
+    assert detail["members"][2]["epsilon"] == 0.0
+    with pytest.raises(ValueError, match="commit counts"):
+        round_detail(1, secure, DP)
+
+
+def test_ledger_tables_with_privacy_fill_unknown_tasks_with_none() -> None:
+    rounds = [FINALIZED_ROUND_1, round_record(2, submitted=(1,), updates=(update(2, 1, U0, None),))]
+    book = ledger_of(rounds)
+    other = replace(ledger_of([FINALIZED_ROUND_1]), task=task_info(task_id=2, current_round=1))
+    tables = ledger_tables([book, other], {1: DP})
+    members = [(m["task_id"], m["dp_rounds"], m["epsilon"]) for m in tables["members"]]
+    assert members == [
+        (1, 1, epsilon(1.1, 1.0, 1, 1e-5)),
+        (1, 2, epsilon(1.1, 1.0, 2, 1e-5)),
+        (2, None, None),
+        (2, None, None),
+    ]
+    assert [(t["task_id"], t["dp_noise"], t["secure"]) for t in tables["tasks"]] == [
+        (1, 1.1, False),
+        (2, None, None),
+    ]
+    assert [r["epsilon"] for r in tables["rounds"]][:2] == [
+        epsilon(1.1, 1.0, 1, 1e-5),
+        epsilon(1.1, 1.0, 2, 1e-5),
+    ]
+    # Every row of a table has the same columns (CSV takes its header from the first row).
+    for rows in tables.values():
+        assert len({tuple(r) for r in rows}) <= 1
+    assert "epsilon" not in ledger_tables([book])["members"][0]
+
+
+def test_load_task_privacy_needs_the_committed_bytes() -> None:
+    data = json.dumps({"rule": "fedavg", "dp_clip": 2.0, "dp_noise": 0.7, "dp_delta": 1e-6})
+    task = task_info(config_digest=sha(data.encode()))
+    privacy = load_task_privacy(data.encode(), task, "cfg.json")
+    assert (privacy.dp_noise, privacy.dp_delta, privacy.dp_clip) == (0.7, 1e-6, 2.0)
+    assert privacy.config_digest == task.config_digest and not privacy.secure
+    with pytest.raises(ConfigMismatchError) as caught:
+        load_task_privacy(data.encode() + b" ", task, "cfg.json")
+    message = str(caught.value)
+    assert "cfg.json is not task 1's config" in message
+    assert "0x" + sha(data.encode() + b" ").hex() in message
+    assert "0x" + task.config_digest.hex() in message
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"[1, 2]", "is not a flchain task config: task config must be a JSON object"),
+        (b'{"nope": 1}', "unknown task config field"),
+        (b'{"dp_clip": 1.0, "dp_noise": 1.0, "dp_delta": 0}', r"dp_delta must be in \(0, 1\)"),
+        (b'{"dp_clip": 1.0, "dp_noise": -1.0}', "dp_noise must be a finite number >= 0"),
+    ],
+)
+def test_load_task_privacy_refuses_configs_it_cannot_account(data: bytes, match: str) -> None:
+    with pytest.raises(LedgerError, match=match):
+        load_task_privacy(data, task_info(config_digest=sha(data)), "cfg.json")
+
+
+def test_ledger_digests_add_remasked_updates_and_the_sum() -> None:
+    secure = round_record(
+        1, decryptor=2, remasks=((1, U1),), sum_digest=G1, updates=(update(1, 0, U0, None),)
+    )
+    assert ledger_digests(ledger_of([secure])) == [
+        ("initial", 0, None, INITIAL),
+        ("update", 1, 0, U0),
+        ("remask", 1, 1, U1),
+        ("sum", 1, 2, G1),
+    ]
