@@ -11,12 +11,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from flchain.aggregation import RULES, rule_parameters
+from flchain.config import DEFAULT_SECURE_RANGE, NOISE_TAIL
 from flchain.models import build_model, load_dataset, model_to_bytes
 
 
@@ -42,6 +44,9 @@ class TaskConfig:
     dp_noise: float = 0.0
     dp_delta: float = 1e-5
     secure: bool = False
+    secure_bits: int = 16
+    secure_key_bits: int = 2048
+    secure_range: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -52,6 +57,39 @@ class TaskConfig:
             raise TaskConfigError(f"rule {self.rule!r} has no parameter(s) {sorted(unknown)}")
         if self.dp_noise > 0 and self.dp_clip is None:
             raise TaskConfigError("DP noise needs a clipping norm (dp_clip)")
+        if self.secure:
+            self._check_secure()
+
+    def _check_secure(self) -> None:
+        # The decryptor only ever sees the sum, so a rule that looks at single updates has
+        # nothing to work on; Siren's alarms still run on chain.
+        if self.rule != "fedavg" or self.rule_params:
+            raise TaskConfigError(
+                f"secure mode runs FedAvg (plus Siren alarms on chain), not rule {self.rule!r}"
+                f"{' with parameters' if self.rule_params else ''}: robust rules need "
+                "plaintext updates"
+            )
+        if not 1 <= self.secure_bits <= 32:
+            raise TaskConfigError(f"secure_bits must be in [1, 32], got {self.secure_bits}")
+        if not 512 <= self.secure_key_bits <= 8192:
+            raise TaskConfigError(
+                f"secure_key_bits must be in [512, 8192] (2048 for real use), got "
+                f"{self.secure_key_bits}"
+            )
+        if self.secure_range is not None and not (
+            math.isfinite(self.secure_range) and self.secure_range > 0
+        ):
+            raise TaskConfigError(f"secure_range must be finite and > 0, got {self.secure_range}")
+
+    @property
+    def secure_value_range(self) -> float:
+        """Per-coordinate bound c of the agreed quantization range (-c, c) in secure mode:
+        explicit, else the DP clip plus the noise tail, else the simulation's default."""
+        if self.secure_range is not None:
+            return float(self.secure_range)
+        if self.dp_clip is not None:
+            return float(self.dp_clip) * (1.0 + NOISE_TAIL * self.dp_noise)
+        return DEFAULT_SECURE_RANGE
 
     def to_json_bytes(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":")).encode()

@@ -219,6 +219,16 @@ class Learner:
         accepted = [i for i, ok in zip(order, result.accepted.tolist(), strict=True) if ok]
         return AggregateOutcome(model_to_bytes(self.model), accepted, invalid)
 
+    def apply_update(self, global_blob: bytes, update: torch.Tensor) -> bytes:
+        """The next global model: base + update, rounded to float32 exactly as `aggregate` does
+        (secure mode gets the mean update from the decrypted sum instead of from blobs)."""
+        base = self.model_params(global_blob)
+        flat = update.detach().to("cpu", torch.float64).reshape(-1)
+        if flat.numel() != self.num_params or not bool(torch.isfinite(flat).all()):
+            raise BlobError(f"an update of {self.num_params} finite values is needed")
+        load_flat_params(self.model, base + flat.to(torch.float32))
+        return model_to_bytes(self.model)
+
     def _robust_aggregate(self, stacked: torch.Tensor, weights: torch.Tensor) -> AggregateResult:
         """The task's rule; when fewer updates arrived than its `f` allows (peers withheld),
         lower f step by step, and below Krum's minimum of three use the median. Every honest
