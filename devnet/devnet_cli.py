@@ -77,16 +77,43 @@ def devnet() -> None:
     show_default=True,
     help="DP: the delta that reported epsilons refer to.",
 )
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="Secure aggregation: updates travel masked and Paillier-encrypted, a decryptor chosen "
+    "on chain opens only their mean. Runs FedAvg (robust rules need plaintext updates); Siren "
+    "alarms still work (--alarm-window).",
+)
+@click.option("--secure-bits", default=16, show_default=True, help="Quantization bits.")
+@click.option(
+    "--secure-key-bits", default=2048, show_default=True, help="Paillier modulus size in bits."
+)
+@click.option(
+    "--secure-range",
+    type=float,
+    default=None,
+    help="Per-coordinate bound c of the quantization range (-c, c); default: 4, or "
+    "C(1 + 6 sigma) with DP.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--detach", is_flag=True, help="Start everything and return; `devnet down` stops.")
 @click.option("--timeout", default=1800, show_default=True, help="Give up after this many s.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
+@click.pass_context
 def up_command(
-    directory: Path, f: int | None, detach: bool, timeout: int, as_json: bool, **opts: object
+    ctx: click.Context,
+    directory: Path,
+    f: int | None,
+    detach: bool,
+    timeout: int,
+    as_json: bool,
+    **opts: object,
 ) -> None:
     """Start a chain, deploy FLChain, create a task and run N nodes until it finishes.
 
     Example: flchain devnet up --nodes 8 --byzantine 2 --attack alie --rule multikrum
+
+    Secure: flchain devnet up --secure --nodes 4 --model mlp --alarm-window 30
     """
     if opts["byzantine"] and not opts["attacks"]:
         raise click.UsageError("--byzantine K needs --attack NAME")
@@ -95,6 +122,13 @@ def up_command(
             f"{opts['rule']} judges candidates on server-held data; it runs in `flchain "
             "simulate`. On the network Siren alarms run on chain (--alarm-window)."
         )
+    if opts["secure"]:
+        if opts["rule"] != "fedavg" and ctx.get_parameter_source("rule").name != "DEFAULT":
+            raise click.UsageError(
+                f"--secure runs FedAvg: the decryptor only sees the sum, so --rule "
+                f"{opts['rule']} has no single updates to judge (Siren alarms still run)"
+            )
+        opts["rule"] = "fedavg"
     rule_params = {"f": f} if f is not None else {}
     plan = DevnetPlan(directory=directory, rule_params=rule_params, **opts)  # type: ignore[arg-type]
     err = Console(stderr=True)
@@ -213,6 +247,9 @@ def ledger_summary(manifest: dict) -> dict:
                 "accepted": accepted,
                 "byzantine_accepted": sorted(set(accepted) & set(byzantine)),
                 "global_digest": "0x" + info.global_digest.hex(),
+                "decryptor": client.decryptor(task_id, r) if manifest.get("secure") else None,
+                "remasked": bitmap_indices(info.remasked),
+                "sum_digest": "0x" + info.sum_digest.hex() if any(info.sum_digest) else None,
                 "start": info.start,
                 "finalized_at": info.finalized_at,
             }
@@ -245,6 +282,11 @@ def ledger_summary(manifest: dict) -> dict:
         "rounds": rounds,
         "nodes": nodes,
         "reputations": client.reputations(task_id),
+        "alarms": [
+            {"round": e["args"]["round"], "member": e["args"]["member"]}
+            for e in client.events(task_id)
+            if e["event"] == "AlarmRaised"
+        ],
     }
 
 
@@ -262,6 +304,15 @@ def _print_summary(summary: dict, console: Console) -> None:
             r["global_digest"][:18] + "…",
         )
     console.print(table)
+    secure = [r for r in summary["rounds"] if r.get("sum_digest")]
+    for r in secure:
+        remasked = f", re-masked over {r['remasked']}" if r["remasked"] else ""
+        console.print(
+            f"round {r['round']}: member {r['decryptor']} decrypted the sum "
+            f"{r['sum_digest'][:18]}…{remasked}"
+        )
+    if summary.get("alarms"):
+        console.print(f"Siren alarms: {summary['alarms']}")
     nodes = Table(title="nodes")
     with_dp = any(n.get("epsilon") is not None for n in summary["nodes"])
     for col in ("node", "attack", "accuracy", "holds final digest", *(["epsilon"] * with_dp)):

@@ -60,6 +60,10 @@ class DevnetPlan:
     dp_clip: float | None = None
     dp_noise: float = 0.0
     dp_delta: float = 1e-5
+    secure: bool = False
+    secure_bits: int = 16
+    secure_key_bits: int = 2048
+    secure_range: float | None = None
 
     def task_config(self) -> TaskConfig:
         params = dict(self.rule_params)
@@ -77,6 +81,10 @@ class DevnetPlan:
             dp_clip=self.dp_clip,
             dp_noise=self.dp_noise,
             dp_delta=self.dp_delta,
+            secure=self.secure,
+            secure_bits=self.secure_bits,
+            secure_key_bits=self.secure_key_bits,
+            secure_range=self.secure_range,
         )
 
 
@@ -250,6 +258,7 @@ def up(plan: DevnetPlan) -> dict:
             "rule": plan.rule,
             "attack": ",".join(plan.attacks) or None,
             "byzantine": plan.byzantine,
+            "secure": plan.secure,
             "nodes": nodes,
             "started": time.time(),
         }

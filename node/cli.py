@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -167,8 +168,9 @@ def run_command(
             dp_noise=dp_noise,
             dp_delta=dp_delta,
         )
-        identity = load_node_identity(directory, read_password(password_file))
-        trio.run(run_node, settings, identity)
+        password = read_password(password_file)
+        identity = load_node_identity(directory, password)
+        trio.run(functools.partial(run_node, settings, identity, password=password))
     except (NodeError, IdentityError, TaskConfigError, ConfigError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     except KeyboardInterrupt:

@@ -17,15 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from phe.paillier import PaillierPrivateKey, PaillierPublicKey
 from web3 import Web3
 
 from flchain.contracts import FLChainClient
+from flchain.crypto.wire import encode_public_key
 from flchain.node.blobstore import BlobStore
 from flchain.node.engine import PROTOCOL_ATTACKS, RoundEngine
+from flchain.node.he_key import load_or_create_he_key
 from flchain.node.identity import NodeIdentity
 from flchain.node.learner import Learner
 from flchain.node.metrics import Metrics
 from flchain.node.p2p import P2PConfig, P2PNode
+from flchain.node.secure import SecureCodec, mask_task_label
+from flchain.node.secure_engine import SecureRoundEngine
 from flchain.node.status import StatusServer
 from flchain.taskconfig import DataSpec, TaskConfig
 
@@ -87,8 +92,12 @@ def split_attacks(names: tuple[str, ...]) -> tuple[str | None, frozenset[str]]:
     return (learning[0] if learning else None), protocol
 
 
-async def run_node(settings: NodeSettings, identity: NodeIdentity) -> None:
-    """Run until the task ends or the process is told to stop (SIGINT/SIGTERM)."""
+async def run_node(
+    settings: NodeSettings, identity: NodeIdentity, password: str | None = None
+) -> None:
+    """Run until the task ends or the process is told to stop (SIGINT/SIGTERM).
+
+    `password` unlocks (or seals a new) Paillier key pair; only secure tasks need it."""
     w3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
     client = FLChainClient(w3, settings.contract, identity.eth_account)
     try:
@@ -123,8 +132,11 @@ async def run_node(settings: NodeSettings, identity: NodeIdentity) -> None:
     (settings.dir / STATUS_FILE).unlink(missing_ok=True)
     metrics = Metrics()
     p2p_config = P2PConfig(listen=settings.listen, bootstrap=settings.bootstrap)
+    secure = await trio.to_thread.run_sync(
+        _secure_setup, settings, identity, password, config, learner, store
+    )
     async with P2PNode(identity.libp2p_keypair, store, metrics=metrics, config=p2p_config) as p2p:
-        engine = RoundEngine(
+        engine_kwargs: dict[str, Any] = dict(
             client=client,
             task_id=settings.task_id,
             learner=learner,
@@ -137,6 +149,12 @@ async def run_node(settings: NodeSettings, identity: NodeIdentity) -> None:
             alarm_threshold=settings.alarm_threshold,
             dp_delta=settings.dp_delta or config.dp_delta,
         )
+        if secure is None:
+            engine: RoundEngine = RoundEngine(**engine_kwargs)
+        else:
+            engine = SecureRoundEngine(
+                codec=secure.codec, he_keypair=secure.keypair, **engine_kwargs
+            )
         if "equivocate" in protocol_attacks:
             from flchain.node.equivocation import install_equivocating_server
 
@@ -167,6 +185,12 @@ async def run_node(settings: NodeSettings, identity: NodeIdentity) -> None:
                     "delta": settings.dp_delta or config.dp_delta,
                     "epsilon": s.epsilon,
                 },
+                "secure": None
+                if secure is None
+                else {
+                    "paillier_key_digest": "0x" + secure.key_digest.hex(),
+                    "key_bits": config.secure_key_bits,
+                },
                 "timings": s.timings,
                 "peers": p2p.connected_peers(),
                 "addrs": p2p.addrs,
@@ -194,7 +218,9 @@ async def run_node(settings: NodeSettings, identity: NodeIdentity) -> None:
                 round_ok=engine.round_ok,
                 address_of=engine.address_of,
             )
-            await engine.ensure_member(identity.x25519_public_bytes)
+            await engine.ensure_member(
+                identity.x25519_public_bytes, secure.key_digest if secure else bytes(32)
+            )
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(engine.members_loop)
@@ -206,6 +232,37 @@ async def run_node(settings: NodeSettings, identity: NodeIdentity) -> None:
             finally:
                 # The last word of a stopped node, for `devnet status` and the ledger summary.
                 _write_json(settings.dir / STATUS_FILE, status())
+
+
+@dataclass(frozen=True)
+class _SecureSetup:
+    codec: SecureCodec
+    keypair: tuple[PaillierPublicKey, PaillierPrivateKey]
+    key_digest: bytes  # sha256 of the public key blob, registered at join
+
+
+def _secure_setup(
+    settings: NodeSettings,
+    identity: NodeIdentity,
+    password: str | None,
+    config: TaskConfig,
+    learner: Learner,
+    store: BlobStore,
+) -> _SecureSetup | None:
+    """For a secure task: unlock (or create) the Paillier key and offer its public blob."""
+    if not config.secure:
+        return None
+    if password is None:
+        raise NodeError("a secure task needs the node password to unlock its Paillier key")
+    public, private = load_or_create_he_key(settings.dir, password, config.secure_key_bits)
+    codec = SecureCodec(
+        config,
+        num_params=learner.num_params,
+        mask_key=identity.x25519_private,
+        task_label=mask_task_label(settings.contract, settings.task_id),
+    )
+    digest = store.put(encode_public_key(public))
+    return _SecureSetup(codec, (public, private), digest)
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:

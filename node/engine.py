@@ -131,6 +131,7 @@ class RoundEngine:
         self._members: dict[str, int] = {}  # peer id -> member index (active members)
         self._addresses: dict[str, str] = {}  # peer id -> address
         self._peer_of: dict[int, str] = {}  # member index -> peer id
+        self._member_info: dict[int, Any] = {}  # member index -> MemberInfo (any status)
         self._alarmed: set[int] = set()
         self._initial: bytes | None = None
         self._last_announcement: Announcement | None = None
@@ -172,6 +173,7 @@ class RoundEngine:
                 active[peer] = m.index
                 addresses[peer] = m.account
         self._members, self._addresses, self._peer_of = active, addresses, peer_of
+        self._member_info = {m.index: m for m in members}
         self.metrics.set("members", len(active))
 
     async def members_loop(self) -> None:
@@ -211,12 +213,16 @@ class RoundEngine:
         return await self.p2p.fetch_blob(digest, providers, timeout=60.0)
 
     # ------------------------------------------------------------------ join
-    async def ensure_member(self, x25519: bytes) -> int:
+    async def ensure_member(self, x25519: bytes, he_key: bytes = bytes(32)) -> int:
+        """Join the task unless already a member; `he_key` is the digest of our Paillier
+        public key blob (secure tasks), zero when we never decrypt."""
         try:
             index = await self._chain(self.client.member_index, self.task_id, self.client.account)
         except ContractRevert:
             log.info("joining task %d with peer id %s", self.task_id, self.peer_id)
-            index = await self._chain(self.client.join, self.task_id, self.peer_id.encode(), x25519)
+            index = await self._chain(
+                self.client.join, self.task_id, self.peer_id.encode(), x25519, he_key
+            )
         self.state.member_index = index
         return index
 
@@ -269,45 +275,7 @@ class RoundEngine:
             # and vote on the others' updates; training now would be wasted.
             log.info("round %d: the submit phase is over; joining the vote", r)
         if not mine.submitted and submit_open:
-            self.state.phase = "training"
-            t0 = time.perf_counter()
-            update = await trio.to_thread.run_sync(self.learner.train, base, r)
-            if "spam" in self.attacks:  # commit a well-formed blob full of NaN
-                update = LocalUpdate(
-                    self.learner.encode_update(torch.full((self.learner.num_params,), math.nan)),
-                    update.samples,
-                    update.loss,
-                )
-            timings["train"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            digest = sha256(update.blob)
-            if "withhold" not in self.attacks:  # a withholder commits but keeps no blob to serve
-                self.store.put(update.blob)
-            self.state.phase = "committing"
-            try:
-                await self._chain(
-                    self.client.submit,
-                    self.task_id,
-                    r,
-                    digest,
-                    update.samples,
-                    info.base_round,
-                    encode_loss(update.loss),
-                )
-                submitted = True
-            except ContractRevert as exc:  # e.g. the window closed while we trained
-                log.info("round %d: submit refused (%s); joining the vote", r, exc)
-                submitted = False
-            timings["commit"] = time.perf_counter() - t0
-            if submitted:
-                if self._accountant is not None:
-                    self._accountant.step()
-                    self.state.epsilon = self._accountant.epsilon
-                t0 = time.perf_counter()
-                await self._announce("update", r, digest, len(update.blob))
-                if "spam" in self.attacks:
-                    await self._spam(r)
-                timings["gossip"] = time.perf_counter() - t0
+            await self._train_and_commit(r, info, base, timings)
         # ---- wait for the submit phase to end
         self.state.phase = "waiting for updates"
         t0 = time.perf_counter()
@@ -320,35 +288,111 @@ class RoundEngine:
                 break
             await trio.sleep(self.poll)
         timings["wait"] = time.perf_counter() - t0
-        # ---- fetch every committed update
+        await self._aggregate_and_vote(r, info, base, timings)
+        await self._await_end(r, timings)
+        self.state.timings = timings
+        for name, seconds in timings.items():
+            self.metrics.inc("round_seconds_total", seconds, step=name)
+
+    async def _train_and_commit(
+        self, r: int, info: Any, base: bytes, timings: dict[str, float]
+    ) -> None:
+        """Train on the round's base model, keep the update blob, commit its digest, gossip."""
+        self.state.phase = "training"
+        t0 = time.perf_counter()
+        update = await trio.to_thread.run_sync(self.learner.train, base, r)
+        if "spam" in self.attacks:  # commit a well-formed blob full of NaN
+            update = LocalUpdate(
+                self.learner.encode_update(torch.full((self.learner.num_params,), math.nan)),
+                update.samples,
+                update.loss,
+            )
+        timings["train"] = time.perf_counter() - t0
+        await self._commit(r, info, update, timings)
+
+    async def _commit(
+        self, r: int, info: Any, update: LocalUpdate, timings: dict[str, float]
+    ) -> bool:
+        """Store `update.blob`, commit its digest on chain and announce it; False if refused."""
+        t0 = time.perf_counter()
+        digest = sha256(update.blob)
+        if "withhold" not in self.attacks:  # a withholder commits but keeps no blob to serve
+            self.store.put(update.blob)
+        self.state.phase = "committing"
+        try:
+            await self._chain(
+                self.client.submit,
+                self.task_id,
+                r,
+                digest,
+                update.samples,
+                info.base_round,
+                encode_loss(update.loss),
+            )
+        except ContractRevert as exc:  # e.g. the window closed while we trained
+            log.info("round %d: submit refused (%s); joining the vote", r, exc)
+            timings["commit"] = time.perf_counter() - t0
+            return False
+        timings["commit"] = time.perf_counter() - t0
+        if self._accountant is not None:
+            self._accountant.step()
+            self.state.epsilon = self._accountant.epsilon
+        t0 = time.perf_counter()
+        await self._announce("update", r, digest, len(update.blob))
+        if "spam" in self.attacks:
+            await self._spam(r)
+        timings["gossip"] = time.perf_counter() - t0
+        return True
+
+    async def _aggregate_and_vote(
+        self, r: int, info: Any, base: bytes, timings: dict[str, float]
+    ) -> None:
+        """Fetch every committed update, aggregate with the task's rule, vote."""
+        me = self.state.member_index
         self.state.phase = "fetching"
         t0 = time.perf_counter()
-        blobs = await self._fetch_updates(r, bitmap_indices(info.submitted), info.vote_deadline)
+        indices = bitmap_indices(info.submitted)
+        commits = {}
+        for i in indices:
+            commits[i] = (await self._chain(self.client.get_update, self.task_id, r, i)).digest
+        blobs = await self._fetch_blobs(r, commits, info.vote_deadline, self._max_update_bytes())
         timings["fetch"] = time.perf_counter() - t0
-        # ---- aggregate and vote
         mine_vote = await self._chain(self.client.get_vote, self.task_id, r, me)
-        if not mine_vote.voted:
-            self.state.phase = "aggregating"
-            t0 = time.perf_counter()
-            weights = await self._chain(self.client.consensus_weights, self.task_id, r)
-            outcome = await trio.to_thread.run_sync(
-                self.learner.aggregate, base, blobs, dict(enumerate(weights))
-            )
-            digest = self.store.put(outcome.model_blob)
-            if outcome.invalid:
-                self.metrics.inc("updates_invalid_total", len(outcome.invalid))
-            accepted = bitmap(outcome.accepted)
-            timings["aggregate"] = time.perf_counter() - t0
-            self.state.last_accepted = outcome.accepted
-            if "badvote" in self.attacks:
-                digest = os.urandom(32)
-                accepted = info.submitted
-            self.state.phase = "voting"
-            t0 = time.perf_counter()
-            await self._vote(r, digest, accepted)
-            timings["vote"] = time.perf_counter() - t0
-            await self._announce("vote", r, digest, 0)
-        # ---- wait for the round to end
+        if mine_vote.voted:
+            return
+        self.state.phase = "aggregating"
+        t0 = time.perf_counter()
+        weights = await self._chain(self.client.consensus_weights, self.task_id, r)
+        outcome = await trio.to_thread.run_sync(
+            self.learner.aggregate, base, blobs, dict(enumerate(weights))
+        )
+        if outcome.invalid:
+            self.metrics.inc("updates_invalid_total", len(outcome.invalid))
+        timings["aggregate"] = time.perf_counter() - t0
+        await self._cast_vote(r, info, outcome.model_blob, outcome.accepted, timings)
+
+    async def _cast_vote(
+        self,
+        r: int,
+        info: Any,
+        model_blob: bytes,
+        accepted_members: list[int],
+        timings: dict[str, float],
+    ) -> None:
+        digest = self.store.put(model_blob)
+        accepted = bitmap(accepted_members)
+        self.state.last_accepted = list(accepted_members)
+        if "badvote" in self.attacks:
+            digest = os.urandom(32)
+            accepted = info.submitted
+        self.state.phase = "voting"
+        t0 = time.perf_counter()
+        await self._vote(r, digest, accepted)
+        timings["vote"] = time.perf_counter() - t0
+        await self._announce("vote", r, digest, 0)
+
+    async def _await_end(self, r: int, timings: dict[str, float]) -> None:
+        """Wait for the round to finalize (adopt its model) or fail; close it if it stalls."""
         self.state.phase = "waiting for quorum"
         t0 = time.perf_counter()
         while True:
@@ -369,9 +413,6 @@ class RoundEngine:
                     log.debug("close_round(%d): %s", r, exc)
             await trio.sleep(self.poll)
         timings["finalize"] = time.perf_counter() - t0
-        self.state.timings = timings
-        for name, seconds in timings.items():
-            self.metrics.inc("round_seconds_total", seconds, step=name)
 
     async def _vote(self, r: int, digest: bytes, accepted: int) -> None:
         """Vote once the chain agrees the vote phase started (its clock may lag ours)."""
@@ -388,27 +429,27 @@ class RoundEngine:
                     return
                 await trio.sleep(self.poll)
 
-    async def _fetch_updates(self, r: int, indices: list[int], deadline: float) -> dict[int, bytes]:
-        commits = {}
-        for i in indices:
-            commits[i] = await self._chain(self.client.get_update, self.task_id, r, i)
+    async def _fetch_blobs(
+        self, r: int, digests: dict[int, bytes], deadline: float, max_size: int
+    ) -> dict[int, bytes]:
+        """Fetch each member's committed blob (member index -> digest) from that member first,
+        then from anyone; every blob is checked against its digest. Missing ones are left out."""
         blobs: dict[int, bytes] = {}
         budget = max(5.0, min(60.0, deadline - time.time() - 2.0))
 
         async def fetch(index: int) -> None:
-            digest = commits[index].digest
             provider = self._peer_of.get(index)
             providers = [provider] if provider else []
             try:
                 blobs[index] = await self.p2p.fetch_blob(
-                    digest, providers, timeout=budget, max_size=self._max_update_bytes()
+                    digests[index], providers, timeout=budget, max_size=max_size
                 )
             except BlobNotFound as exc:
                 self.metrics.inc("updates_missing_total")
-                log.info("round %d: update of member %d unavailable: %s", r, index, exc)
+                log.info("round %d: blob of member %d unavailable: %s", r, index, exc)
 
         async with trio.open_nursery() as nursery:
-            for index in indices:
+            for index in digests:
                 nursery.start_soon(fetch, index)
         return blobs
 

@@ -21,7 +21,7 @@ from typing import Any, Final, NoReturn
 from eth_utils import is_checksum_address, to_checksum_address
 
 VERSION: Final = 1
-KINDS: Final = ("update", "vote", "alarm")
+KINDS: Final = ("update", "vote", "alarm", "sum")
 MAX_MESSAGE_BYTES: Final = 4096
 MAX_INT: Final = 2**53 - 1  # the largest integer every JSON reader keeps exact
 
@@ -44,7 +44,8 @@ class Announcement:
 
     kind:   "update" (an update was committed on chain), "vote" (an aggregate was voted;
             digest is the global model this member derived), "alarm" (a Siren alarm about
-            the global model `digest`).
+            the global model `digest`), "sum" (secure mode: the round's decryptor published
+            the decrypted sum with its proof; digest is that proof blob's, as on chain).
     digest: sha256 of the blob the announcement refers to (32 bytes).
     sender: the member's Ethereum address (checksummed here, lowercase on the wire).
     size:   byte length of that blob, so a fetcher can refuse oversize ones up front;

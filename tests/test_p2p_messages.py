@@ -60,7 +60,7 @@ def test_decode_round_trips_and_checksums_the_sender() -> None:
     assert message == _msg()
     assert message.sender == "0xABaBaBaBABabABabAbAbABAbABabababaBaBABaB"  # EIP-55
     assert message.digest_hex == DIGEST_HEX
-    for kind in ("update", "vote", "alarm"):
+    for kind in ("update", "vote", "alarm", "sum"):
         assert decode(encode(_msg(kind=kind, size=0))).kind == kind
 
 

@@ -1,0 +1,307 @@
+"""The round engine of a secure task: nobody sees an individual update, only their mean.
+
+A secure round, on top of the plain one (engine.py):
+1. the contract names the round's decryptor; members fetch its Paillier public key (a blob
+   whose digest it registered at join) and check it;
+2. each member trains, then commits the digest of its bundle: the update quantized, masked with
+   pairwise X25519 masks over the round's eligible members, packed and Paillier-encrypted;
+3. when the submit phase ends and some eligible member did not submit, the masks would not
+   cancel: every submitter re-masks over the submitters and commits the new bundle (`remask`);
+4. everyone fetches the bundles of the mask set and multiplies them (the homomorphic sum);
+   the decryptor decrypts only that sum and commits the digest of its proof blob
+   (plaintexts + Paillier randomness, `publish_sum`);
+5. everyone fetches the proof, checks it against its own sum, opens the mean update, applies
+   it to the base model and votes on the result (accepted = the mask set).
+Siren alarms work as in plain rounds: they judge the finalized global model, which every member
+holds in the clear. A bundle that is malformed or withheld stalls the round (its masks cannot be
+removed without it); the round then fails at its vote deadline and the next one starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from typing import Any
+
+import torch
+import trio
+from phe.paillier import PaillierPrivateKey, PaillierPublicKey
+
+from flchain.contracts import ContractRevert, RoundStatus, bitmap_indices
+from flchain.crypto.errors import CryptoError
+from flchain.crypto.wire import decode_public_key
+from flchain.node.engine import RoundEngine
+from flchain.node.learner import BlobError
+from flchain.node.metrics import MetricSpec
+from flchain.node.p2p import BlobNotFound
+from flchain.node.secure import BundleError, SecureCodec
+
+log = logging.getLogger("flchain.node.secure_engine")
+
+
+class SecureRoundEngine(RoundEngine):
+    """`RoundEngine` whose updates travel only as masked Paillier ciphertexts."""
+
+    def __init__(
+        self,
+        *,
+        codec: SecureCodec,
+        he_keypair: tuple[PaillierPublicKey, PaillierPrivateKey],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.codec = codec
+        self.he_public, self.he_private = he_keypair
+        self._keys: dict[int, PaillierPublicKey] = {}  # member index -> its Paillier key
+        self._plain: dict[int, torch.Tensor] = {}  # round -> our plaintext update (for remask)
+        self.metrics.register(
+            MetricSpec(
+                "sums_rejected_total",
+                "counter",
+                "Decrypted sums whose proof did not verify against our own ciphertext sum.",
+            )
+        )
+
+    def _max_update_bytes(self) -> int:
+        return self.codec.max_bundle_bytes(max(2, len(self._members)))
+
+    # ------------------------------------------------------------------ helpers
+    async def _decryptor(self, r: int, deadline: float) -> tuple[int, PaillierPublicKey] | None:
+        """The round's decryptor and its checked public key; retried until `deadline` (peers
+        that joined a moment ago may not serve us yet), then None: the reason is in /status."""
+        while True:
+            index, outcome = await self._try_decryptor(r)
+            if isinstance(outcome, PaillierPublicKey):
+                return index, outcome
+            self.state.last_error = f"round {r}: {outcome}"
+            if time.time() >= deadline:
+                log.warning("round %d: giving up on the decryptor's key: %s", r, outcome)
+                return None
+            log.info("round %d: %s; retrying", r, outcome)
+            await trio.sleep(1.0)
+            await self.refresh_members()
+
+    async def _try_decryptor(self, r: int) -> tuple[int, PaillierPublicKey | str]:
+        index = await self._chain(self.client.decryptor, self.task_id, r)
+        if index is None:
+            return -1, "no eligible member registered a Paillier key"
+        if index in self._keys:
+            return index, self._keys[index]
+        if index not in self._member_info:
+            await self.refresh_members()
+        info = self._member_info.get(index)
+        if info is None or info.he_key == bytes(32):
+            return index, f"decryptor {index} has no registered key"
+        provider = self._peer_of.get(index)
+        providers = [provider] if provider else []
+        providers += [p for p in self._members if p not in providers]
+        try:
+            blob = self.store.get(info.he_key) or await self.p2p.fetch_blob(
+                info.he_key, providers, timeout=10.0, max_size=4096
+            )
+            key = decode_public_key(blob, key_bits=self.codec.config.secure_key_bits)
+        except (BlobNotFound, CryptoError) as exc:
+            return index, f"decryptor {index}'s key: {exc}"
+        self.store.put(blob)
+        self._keys[index] = key
+        return index, key
+
+    def _mask_set(self, members: list[int]) -> dict[int, bytes]:
+        return {m: self._member_info[m].x25519 for m in members}
+
+    async def _plain_update(self, r: int, base: bytes) -> torch.Tensor:
+        """Our update for round r; retrained after a restart (training is seeded per round,
+        so it is the same vector we encrypted before)."""
+        if r not in self._plain:
+            update = await trio.to_thread.run_sync(self.learner.train, base, r)
+            self._plain = {r: self.learner.decode_update(update.blob)}
+        return self._plain[r]
+
+    # ------------------------------------------------------------------ steps
+    async def _train_and_commit(
+        self, r: int, info: Any, base: bytes, timings: dict[str, float]
+    ) -> None:
+        chosen = await self._decryptor(r, info.submit_deadline)
+        if chosen is None:
+            return
+        _, key = chosen
+        me = self.state.member_index
+        eligible = bitmap_indices(info.eligible)
+        if any(m not in self._member_info for m in eligible):
+            await self.refresh_members()
+        self.state.phase = "training"
+        t0 = time.perf_counter()
+        update = await trio.to_thread.run_sync(self.learner.train, base, r)
+        vector = self.learner.decode_update(update.blob)
+        self._plain = {r: vector}
+        timings["train"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if "spam" in self.attacks:  # a bundle nobody can parse
+            blob = os.urandom(4096)
+        else:
+            blob = await trio.to_thread.run_sync(
+                lambda: self.codec.encrypt(
+                    vector,
+                    my_index=me,
+                    round_index=r,
+                    attempt=0,
+                    mask_set=self._mask_set(eligible),
+                    n_eligible=len(eligible),
+                    public_key=key,
+                )
+            )
+        timings["encrypt"] = time.perf_counter() - t0
+        await self._commit(r, info, dataclasses.replace(update, blob=blob), timings)
+
+    async def _aggregate_and_vote(
+        self, r: int, info: Any, base: bytes, timings: dict[str, float]
+    ) -> None:
+        me = self.state.member_index
+        eligible = bitmap_indices(info.eligible)
+        submitted = bitmap_indices(info.submitted & info.eligible)
+        if len(submitted) < 2:
+            log.info("round %d: %d submitter(s); a sum of one is no secret", r, len(submitted))
+            return
+        chosen = await self._decryptor(r, info.vote_deadline)
+        if chosen is None:
+            return
+        decryptor, key = chosen
+        digests = await self._mask_set_digests(r, base, eligible, submitted, key)
+        if digests is None:
+            return
+        self.state.phase = "fetching"
+        t0 = time.perf_counter()
+        max_size = self.codec.max_bundle_bytes(len(eligible))
+        blobs = await self._fetch_blobs(r, digests, info.vote_deadline, max_size)
+        timings["fetch"] = time.perf_counter() - t0
+        if len(blobs) != len(digests):
+            self.state.last_error = f"round {r}: bundles missing, the sum cannot be formed"
+            return
+        self.state.phase = "summing"
+        t0 = time.perf_counter()
+        try:
+            total = await trio.to_thread.run_sync(
+                lambda: self.codec.sum_bundles(blobs, n_eligible=len(eligible), public_key=key)
+            )
+        except BundleError as exc:
+            self.metrics.inc("updates_invalid_total", len(exc.members))
+            self.state.last_error = f"round {r}: {exc}"
+            log.warning("round %d: invalid bundles: %s", r, exc)
+            return
+        timings["sum"] = time.perf_counter() - t0
+        if decryptor == me:
+            await self._publish_sum(r, total, timings)
+        proof = await self._fetch_proof(r, decryptor, len(eligible))
+        if proof is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            mean = await trio.to_thread.run_sync(self.codec.open, total, proof, key)
+            model = await trio.to_thread.run_sync(self.learner.apply_update, base, mean)
+        except (CryptoError, BlobError) as exc:
+            self.metrics.inc("sums_rejected_total")
+            self.state.last_error = f"round {r}: the decryptor's sum is rejected: {exc}"
+            log.warning("round %d: %s", r, self.state.last_error)
+            return
+        timings["open"] = time.perf_counter() - t0
+        mine_vote = await self._chain(self.client.get_vote, self.task_id, r, me)
+        if not mine_vote.voted:
+            await self._cast_vote(r, info, model, sorted(digests), timings)
+
+    async def _mask_set_digests(
+        self, r: int, base: bytes, eligible: list[int], submitted: list[int], key: Any
+    ) -> dict[int, bytes] | None:
+        """Digest of each bundle in the sum: the commitments when every eligible member
+        submitted; otherwise the re-masked commitments of every submitter (we re-mask first)."""
+        me = self.state.member_index
+        if submitted == eligible:
+            updates = [
+                await self._chain(self.client.get_update, self.task_id, r, i) for i in eligible
+            ]
+            return {i: u.digest for i, u in zip(eligible, updates, strict=True)}
+        if me in submitted:
+            await self._remask(r, base, eligible, submitted, key)
+        self.state.phase = "waiting for re-masks"
+        while True:
+            info = await self._chain(self.client.get_round, self.task_id, r)
+            if info.status != RoundStatus.OPEN or time.time() > info.vote_deadline:
+                return None
+            if set(submitted) <= set(bitmap_indices(info.remasked)):
+                break
+            await trio.sleep(self.poll)
+        digests = {}
+        for i in submitted:
+            digests[i] = await self._chain(self.client.get_remask, self.task_id, r, i)
+        return digests
+
+    async def _remask(
+        self, r: int, base: bytes, eligible: list[int], submitted: list[int], key: Any
+    ) -> None:
+        me = self.state.member_index
+        if await self._chain(self.client.get_remask, self.task_id, r, me) is not None:
+            return
+        self.state.phase = "re-masking"
+        dropped = sorted(set(eligible) - set(submitted))
+        log.info("round %d: member(s) %s did not submit; re-masking over %s", r, dropped, submitted)
+        vector = await self._plain_update(r, base)
+        blob = await trio.to_thread.run_sync(
+            lambda: self.codec.encrypt(
+                vector,
+                my_index=me,
+                round_index=r,
+                attempt=1,
+                mask_set=self._mask_set(submitted),
+                n_eligible=len(eligible),
+                public_key=key,
+            )
+        )
+        digest = self.store.put(blob)
+        try:
+            await self._chain(self.client.remask, self.task_id, r, digest)
+        except ContractRevert as exc:
+            log.info("round %d: re-mask refused (%s)", r, exc)
+            return
+        await self._announce("update", r, digest, len(blob))
+
+    async def _publish_sum(self, r: int, total: Any, timings: dict[str, float]) -> None:
+        """As the round's decryptor: decrypt the sum only, publish it with its proof."""
+        info = await self._chain(self.client.get_round, self.task_id, r)
+        if info.sum_digest != bytes(32):
+            return
+        self.state.phase = "decrypting"
+        t0 = time.perf_counter()
+        proof = await trio.to_thread.run_sync(self.codec.prove, total, self.he_private)
+        timings["decrypt"] = time.perf_counter() - t0
+        digest = self.store.put(proof)
+        try:
+            await self._chain(self.client.publish_sum, self.task_id, r, digest)
+        except ContractRevert as exc:
+            log.info("round %d: publish_sum refused (%s)", r, exc)
+            return
+        await self._announce("sum", r, digest, len(proof))
+
+    async def _fetch_proof(self, r: int, decryptor: int, n_eligible: int) -> bytes | None:
+        """Wait for the decryptor's sum digest on chain, then fetch that blob."""
+        self.state.phase = "waiting for the sum"
+        while True:
+            info = await self._chain(self.client.get_round, self.task_id, r)
+            if info.status != RoundStatus.OPEN or time.time() > info.vote_deadline:
+                return None
+            if info.sum_digest != bytes(32):
+                break
+            await trio.sleep(self.poll)
+        provider = self._peer_of.get(decryptor)
+        providers = [provider] if provider else []
+        providers += [p for p in self._members if p not in providers]
+        try:
+            return self.store.get(info.sum_digest) or await self.p2p.fetch_blob(
+                info.sum_digest,
+                providers,
+                timeout=max(5.0, info.vote_deadline - time.time()),
+                max_size=self.codec.max_proof_bytes(n_eligible),
+            )
+        except BlobNotFound as exc:
+            self.state.last_error = f"round {r}: the decryptor's proof is unavailable: {exc}"
+            return None
