@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TOOLS  := .tools/node_modules/@foundry-rs
 FOUNDRY_VERSION ?= 1.7.1
 
-.PHONY: all setup tools demo demo-simulate bench-devnet bench-paillier test lint format bench bench-robust bench-agg bench-gas clean
+.PHONY: all setup tools demo demo-simulate bench-devnet bench-paillier test lint format bench bench-robust bench-agg bench-gas bench-secure clean
 
 all: test
 
@@ -54,7 +54,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix flchain aggregation attacks models contracts devnet node crypto tests benchmarks
 	$(BIN)/ruff format flchain aggregation attacks models contracts devnet node crypto tests benchmarks
 
-bench: bench-agg bench-robust bench-gas bench-paillier bench-devnet
+bench: bench-agg bench-robust bench-gas bench-paillier bench-devnet bench-secure
 
 bench-robust: $(STAMP)
 	$(BIN)/python benchmarks/bench_robust.py
@@ -70,6 +70,9 @@ bench-paillier: $(STAMP)
 
 bench-devnet: $(STAMP)
 	$(BIN)/python benchmarks/bench_devnet.py
+
+bench-secure: $(STAMP)
+	$(BIN)/python benchmarks/bench_secure_devnet.py
 
 clean:
 	rm -rf $(VENV) .tools .flchain-devnet build dist *.egg-info .pytest_cache .ruff_cache
