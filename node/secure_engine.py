@@ -94,12 +94,9 @@ class SecureRoundEngine(RoundEngine):
         info = self._member_info.get(index)
         if info is None or info.he_key == bytes(32):
             return index, f"decryptor {index} has no registered key"
-        provider = self._peer_of.get(index)
-        providers = [provider] if provider else []
-        providers += [p for p in self._members if p not in providers]
         try:
             blob = self.store.get(info.he_key) or await self.p2p.fetch_blob(
-                info.he_key, providers, timeout=10.0, max_size=4096
+                info.he_key, self._providers(index), timeout=10.0, max_size=4096
             )
             key = decode_public_key(blob, key_bits=self.codec.config.secure_key_bits)
         except (BlobNotFound, CryptoError) as exc:
@@ -108,8 +105,36 @@ class SecureRoundEngine(RoundEngine):
         self._keys[index] = key
         return index, key
 
-    def _mask_set(self, members: list[int]) -> dict[int, bytes]:
-        return {m: self._member_info[m].x25519 for m in members}
+    async def _encrypt(
+        self,
+        vector: torch.Tensor,
+        r: int,
+        attempt: int,
+        mask_members: list[int],
+        n_eligible: int,
+        key: PaillierPublicKey,
+    ) -> bytes:
+        """Our bundle for `attempt` of round r, masked over `mask_members` (in a worker)."""
+        me = self.state.member_index
+        assert me is not None
+        mask_set = {m: self._member_info[m].x25519 for m in mask_members}
+        return await trio.to_thread.run_sync(
+            lambda: self.codec.encrypt(
+                vector,
+                my_index=me,
+                round_index=r,
+                attempt=attempt,
+                mask_set=mask_set,
+                n_eligible=n_eligible,
+                public_key=key,
+            )
+        )
+
+    def _providers(self, first: int) -> list[str]:
+        """Peers to ask for a blob: member `first` (its owner), then every other member."""
+        provider = self._peer_of.get(first)
+        head = [provider] if provider else []
+        return head + [p for p in self._members if p not in head]
 
     async def _plain_update(self, r: int, base: bytes) -> torch.Tensor:
         """Our update for round r; retrained after a restart (training is seeded per round,
@@ -127,7 +152,6 @@ class SecureRoundEngine(RoundEngine):
         if chosen is None:
             return
         _, key = chosen
-        me = self.state.member_index
         eligible = bitmap_indices(info.eligible)
         if any(m not in self._member_info for m in eligible):
             await self.refresh_members()
@@ -141,17 +165,7 @@ class SecureRoundEngine(RoundEngine):
         if "spam" in self.attacks:  # a bundle nobody can parse
             blob = os.urandom(4096)
         else:
-            blob = await trio.to_thread.run_sync(
-                lambda: self.codec.encrypt(
-                    vector,
-                    my_index=me,
-                    round_index=r,
-                    attempt=0,
-                    mask_set=self._mask_set(eligible),
-                    n_eligible=len(eligible),
-                    public_key=key,
-                )
-            )
+            blob = await self._encrypt(vector, r, 0, eligible, len(eligible), key)
         timings["encrypt"] = time.perf_counter() - t0
         await self._commit(r, info, dataclasses.replace(update, blob=blob), timings)
 
@@ -246,17 +260,7 @@ class SecureRoundEngine(RoundEngine):
         dropped = sorted(set(eligible) - set(submitted))
         log.info("round %d: member(s) %s did not submit; re-masking over %s", r, dropped, submitted)
         vector = await self._plain_update(r, base)
-        blob = await trio.to_thread.run_sync(
-            lambda: self.codec.encrypt(
-                vector,
-                my_index=me,
-                round_index=r,
-                attempt=1,
-                mask_set=self._mask_set(submitted),
-                n_eligible=len(eligible),
-                public_key=key,
-            )
-        )
+        blob = await self._encrypt(vector, r, 1, submitted, len(eligible), key)
         digest = self.store.put(blob)
         try:
             await self._chain(self.client.remask, self.task_id, r, digest)
@@ -292,13 +296,10 @@ class SecureRoundEngine(RoundEngine):
             if info.sum_digest != bytes(32):
                 break
             await trio.sleep(self.poll)
-        provider = self._peer_of.get(decryptor)
-        providers = [provider] if provider else []
-        providers += [p for p in self._members if p not in providers]
         try:
             return self.store.get(info.sum_digest) or await self.p2p.fetch_blob(
                 info.sum_digest,
-                providers,
+                self._providers(decryptor),
                 timeout=max(5.0, info.vote_deadline - time.time()),
                 max_size=self.codec.max_proof_bytes(n_eligible),
             )
