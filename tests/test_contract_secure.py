@@ -7,15 +7,13 @@ per test, time moved forward per test.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
+from test_contract import digest, reverts
 
 from flchain.contracts import (
-    ContractRevert,
     FLChainClient,
     RoundStatus,
     TaskParams,
@@ -30,20 +28,9 @@ N_MEMBERS = 6
 NO_KEY = bytes(32)
 
 
-def digest(label: str) -> bytes:
-    return hashlib.sha256(label.encode()).digest()
-
-
 def he_key(i: int) -> bytes:
     """Stand-in for sha256 of member i's Paillier public key blob."""
     return digest(f"paillier-public-{i}")
-
-
-@contextmanager
-def reverts(reason: str) -> Iterator[None]:
-    with pytest.raises(ContractRevert) as info:
-        yield
-    assert info.value.reason == reason
 
 
 @dataclass
