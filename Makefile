@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TOOLS  := .tools/node_modules/@foundry-rs
 FOUNDRY_VERSION ?= 1.7.1
 
-.PHONY: all setup tools demo demo-simulate bench-devnet bench-paillier test lint format bench bench-robust bench-agg bench-gas bench-secure clean
+.PHONY: all setup tools demo demo-simulate bench-devnet bench-paillier test lint format bench bench-robust bench-agg bench-gas bench-secure fuzz clean
 
 all: test
 
@@ -73,6 +73,10 @@ bench-devnet: $(STAMP)
 
 bench-secure: $(STAMP)
 	$(BIN)/python benchmarks/bench_secure_devnet.py
+
+# Property-based fuzzing of every parser of outside input, 10,000 inputs per surface.
+fuzz: $(STAMP)
+	$(BIN)/python benchmarks/bench_fuzz.py
 
 clean:
 	rm -rf $(VENV) .tools .flchain-devnet build dist *.egg-info .pytest_cache .ruff_cache
