@@ -32,6 +32,8 @@ from libp2p.crypto.ed25519 import Ed25519PrivateKey as Libp2pEd25519PrivateKey
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
 
+from flchain import safe_json
+
 ETH_KEYSTORE = "eth-keystore.json"
 LIBP2P_KEY = "libp2p-key.pem"
 X25519_KEY = "x25519-key.pem"
@@ -43,6 +45,7 @@ _MIN_SCRYPT_N = 2**10
 _MAX_SCRYPT_N = 2**20
 _SCRYPT_R = 8
 _SCRYPT_P = 1
+_MAX_KEY_FILE_BYTES = 64 * 1024  # a keystore or node.json is about 1 KB
 
 
 class IdentityError(ValueError):
@@ -136,7 +139,7 @@ def load_node_identity(path: str | os.PathLike[str], password: str) -> NodeIdent
     meta = _read_node_json(directory / NODE_JSON)
 
     try:
-        keystore = json.loads((directory / ETH_KEYSTORE).read_text())
+        keystore = safe_json.load_file(directory / ETH_KEYSTORE, max_bytes=_MAX_KEY_FILE_BYTES)
         eth_key = Account.decrypt(keystore, password)
     except (ValueError, KeyError, TypeError) as exc:
         if "MAC mismatch" in str(exc):
@@ -251,7 +254,7 @@ def _load_pem(file: Path, passphrase: bytes, kind: type) -> Any:
 
 def _read_node_json(file: Path) -> dict[str, Any]:
     try:
-        meta = json.loads(file.read_text())
+        meta = safe_json.load_file(file, max_bytes=_MAX_KEY_FILE_BYTES)
     except (OSError, ValueError) as exc:
         raise IdentityError(f"cannot read {file}: {exc}") from exc
     if not isinstance(meta, dict) or "key_kdf" not in meta:
