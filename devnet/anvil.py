@@ -20,6 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from flchain import safe_json
+
 _NPM_BINARY = Path(".tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 ANVIL_STATE_FILE = "anvil-state.json"
 _OUTPUT_TAIL = 2000
@@ -202,7 +204,7 @@ def _post(url: str, body: bytes) -> dict[str, object]:
         url, data=body, headers={"Content-Type": "application/json"}, method="POST"
     )
     with urllib.request.urlopen(request, timeout=2) as response:
-        answer = json.loads(response.read())
+        answer = safe_json.loads(response.read(1 << 20), max_bytes=1 << 20)
     if not isinstance(answer, dict):
         raise ValueError("not a JSON-RPC response object")
     return answer

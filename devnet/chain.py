@@ -47,6 +47,7 @@ from flchain.devnet.errors import (
 from flchain.devnet.execution import call_transaction, estimate_gas, run_call
 from flchain.devnet.genesis import GenesisConfig, build_backend
 from flchain.devnet.journal import Journal, JournalError
+from flchain.devnet.policy import CallLimits
 from flchain.devnet.txargs import TxArgs
 
 JOURNAL_VERSION = 1
@@ -75,12 +76,14 @@ class DevChain:
         *,
         automine: bool = True,
         clock: Callable[[], float] = time.time,
+        call_limits: CallLimits | None = None,
     ) -> None:
         genesis = genesis or GenesisConfig()
         if genesis.timestamp is None:
             genesis = replace(genesis, timestamp=int(clock()))
         self.genesis = genesis
         self.automine = automine
+        self.call_limits = call_limits or CallLimits()
         self.lock = threading.RLock()
         self._clock = clock
         self._backend, self.accounts = build_backend(genesis)
@@ -106,6 +109,7 @@ class DevChain:
         must_match: Collection[str] = (),
         automine: bool = True,
         clock: Callable[[], float] = time.time,
+        call_limits: CallLimits | None = None,
     ) -> DevChain:
         """A chain journaled in `state_dir`: replayed from it if it exists, else created.
 
@@ -117,12 +121,12 @@ class DevChain:
             if records:
                 stored = _genesis_from_record(records[0], journal.path)
                 _check_match(stored, genesis, must_match)
-                chain = cls(stored, automine=automine, clock=clock)
+                chain = cls(stored, automine=automine, clock=clock, call_limits=call_limits)
                 if chain._genesis_record()["hash"] != records[0].get("hash"):
                     raise JournalError(f"{journal.path}: the rebuilt genesis block differs")
                 chain._replay(records[1:], journal.path)
             else:
-                chain = cls(genesis, automine=automine, clock=clock)
+                chain = cls(genesis, automine=automine, clock=clock, call_limits=call_limits)
                 chain._records.append(chain._genesis_record())
             chain._journal = journal
             with chain._mutating():
@@ -364,17 +368,30 @@ class DevChain:
     # ------------------------------------------------------------------ execution without a tx
 
     def call(self, args: TxArgs, tag: BlockTag = "latest") -> bytes:
-        """Execute a message call on top of `tag` and return its output (eth_call)."""
+        """Execute a message call on top of `tag` and return its output (eth_call).
+
+        Gas above `call_limits.gas_cap` is clamped to it, as geth does; a call running past
+        `call_limits.timeout` is stopped with `ExecutionTimeoutError`.
+        """
+        limits = self.call_limits
         with self.lock:
             state = self._call_state(tag)
-            return run_call(state, self._call_transaction(state, args, args.gas or state.gas_limit))
+            gas = min(args.gas or state.gas_limit, limits.gas_cap)
+            tx = self._call_transaction(state, args, gas)
+            return run_call(state, tx, timeout=limits.timeout)
 
     def estimate_gas(self, args: TxArgs, tag: BlockTag = "pending") -> int:
-        """The least gas limit with which the transaction succeeds (eth_estimateGas)."""
+        """The least gas limit with which the transaction succeeds (eth_estimateGas).
+
+        The search stays under the block gas limit, the given gas and `call_limits.gas_cap`,
+        and under `call_limits.timeout` seconds in all.
+        """
+        limits = self.call_limits
         with self.lock:
             state = self._call_state(tag)
-            cap = min(args.gas, state.gas_limit) if args.gas is not None else state.gas_limit
-            return estimate_gas(state, self._call_transaction(state, args, cap), cap)
+            cap = min(args.gas or state.gas_limit, state.gas_limit, limits.gas_cap)
+            tx = self._call_transaction(state, args, cap)
+            return estimate_gas(state, tx, cap, timeout=limits.timeout)
 
     def _call_state(self, tag: BlockTag) -> StateAPI:
         """State after block `tag`, executing in the environment of the block that follows it.
@@ -400,10 +417,19 @@ class DevChain:
 
     # ------------------------------------------------------------------ transactions and mining
 
-    def send_raw_transaction(self, raw: bytes) -> bytes:
-        """Validate and apply a signed transaction; mine it in automine mode. Returns its hash."""
+    def send_raw_transaction(self, raw: bytes, *, allow_unprotected: bool = True) -> bytes:
+        """Validate and apply a signed transaction; mine it in automine mode. Returns its hash.
+
+        With `allow_unprotected` false, a pre-EIP-155 transaction (one without a chain id, so
+        valid on every chain) is refused, as geth refuses it over RPC.
+        """
         with self._mutating():
             tx = self._decode(raw)
+            if not allow_unprotected and _transaction_chain_id(tx) is None:
+                raise TransactionRejectedError(
+                    "only replay-protected (EIP-155) transactions allowed over RPC "
+                    "(start the chain with --allow-unprotected-txs to accept this one)"
+                )
             self._ensure_open()
             self._apply(tx)
             self._emit({"op": "tx", "raw": to_data(raw), "hash": to_data(tx.hash)})

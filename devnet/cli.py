@@ -24,6 +24,14 @@ from flchain.devnet.accounts import (
     derive_accounts,
     mnemonic_from_seed,
 )
+from flchain.devnet.policy import (
+    DEFAULT_CORS_DOMAINS,
+    DEFAULT_EVM_TIMEOUT,
+    DEFAULT_GAS_CAP,
+    DEFAULT_VHOSTS,
+    is_loopback,
+    split_list,
+)
 
 _WEI_PER_ETH = 10**18
 # CLI option -> GenesisConfig field, to check explicit options against an existing --state DIR.
@@ -33,6 +41,14 @@ _GENESIS_OPTIONS = {
     "balance": "balance_wei",
     "mnemonic": "mnemonic",
     "seed": "mnemonic",
+}
+# Options the py-evm server enforces itself; anvil has no equivalent for them.
+_PYEVM_ONLY_OPTIONS = {
+    "vhosts": "--http-vhosts",
+    "cors": "--http-corsdomain",
+    "gas_cap": "--rpc-gascap",
+    "evm_timeout": "--rpc-evmtimeout",
+    "allow_unprotected_txs": "--allow-unprotected-txs",
 }
 
 
@@ -60,7 +76,13 @@ def chain() -> None:
 
 
 @chain.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Anything but loopback exposes the unlocked dev keys to the "
+    "network (a warning is printed).",
+)
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
@@ -122,6 +144,46 @@ def chain() -> None:
     is_flag=True,
     help="Print one JSON line {rpc_url, chain_id, accounts} at start-up instead of the banner.",
 )
+@click.option(
+    "--http-vhosts",
+    "vhosts",
+    multiple=True,
+    default=[",".join(DEFAULT_VHOSTS)],
+    show_default=True,
+    help="Comma-separated host names accepted in the Host header (geth's --http.vhosts; "
+    "'*' accepts any). IP addresses always pass; other names get 403 (DNS rebinding).",
+)
+@click.option(
+    "--http-corsdomain",
+    "cors",
+    multiple=True,
+    default=[",".join(DEFAULT_CORS_DOMAINS)],
+    help="Comma-separated browser origins allowed to call the RPC (geth's --http.corsdomain; "
+    "'*' allows any). Default: none, so a request carrying an Origin header gets 403.",
+)
+@click.option(
+    "--rpc-gascap",
+    "gas_cap",
+    type=click.IntRange(min=21_000),
+    default=DEFAULT_GAS_CAP,
+    show_default=True,
+    help="Most gas one eth_call/eth_estimateGas may use; more is clamped (geth's --rpc.gascap).",
+)
+@click.option(
+    "--rpc-evmtimeout",
+    "evm_timeout",
+    type=click.FloatRange(min=0, max=3600, min_open=True),
+    default=DEFAULT_EVM_TIMEOUT,
+    show_default=True,
+    help="Seconds one eth_call/eth_estimateGas may run before it is aborted with an error "
+    "(geth's --rpc.evmtimeout).",
+)
+@click.option(
+    "--allow-unprotected-txs",
+    is_flag=True,
+    help="Accept pre-EIP-155 raw transactions (no chain id, so replayable on any chain); "
+    "refused by default (geth's --rpc.allow-unprotected-txs).",
+)
 @click.option("-v", "--verbose", count=True, help="Log more: -v info, -vv every request.")
 @click.pass_context
 def serve_command(
@@ -137,14 +199,37 @@ def serve_command(
     seed: int | None,
     chain_kind: str,
     as_json: bool,
+    vhosts: tuple[str, ...],
+    cors: tuple[str, ...],
+    gas_cap: int,
+    evm_timeout: float,
+    allow_unprotected_txs: bool,
     verbose: int,
 ) -> None:
-    """Serve Ethereum JSON-RPC over HTTP with funded dev accounts, like anvil."""
+    """Serve Ethereum JSON-RPC over HTTP with funded dev accounts, like anvil.
+
+    Callers are checked as geth checks them: loopback host names only, no browser origins,
+    application/json bodies, capped and time-bounded calls, EIP-155 transactions only.
+    """
     _configure_logging(verbose)
     if mnemonic is not None and seed is not None:
         raise click.UsageError("give --mnemonic or --seed, not both")
     phrase = mnemonic_from_seed(seed) if seed is not None else (mnemonic or DEFAULT_MNEMONIC)
+    if not is_loopback(host):
+        click.echo(
+            f"WARNING: listening on {host}, not loopback: anyone who can reach this port can "
+            "use the dev accounts, whose keys are unlocked (eth_sendTransaction signs for them).",
+            err=True,
+        )
     if chain_kind == "anvil":
+        given = [
+            flag
+            for option, flag in _PYEVM_ONLY_OPTIONS.items()
+            if ctx.get_parameter_source(option) == ParameterSource.COMMANDLINE
+        ]
+        if given:
+            names = ", ".join(given)
+            raise click.UsageError(f"{names}: only for --chain pyevm (anvil has no equivalent)")
         _serve_anvil(
             host=host,
             port=port,
@@ -178,6 +263,12 @@ def serve_command(
             "mnemonic": phrase,
         },
         as_json=as_json,
+        call_limits_args={"gas_cap": gas_cap, "timeout": evm_timeout},
+        policy_args={
+            "vhosts": split_list(vhosts),
+            "cors_domains": split_list(cors),
+            "allow_unprotected_txs": allow_unprotected_txs,
+        },
     )
 
 
@@ -190,23 +281,30 @@ def _serve_pyevm(
     explicit: list[str],
     genesis_args: dict[str, Any],
     as_json: bool,
+    call_limits_args: dict[str, Any],
+    policy_args: dict[str, Any],
 ) -> None:
     from flchain.devnet.accounts import AccountConfigError
     from flchain.devnet.chain import DevChain
     from flchain.devnet.genesis import GenesisConfig, GenesisError
     from flchain.devnet.journal import JournalError
+    from flchain.devnet.policy import CallLimits, RpcPolicy
     from flchain.devnet.rpc_server import DevnetServer
 
     automine = block_time == 0
+    limits = CallLimits(**call_limits_args)
     try:
         genesis = GenesisConfig(**genesis_args)
         if state_dir is not None:
-            devchain = DevChain.open(state_dir, genesis, must_match=explicit, automine=automine)
+            devchain = DevChain.open(
+                state_dir, genesis, must_match=explicit, automine=automine, call_limits=limits
+            )
         else:
-            devchain = DevChain(genesis, automine=automine)
+            devchain = DevChain(genesis, automine=automine, call_limits=limits)
     except (AccountConfigError, GenesisError, JournalError) as exc:
         raise click.ClickException(str(exc)) from exc
-    server = DevnetServer(devchain, host, port, block_time=block_time)
+    policy = RpcPolicy(**policy_args)
+    server = DevnetServer(devchain, host, port, block_time=block_time, policy=policy)
     try:
         try:
             server.start()

@@ -88,3 +88,8 @@ class ResourceNotFoundError(RpcError):
     """A block, filter or snapshot named by the request does not exist."""
 
     code = SERVER_ERROR
+
+
+class ExecutionTimeoutError(ExecutionFailedError):
+    """A call or gas estimate ran past the RPC's wall-clock bound and was stopped (geth's
+    --rpc.evmtimeout); the chain lock is free again when this is raised."""

@@ -3,19 +3,35 @@
 The state comes from `DevChain`; this module builds the unsigned, sender-spoofed transaction,
 runs it, and turns EVM failures into JSON-RPC errors. A REVERT keeps its raw payload (code 3,
 `data`), which is how web3 and cast recover a reason string or a custom error.
+
+Every run has a wall-clock deadline (geth's --rpc.evmtimeout): the state executes with a
+computation class whose JUMPDEST, CALL-family and CREATE-family opcodes check the clock, so a
+loop that would hold the chain lock for minutes is stopped inside the EVM and the lock is
+released. Every loop passes a JUMPDEST and every frame boundary a call opcode (checked before
+and after the child runs), so between two checks the EVM runs at most one stretch of
+straight-line code, bounded by the code size (a few tens of milliseconds).
 """
 
 from __future__ import annotations
 
-from eth.abc import StateAPI, TransactionBuilderAPI
-from eth.estimators.gas import binary_gas_search_exact
-from eth.exceptions import Revert, VMError
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from eth.abc import ComputationAPI, StateAPI, TransactionBuilderAPI
+from eth.exceptions import Revert
 from eth.vm.spoof import SpoofTransaction
 from eth_abi import decode as abi_decode
 from eth_utils import ValidationError as EthValidationError
 
 from flchain.devnet.encoding import to_data
-from flchain.devnet.errors import ExecutionFailedError, ExecutionRevertedError
+from flchain.devnet.errors import (
+    ExecutionFailedError,
+    ExecutionRevertedError,
+    ExecutionTimeoutError,
+)
 from flchain.devnet.txargs import TxArgs
 
 _ERROR_SELECTOR = bytes.fromhex("08c379a0")
@@ -53,33 +69,118 @@ def call_transaction(
     return SpoofTransaction(unsigned, from_=sender)
 
 
-def run_call(state: StateAPI, tx: SpoofTransaction) -> bytes:
-    """Execute and roll back; the return data, or an execution error."""
-    snapshot = state.snapshot()
-    try:
-        computation = state.apply_transaction(tx)
-    except EthValidationError as exc:
-        raise ExecutionFailedError(str(exc)) from exc
-    finally:
-        state.revert(snapshot)
+def run_call(state: StateAPI, tx: SpoofTransaction, *, timeout: float) -> bytes:
+    """Execute and roll back; the return data, or an execution error.
+
+    Raises `ExecutionTimeoutError` when the EVM runs longer than `timeout` seconds.
+    """
+    with evm_deadline(state, timeout):
+        computation = _apply(state, tx)
     if computation.is_error:
         raise_execution_error(computation.error, bytes(computation.output))
     return bytes(computation.output)
 
 
-def estimate_gas(state: StateAPI, tx: SpoofTransaction, cap: int) -> int:
-    """The least gas limit (at most `cap`) with which `tx` succeeds, by exact binary search."""
+def estimate_gas(state: StateAPI, tx: SpoofTransaction, cap: int, *, timeout: float) -> int:
+    """The least gas limit (at most `cap`) with which `tx` succeeds, by exact binary search.
+
+    The whole search shares one deadline of `timeout` seconds.
+    """
+    with evm_deadline(state, timeout):
+        low = tx.intrinsic_gas
+        if low > cap:
+            raise ExecutionFailedError(f"intrinsic gas {low} exceeds allowance ({cap})")
+        if _succeeds(state, tx, low):
+            return low
+        highest = _apply(state, SpoofTransaction(tx, gas=cap))
+        if highest.is_error:
+            if isinstance(highest.error, Revert):
+                raise_execution_error(highest.error, bytes(highest.output))
+            raise ExecutionFailedError(f"gas required exceeds allowance ({cap}): {highest.error}")
+        high = cap
+        while high - low > 1:
+            middle = (low + high) // 2
+            if _succeeds(state, tx, middle):
+                high = middle
+            else:
+                low = middle
+        return high
+
+
+def _succeeds(state: StateAPI, tx: SpoofTransaction, gas: int) -> bool:
+    return not _apply(state, SpoofTransaction(tx, gas=gas)).is_error
+
+
+def _apply(state: StateAPI, tx: SpoofTransaction) -> ComputationAPI:
+    """Run `tx` on `state` and roll every change back."""
+    snapshot = state.snapshot()
     try:
-        estimate = binary_gas_search_exact(state, tx)
-    except Revert as exc:
-        raise_execution_error(exc, bytes(exc.args[0]) if exc.args else b"")
-    except VMError as exc:
-        raise ExecutionFailedError(f"gas required exceeds allowance ({cap}): {exc}") from exc
+        return state.apply_transaction(tx)
     except EthValidationError as exc:
         raise ExecutionFailedError(str(exc)) from exc
-    if estimate > cap:
-        raise ExecutionFailedError(f"gas required exceeds allowance ({cap})")
-    return estimate
+    finally:
+        state.revert(snapshot)
+
+
+class _OutOfTime(Exception):  # noqa: N818 - internal signal, not an error users see
+    """Raised by an opcode past the deadline. Not a VMError, so no EVM frame catches it."""
+
+
+_clock = threading.local()
+
+
+@contextmanager
+def evm_deadline(state: StateAPI, timeout: float) -> Iterator[None]:
+    """Run everything inside on `state` with a wall-clock bound of `timeout` seconds."""
+    base = type(state).computation_class
+    state.computation_class = _timed_class(base)  # type: ignore[misc]
+    outer = getattr(_clock, "deadline", None)
+    _clock.deadline = time.monotonic() + timeout
+    try:
+        yield
+    except _OutOfTime:
+        raise ExecutionTimeoutError(f"execution aborted (timeout = {timeout:g}s)") from None
+    finally:
+        _clock.deadline = outer
+        state.computation_class = base  # type: ignore[misc]
+
+
+_JUMPDEST = 0x5B
+# CREATE, CALL, CALLCODE, DELEGATECALL, CREATE2, STATICCALL: they run a child frame.
+_FRAME_OPCODES = frozenset({0xF0, 0xF1, 0xF2, 0xF4, 0xF5, 0xFA})
+_TIMED_CLASSES: dict[type[Any], type[Any]] = {}
+
+
+def _timed_class(base: type[Any]) -> type[Any]:
+    """`base` whose loop and frame opcodes check this thread's deadline (built once per fork)."""
+    timed = _TIMED_CLASSES.get(base)
+    if timed is None:
+        opcodes = dict(base.opcodes)
+        for code, opcode in base.opcodes.items():
+            if code == _JUMPDEST:
+                opcodes[code] = _timed_opcode(opcode, after=False)
+            elif code in _FRAME_OPCODES:
+                opcodes[code] = _timed_opcode(opcode, after=True)
+        timed = type(f"Timed{base.__name__}", (base,), {"opcodes": opcodes})
+        _TIMED_CLASSES[base] = timed
+    return timed
+
+
+def _check_deadline() -> None:
+    deadline = getattr(_clock, "deadline", None)
+    if deadline is not None and time.monotonic() > deadline:
+        raise _OutOfTime
+
+
+def _timed_opcode(opcode: Any, *, after: bool) -> Any:
+    def timed(computation: ComputationAPI) -> None:
+        _check_deadline()
+        opcode(computation=computation)
+        if after:
+            _check_deadline()
+
+    timed.__wrapped__ = opcode  # type: ignore[attr-defined]  # py-evm's debug log reads it
+    return timed
 
 
 def revert_reason(data: bytes) -> str | None:

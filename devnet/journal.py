@@ -17,8 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from flchain import safe_json
+
 JOURNAL_FILE = "journal.jsonl"
 LOCK_FILE = "journal.lock"
+# One record: a raw transaction (at most one request body, as hex) plus a little framing.
+# Records are flat; the genesis record nests its config one level deeper.
+MAX_RECORD_BYTES = 64 << 20
+MAX_RECORD_DEPTH = 8
 
 _log = logging.getLogger(__name__)
 
@@ -103,7 +109,7 @@ def _read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
 
 def _parse_line(line: bytes) -> dict[str, Any] | None:
     try:
-        record = json.loads(line)
+        record = safe_json.loads(line, max_bytes=MAX_RECORD_BYTES, max_depth=MAX_RECORD_DEPTH)
     except (ValueError, RecursionError):
         return None
     if not isinstance(record, dict) or not isinstance(record.get("op"), str):

@@ -2,17 +2,21 @@
 
 `JsonRpcDispatcher.handle_body` never raises: whatever arrives (bad JSON, wrong shapes, a
 handler bug) becomes a JSON-RPC error response and is logged, so one bad client cannot stop
-the server.
+the server. Bodies are parsed by `flchain.safe_json` with a size and a nesting bound: the C
+JSON parser would otherwise overflow the stack on a 75 KB body of brackets.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from flchain import safe_json
 from flchain.devnet.errors import (
     INTERNAL_ERROR,
     InvalidParamsError,
@@ -21,6 +25,7 @@ from flchain.devnet.errors import (
     ParseError,
     RpcError,
 )
+from flchain.devnet.policy import DEFAULT_MAX_BODY, DEFAULT_MAX_DEPTH
 
 Handler = Callable[[list[Any]], Any]
 MAX_BATCH = 1000
@@ -30,7 +35,11 @@ _log = logging.getLogger(__name__)
 
 
 class JsonRpcDispatcher:
-    """Maps request bodies to response bodies using a method table."""
+    """Maps request bodies to response bodies using a method table.
+
+    `refused` counts the bodies turned away before dispatch, by reason ("oversize",
+    "too_deep", "malformed"); each refusal is also logged.
+    """
 
     def __init__(
         self,
@@ -38,17 +47,24 @@ class JsonRpcDispatcher:
         *,
         lock: AbstractContextManager[Any] | None = None,
         max_batch: int = MAX_BATCH,
+        max_body: int = DEFAULT_MAX_BODY,
+        max_depth: int = DEFAULT_MAX_DEPTH,
     ) -> None:
         self._handlers = dict(handlers)
         self._lock = lock
         self._max_batch = max_batch
+        self._max_body = max_body
+        self._max_depth = max_depth
+        self.refused: Counter[str] = Counter()
 
     def handle_body(self, body: bytes) -> bytes | None:
         """The response body for a request body; None when only notifications were sent."""
         try:
-            payload = json.loads(body, parse_constant=_reject_constant)
-        except (ValueError, RecursionError) as exc:
-            return _encode(_error_response(None, ParseError(f"parse error: {exc}")))
+            payload = safe_json.loads(body, max_bytes=self._max_body, max_depth=self._max_depth)
+        except safe_json.JsonLimitError as exc:
+            return self._refuse(exc.reason, InvalidRequestError(f"invalid request: {exc}"))
+        except (ValueError, RecursionError) as exc:  # also int literals over 4300 digits
+            return self._refuse("malformed", ParseError(f"parse error: {exc}"))
         response = self.handle_payload(payload)
         if response is None:
             return None
@@ -58,6 +74,11 @@ class JsonRpcDispatcher:
             _log.exception("unencodable response")
             error = RpcError(f"internal error: unencodable result ({exc})", code=INTERNAL_ERROR)
             return _encode(_error_response(None, error))
+
+    def _refuse(self, reason: str, error: RpcError) -> bytes:
+        self.refused[reason] += 1
+        _log.info("refused a request body (%s): %s", reason, error.message[:200])
+        return _encode(_error_response(None, error))
 
     @staticmethod
     def error_body(error: RpcError) -> bytes:
@@ -127,7 +148,9 @@ class JsonRpcDispatcher:
 def _valid_id(value: Any) -> bool:
     if value is _MISSING or value is None:
         return True
-    return isinstance(value, str | int | float) and not isinstance(value, bool)
+    if isinstance(value, float):
+        return math.isfinite(value)  # 1e999 parses to inf, which JSON cannot echo back
+    return isinstance(value, str | int) and not isinstance(value, bool)
 
 
 def _error_response(request_id: Any, error: RpcError) -> dict[str, Any]:
@@ -135,11 +158,7 @@ def _error_response(request_id: Any, error: RpcError) -> dict[str, Any]:
 
 
 def _encode(response: Any) -> bytes:
-    return json.dumps(response, separators=(",", ":")).encode()
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
+    return json.dumps(response, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _shorten(params: Any, limit: int = 300) -> str:

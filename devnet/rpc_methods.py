@@ -7,12 +7,11 @@ handler under the chain lock, so handlers see one consistent chain state.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from eth_utils import keccak
 
-from flchain import __version__
+from flchain import __version__, safe_json
 from flchain.devnet.chain import DevChain
 from flchain.devnet.encoding import (
     BlockTag,
@@ -30,6 +29,7 @@ from flchain.devnet.errors import InvalidParamsError
 from flchain.devnet.fees import SUGGESTED_PRIORITY_FEE, fee_history, suggested_gas_price
 from flchain.devnet.filters import FilterRegistry, get_logs, parse_log_query
 from flchain.devnet.jsonrpc import Handler
+from flchain.devnet.policy import RpcPolicy
 from flchain.devnet.serializers import block_to_json, receipt_to_json, transaction_to_json
 from flchain.devnet.signer import send_transaction, sign_message, sign_transaction, sign_typed_data
 from flchain.devnet.txargs import parse_tx_args
@@ -38,10 +38,11 @@ CLIENT_VERSION = f"flchain-devnet/v{__version__}/py-evm"
 
 
 class EthRpc:
-    """Handlers bound to one chain and its filter registry."""
+    """Handlers bound to one chain, its filter registry and the server's policy."""
 
-    def __init__(self, chain: DevChain) -> None:
+    def __init__(self, chain: DevChain, policy: RpcPolicy | None = None) -> None:
         self.chain = chain
+        self.policy = policy or RpcPolicy()
         self.filters = FilterRegistry(chain)
 
     def handlers(self) -> dict[str, Handler]:
@@ -173,7 +174,10 @@ class EthRpc:
 
     def eth_send_raw_transaction(self, params: list[Any]) -> str:
         (raw,) = unpack_params(params, "eth_sendRawTransaction", 1)
-        return to_data(self.chain.send_raw_transaction(parse_data(raw, "transaction")))
+        tx_hash = self.chain.send_raw_transaction(
+            parse_data(raw, "transaction"), allow_unprotected=self.policy.allow_unprotected_txs
+        )
+        return to_data(tx_hash)
 
     def eth_send_transaction(self, params: list[Any]) -> str:
         (tx,) = unpack_params(params, "eth_sendTransaction", 1)
@@ -199,7 +203,9 @@ class EthRpc:
         address, typed = unpack_params(params, "eth_signTypedData_v4", 2)
         if isinstance(typed, str):
             try:
-                typed = json.loads(typed)
+                typed = safe_json.loads(
+                    typed, max_bytes=self.policy.max_body, max_depth=self.policy.max_depth
+                )
             except ValueError as exc:
                 raise InvalidParamsError(f"typed data is not valid JSON: {exc}") from exc
         return sign_typed_data(self.chain, parse_address(address, "address"), typed)

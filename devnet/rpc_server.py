@@ -4,13 +4,23 @@ Stdlib `ThreadingHTTPServer` with HTTP/1.1 keep-alive: clients such as web3 and 
 connection for many calls. Requests run on their own threads but the dispatcher serializes all
 chain access through the chain's lock. Run as `python -m flchain.devnet.rpc_server` for the same
 options as `flchain chain serve`.
+
+The dev keys are unlocked, so the transport follows geth's rules for who may call
+(`RpcPolicy`): the Host header must name an allowed virtual host (DNS rebinding), a request
+from a web page (an Origin header) must come from an allowed CORS origin, and POST bodies must
+be `application/json`, which a cross-site "simple request" cannot send. Slow clients are cut
+off: every socket operation has a timeout, a request must arrive whole within
+`REQUEST_READ_S`, and at most `MAX_CONNECTIONS` connections are served at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -19,10 +29,17 @@ from urllib.parse import urlsplit
 from flchain.devnet.chain import DevChain
 from flchain.devnet.errors import InvalidRequestError, RpcError
 from flchain.devnet.jsonrpc import JsonRpcDispatcher
+from flchain.devnet.policy import (
+    MAX_CONNECTIONS,
+    REQUEST_READ_S,
+    SOCKET_TIMEOUT_S,
+    RpcPolicy,
+)
 from flchain.devnet.rpc_methods import EthRpc
 
-DEFAULT_MAX_BODY = 8 * 1024 * 1024
-_REQUEST_TIMEOUT_S = 60
+JSON_CONTENT_TYPES = frozenset(
+    {"application/json", "application/json-rpc", "application/jsonrequest"}
+)
 
 _log = logging.getLogger(__name__)
 
@@ -37,18 +54,25 @@ class DevnetServer:
         port: int = 8545,
         *,
         block_time: float = 0.0,
-        max_body: int = DEFAULT_MAX_BODY,
+        policy: RpcPolicy | None = None,
+        max_body: int | None = None,
     ) -> None:
         if block_time < 0:
             raise ValueError(f"block time must be >= 0 seconds, got {block_time}")
-        if max_body < 1:
-            raise ValueError(f"max body size must be positive, got {max_body}")
+        policy = policy or RpcPolicy()
+        if max_body is not None:
+            policy = dataclasses.replace(policy, max_body=max_body)
         self.chain = chain
         self.block_time = block_time
-        self.rpc = EthRpc(chain)
-        self.dispatcher = JsonRpcDispatcher(self.rpc.handlers(), lock=chain.lock)
+        self.policy = policy
+        self.rpc = EthRpc(chain, policy)
+        self.dispatcher = JsonRpcDispatcher(
+            self.rpc.handlers(),
+            lock=chain.lock,
+            max_body=policy.max_body,
+            max_depth=policy.max_depth,
+        )
         self._address = (host, port)
-        self._max_body = max_body
         self._httpd: _RpcHttpServer | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -78,7 +102,7 @@ class DevnetServer:
         """Bind the port and serve (and mine, with a block time) on background threads."""
         if self._httpd is not None:
             raise RuntimeError("the server is already started")
-        self._httpd = _RpcHttpServer(self._address, self.dispatcher, self._max_body)
+        self._httpd = _RpcHttpServer(self._address, self.dispatcher, self.policy)
         serve = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.2},
@@ -128,13 +152,53 @@ class _RpcHttpServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(
-        self, address: tuple[str, int], dispatcher: JsonRpcDispatcher, max_body: int
+        self, address: tuple[str, int], dispatcher: JsonRpcDispatcher, policy: RpcPolicy
     ) -> None:
         self.dispatcher = dispatcher
-        self.max_body = max_body
+        self.policy = policy
+        self.max_body = policy.max_body
+        # Open connections -> when the request being read must have arrived (None: the
+        # request is being answered). `service_actions` cuts off the late ones.
+        self._deadlines: dict[socket.socket, float | None] = {}
+        self._deadlines_lock = threading.Lock()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _RpcRequestHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._deadlines_lock:
+            full = len(self._deadlines) >= MAX_CONNECTIONS
+            if not full:
+                self._deadlines[request] = time.monotonic() + REQUEST_READ_S
+        if full:
+            _log.warning("refused a connection from %s: %d open", client_address, MAX_CONNECTIONS)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._deadlines_lock:
+            self._deadlines.pop(request, None)
+        super().shutdown_request(request)
+
+    def reading(self, request: socket.socket, reading: bool) -> None:
+        """Mark a connection as waiting for (or reading) a request, or as being answered."""
+        deadline = time.monotonic() + REQUEST_READ_S if reading else None
+        with self._deadlines_lock:
+            if request in self._deadlines:
+                self._deadlines[request] = deadline
+
+    def service_actions(self) -> None:
+        """Called by `serve_forever` between polls: disconnect clients too slow to send."""
+        now = time.monotonic()
+        with self._deadlines_lock:
+            late = [s for s, deadline in self._deadlines.items() if deadline and deadline < now]
+            for request in late:
+                self._deadlines[request] = None  # shut down once
+        for request in late:
+            _log.info("closing a connection that sent no whole request in %g s", REQUEST_READ_S)
+            with contextlib.suppress(OSError):
+                request.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Broken connections are the client's business; note them without a stderr traceback.
@@ -147,14 +211,29 @@ class _RpcRequestHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"
     server_version = "flchain-devnet"
-    timeout = _REQUEST_TIMEOUT_S
+    timeout = SOCKET_TIMEOUT_S
     server: _RpcHttpServer
+    _cors_origin: str | None = None
+
+    def handle_one_request(self) -> None:
+        self.server.reading(self.connection, True)
+        super().handle_one_request()
 
     def do_POST(self) -> None:
+        self._cors_origin = None
         if urlsplit(self.path).path not in ("", "/"):
             self.close_connection = True  # the unread body must not be taken for a request
             error = InvalidRequestError(f"no JSON-RPC endpoint at {self.path}; use /")
             self._send_error(404, error)
+            return
+        if not self._caller_allowed():
+            return
+        media_type = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if media_type not in JSON_CONTENT_TYPES:
+            self.close_connection = True
+            shown = media_type or "none"
+            error = InvalidRequestError(f"invalid content type {shown!r}: use application/json")
+            self._send_error(415, error)
             return
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
@@ -167,6 +246,7 @@ class _RpcRequestHandler(BaseHTTPRequestHandler):
         if len(body) < length:
             self.close_connection = True
             return
+        self.server.reading(self.connection, False)
         response = self.server.dispatcher.handle_body(body)
         if response is None:
             self.send_response(204)
@@ -177,7 +257,45 @@ class _RpcRequestHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.close_connection = True
+        self._cors_origin = None
+        if not self._caller_allowed():
+            return
         self._send_error(405, InvalidRequestError("use POST with a JSON-RPC body"), allow="POST")
+
+    def do_OPTIONS(self) -> None:
+        """CORS preflight: allowed origins may POST JSON; everyone else gets 403."""
+        self._cors_origin = None
+        if not self._caller_allowed():
+            return
+        self.send_response(204)
+        self.send_header("Allow", "POST, OPTIONS")
+        if self._cors_origin is not None:
+            self.send_header("Access-Control-Allow-Origin", self._cors_origin)
+            self.send_header("Vary", "Origin")
+            self.send_header("Access-Control-Allow-Methods", "POST, OPTIONS")
+            requested = self.headers.get("Access-Control-Request-Headers")
+            self.send_header("Access-Control-Allow-Headers", requested or "Content-Type")
+            self.send_header("Access-Control-Max-Age", "600")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _caller_allowed(self) -> bool:
+        """geth's vhosts and CORS checks; answers 403 (and returns False) when they fail."""
+        policy = self.server.policy
+        host = self.headers.get("Host")
+        if not policy.host_allowed(host):
+            self.close_connection = True
+            self._send_error(403, InvalidRequestError(f"invalid host specified: {host!r}"))
+            return False
+        origin = self.headers.get("Origin")
+        if origin is not None:
+            if not policy.origin_allowed(origin):
+                self.close_connection = True
+                error = InvalidRequestError(f"origin {origin!r} is not allowed (--http-corsdomain)")
+                self._send_error(403, error)
+                return False
+            self._cors_origin = origin
+        return True
 
     def _content_length(self) -> int | None:
         raw = self.headers.get("Content-Length")
@@ -210,6 +328,9 @@ class _RpcRequestHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         if allow:
             self.send_header("Allow", allow)
+        if self._cors_origin is not None:
+            self.send_header("Access-Control-Allow-Origin", self._cors_origin)
+            self.send_header("Vary", "Origin")
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()

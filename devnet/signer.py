@@ -75,7 +75,7 @@ def sign_transaction(chain: DevChain, args: TxArgs) -> bytes:
         fields["gas"] = gas
     try:
         signed = Account.sign_transaction(fields, account.private_key)
-    except (TypeError, ValueError) as exc:
+    except Exception as exc:  # client-chosen fields: eth_account's ValidationError is no ValueError
         raise InvalidParamsError(f"cannot sign the transaction: {exc}") from exc
     return bytes(signed.raw_transaction)
 
@@ -100,7 +100,7 @@ def sign_typed_data(chain: DevChain, address: bytes, typed_data: Any) -> str:
         raise InvalidParamsError("typed data must be a JSON object (or a string holding one)")
     try:
         signed = Account.sign_typed_data(account.private_key, full_message=typed_data)
-    except (KeyError, TypeError, ValueError) as exc:
+    except Exception as exc:  # client-written typed data: eth_utils' ValidationError and more
         raise InvalidParamsError(f"invalid EIP-712 typed data: {exc}") from exc
     return to_data(bytes(signed.signature))
 

@@ -100,7 +100,7 @@ def loads(
         )
     except JsonFormatError:
         raise
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError also: ints over 4,300 digits
         raise JsonFormatError(f"not JSON: {exc}") from None
 
 
