@@ -15,6 +15,7 @@
 
 MAX_MEMBERS: public(constant(uint256)) = 256
 MAX_PEER_ID: public(constant(uint256)) = 64
+MAX_PEER_PROOF: constant(uint256) = 64
 BPS: public(constant(uint256)) = 10000
 # Reputation is fixed point: REP_UNIT is a factor of 1.0 (the value a member joins with).
 REP_UNIT: public(constant(uint256)) = 1000
@@ -56,13 +57,14 @@ ALL_ONES: constant(uint256) = max_value(uint256)
 LOSS_BIAS: constant(int256) = 2**63
 
 # Task state word: status 0..7 | cur_round 8..39 | round_start 40..79 | submit_window 80..111
-# | vote_window 112..143 | max_rounds 144..175 | n_members 176..191 | n_active 192..207
-# | total_rep 208..239 | min_members 240..255
+# | vote_window 112..143 | base_round 144..175 (of the current round, so submit checks it
+# without another cold read) | n_members 176..191 | n_active 192..207 | total_rep 208..239
+# | min_members 240..255
 S_ROUND: constant(uint256) = 8
 S_START: constant(uint256) = 40
 S_SUBMIT: constant(uint256) = 80
 S_VOTE: constant(uint256) = 112
-S_MAXR: constant(uint256) = 144
+S_BASE: constant(uint256) = 144
 S_NMEM: constant(uint256) = 176
 S_NACT: constant(uint256) = 192
 S_REP: constant(uint256) = 208
@@ -76,8 +78,11 @@ C_ALARM: constant(uint256) = 192
 C_ALLOW: constant(uint256) = 208
 
 # Task config word 2: alarm_window 0..31 | rep_floor 32..63 | stake 64..159
+# | max_samples 160..223 | max_rounds 224..255
 C2_FLOOR: constant(uint256) = 32
 C2_STAKE: constant(uint256) = 64
+C2_MAXS: constant(uint256) = 160
+C2_MAXR: constant(uint256) = 224
 
 # Round header: status 0..7 | start 8..47 | finalized_at 48..87 | total_rep 88..119
 # | base_round 120..151 | alarm_weight 152..183 | quorum_bps 184..199
@@ -92,7 +97,8 @@ H_QUORUM: constant(uint256) = 184
 M_INDEX: constant(uint256) = 8
 M_SINCE: constant(uint256) = 24
 
-# Commit word: samples 0..63 | base_round 64..95 | loss + 2**63 96..159
+# Commit word, keyed by (task, digest) so a digest is committed once per task: samples 0..63
+# | base_round 64..95 | loss + 2**63 96..159
 U_BASE: constant(uint256) = 64
 U_LOSS: constant(uint256) = 96
 
@@ -116,6 +122,7 @@ struct TaskInfo:
     max_rounds: uint256
     rep_floor: uint256
     allowlist: bool
+    max_samples: uint256
     current_round: uint256
     round_start: uint256
     n_members: uint256
@@ -188,6 +195,7 @@ event TaskCreated:
     max_rounds: uint256
     rep_floor: uint256
     allowlist: bool
+    max_samples: uint256
 
 event AllowlistChanged:
     task_id: indexed(uint256)
@@ -203,6 +211,9 @@ event MemberJoined:
     since_round: uint256
     stake: uint256
     he_key: bytes32
+    # Ed25519 signature by the peer id's key (flchain.node.peer_proof); nodes verify it and
+    # ignore members whose proof fails. Only in the log: nothing on chain can check it.
+    peer_proof: Bytes[MAX_PEER_PROOF]
 
 event RoundOpened:
     task_id: indexed(uint256)
@@ -321,7 +332,6 @@ _member: HashMap[uint256, uint256]
 _account: HashMap[uint256, HashMap[uint256, address]]
 _peer_id: HashMap[uint256, HashMap[uint256, Bytes[MAX_PEER_ID]]]
 _x25519: HashMap[uint256, HashMap[uint256, bytes32]]
-_peer_member: HashMap[uint256, HashMap[bytes32, uint256]]
 # Secure mode: sha256 of each member's Paillier public key blob (zero: never decrypts), and
 # per task the bitmap of members that registered one. Both are fixed at join.
 _he_key: HashMap[uint256, HashMap[uint256, bytes32]]
@@ -347,7 +357,9 @@ _round_sum: HashMap[uint256, bytes32]
 
 # Keyed by (rk << 8) | member index: one hash per access instead of two.
 _commit_digest: HashMap[uint256, bytes32]
-_commit_meta: HashMap[uint256, uint256]
+# The commit word of each digest committed in a task (zero: never committed); keyed by the
+# task and the digest, so the slot submit must create anyway is also the "digest taken" check.
+_commit_meta: HashMap[bytes32, uint256]
 _vote_digest: HashMap[uint256, bytes32]
 _vote_accepted: HashMap[uint256, uint256]
 _remask_digest: HashMap[uint256, bytes32]
@@ -447,6 +459,7 @@ def _open_round(task_id: uint256, st: uint256, round: uint256) -> uint256:
     self._round_notvoted[rk] = active
     new_st: uint256 = self._set(st, S_ROUND, M32, round)
     new_st = self._set(new_st, S_START, M40, block.timestamp)
+    new_st = self._set(new_st, S_BASE, M32, base_round)
     log RoundOpened(
         task_id=task_id,
         round=round,
@@ -462,7 +475,7 @@ def _open_round(task_id: uint256, st: uint256, round: uint256) -> uint256:
 @internal
 def _advance(task_id: uint256, st: uint256, round: uint256) -> uint256:
     """After `round` ended: open the next round, or finish the task at max rounds."""
-    if round >= (st >> S_MAXR) & M32:
+    if round >= self._cfg2[task_id] >> C2_MAXR:
         log TaskEnded(
             task_id=task_id,
             status=TASK_FINISHED,
@@ -646,9 +659,13 @@ def create_task(
     max_rounds: uint256,
     rep_floor: uint256,
     allowlist: bool,
+    max_samples: uint256,
 ) -> uint256:
     """
     @notice Open a task for registration; the first round opens when min_members joined.
+            `max_samples` caps the sample count an update weighs with in
+            `consensus_weights` (0: sample counts are not used, every update weighs its
+            member's reputation alone), so no member can inflate its weight by claiming more.
     @return The new task id (ids start at 1).
     """
     assert config_digest != empty(bytes32), "bad digest"
@@ -663,19 +680,21 @@ def create_task(
     assert stake <= M96, "bad stake"
     assert max_rounds >= 1 and max_rounds < M32, "bad max rounds"
     assert rep_floor < REP_UNIT, "bad floor"
+    assert max_samples <= M64, "bad max samples"
 
     task_id: uint256 = self.task_count + 1
     assert task_id <= M32, "too many tasks"
     self.task_count = task_id
     st: uint256 = TASK_REGISTERING | (submit_window << S_SUBMIT) | (vote_window << S_VOTE)
-    st |= (max_rounds << S_MAXR) | (min_members << S_MINM)
+    st |= min_members << S_MINM
     self._state[task_id] = st
     cfg: uint256 = convert(msg.sender, uint256) | (max_members << C_MAXM)
     cfg |= (quorum_bps << C_QUORUM) | (alarm_bps << C_ALARM)
     if allowlist:
         cfg |= 1 << C_ALLOW
     self._cfg[task_id] = cfg
-    self._cfg2[task_id] = alarm_window | (rep_floor << C2_FLOOR) | (stake << C2_STAKE)
+    cfg2: uint256 = alarm_window | (rep_floor << C2_FLOOR) | (stake << C2_STAKE)
+    self._cfg2[task_id] = cfg2 | (max_samples << C2_MAXS) | (max_rounds << C2_MAXR)
     self._config_digest[task_id] = config_digest
     self._initial_digest[task_id] = initial_digest
     self._good_digest[task_id] = initial_digest
@@ -695,6 +714,7 @@ def create_task(
         max_rounds=max_rounds,
         rep_floor=rep_floor,
         allowlist=allowlist,
+        max_samples=max_samples,
     )
     return task_id
 
@@ -714,13 +734,21 @@ def set_allowed(task_id: uint256, account: address, allowed: bool):
 @external
 @payable
 def join(
-    task_id: uint256, peer_id: Bytes[MAX_PEER_ID], x25519: bytes32, he_key: bytes32
+    task_id: uint256,
+    peer_id: Bytes[MAX_PEER_ID],
+    x25519: bytes32,
+    he_key: bytes32,
+    peer_proof: Bytes[MAX_PEER_PROOF],
 ) -> uint256:
     """
     @notice Register the caller: bind its libp2p peer id and X25519 key, deposit the stake.
             A member that joins a running task takes part from the next round.
             `he_key` is the sha256 of the member's Paillier public key blob for secure
             aggregation; zero means the member never acts as a round's decryptor.
+            `peer_proof` is the peer id key's signature over (chain id, contract, task,
+            caller), logged in MemberJoined for the nodes to verify: peer ids are not
+            unique here, so whoever registers someone else's peer id first keeps nobody
+            out, and nodes ignore a member whose proof fails.
     @return The member index (its bit in every bitmap).
     """
     st: uint256 = self._task_state(task_id)
@@ -737,15 +765,12 @@ def join(
     assert msg.value == stake, "wrong stake"
     assert len(peer_id) > 0, "bad peer id"
     assert x25519 != empty(bytes32), "bad key"
-    peer_key: bytes32 = keccak256(peer_id)
-    assert self._peer_member[task_id][peer_key] == 0, "peer id taken"
 
     since: uint256 = ((st >> S_ROUND) & M32) + 1
     self._member[self._mkey(task_id, msg.sender)] = MEMBER_ACTIVE | (index << M_INDEX) | (since << M_SINCE)
     self._account[task_id][index] = msg.sender
     self._peer_id[task_id][index] = peer_id
     self._x25519[task_id][index] = x25519
-    self._peer_member[task_id][peer_key] = index + 1
     if he_key != empty(bytes32):
         self._he_key[task_id][index] = he_key
         self._keyed[task_id] |= 1 << index
@@ -766,6 +791,7 @@ def join(
         since_round=since,
         stake=stake,
         he_key=he_key,
+        peer_proof=peer_proof,
     )
     if status == TASK_REGISTERING and n_active >= (st >> S_MINM) & M16:
         st = self._set(st, 0, M8, TASK_RUNNING)
@@ -782,8 +808,11 @@ def submit(task_id: uint256, round: uint256, digest: bytes32, samples: uint256,
            base_round: uint256, loss: int256):
     """
     @notice Commit the caller's update for `round` (once): the digest of its blob, the
-            number of training samples, the round whose global model it started from
-            (<= round; older means stale) and its training loss (fixed point).
+            number of training samples, the round whose global model it started from (the
+            round's base round, RoundInfo.base_round) and its training loss (fixed point).
+            A digest is committed once per task: copying another member's update, or
+            replaying an old one, reverts "digest taken". The claimed sample count is kept
+            as claimed (the ledger shows it); `consensus_weights` caps it at max_samples.
     """
     # The checks of _running_state and _eligible_index, inlined (they run only to revert with
     # the precise reason): submit's gas budget is tight.
@@ -801,13 +830,14 @@ def submit(task_id: uint256, round: uint256, digest: bytes32, samples: uint256,
     assert unsubmitted & bit != 0, "already submitted"
     assert digest != empty(bytes32), "bad digest"
     assert samples >= 1 and samples <= M64, "bad samples"
-    assert base_round <= round, "bad base round"
+    assert base_round == (st >> S_BASE) & M32, "bad base round"
     assert loss >= -LOSS_BIAS and loss < LOSS_BIAS, "bad loss"
+    dk: bytes32 = keccak256(abi_encode(task_id, digest))
+    assert self._commit_meta[dk] == 0, "digest taken"
     self._round_unsubmitted[rk] = unsubmitted ^ bit
-    mk: uint256 = (rk << 8) | index
-    self._commit_digest[mk] = digest
+    self._commit_digest[(rk << 8) | index] = digest
     meta: uint256 = convert(loss + LOSS_BIAS, uint256) << U_LOSS
-    self._commit_meta[mk] = meta | samples | (base_round << U_BASE)
+    self._commit_meta[dk] = meta | samples | (base_round << U_BASE)
     log UpdateCommitted(
         task_id=task_id,
         round=round,
@@ -1072,9 +1102,10 @@ def get_task(task_id: uint256) -> TaskInfo:
         quorum_bps=(cfg >> C_QUORUM) & M16,
         alarm_bps=(cfg >> C_ALARM) & M16,
         stake=(cfg2 >> C2_STAKE) & M96,
-        max_rounds=(st >> S_MAXR) & M32,
+        max_rounds=cfg2 >> C2_MAXR,
         rep_floor=(cfg2 >> C2_FLOOR) & M32,
         allowlist=cfg & (1 << C_ALLOW) != 0,
+        max_samples=(cfg2 >> C2_MAXS) & M64,
         current_round=(st >> S_ROUND) & M32,
         round_start=(st >> S_START) & M40,
         n_members=(st >> S_NMEM) & M16,
@@ -1148,16 +1179,6 @@ def member_index(task_id: uint256, account: address) -> uint256:
 
 @external
 @view
-def member_by_peer(task_id: uint256, peer_id: Bytes[MAX_PEER_ID]) -> uint256:
-    """@notice Index of the member bound to a libp2p peer id; reverts "not member"."""
-    self._task_state(task_id)
-    slot: uint256 = self._peer_member[task_id][keccak256(peer_id)]
-    assert slot != 0, "not member"
-    return slot - 1
-
-
-@external
-@view
 def is_allowed(task_id: uint256, account: address) -> bool:
     self._task_state(task_id)
     return self._allowed[task_id][account]
@@ -1168,11 +1189,13 @@ def is_allowed(task_id: uint256, account: address) -> bool:
 def get_update(task_id: uint256, round: uint256, index: uint256) -> UpdateInfo:
     st: uint256 = self._check_round(task_id, round)
     self._check_index(st, index)
-    rk: uint256 = self._rk(task_id, round)
-    meta: uint256 = self._commit_meta[(rk << 8) | index]
+    digest: bytes32 = self._commit_digest[(self._rk(task_id, round) << 8) | index]
+    meta: uint256 = 0
+    if digest != empty(bytes32):
+        meta = self._commit_meta[keccak256(abi_encode(task_id, digest))]
     return UpdateInfo(
         submitted=meta != 0,
-        digest=self._commit_digest[(rk << 8) | index],
+        digest=digest,
         samples=meta & M64,
         base_round=(meta >> U_BASE) & M32,
         loss=convert(((meta >> U_LOSS) & M64), int256) - LOSS_BIAS if meta != 0 else 0,
@@ -1248,13 +1271,22 @@ def reputations(task_id: uint256) -> DynArray[uint256, MAX_MEMBERS]:
 @view
 def consensus_weights(task_id: uint256, round: uint256) -> DynArray[uint256, MAX_MEMBERS]:
     """
-    @notice Aggregation weight of each member's update in `round`: sample count times the
-            member's current reputation (REP_UNIT fixed point); 0 where nothing was submitted.
+    @notice Aggregation weight of each member's update in `round`: min(samples, max_samples)
+            times the member's current reputation (REP_UNIT fixed point), or the reputation
+            alone when the task's max_samples is 0; 0 where nothing was submitted.
     """
     st: uint256 = self._check_round(task_id, round)
     rk: uint256 = self._rk(task_id, round)
+    cap: uint256 = (self._cfg2[task_id] >> C2_MAXS) & M64
     n: uint256 = (st >> S_NMEM) & M16
     out: DynArray[uint256, MAX_MEMBERS] = []
     for i: uint256 in range(n, bound=MAX_MEMBERS):
-        out.append((self._commit_meta[(rk << 8) | i] & M64) * self._rep(task_id, i))
+        digest: bytes32 = self._commit_digest[(rk << 8) | i]
+        weight: uint256 = 0
+        if digest != empty(bytes32):
+            weight = self._rep(task_id, i)
+            if cap != 0:
+                meta: uint256 = self._commit_meta[keccak256(abi_encode(task_id, digest))]
+                weight *= min(meta & M64, cap)
+        out.append(weight)
     return out

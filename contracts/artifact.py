@@ -7,17 +7,20 @@ Nodes and the CLI never need the Vyper compiler: they load `FLChain.json`, which
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from flchain import safe_json
 from flchain.contracts.errors import ArtifactError
 
 CONTRACT_NAME = "FLChain"
 SOURCE_FILE = "FLChain.vy"
 ARTIFACT_FILE = "FLChain.json"
+# The compiled artifact is about 80 KB of shallow JSON (the ABI nests a few levels).
+MAX_ARTIFACT_BYTES = 4 << 20
+MAX_ARTIFACT_DEPTH = 16
 _KEYS = ("abi", "bytecode", "contractName", "sourceSha256", "vyperVersion")
 
 
@@ -44,8 +47,8 @@ def sha256_hex(text: str) -> str:
 def parse_artifact(raw: str) -> Artifact:
     """Validate and parse the JSON text of an artifact."""
     try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
+        data = safe_json.loads(raw, max_bytes=MAX_ARTIFACT_BYTES, max_depth=MAX_ARTIFACT_DEPTH)
+    except ValueError as exc:
         raise ArtifactError(f"{ARTIFACT_FILE} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict) or sorted(data) != sorted(_KEYS):
         raise ArtifactError(f"{ARTIFACT_FILE} must have exactly the keys {list(_KEYS)}")

@@ -15,9 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flchain import safe_json
 from flchain.contracts.artifact import (
     ARTIFACT_FILE,
     CONTRACT_NAME,
+    MAX_ARTIFACT_BYTES,
+    MAX_ARTIFACT_DEPTH,
     SOURCE_FILE,
     sha256_hex,
     source_text,
@@ -60,8 +63,10 @@ def artifact_drift(path: Path = ARTIFACT_PATH) -> list[str]:
     if not path.exists():
         return [f"{path.name} does not exist"]
     try:
-        committed = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        committed = safe_json.load_file(
+            path, max_bytes=MAX_ARTIFACT_BYTES, max_depth=MAX_ARTIFACT_DEPTH
+        )
+    except ValueError:
         return [f"{path.name} is not valid JSON"]
     if not isinstance(committed, dict):
         return [f"{path.name} is not a JSON object"]

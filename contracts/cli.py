@@ -33,6 +33,9 @@ from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from web3 import Web3
 
+from flchain import safe_json
+from flchain.cli_options import weight_options
+from flchain.config import DEFAULT_MAX_SAMPLES, MAX_SAMPLES_LIMIT
 from flchain.contracts.artifact import load_artifact
 from flchain.contracts.client import FLChainClient
 from flchain.contracts.errors import FLChainError
@@ -40,6 +43,7 @@ from flchain.contracts.ledger import (
     BlobCheck,
     ConfigMismatchError,
     Ledger,
+    LedgerError,
     RoundRecord,
     TaskPrivacy,
     event_row,
@@ -276,6 +280,11 @@ def _warn_if_readable(path: Path) -> None:
         click.echo(f"warning: {path} is readable by other users (chmod 600 it)", err=True)
 
 
+# A hex key or an eth keystore is well under a kilobyte; devnet.json lists a few nodes.
+_MAX_KEY_FILE_BYTES = 64 * 1024
+_MAX_DEVNET_FILE_BYTES = 1 << 20
+
+
 def load_account(
     key: str | None, key_file: Path | None, password_file: Path | None = None
 ) -> LocalAccount:
@@ -287,12 +296,17 @@ def load_account(
         return _key_from_hex(key, "--key")
     if key_file is not None:
         _warn_if_readable(key_file)
-        text = key_file.read_text("utf-8")
-        if not text.lstrip().startswith("{"):
-            return _key_from_hex(text, str(key_file))
+        with key_file.open("rb") as file:
+            raw = file.read(_MAX_KEY_FILE_BYTES + 1)
+        if len(raw) > _MAX_KEY_FILE_BYTES:
+            raise click.BadParameter(
+                f"{key_file} is larger than {_MAX_KEY_FILE_BYTES} bytes: not a key or keystore"
+            )
+        if not raw.lstrip().startswith(b"{"):
+            return _key_from_hex(raw.decode("utf-8", errors="replace"), str(key_file))
         try:
-            keystore = json.loads(text)
-        except json.JSONDecodeError as exc:
+            keystore = safe_json.loads(raw, max_bytes=_MAX_KEY_FILE_BYTES, max_depth=8)
+        except ValueError as exc:
             raise click.BadParameter(f"{key_file} is not a valid keystore JSON: {exc}") from exc
         password = _keystore_password(password_file, key_file)
         try:
@@ -456,11 +470,32 @@ def _initial_digest_from_config(path: Path) -> bytes:
     from flchain.taskconfig import TaskConfig, TaskConfigError, initial_model_digest
 
     try:
-        return initial_model_digest(TaskConfig.from_json_bytes(path.read_bytes()))
+        return initial_model_digest(TaskConfig.from_file(path))
     except (TaskConfigError, ValueError) as exc:
         raise click.UsageError(
             f"{path} is not a flchain task config ({exc}); give --model FILE or --model-digest"
         ) from exc
+
+
+def _max_samples_choice(config_file: Path | None, option: int | None) -> int:
+    """The task's max_samples: a flchain task config's own value (which every node weighs
+    by; --max-samples may only repeat it), else --max-samples, else the default."""
+    from flchain.taskconfig import TaskConfig, TaskConfigError
+
+    config = None
+    if config_file is not None:
+        try:
+            config = TaskConfig.from_file(config_file)
+        except (TaskConfigError, OSError):
+            config = None  # some other config file: only its digest goes on chain
+    if config is None:
+        return DEFAULT_MAX_SAMPLES if option is None else option
+    if option is not None and option != config.max_samples:
+        raise click.UsageError(
+            f"--max-samples {option} contradicts {config_file}'s max_samples "
+            f"{config.max_samples}; the nodes weigh by the config"
+        )
+    return config.max_samples
 
 
 @task.command("config")
@@ -491,6 +526,7 @@ def _initial_digest_from_config(path: Path) -> bytes:
 @click.option("--secure-key-bits", default=2048, show_default=True, help="Paillier key size.")
 @click.option("--secure-range", type=float, default=None, help="Quantization range (-c, c).")
 @click.option("--seed", default=0, show_default=True, help="Seeds the initial model and shards.")
+@weight_options
 @click.option("--json", "as_json", is_flag=True)
 def task_config_command(
     out: Path, rule: str | None, rule_param: tuple[str, ...], as_json: bool, **fields: Any
@@ -588,6 +624,13 @@ def task_config_command(
     show_default=True,
     help=f"Members whose reputation falls below this ({REP_UNIT} = 1.0) are ejected.",
 )
+@click.option(
+    "--max-samples",
+    type=click.IntRange(0, MAX_SAMPLES_LIMIT),
+    default=None,
+    help=f"Cap on the sample count an update weighs with (0: unused) [default: the task "
+    f"config's max_samples, else {DEFAULT_MAX_SAMPLES}].",
+)
 @click.option("--allowlist", is_flag=True, help="Only allowlisted accounts may join.")
 @click.option(
     "--allow",
@@ -617,6 +660,7 @@ def create_command(
     stake_eth: str | None,
     max_rounds: int,
     rep_floor: int,
+    max_samples: int | None,
     allowlist: bool,
     allowed: tuple[str, ...],
     as_json: bool,
@@ -650,6 +694,7 @@ def create_command(
             max_rounds=max_rounds,
             rep_floor=rep_floor,
             allowlist=allowlist or bool(allow),
+            max_samples=_max_samples_choice(config_file, max_samples),
         )
         account = load_account(key, key_file, password_file)
         client = open_flchain(connect(rpc), contract_address, account)
@@ -672,6 +717,7 @@ def create_command(
             "config_digest": hex0x(config),
             "initial_digest": hex0x(initial),
             "stake_wei": stake,
+            "max_samples": params.max_samples,
             "allowed": allow,
         }
     if as_json:
@@ -700,13 +746,13 @@ def read_devnet(directory: Path) -> DevnetFile:
     """Parse DIR/devnet.json (extra keys are ignored)."""
     path = directory / DEVNET_FILE
     try:
-        data = json.loads(path.read_text("utf-8"))
+        data = safe_json.load_file(path, max_bytes=_MAX_DEVNET_FILE_BYTES, max_depth=16)
     except FileNotFoundError as exc:
         raise click.ClickException(
             f"{path} not found: is DIR a devnet directory (`flchain devnet up` writes it)?"
         ) from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise click.ClickException(f"{path} is not valid JSON: {exc}") from exc
+    except ValueError as exc:
+        raise click.ClickException(f"{path} is not valid JSON within limits: {exc}") from exc
     if not isinstance(data, dict):
         raise click.ClickException(f"{path} must hold a JSON object")
     rpc_url, address, task_id = data.get("rpc_url"), data.get("contract"), data.get("task_id")
@@ -786,7 +832,13 @@ class _Source:
         path = self.config_file(task.task_id)
         if path is None:
             return None
-        return load_task_privacy(path.read_bytes(), task, str(path))
+        from flchain.taskconfig import TaskConfigError, read_config_bytes
+
+        try:
+            data = read_config_bytes(path)
+        except TaskConfigError as exc:
+            raise LedgerError(str(exc)) from exc
+        return load_task_privacy(data, task, str(path))
 
     def ledger(self, task_id: int | None = None) -> Ledger:
         return rebuild_ledger(

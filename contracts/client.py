@@ -2,7 +2,7 @@
 
     client = FLChainClient.deploy(w3, account)            # or FLChainClient(w3, addr, account)
     task_id = client.create_task(TaskParams(...))
-    index = client.join(task_id, peer_id, x25519_public_key)   # pays the task's stake
+    index = client.join(task_id, peer_id, x25519_public_key, peer_proof=proof)  # pays the stake
     client.submit(task_id, round, digest, samples, base_round, loss)
     client.vote(task_id, round, global_digest, bitmap([0, 2, 3]))
 
@@ -34,6 +34,7 @@ from flchain.contracts.types import (
     INT64_MIN,
     MAX_MEMBERS,
     MAX_PEER_ID,
+    MAX_PEER_PROOF,
     MemberInfo,
     RoundInfo,
     TaskInfo,
@@ -217,21 +218,28 @@ class FLChainClient:
         x25519: bytes,
         he_key: bytes = bytes(32),
         *,
+        peer_proof: bytes = b"",
         value: int | None = None,
     ) -> int:
         """Register with the libp2p peer id and X25519 public key, paying `value` wei (the
         task's stake when None); returns the member index. May open the first round.
 
         `he_key` is the sha256 of the member's Paillier public key blob (secure mode); the
-        default, zero, means this member is never chosen as a round's decryptor."""
-        # Longer ids cannot even be decoded by the contract (it would revert without reason).
+        default, zero, means this member is never chosen as a round's decryptor.
+        `peer_proof` is `flchain.node.peer_proof.sign(...)`: nodes ignore a member whose
+        proof does not verify, so a node always sends one (the empty default is for tests
+        and tools that never run a node)."""
+        # Longer values cannot even be decoded by the contract (it would revert without reason).
         if not isinstance(peer_id, bytes | bytearray) or len(peer_id) > MAX_PEER_ID:
             raise InvalidArgumentError(f"peer_id must be at most {MAX_PEER_ID} bytes")
+        if not isinstance(peer_proof, bytes | bytearray) or len(peer_proof) > MAX_PEER_PROOF:
+            raise InvalidArgumentError(f"peer_proof must be at most {MAX_PEER_PROOF} bytes")
         args = [
             check_uint("task_id", task_id),
             bytes(peer_id),
             check_bytes32("x25519", x25519),
             check_bytes32("he_key", he_key),
+            bytes(peer_proof),
         ]
         stake = self.get_task(task_id).stake if value is None else check_uint("value", value)
         result = self._transact("join", args, value=stake, gas_floor=OPEN_ROUND_GAS)
@@ -344,12 +352,6 @@ class FLChainClient:
         checksum = Web3.to_checksum_address(account)
         return int(self._view("member_index", check_uint("task_id", task_id), checksum))
 
-    def member_by_peer(self, task_id: int, peer_id: bytes) -> int:
-        """Index of the member bound to a libp2p peer id; ContractRevert("not member")."""
-        if not isinstance(peer_id, bytes | bytearray) or not 0 < len(peer_id) <= MAX_PEER_ID:
-            raise InvalidArgumentError(f"peer_id must be 1..{MAX_PEER_ID} bytes")
-        return int(self._view("member_by_peer", check_uint("task_id", task_id), bytes(peer_id)))
-
     def is_allowed(self, task_id: int, account: str) -> bool:
         if not Web3.is_address(account):
             raise InvalidArgumentError(f"not an address: {account!r}")
@@ -455,11 +457,18 @@ class FLChainClient:
         return [int(r) for r in self._view("reputations", check_uint("task_id", task_id))]
 
     def consensus_weights(self, task_id: int, round: int) -> list[int]:
-        """Aggregation weight per member index: samples x reputation (0: no update)."""
+        """Aggregation weight per member index: min(samples, max_samples) x reputation, or
+        the reputation alone when the task's max_samples is 0 (0: no update)."""
         raw = self._view(
             "consensus_weights", check_uint("task_id", task_id), check_uint("round", round)
         )
         return [int(w) for w in raw]
+
+    def member_proofs(self, task_id: int, from_block: int = 0) -> dict[int, bytes]:
+        """Member index -> the peer-id proof it joined with (from MemberJoined logs; the
+        contract keeps proofs only there). Check them with `flchain.node.peer_proof.verify`."""
+        joined = self.events(task_id, from_block, event="MemberJoined")
+        return {int(ev["args"]["member"]): bytes(ev["args"]["peer_proof"]) for ev in joined}
 
     # ------------------------------------------------------------------ ledger
 
@@ -470,15 +479,22 @@ class FLChainClient:
         to_block: int | str = "latest",
         *,
         chunk_blocks: int | None = None,
+        event: str | None = None,
     ) -> list[dict[str, Any]]:
         """Every FLChain event of one task in block order: the ledger, rebuilt from logs.
 
         Each item is {"event", "block_number", "tx_hash", "log_index", "args"}. Pass
-        chunk_blocks for endpoints that cap the block range of eth_getLogs.
+        chunk_blocks for endpoints that cap the block range of eth_getLogs, and `event` (a
+        name such as "MemberJoined") to ask the endpoint for that event only.
         """
         check_uint("task_id", task_id)
         if chunk_blocks is not None and chunk_blocks < 1:
             raise InvalidArgumentError(f"chunk_blocks must be >= 1, got {chunk_blocks}")
+        topic0 = None
+        if event is not None:
+            topic0 = next((t for t, n in self._events_by_topic.items() if n == event), None)
+            if topic0 is None:
+                raise InvalidArgumentError(f"FLChain has no event {event!r}")
         last = (
             int(self.sender.rpc(lambda: self.w3.eth.block_number, "block number"))
             if to_block == "latest"
@@ -492,7 +508,7 @@ class FLChainClient:
                 "address": self.address,
                 "fromBlock": start,
                 "toBlock": min(start + step - 1, last),
-                "topics": [None, topic],
+                "topics": [topic0.to_0x_hex() if topic0 is not None else None, topic],
             }
             logs = self.sender.rpc(lambda flt=flt: self.w3.eth.get_logs(flt), "eth_getLogs")
             for log in logs:

@@ -12,10 +12,12 @@ from dataclasses import dataclass, fields
 from enum import IntEnum
 from typing import Any, ClassVar, Self
 
+from flchain.config import DEFAULT_MAX_SAMPLES
 from flchain.contracts.errors import ArtifactError, InvalidArgumentError
 
 MAX_MEMBERS = 256
 MAX_PEER_ID = 64
+MAX_PEER_PROOF = 64  # an Ed25519 signature (flchain.node.peer_proof)
 REP_UNIT = 1000
 UINT256_MAX = 2**256 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -101,7 +103,9 @@ class TaskParams:
     """Parameters of `create_task`; the contract checks their ranges and names a bad one.
 
     Windows are seconds; quorum_bps and alarm_bps are basis points (10000 = 100%) of the
-    active reputation; stake is in wei; rep_floor is in REP_UNIT fixed point.
+    active reputation; stake is in wei; rep_floor is in REP_UNIT fixed point. max_samples
+    caps the sample count an update weighs with in `consensus_weights` (0: weights are
+    reputations alone), at most flchain.config.MAX_SAMPLES_LIMIT (2**64 - 1).
     """
 
     config_digest: bytes
@@ -117,6 +121,7 @@ class TaskParams:
     max_rounds: int = 100
     rep_floor: int = 0
     allowlist: bool = False
+    max_samples: int = DEFAULT_MAX_SAMPLES
 
     def as_args(self) -> list[Any]:
         """Arguments for the contract call, in order, after type and encoding checks."""
@@ -174,6 +179,7 @@ class TaskInfo(_FromTuple):
     max_rounds: int
     rep_floor: int
     allowlist: bool
+    max_samples: int
     current_round: int
     round_start: int
     n_members: int

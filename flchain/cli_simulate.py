@@ -12,6 +12,7 @@ from rich.table import Table
 
 from flchain.aggregation import RULES
 from flchain.attacks import DATA_ATTACKS, DESCRIPTIONS, UPDATE_ATTACKS
+from flchain.cli_options import weight_options
 from flchain.config import (
     DEFAULT_SECURE_RANGE,
     NOISE_TAIL,
@@ -148,6 +149,7 @@ _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACK
     f"counted). Default: C * (1 + {NOISE_TAIL:g} * SIGMA) with --dp-clip, else "
     f"{DEFAULT_SECURE_RANGE:g}.",
 )
+@weight_options
 @click.option("--seed", default=0, show_default=True)
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True

@@ -26,6 +26,13 @@ DEFAULT_SECURE_RANGE = 4.0
 # With DP the range is C * (1 + NOISE_TAIL * sigma): a clipped coordinate is at most C and
 # Gaussian noise exceeds 6 standard deviations with probability 2e-9 per coordinate.
 NOISE_TAIL = 6.0
+# The sample count an update weighs with at most, unless the task says otherwise: what
+# `consensus_weights` caps claims at on chain (TaskParams, the task config) and what the
+# simulation uses, so a member claiming 2**64 - 1 samples weighs no more than an honest one.
+DEFAULT_MAX_SAMPLES = 10_000
+MAX_SAMPLES_LIMIT = 2**64 - 1  # the largest max_samples FLChain's create_task accepts
+# How rules other than fedavg/geomed weigh the updates they keep (flchain.taskconfig).
+ROBUST_WEIGHTS = ("uniform", "consensus")
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,11 @@ class SimulationConfig:
     secure_bits: int = 16
     secure_key_bits: int = 1024
     secure_range: float | None = None
+    # Weights as a task config forms them (flchain.taskconfig.rule_weights): sample counts
+    # capped at max_samples (0: unused) for fedavg/geomed, uniform for robust rules unless
+    # robust_weights is "consensus".
+    max_samples: int = DEFAULT_MAX_SAMPLES
+    robust_weights: str = "uniform"
 
     def __post_init__(self) -> None:
         _check(self.nodes >= 1, f"--nodes must be >= 1, got {self.nodes}")
@@ -85,6 +97,15 @@ class SimulationConfig:
         )
         _check(0.0 < self.public_fraction < 0.5, "--public-fraction must be in (0, 0.5)")
         _check(self.server_lr > 0, "--server-lr must be > 0")
+        _check(
+            0 <= self.max_samples <= MAX_SAMPLES_LIMIT,
+            f"max_samples must be in [0, 2**64 - 1], got {self.max_samples}",
+        )
+        _check(
+            self.robust_weights in ROBUST_WEIGHTS,
+            f"robust_weights must be one of {', '.join(ROBUST_WEIGHTS)}, got "
+            f"{self.robust_weights!r}",
+        )
         self._check_privacy()
 
     def _check_privacy(self) -> None:

@@ -65,6 +65,7 @@ from flchain.models import (
     pick_device,
     split_public,
 )
+from flchain.taskconfig import capped_samples, rule_weights
 
 # Update attacks whose output does not depend on the attacker's own honest update: the
 # attacker need not train, which keeps large benchmark matrices affordable.
@@ -430,7 +431,12 @@ class Simulation:
             samples.append(len(client.y))
         updates = self._privatize(updates, r)
         stacked = self._apply_update_attacks(updates, r)
-        weights = torch.tensor(samples, dtype=torch.float32)
+        # Weighted as on the network: capped sample counts, uniform for robust rules (secure
+        # mode aggregates as FedAvg, siren included: its alarms judge the aggregate only).
+        capped = [capped_samples(s, cfg.max_samples) for s in samples]
+        rule = "fedavg" if self.secure is not None else cfg.rule
+        chosen = rule_weights(rule, cfg.robust_weights, capped)
+        weights = torch.tensor(chosen, dtype=torch.float32)
         secure = None
         if self.secure is not None:
             secure = self.secure.aggregate(stacked, weights, r)

@@ -12,14 +12,32 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from flchain import safe_json
 from flchain.aggregation import RULES, rule_parameters
-from flchain.config import DEFAULT_SECURE_RANGE, NOISE_TAIL
+from flchain.config import (
+    DEFAULT_MAX_SAMPLES,
+    DEFAULT_SECURE_RANGE,
+    MAX_SAMPLES_LIMIT,
+    NOISE_TAIL,
+    ROBUST_WEIGHTS,
+)
 from flchain.models import build_model, load_dataset, model_to_bytes
+
+# A task config is a few hundred bytes of flat JSON (rule_params is the deepest part).
+MAX_CONFIG_BYTES = 64 * 1024
+MAX_CONFIG_DEPTH = 8
+# Rules whose result is a weighted statistic of every update, so the weights are the point:
+# they take the chain's consensus weights (samples capped at max_samples, times reputation).
+# Every other rule keeps or drops updates by their values, and weighs those it keeps
+# uniformly unless the task says robust_weights="consensus".
+WEIGHTED_RULES = frozenset({"fedavg", "geomed"})
 
 
 class TaskConfigError(ValueError):
@@ -48,6 +66,8 @@ class TaskConfig:
     secure_key_bits: int = 2048
     secure_range: float | None = None
     seed: int = 0
+    max_samples: int = DEFAULT_MAX_SAMPLES  # on chain: claims above it weigh as it (0: unused)
+    robust_weights: str = "uniform"
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -57,6 +77,19 @@ class TaskConfig:
             raise TaskConfigError(f"rule {self.rule!r} has no parameter(s) {sorted(unknown)}")
         if self.dp_noise > 0 and self.dp_clip is None:
             raise TaskConfigError("DP noise needs a clipping norm (dp_clip)")
+        if (
+            isinstance(self.max_samples, bool)
+            or not isinstance(self.max_samples, int)
+            or not 0 <= self.max_samples <= MAX_SAMPLES_LIMIT
+        ):
+            raise TaskConfigError(
+                f"max_samples must be an integer in [0, 2**64 - 1], got {self.max_samples!r}"
+            )
+        if self.robust_weights not in ROBUST_WEIGHTS:
+            raise TaskConfigError(
+                f"robust_weights must be one of {', '.join(ROBUST_WEIGHTS)}, got "
+                f"{self.robust_weights!r}"
+            )
         if self.secure:
             self._check_secure()
 
@@ -100,10 +133,11 @@ class TaskConfig:
 
     @classmethod
     def from_json_bytes(cls, data: bytes) -> TaskConfig:
+        """Parse a task config (from a file or a peer) within size and depth limits."""
         try:
-            raw = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise TaskConfigError(f"task config is not JSON: {exc}") from exc
+            raw = safe_json.loads(data, max_bytes=MAX_CONFIG_BYTES, max_depth=MAX_CONFIG_DEPTH)
+        except ValueError as exc:
+            raise TaskConfigError(f"task config is not JSON within limits: {exc}") from exc
         if not isinstance(raw, dict):
             raise TaskConfigError("task config must be a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -114,6 +148,40 @@ class TaskConfig:
             return cls(**raw)
         except TypeError as exc:
             raise TaskConfigError(str(exc)) from exc
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> TaskConfig:
+        """Read and parse a task config file (bounded, see `read_config_bytes`)."""
+        return cls.from_json_bytes(read_config_bytes(path))
+
+
+def read_config_bytes(path: str | os.PathLike[str]) -> bytes:
+    """A task config file's bytes, refusing one larger than any config before reading it
+    whole (TaskConfigError); OSError when it cannot be read."""
+    with open(path, "rb") as file:
+        data = file.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise TaskConfigError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes: not a task config")
+    return data
+
+
+def capped_samples(samples: int, max_samples: int) -> int:
+    """The sample count an update weighs with, as FLChain's `consensus_weights` counts it
+    before multiplying by reputation: min(samples, max_samples), or 1 when max_samples is 0
+    (sample counts unused)."""
+    return 1 if max_samples == 0 else min(samples, max_samples)
+
+
+def rule_weights(rule: str, robust_weights: str, weights: Sequence[float]) -> list[float]:
+    """The weights `rule` aggregates with, given each update's consensus weight (0: none).
+
+    fedavg and geomed take the consensus weights; the other rules weigh every update with a
+    positive consensus weight equally unless robust_weights is "consensus". One function for
+    the network (node/learner.py) and the simulation, so both weigh alike.
+    """
+    if rule in WEIGHTED_RULES or robust_weights == "consensus":
+        return [float(w) for w in weights]
+    return [1.0 if w > 0 else 0.0 for w in weights]
 
 
 def initial_model_bytes(config: TaskConfig, input_shape: tuple[int, ...], classes: int) -> bytes:

@@ -38,7 +38,7 @@ from flchain.models import (
     partition,
     pick_device,
 )
-from flchain.taskconfig import DataSpec, TaskConfig, initial_model_bytes
+from flchain.taskconfig import DataSpec, TaskConfig, initial_model_bytes, rule_weights
 
 UPDATE_KEY = "update"
 # Rules whose server-side step evaluates every candidate on data the server holds. On the network
@@ -195,8 +195,11 @@ class Learner:
     ) -> AggregateOutcome:
         """Deterministic aggregation of the verified updates (member index -> blob).
 
-        Invalid blobs are left out (never accepted). The result is bit-identical on every
-        node that fetched the same blobs: float64 CPU aggregation, fixed member order.
+        `weights` are the chain's consensus weights (claimed samples capped at the task's
+        max_samples, times reputation); robust rules weigh the updates uniformly unless the
+        task config says robust_weights="consensus" (`rule_weights`). Invalid blobs are left
+        out (never accepted). The result is bit-identical on every node that fetched the
+        same blobs: float64 CPU aggregation, fixed member order.
         """
         base = self.model_params(global_blob)
         valid: dict[int, torch.Tensor] = {}
@@ -210,7 +213,9 @@ class Learner:
             return AggregateOutcome(global_blob, [], invalid)
         order = sorted(valid)
         stacked = torch.stack([valid[i] for i in order])
-        w = torch.tensor([float(weights.get(i, 0.0)) for i in order], dtype=torch.float64)
+        consensus = [float(weights.get(i, 0.0)) for i in order]
+        chosen = rule_weights(self.config.rule, self.config.robust_weights, consensus)
+        w = torch.tensor(chosen, dtype=torch.float64)
         if float(w.sum()) <= 0:
             w = torch.ones(len(order), dtype=torch.float64)
         result = self._robust_aggregate(stacked, w)

@@ -213,7 +213,8 @@ def test_task_params_are_checked_before_sending() -> None:
     params = TaskParams(b"\x01" * 32, b"\x02" * 32, 2, 4, 60, 60)
     args = params.as_args()
     assert args[:6] == [b"\x01" * 32, b"\x02" * 32, 2, 4, 60, 60]
-    assert args[-1] is False
+    assert args[-2:] == [False, 10_000]  # allowlist off; claims capped at 10,000 samples
+    assert args[-2] is False
     with pytest.raises(InvalidArgumentError, match="config_digest must be 32 bytes"):
         TaskParams(b"\x01" * 31, b"\x02" * 32, 2, 4, 60, 60).as_args()
     with pytest.raises(InvalidArgumentError, match="min_members"):
@@ -247,6 +248,8 @@ def test_client_rejects_unencodable_arguments_before_any_rpc() -> None:
         client.join(1, b"peer", b"\x01" * 31, value=0)
     with pytest.raises(InvalidArgumentError, match="he_key"):
         client.join(1, b"peer", b"\x01" * 32, b"\x02" * 33, value=0)
+    with pytest.raises(InvalidArgumentError, match="peer_proof"):
+        client.join(1, b"peer", b"\x01" * 32, peer_proof=b"s" * 65, value=0)
     with pytest.raises(InvalidArgumentError, match="digest"):
         client.remask(1, 1, bytes(31))
     with pytest.raises(InvalidArgumentError, match="digest"):

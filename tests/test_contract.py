@@ -108,7 +108,7 @@ def net(request: pytest.FixtureRequest) -> Iterator[Net]:
 
 def test_create_task_stores_parameters_and_logs_them(net: Net) -> None:
     before = net.owner.task_count()
-    params = net.params(allowlist=True, rep_floor=700, max_rounds=3)
+    params = net.params(allowlist=True, rep_floor=700, max_rounds=3, max_samples=2**64 - 1)
     task_id = net.owner.create_task(params)
     assert task_id == before + 1 == net.owner.task_count()
     info = net.owner.get_task(task_id)
@@ -120,11 +120,14 @@ def test_create_task_stores_parameters_and_logs_them(net: Net) -> None:
     assert (info.submit_window, info.vote_window, info.alarm_window) == (1000, 1000, 1000)
     assert (info.quorum_bps, info.alarm_bps, info.stake) == (6000, 5000, STAKE)
     assert (info.max_rounds, info.rep_floor, info.allowlist) == (3, 700, True)
+    assert info.max_samples == 2**64 - 1
     assert (info.current_round, info.n_members, info.total_reputation) == (0, 0, 0)
     (created,) = [e for e in net.owner.events(task_id) if e["event"] == "TaskCreated"]
     assert created["args"]["owner"] == net.owner.account
     assert created["args"]["initial_digest"] == INITIAL
     assert created["args"]["rep_floor"] == 700
+    assert created["args"]["max_samples"] == 2**64 - 1
+    assert net.owner.get_task(net.owner.create_task(net.params())).max_samples == 10_000
 
 
 @pytest.mark.parametrize(
@@ -144,6 +147,7 @@ def test_create_task_stores_parameters_and_logs_them(net: Net) -> None:
         ({"max_rounds": 0}, "bad max rounds"),
         ({"max_rounds": 2**32 - 1}, "bad max rounds"),
         ({"rep_floor": REP_UNIT}, "bad floor"),
+        ({"max_samples": 2**64}, "bad max samples"),
     ],
 )
 def test_create_task_rejects_bad_parameters(net: Net, overrides: dict, reason: str) -> None:
@@ -156,7 +160,8 @@ def test_create_task_rejects_bad_parameters(net: Net, overrides: dict, reason: s
 def test_join_binds_peer_id_and_key_and_takes_the_stake(net: Net) -> None:
     task_id = net.owner.create_task(net.params())
     contract_before = net.balance(net.owner.address)
-    index = net.members[0].join(task_id, b"peer-zero", digest("key-zero"))
+    proof = digest("proof-a") + digest("proof-b")
+    index = net.members[0].join(task_id, b"peer-zero", digest("key-zero"), peer_proof=proof)
     assert index == 0
     assert net.members[1].join(task_id, b"peer-one", digest("key-one")) == 1
     assert net.balance(net.owner.address) == contract_before + 2 * STAKE
@@ -167,7 +172,6 @@ def test_join_binds_peer_id_and_key_and_takes_the_stake(net: Net) -> None:
     assert (member.since_round, member.reputation, member.reputation_factor) == (1, REP_UNIT, 1.0)
     assert member.he_key == bytes(32)  # no Paillier key: this member never decrypts
     assert net.owner.member_index(task_id, net.members[1].account) == 1
-    assert net.owner.member_by_peer(task_id, b"peer-zero") == 0
     info = net.owner.get_task(task_id)
     assert (info.n_members, info.n_active, info.total_reputation) == (2, 2, 2 * REP_UNIT)
     joined = [e["args"] for e in net.owner.events(task_id) if e["event"] == "MemberJoined"]
@@ -175,6 +179,8 @@ def test_join_binds_peer_id_and_key_and_takes_the_stake(net: Net) -> None:
         (0, b"peer-zero", STAKE, bytes(32)),
         (1, b"peer-one", STAKE, bytes(32)),
     ]
+    # The proof lives in the log only, where every node reads it.
+    assert net.owner.member_proofs(task_id) == {0: proof, 1: b""}
 
 
 def test_join_reverts_with_a_reason(net: Net) -> None:
@@ -193,9 +199,9 @@ def test_join_reverts_with_a_reason(net: Net) -> None:
     alice.join(task_id, b"a", digest("a"))
     with reverts("already member"):
         alice.join(task_id, b"a2", digest("a"))
-    with reverts("peer id taken"):
-        bob.join(task_id, b"a", digest("b"))
-    bob.join(task_id, b"b", digest("b"))
+    # Peer ids are not unique on chain: a second claim of "a" does not lock anyone out;
+    # nodes keep only the member whose peer-id proof verifies (test_contract_peer_proof.py).
+    assert bob.join(task_id, b"a", digest("b")) == 1
     with reverts("task full"):
         carol.join(task_id, b"c", digest("c"))
 
@@ -291,7 +297,9 @@ def test_submit_reverts_with_a_reason(net: Net) -> None:
         alice.submit(task_id, 1, digest("u"), 0, 0, 0)
     with reverts("bad base round"):
         alice.submit(task_id, 1, digest("u"), 1, 2, 0)
-    alice.submit(task_id, 1, digest("u"), 1, 1, 0)
+    with reverts("bad base round"):  # round 1 starts from round 0's model, nothing else
+        alice.submit(task_id, 1, digest("u"), 1, 1, 0)
+    alice.submit(task_id, 1, digest("u"), 1, 0, 0)
     with reverts("already submitted"):  # double submit
         alice.submit(task_id, 1, digest("u2"), 1, 0, 0)
     net.chain.advance(SUBMIT_WINDOW)
@@ -300,6 +308,106 @@ def test_submit_reverts_with_a_reason(net: Net) -> None:
     net.owner.close_task(task_id)
     with reverts("closed task"):
         net.members[1].submit(task_id, 1, digest("u"), 1, 0, 0)
+
+
+def test_a_digest_is_committed_once_per_task_so_copies_and_replays_revert(net: Net) -> None:
+    task_id = net.task()
+    copied = digest("u1-0")
+    net.members[0].submit(task_id, 1, copied, 100, 0, 0)
+    with reverts("digest taken"):  # a free rider commits member 0's update as its own
+        net.members[1].submit(task_id, 1, copied, 100, 0, 0)
+    net.submit_all(task_id, 1, [1, 2, 3])
+    for i in range(3):
+        net.members[i].vote(task_id, 1, digest("g1"), 0b1111)
+    assert net.owner.get_task(task_id).current_round == 2
+    with reverts("digest taken"):  # its own old update, replayed
+        net.members[0].submit(task_id, 2, copied, 100, 1, 0)
+    with reverts("digest taken"):  # another member's old update, replayed
+        net.members[3].submit(task_id, 2, copied, 100, 1, 0)
+    assert net.owner.get_round(task_id, 2).submitted == 0
+    net.members[0].submit(task_id, 2, digest("u2-0"), 100, 1, 0)
+    # The first commitment stands as it was; another task may hold the same digest.
+    first = net.owner.get_update(task_id, 1, 0)
+    assert (first.digest, first.samples, first.base_round) == (copied, 100, 0)
+    other = net.task()
+    net.members[1].submit(other, 1, copied, 7, 0, 0)
+    assert net.owner.get_update(other, 1, 1).samples == 7
+
+
+def test_the_base_round_is_the_rounds_base_even_after_a_failed_round(net: Net) -> None:
+    task_id = net.task()
+    net.chain.advance(SUBMIT_WINDOW + VOTE_WINDOW)
+    net.outsider.close_round(task_id, 1)  # round 1 failed: round 2 restarts from round 0
+    assert net.owner.get_round(task_id, 2).base_round == 0
+    with reverts("bad base round"):  # a self-reported "fresh" base is refused
+        net.members[0].submit(task_id, 2, digest("u"), 1, 1, 0)
+    for i in range(4):
+        net.members[i].submit(task_id, 2, digest(f"u2-{i}"), 1, 0, 0)
+    for i in range(3):
+        net.members[i].vote(task_id, 2, digest("g2"), 0b1111)
+    assert net.owner.get_round(task_id, 3).base_round == 2
+    for stale in (0, 1, 3):
+        with reverts("bad base round"):
+            net.members[0].submit(task_id, 3, digest("u3"), 1, stale, 0)
+    net.members[0].submit(task_id, 3, digest("u3"), 1, 2, 0)
+    assert net.owner.get_update(task_id, 3, 0).base_round == 2
+
+
+def test_consensus_weights_cap_claimed_samples(net: Net) -> None:
+    task_id = net.task(max_samples=1_000)
+    liar, honest = net.members[0], net.members[1]
+    liar.submit(task_id, 1, digest("lie"), 2**64 - 1, 0, 0)
+    honest.submit(task_id, 1, digest("honest"), 1_000, 0, 0)
+    net.members[2].submit(task_id, 1, digest("small"), 300, 0, 0)
+    # The ledger keeps the claim; the weight is capped, so the liar weighs as the honest one.
+    assert net.owner.get_update(task_id, 1, 0).samples == 2**64 - 1
+    assert net.owner.consensus_weights(task_id, 1) == [1_000 * REP_UNIT] * 2 + [300 * REP_UNIT, 0]
+    net.members[3].submit(task_id, 1, digest("tiny"), 10, 0, 0)
+    for i in range(3):
+        net.members[i].vote(task_id, 1, digest("g"), 0b1110)  # the liar's update rejected
+    liar.submit(task_id, 2, digest("lie-2"), 2**64 - 1, 1, 0)
+    honest.submit(task_id, 2, digest("honest-2"), 5_000, 1, 0)
+    rep_liar, rep_honest = net.owner.reputations(task_id)[:2]
+    assert rep_liar < rep_honest
+    assert net.owner.consensus_weights(task_id, 2)[:2] == [1_000 * rep_liar, 1_000 * rep_honest]
+
+
+def test_max_samples_zero_weighs_reputation_alone(net: Net) -> None:
+    task_id = net.task(max_samples=0)
+    net.members[0].submit(task_id, 1, digest("a"), 2**64 - 1, 0, 0)
+    net.members[2].submit(task_id, 1, digest("b"), 1, 0, 0)
+    assert net.owner.consensus_weights(task_id, 1) == [REP_UNIT, 0, REP_UNIT, 0]
+
+
+def test_a_peer_id_squatter_keeps_nobody_out_and_its_proof_fails(net: Net) -> None:
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.id import ID
+
+    from flchain.node import peer_proof
+
+    task_id = net.owner.create_task(net.params())
+    chain_id = int(net.chain.w3.eth.chain_id)
+    owner_key, squatter_key = create_new_key_pair(), create_new_key_pair()
+    peer = ID.from_pubkey(owner_key.public_key).to_base58()
+    squatter, owner = net.members[0], net.members[1]
+    # The squatter registers the owner's peer id first, with a proof made by its own key
+    # (it cannot sign with the owner's) ...
+    fake = peer_proof.sign(squatter_key, chain_id, net.owner.address, task_id, squatter.account)
+    assert squatter.join(task_id, peer.encode(), digest("s"), peer_proof=fake) == 0
+    # ... and the owner still joins with the same peer id.
+    real = peer_proof.sign(owner_key, chain_id, net.owner.address, task_id, owner.account)
+    assert owner.join(task_id, peer.encode(), digest("o"), peer_proof=real) == 1
+    proofs = net.owner.member_proofs(task_id)
+    members = net.owner.members(task_id)
+    verdicts = [
+        peer_proof.verify(
+            m.peer_id.decode(), proofs[m.index], chain_id, net.owner.address, task_id, m.account
+        )
+        for m in members
+    ]
+    assert verdicts == [False, True]
+    # Copying the owner's proof does not help either: it names the owner's address.
+    assert not peer_proof.verify(peer, real, chain_id, net.owner.address, task_id, squatter.account)
 
 
 def test_the_contract_itself_rejects_a_loss_outside_int64(net: Net) -> None:
@@ -605,8 +713,6 @@ def test_views_reject_what_does_not_exist(net: Net) -> None:
         net.owner.get_update(task_id, 1, 4)
     with reverts("not member"):
         net.owner.member_index(task_id, net.outsider.account)
-    with reverts("not member"):
-        net.owner.member_by_peer(task_id, b"nobody")
     assert [m.index for m in net.owner.members(task_id)] == [0, 1, 2, 3]
 
 

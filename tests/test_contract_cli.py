@@ -99,10 +99,11 @@ class Net:
 
 def _drive_rounds(net: Net, members: list[FLChainClient], owner: FLChainClient) -> None:
     def commit(rnd: int, who: list[int]) -> None:
+        base = owner.get_round(1, rnd).base_round  # the only base round submit accepts
         for i in who:
             data = blob(f"update r{rnd} m{i}")
             net.blobs[sha(data)] = data
-            members[i].submit(1, rnd, sha(data), 100 * (i + 1), rnd - 1, encode_loss(0.25 * i))
+            members[i].submit(1, rnd, sha(data), 100 * (i + 1), base, encode_loss(0.25 * i))
 
     def global_model(label: str) -> bytes:
         data = blob(label)

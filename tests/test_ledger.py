@@ -92,6 +92,7 @@ def task_info(**overrides: Any) -> TaskInfo:
         max_rounds=10,
         rep_floor=0,
         allowlist=False,
+        max_samples=10_000,
         current_round=2,
         round_start=2000,
         n_members=2,

@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
+from flchain.contracts import FLChainClient, TaskParams
+from flchain.contracts.testing import eth_tester_chain
 from flchain.node.learner import BlobError, Learner, initial_model_bytes
-from flchain.taskconfig import DataSpec, TaskConfig, TaskConfigError
+from flchain.taskconfig import (
+    MAX_CONFIG_BYTES,
+    DataSpec,
+    TaskConfig,
+    TaskConfigError,
+    capped_samples,
+    rule_weights,
+)
 
 CONFIG = TaskConfig(model="logreg", rule="multikrum", rule_params={"f": 1}, local_epochs=1)
 
@@ -109,3 +120,81 @@ def test_data_specs_parse_and_reject_nonsense() -> None:
     for bad in ("digits#shard=4/4", "digits#shard=a/b", "digits#color=red", "#shard=0/1"):
         with pytest.raises(TaskConfigError):
             DataSpec.parse(bad)
+
+
+def test_task_config_weights_fields_are_checked_and_bounded(tmp_path: Path) -> None:
+    config = TaskConfig(model="logreg", max_samples=500, robust_weights="consensus")
+    assert TaskConfig.from_json_bytes(config.to_json_bytes()) == config
+    assert config.digest != TaskConfig(model="logreg").digest  # both fields are committed
+    assert TaskConfig().max_samples == 10_000 and TaskConfig().robust_weights == "uniform"
+    for bad in ({"max_samples": -1}, {"max_samples": 2**64}, {"max_samples": True}):
+        with pytest.raises(TaskConfigError, match="max_samples"):
+            TaskConfig(**bad)
+    with pytest.raises(TaskConfigError, match="robust_weights"):
+        TaskConfig(robust_weights="reputation")
+    with pytest.raises(TaskConfigError, match="limits"):
+        TaskConfig.from_json_bytes(b'{"rule_params":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (MAX_CONFIG_BYTES + 1))
+    with pytest.raises(TaskConfigError, match="larger than"):
+        TaskConfig.from_file(big)
+
+
+def test_robust_rules_weigh_uniformly_unless_the_task_says_consensus() -> None:
+    claims = [1_000.0 * 2**64, 0.0, 100_000.0]
+    assert rule_weights("multikrum", "uniform", claims) == [1.0, 0.0, 1.0]
+    assert rule_weights("multikrum", "consensus", claims) == claims
+    for weighted in ("fedavg", "geomed"):
+        assert rule_weights(weighted, "uniform", claims) == claims
+    assert [capped_samples(s, 10_000) for s in (1, 10_000, 2**64 - 1)] == [1, 10_000, 10_000]
+    assert capped_samples(2**64 - 1, 0) == 1  # max_samples 0: samples are not used
+
+
+def _unit(learner: Learner, index: int) -> bytes:
+    """An update that moves only parameter `index`, by 1: its share is readable directly."""
+    vector = torch.zeros(learner.num_params)
+    vector[index] = 1.0
+    return learner.encode_update(vector)
+
+
+def test_a_2_64_sample_claim_moves_fedavg_no_more_than_an_honest_member() -> None:
+    """Claims go on chain as claimed; the chain's consensus weights cap them at the task's
+    max_samples, so under FedAvg the liar's update weighs as an honest one at the cap."""
+    config = TaskConfig(model="logreg", rule="fedavg", local_epochs=1)
+    learner = Learner(config, DataSpec("digits", 0, 2), device="cpu")
+    chain = eth_tester_chain()
+    owner_key, liar_key, honest_key = chain.new_accounts(3)
+    owner = FLChainClient.deploy(chain.w3, owner_key)
+    liar, honest = (FLChainClient(chain.w3, owner.address, k) for k in (liar_key, honest_key))
+    initial = hashlib.sha256(learner.initial_model()).digest()
+    params = TaskParams(config.digest, initial, 2, 2, 600, 600, max_samples=config.max_samples)
+    task_id = owner.create_task(params)
+    for i, member in enumerate((liar, honest)):
+        member.join(task_id, f"peer-{i}".encode(), bytes([i + 1]) * 32)
+    base = learner.initial_model()
+    blobs = {0: _unit(learner, 0), 1: _unit(learner, 1)}
+    liar.submit(task_id, 1, hashlib.sha256(blobs[0]).digest(), 2**64 - 1, 0, 0)
+    honest.submit(task_id, 1, hashlib.sha256(blobs[1]).digest(), config.max_samples, 0, 0)
+    weights = owner.consensus_weights(task_id, 1)
+    outcome = learner.aggregate(base, blobs, dict(enumerate(weights)))
+    moved = learner.model_params(outcome.model_blob) - learner.model_params(base)
+    assert outcome.accepted == [0, 1]
+    assert moved[0] <= moved[1]
+    assert float(moved[0]) == pytest.approx(0.5)
+
+
+def test_multikrum_keeps_uniform_weights_against_a_sample_claim() -> None:
+    base_config = TaskConfig(model="logreg", rule="multikrum", rule_params={"f": 0, "m": 3})
+    claims = {0: 1_000.0 * (2**64 - 1), 1: 1_000.0 * 100, 2: 1_000.0 * 100}  # as from chain
+    shares = {}
+    for mode in ("uniform", "consensus"):
+        config = replace(base_config, robust_weights=mode)
+        learner = Learner(config, DataSpec("digits", 0, 2), device="cpu")
+        base = learner.initial_model()
+        blobs = {i: _unit(learner, i) for i in range(3)}
+        outcome = learner.aggregate(base, blobs, claims)
+        moved = learner.model_params(outcome.model_blob) - learner.model_params(base)
+        shares[mode] = [float(moved[i]) for i in range(3)]
+    assert shares["uniform"] == pytest.approx([1 / 3] * 3)
+    # "consensus" takes the weights as given: here uncapped, so the claim owns the mean.
+    assert shares["consensus"][0] == pytest.approx(1.0, abs=1e-6)

@@ -19,7 +19,7 @@ from flchain.taskconfig import DataSpec, TaskConfig
 
 
 def test_initial_digest_is_derived_from_a_task_config(tmp_path: Path) -> None:
-    config = TaskConfig(model="logreg", rule="median", seed=7)
+    config = TaskConfig(model="logreg", rule="median", seed=7, max_samples=500)
     path = tmp_path / "task-config.json"
     path.write_bytes(config.to_json_bytes())
     not_a_config = tmp_path / "other.json"
@@ -34,10 +34,19 @@ def test_initial_digest_is_derived_from_a_task_config(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         created = json.loads(result.output)
         refused = runner.invoke(task, [*base, "--config", str(not_a_config)])
+        contradicted = runner.invoke(task, [*base, "--config", str(path), "--max-samples", "9"])
+        # Not a flchain config: the cap is --max-samples (or the default), as for a digest.
+        other = runner.invoke(
+            task, [*base, "--config-digest", "0x" + "ab" * 32, "--model-digest", "0x" + "cd" * 32]
+        )
     learner = Learner(config, DataSpec("digits"), device="cpu")
     expected = hashlib.sha256(learner.initial_model()).hexdigest()
     assert created["initial_digest"] == "0x" + expected
     assert created["config_digest"] == "0x" + config.digest.hex()
+    assert created["max_samples"] == 500  # the cap the nodes assume goes on chain
+    assert contradicted.exit_code == 2
+    assert "contradicts" in contradicted.output
+    assert json.loads(other.output)["max_samples"] == 10_000
     assert refused.exit_code == 2
     assert "not a flchain task config" in refused.output
     assert "--model-digest" in refused.output
@@ -61,6 +70,10 @@ def test_task_config_writes_the_file_nodes_check_and_prints_its_digests(tmp_path
             "1.5",
             "--dp-noise",
             "0.3",
+            "--max-samples",
+            "0",
+            "--robust-weights",
+            "consensus",
             "--json",
         ],
     )
@@ -69,6 +82,7 @@ def test_task_config_writes_the_file_nodes_check_and_prints_its_digests(tmp_path
     config = TaskConfig.from_json_bytes(out.read_bytes())
     assert (config.model, config.rule, config.rule_params) == ("mlp", "krum", {"f": 1})
     assert (config.dp_clip, config.dp_noise) == (1.5, 0.3)
+    assert (config.max_samples, config.robust_weights) == (0, "consensus")
     assert info["config_digest"] == "0x" + hashlib.sha256(out.read_bytes()).hexdigest()
     learner = Learner(config, DataSpec("digits"), device="cpu")
     assert info["initial_digest"] == "0x" + hashlib.sha256(learner.initial_model()).hexdigest()
