@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import gmpy2
 
+from flchain import safe_json
 from flchain.crypto.errors import PackingOverflowError, PaillierError
 from flchain.crypto.packing import PackingSpec
 
@@ -27,6 +28,11 @@ __all__ = ["PackedCiphertext", "add", "key_fingerprint", "sum_ciphertexts"]
 _MAGIC = b"FLPK"
 _VERSION = 1
 _PREFIX = len(_MAGIC) + 1 + 4
+# A real header is ~200 bytes and nests 3 deep (header -> spec -> value_range); anything
+# larger or deeper is refused before it is parsed (a peer's nested brackets would otherwise
+# overflow the C JSON parser's stack in a process whose recursion limit py_ecc raised).
+MAX_HEADER_BYTES = 4096
+MAX_HEADER_DEPTH = 3
 
 
 def key_fingerprint(n: int) -> str:
@@ -121,15 +127,31 @@ class PackedCiphertext:
         if data[4] != _VERSION:
             raise PaillierError(f"unsupported bundle version {data[4]} (expected {_VERSION})")
         hlen = int.from_bytes(data[5:9], "big")
+        if not 0 < hlen <= MAX_HEADER_BYTES or len(data) < _PREFIX + hlen:
+            raise PaillierError(
+                f"bundle header length {hlen} is outside 1..{MAX_HEADER_BYTES} or past the end"
+            )
         try:
-            header = json.loads(data[_PREFIX : _PREFIX + hlen].decode())
-            spec = PackingSpec.from_dict(header["spec"])
-            count, length = header["count"], header["length"]
-            fingerprint = header["key_fingerprint"]
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            header = safe_json.loads(
+                data[_PREFIX : _PREFIX + hlen],
+                max_bytes=MAX_HEADER_BYTES,
+                max_depth=MAX_HEADER_DEPTH,
+            )
+        except ValueError as exc:  # JsonLimitError / JsonFormatError
             raise PaillierError(f"bundle header is malformed: {exc}") from exc
-        if set(header) != {"count", "key_fingerprint", "length", "spec"}:
+        if not isinstance(header, dict) or set(header) != {
+            "count",
+            "key_fingerprint",
+            "length",
+            "spec",
+        }:
             raise PaillierError("bundle header has unexpected fields")
+        try:
+            spec = PackingSpec.from_dict(header["spec"])
+        except (KeyError, TypeError, OverflowError) as exc:
+            raise PaillierError(f"bundle header has a bad packing spec: {exc}") from exc
+        count, length = header["count"], header["length"]
+        fingerprint = header["key_fingerprint"]
         if isinstance(length, bool) or not isinstance(length, int) or length < 0:
             raise PaillierError(f"bundle header has a bad length {length!r}")
         width = (spec.key_bits + 7) // 8

@@ -6,25 +6,48 @@ Writes are atomic (temporary file, fsync, rename, fsync of the directory): a cra
 either the whole blob or nothing. Reads re-hash, so a blob damaged on disk is reported,
 removed and treated as missing rather than served to peers or fed to aggregation.
 
+Retention: every blob belongs to a round (the store's `round` when it was put, unless the
+caller says otherwise), recorded in a small index file next to the blobs (`blobs-index.json`,
+written atomically). `prune` keeps the last `keep_rounds` rounds and every pinned blob (the
+finalized global models, the initial model, the node's own Paillier key) and deletes the rest.
+The index is advisory: a blob it does not name (the index was lost or damaged) joins the
+first round set after start, so it is kept at least `keep_rounds` more rounds (its pin, if it
+had one, is lost with the index; peers keep their own pins of the global models). A byte
+budget (`max_store_bytes`) bounds what peers can make the store hold: their blobs are refused
+beyond it, the node's own are not. A full disk is a counted, logged, non-fatal error: the
+blob is simply not kept.
+
 Methods block on disk I/O; from trio call them through `trio.to_thread.run_sync`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import json
 import logging
 import os
 import re
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+from flchain import safe_json
 from flchain.node.metrics import Metrics
 
 DEFAULT_MAX_BLOB_BYTES: Final = 64 * 1024 * 1024
+DEFAULT_KEEP_ROUNDS: Final = 5
+DEFAULT_MAX_STORE_BYTES: Final = 8 * 1024 * 1024 * 1024  # 8 GiB
+INDEX_FILE: Final = "blobs-index.json"
+_INDEX_VERSION: Final = 1
+_MAX_INDEX_ENTRIES: Final = 1_000_000  # ~100 bytes each: the index file stays under ~100 MB
+_MAX_INDEX_BYTES: Final = 128 * 1024 * 1024
 _HEX_RE: Final = re.compile(r"[0-9a-f]{64}")
 _TMP_PREFIX: Final = ".tmp-"
+_DISK_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 log = logging.getLogger(__name__)
 
@@ -65,22 +88,115 @@ class BlobStore:
         *,
         max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
         metrics: Metrics | None = None,
+        keep_rounds: int = DEFAULT_KEEP_ROUNDS,
+        max_store_bytes: int = DEFAULT_MAX_STORE_BYTES,
     ) -> None:
         if max_blob_bytes <= 0:
             raise BlobStoreError(f"max_blob_bytes must be positive, got {max_blob_bytes}")
+        if keep_rounds < 1:
+            raise BlobStoreError(f"keep_rounds must be at least 1, got {keep_rounds}")
+        if max_store_bytes <= 0:
+            raise BlobStoreError(f"max_store_bytes must be positive, got {max_store_bytes}")
         self.dir = Path(root) / "blobs"
+        self.index_path = Path(root) / INDEX_FILE
         self.max_blob_bytes = max_blob_bytes
+        self.keep_rounds = keep_rounds
+        self.max_store_bytes = max_store_bytes
+        self.last_error: str | None = None  # the latest disk-full or budget refusal, for /status
         self._metrics = metrics
+        self._lock = threading.Lock()  # index and byte count; called from several threads
         self.dir.mkdir(parents=True, exist_ok=True)
         for stale in self.dir.glob(_TMP_PREFIX + "*"):  # left by a crash mid-write
             stale.unlink(missing_ok=True)
+        self.round, self._index = self._load_index()
+        self._sizes: dict[str, int] = {}
+        for digest in self.digests():
+            with contextlib.suppress(FileNotFoundError):
+                self._sizes[digest.hex()] = (self.dir / digest.hex()).stat().st_size
+        self._index = {key: value for key, value in self._index.items() if key in self._sizes}
+        # blobs the index does not name (a lost or damaged index): they join the first round
+        # set after start, the node's real current round
+        self._untagged = set(self._sizes) - set(self._index)
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of all blobs in the store."""
+        with self._lock:
+            return sum(self._sizes.values())
+
+    def set_round(self, round_: int) -> None:
+        """Blobs put from now on (without an explicit round) belong to `round_`."""
+        with self._lock:
+            if round_ > self.round or self._untagged:
+                self.round = max(self.round, round_)
+                for key in self._untagged:
+                    if key in self._sizes and key not in self._index:
+                        self._index[key] = (self.round, False)
+                self._untagged.clear()
+                self._save_index()
+
+    def round_of(self, digest: bytes | str) -> int | None:
+        """The round a stored blob belongs to (None if the index does not name it)."""
+        entry = self._index.get(as_digest(digest).hex())
+        return None if entry is None else entry[0]
+
+    def is_pinned(self, digest: bytes | str) -> bool:
+        entry = self._index.get(as_digest(digest).hex())
+        return entry is not None and entry[1]
+
+    def pin(self, digest: bytes | str) -> None:
+        """Keep this blob whatever its round (a finalized global model, a key)."""
+        key = as_digest(digest).hex()
+        with self._lock:
+            round_ = self._index.get(key, (self.round, False))[0]
+            self._index[key] = (round_, True)
+            self._save_index()
+
+    def prune(self, current_round: int | None = None) -> int:
+        """Delete unpinned blobs of rounds before the last `keep_rounds`; returns how many.
+
+        With `current_round` r the kept rounds are r - keep_rounds + 1 .. r (and later ones).
+        """
+        with self._lock:
+            now = self.round if current_round is None else current_round
+            cutoff = now - self.keep_rounds + 1
+            doomed = []
+            for key in self._sizes:
+                round_, pinned = self._index.get(key, (now, False))
+                if not pinned and round_ < cutoff:
+                    doomed.append(key)
+            for key in doomed:
+                (self.dir / key).unlink(missing_ok=True)
+                self._sizes.pop(key, None)
+                self._index.pop(key, None)
+            if doomed:
+                self._save_index()
+        if doomed:
+            log.info("blob store: pruned %d blobs of rounds before %d", len(doomed), cutoff)
+            if self._metrics is not None:
+                self._metrics.inc("blobs_pruned_total", len(doomed))
+        return len(doomed)
 
     def path(self, digest: bytes | str) -> Path:
         """Where the blob with `digest` lives (whether or not it exists)."""
         return self.dir / as_digest(digest).hex()
 
-    def put(self, data: bytes) -> bytes:
-        """Store `data` and return its digest; storing the same bytes again is a no-op."""
+    def put(
+        self,
+        data: bytes,
+        *,
+        round_: int | None = None,
+        pin: bool = False,
+        from_peer: bool = False,
+    ) -> bytes:
+        """Store `data` and return its digest; storing the same bytes again is a no-op.
+
+        `round_` is the round the blob belongs to (default: the store's `round`); `pin` keeps
+        it through pruning. A blob `from_peer` is refused once the store holds
+        `max_store_bytes`. Refusals and a full disk are not raised: they are logged, counted
+        (`store_errors_total`) and kept in `last_error`, and the blob is not stored, so the
+        node keeps running with what it has in memory.
+        """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise BlobStoreError(f"a blob is bytes, got {type(data).__name__}")
         data = bytes(data)
@@ -88,20 +204,37 @@ class BlobStore:
             limit = self.max_blob_bytes
             raise BlobTooLargeError(f"blob of {len(data)} bytes is over the {limit}-byte limit")
         digest = sha256(data)
-        target = self.dir / digest.hex()
+        key = digest.hex()
+        target = self.dir / key
         if target.exists() and self.get(digest) is not None:
+            if pin or round_ is not None:
+                self._record(key, len(data), round_, pin)
             return digest
-        tmp = self.dir / f"{_TMP_PREFIX}{digest.hex()[:16]}-{secrets.token_hex(4)}"
+        if from_peer and self.total_bytes + len(data) > self.max_store_bytes:
+            self._refuse(
+                "store_full",
+                f"not keeping peer blob 0x{key[:16]}: the store holds {self.total_bytes} "
+                f"of its {self.max_store_bytes}-byte budget",
+            )
+            return digest
+        tmp = self.dir / f"{_TMP_PREFIX}{key[:16]}-{secrets.token_hex(4)}"
         try:
             with open(tmp, "xb") as out:
                 out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, target)
+            _fsync_dir(self.dir)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno not in _DISK_FULL:
+                raise
+            self._refuse("disk_full", f"disk full, blob 0x{key[:16]} not stored: {exc}")
+            return digest
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(self.dir)
+        self._record(key, len(data), round_, pin)
         return digest
 
     def get(self, digest: bytes | str) -> bytes | None:
@@ -127,7 +260,12 @@ class BlobStore:
 
     def delete(self, digest: bytes | str) -> bool:
         """Remove a blob; True if there was one."""
-        file = self.dir / as_digest(digest).hex()
+        key = as_digest(digest).hex()
+        file = self.dir / key
+        with self._lock:
+            self._sizes.pop(key, None)
+            if self._index.pop(key, None) is not None:
+                self._save_index()
         try:
             file.unlink()
         except FileNotFoundError:
@@ -140,9 +278,67 @@ class BlobStore:
             if _HEX_RE.fullmatch(entry.name):
                 yield bytes.fromhex(entry.name)
 
+    def _record(self, key: str, size: int, round_: int | None, pin: bool) -> None:
+        with self._lock:
+            self._sizes[key] = size
+            old_round, old_pin = self._index.get(key, (self.round, False))
+            entry = (old_round if round_ is None else round_, old_pin or pin)
+            if self._index.get(key) != entry:
+                self._index[key] = entry
+                self._save_index()
+
+    def _refuse(self, reason: str, message: str) -> None:
+        log.error("blob store: %s", message)
+        self.last_error = f"blob store: {message}"
+        if self._metrics is not None:
+            self._metrics.inc("store_errors_total", reason=reason)
+
+    def _load_index(self) -> tuple[int, dict[str, tuple[int, bool]]]:
+        """(round, digest hex -> (round, pinned)) from the index file; empty if unusable."""
+        try:
+            doc = safe_json.load_file(self.index_path, max_bytes=_MAX_INDEX_BYTES, max_depth=3)
+            if not isinstance(doc, dict) or doc.get("version") != _INDEX_VERSION:
+                raise ValueError("not a version-1 index")
+            round_, blobs = doc["round"], doc["blobs"]
+            if type(round_) is not int or not isinstance(blobs, dict):
+                raise ValueError("bad round or blobs")
+            index: dict[str, tuple[int, bool]] = {}
+            for key, entry in list(blobs.items())[:_MAX_INDEX_ENTRIES]:
+                if (
+                    _HEX_RE.fullmatch(key)
+                    and isinstance(entry, list)
+                    and len(entry) == 2
+                    and type(entry[0]) is int
+                    and type(entry[1]) is bool
+                ):
+                    index[key] = (entry[0], entry[1])
+            return round_, index
+        except FileNotFoundError:
+            return 0, {}
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("blob store: ignoring unreadable %s (%s)", self.index_path, exc)
+            return 0, {}
+
+    def _save_index(self) -> None:
+        """Write the index atomically (caller holds the lock); a failure only delays pruning."""
+        doc = {
+            "version": _INDEX_VERSION,
+            "round": self.round,
+            "blobs": {key: list(entry) for key, entry in self._index.items()},
+        }
+        tmp = self.index_path.with_name(f"{_TMP_PREFIX}{INDEX_FILE}")
+        try:
+            tmp.write_text(json.dumps(doc, separators=(",", ":")))
+            os.replace(tmp, self.index_path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            log.warning("blob store: cannot write %s (%s)", self.index_path, exc)
+
     def _discard(self, file: Path, why: str) -> None:
         log.warning("blob store: removing corrupted blob %s (%s)", file.name, why)
         file.unlink(missing_ok=True)
+        with self._lock:
+            self._sizes.pop(file.name, None)
         if self._metrics is not None:
             self._metrics.inc("blob_failures_total", reason="corrupt_store")
 

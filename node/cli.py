@@ -13,13 +13,20 @@ from pathlib import Path
 import click
 import trio
 
+from flchain import safe_json
 from flchain.attacks import DATA_ATTACKS, UPDATE_ATTACKS
 from flchain.config import ConfigError, parse_key_values
+from flchain.node.blobstore import DEFAULT_KEEP_ROUNDS
 from flchain.node.daemon import RUNTIME_FILE, NodeError, NodeSettings, run_node
 from flchain.node.engine import PROTOCOL_ATTACKS
 from flchain.node.identity import IdentityError, init_node_dir, load_node_identity, read_password
 from flchain.taskconfig import DataSpec, TaskConfigError
 
+# What `node status` reads: runtime.json (a few addresses) and the /status answer (metrics
+# and a per-round accuracy history included); a larger or deeper document is not a node's.
+_MAX_RUNTIME_BYTES = 64 * 1024
+_MAX_STATUS_BYTES = 8 * 1024 * 1024
+_MAX_STATUS_DEPTH = 8
 _NODE_ATTACKS = (*UPDATE_ATTACKS, *DATA_ATTACKS, *sorted(PROTOCOL_ATTACKS))
 
 
@@ -119,6 +126,14 @@ def init_command(directory: Path, password_file: Path | None, force: bool, as_js
     help="DP: Gaussian noise multiplier sigma (larger than the task's, if set).",
 )
 @click.option("--dp-delta", type=float, default=None, help="DP: delta the epsilon refers to.")
+@click.option(
+    "--keep-rounds",
+    type=click.IntRange(min=1),
+    default=DEFAULT_KEEP_ROUNDS,
+    show_default=True,
+    help="Blob store retention: keep the blobs of the last K rounds (finalized global models "
+    "are always kept).",
+)
 @click.option("-v", "--verbose", count=True)
 def run_command(
     directory: Path,
@@ -139,6 +154,7 @@ def run_command(
     dp_clip: float | None,
     dp_noise: float | None,
     dp_delta: float | None,
+    keep_rounds: int,
     verbose: int,
 ) -> None:
     """Run the node daemon: train, exchange updates over libp2p, commit and vote on chain,
@@ -167,6 +183,7 @@ def run_command(
             dp_clip=dp_clip,
             dp_noise=dp_noise,
             dp_delta=dp_delta,
+            keep_rounds=keep_rounds,
         )
         password = read_password(password_file)
         identity = load_node_identity(directory, password)
@@ -193,12 +210,23 @@ def status_command(directory: Path | None, url: str | None, as_json: bool) -> No
         if directory is None:
             raise click.UsageError("give --dir or --url")
         try:
-            url = json.loads((directory / RUNTIME_FILE).read_text())["status_url"]
-        except (OSError, ValueError, KeyError) as exc:
+            runtime = safe_json.load_file(
+                directory / RUNTIME_FILE, max_bytes=_MAX_RUNTIME_BYTES, max_depth=2
+            )
+            url = runtime["status_url"]
+            if not isinstance(url, str):
+                raise ValueError("status_url is not a string")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise click.ClickException(f"no running node found in {directory}: {exc}") from exc
     try:
         with urllib.request.urlopen(f"{url}/status", timeout=5) as response:
-            status = json.loads(response.read())
+            status = safe_json.loads(
+                response.read(_MAX_STATUS_BYTES + 1),
+                max_bytes=_MAX_STATUS_BYTES,
+                max_depth=_MAX_STATUS_DEPTH,
+            )
+            if not isinstance(status, dict):
+                raise ValueError("the status is not a JSON object")
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise click.ClickException(f"node at {url} does not answer: {exc}") from exc
     if as_json:

@@ -137,6 +137,48 @@ class GossipGate:
         return message
 
 
+class Quarantine:
+    """Announcements seen before the chain shows their commit, held until it does.
+
+    Bounded twice: `capacity` entries in all and `per_peer` from one peer id, so a member
+    announcing junk fills its own share and nothing else. Keyed by (peer, digest): the same
+    announcement twice takes one entry.
+    """
+
+    def __init__(self, capacity: int = 64, per_peer: int = 8) -> None:
+        if not 0 < per_peer <= capacity:
+            raise ValueError(f"need 0 < per_peer <= capacity, got {per_peer}, {capacity}")
+        self.capacity = capacity
+        self.per_peer = per_peer
+        self._entries: OrderedDict[tuple[str, bytes], Announcement] = OrderedDict()
+        self._per_peer: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def has_room(self, peer: str) -> bool:
+        """Whether an announcement from `peer` would be admitted now."""
+        return len(self._entries) < self.capacity and self._per_peer.get(peer, 0) < self.per_peer
+
+    def add(self, peer: str, message: Announcement) -> bool:
+        """Hold `message` from `peer`; False (nothing held) when either bound is reached."""
+        key = (peer, message.digest)
+        if key in self._entries:
+            return True
+        if not self.has_room(peer):
+            return False
+        self._entries[key] = message
+        self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
+        return True
+
+    def drain(self) -> list[tuple[str, Announcement]]:
+        """Take every held announcement out (oldest first), e.g. to check them again."""
+        out = [(peer, message) for (peer, _), message in self._entries.items()]
+        self._entries.clear()
+        self._per_peer.clear()
+        return out
+
+
 def _call_is_member(policy: TaskPolicy, peer_id: str) -> bool:
     """Membership lookups come from caller code; a failing lookup means "no"."""
     try:

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from phe.paillier import PaillierPrivateKey, PaillierPublicKey
 
+from flchain import safe_json
 from flchain.crypto.paillier import generate_keypair
 from flchain.node.identity import (
     NODE_JSON,
@@ -34,6 +35,9 @@ from flchain.node.identity import (
 __all__ = ["he_key_file", "load_or_create_he_key"]
 
 _INFO = b"flchain/paillier-key/v1"
+# An 8192-bit key file is ~6 KB of hex in a flat object; more is not a key file.
+_MAX_KEY_FILE_BYTES = 64 * 1024
+_MAX_KEY_FILE_DEPTH = 1
 
 
 def he_key_file(directory: Path, key_bits: int) -> Path:
@@ -72,7 +76,9 @@ def _load(
 ) -> tuple[PaillierPublicKey, PaillierPrivateKey]:
     _check_private_file(file)
     try:
-        record = json.loads(file.read_text())
+        record = safe_json.load_file(
+            file, max_bytes=_MAX_KEY_FILE_BYTES, max_depth=_MAX_KEY_FILE_DEPTH
+        )
         n_hex, nonce, sealed = record["n"], bytes.fromhex(record["nonce"]), record["sealed"]
         primes = ChaCha20Poly1305(sealing).decrypt(nonce, bytes.fromhex(sealed), n_hex.encode())
         n = int(n_hex, 16)

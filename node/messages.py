@@ -20,10 +20,13 @@ from typing import Any, Final, NoReturn
 
 from eth_utils import is_checksum_address, to_checksum_address
 
+from flchain import safe_json
+
 VERSION: Final = 1
 KINDS: Final = ("update", "vote", "alarm", "sum")
 MAX_MESSAGE_BYTES: Final = 4096
 MAX_INT: Final = 2**53 - 1  # the largest integer every JSON reader keeps exact
+MAX_DEPTH: Final = 2  # an announcement is one flat object; anything deeper is hostile
 
 _FIELDS: Final = frozenset({"v", "kind", "task", "round", "digest", "sender", "size"})
 _DIGEST_RE: Final = re.compile(r"0x[0-9a-f]{64}")
@@ -104,16 +107,18 @@ def decode(data: bytes) -> Announcement:
     if len(data) > MAX_MESSAGE_BYTES:
         _fail("oversize", f"{len(data)} bytes > {MAX_MESSAGE_BYTES}")
     try:
-        text = data.decode("utf-8")
-        body = json.loads(
-            text,
+        body = safe_json.loads(
+            data,
+            max_bytes=MAX_MESSAGE_BYTES,
+            max_depth=MAX_DEPTH,
             object_pairs_hook=_no_duplicate_keys,
-            parse_constant=_reject_constant,
             parse_float=_reject_float,
         )
     except MessageError:
         raise
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except safe_json.JsonLimitError as exc:  # "oversize" or "too_deep", before any parsing
+        _fail(exc.reason, str(exc))
+    except ValueError as exc:  # JsonFormatError: not UTF-8, not JSON, NaN/Infinity
         _fail("malformed", f"not UTF-8 JSON: {exc}")
     if not isinstance(body, dict):
         _fail("schema", f"top level must be an object, got {type(body).__name__}")
@@ -155,10 +160,6 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(keys) != len(set(keys)):
         _fail("malformed", "duplicate keys")
     return dict(pairs)
-
-
-def _reject_constant(token: str) -> NoReturn:
-    _fail("malformed", f"{token} is not allowed")
 
 
 def _reject_float(token: str) -> NoReturn:

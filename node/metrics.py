@@ -40,7 +40,7 @@ DEFAULT_METRICS: Final = (
     MetricSpec(
         "messages_rejected_total",
         "counter",
-        "Gossip messages dropped, by reason.",
+        "Gossip messages dropped, by reason (too_deep: nested JSON refused before parsing).",
         ("reason",),
     ),
     MetricSpec("messages_published_total", "counter", "Gossip messages this node published."),
@@ -49,8 +49,11 @@ DEFAULT_METRICS: Final = (
     MetricSpec(
         "blob_failures_total",
         "counter",
-        "Blob exchanges that failed, by reason: requests this node refused and "
-        "responses it discarded or did not get.",
+        "Blob exchanges that failed, by reason: requests this node refused (busy, "
+        "peer_slots: the peer holds its share of serve slots, peer_bytes: the peer spent its "
+        "byte budget for the round, not_committed: a digest this node does not serve) and "
+        "responses it discarded or did not get (bad_key: a Paillier key blob that does not "
+        "parse).",
         ("reason",),
     ),
     MetricSpec("peers_connected", "gauge", "Peers with an open libp2p connection."),
@@ -60,6 +63,27 @@ DEFAULT_METRICS: Final = (
         "counter",
         "Inbound libp2p streams that ended in an unexpected error, by protocol.",
         ("protocol",),
+    ),
+    MetricSpec(
+        "announcements_dropped_total",
+        "counter",
+        "Announced blobs this node did not fetch, by reason: uncommitted (not committed on "
+        "chain before its round ended), quarantine_full (too many early announcements "
+        "waiting), not_update (a kind that is never fetched early).",
+        ("reason",),
+    ),
+    MetricSpec(
+        "blobs_pruned_total",
+        "counter",
+        "Blobs deleted by the store's retention policy (rounds older than the last K, "
+        "finalized global models kept).",
+    ),
+    MetricSpec(
+        "store_errors_total",
+        "counter",
+        "Blobs the store could not keep, by reason: disk_full (ENOSPC/EDQUOT), store_full "
+        "(a peer's blob over the store's byte budget), io_error.",
+        ("reason",),
     ),
     MetricSpec(
         "peers_evicted_total",

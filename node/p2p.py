@@ -20,6 +20,7 @@ into the node. The py-libp2p specifics (and its quirks) stay in this module.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import struct
@@ -49,6 +50,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
+from flchain import safe_json
 from flchain.node import blobs
 from flchain.node.blobstore import DEFAULT_MAX_BLOB_BYTES, BlobStore, as_digest, sha256
 from flchain.node.gossip import GossipGate, RejectError, TaskPolicy, topic_for
@@ -65,6 +67,7 @@ _MAX_PEER_ID_BYTES: Final = 64
 _MAX_ADDRS: Final = 16
 _MAX_ADDRS_BYTES: Final = 4096
 _EQUIVOCATION_CACHE_LIMIT: Final = 10_000
+_MAX_BUDGET_PEERS: Final = 100_000
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,13 @@ class P2PConfig:
     provider_timeout: the most one provider may take to deliver a blob.
     request_timeout: how long the server waits for a client's 32-byte request.
     max_concurrent_serves: transfers served at once; more get a BUSY answer.
+    max_serves_per_peer: of those, how many one peer may hold (counted from the moment its
+        stream opens, request phase included), so a member that opens requests and never
+        reads them cannot take every slot (BUSY, counted as `peer_slots`).
+    peer_round_bytes: bytes one peer may fetch from this node per round (see
+        `P2PNode.start_round`); None derives it as `peer_budget_factor` x the largest
+        blob x the task's members (a fetcher takes each update once, plus retries and the
+        global model). Over budget: BUSY, counted as `peer_bytes`.
     heartbeat_interval: gossipsub heartbeat in seconds (mesh repair speed).
     bootstrap_backoff: first and largest delay between reconnect attempts, seconds.
     dial_timeout: the most one connection attempt may take.
@@ -122,6 +132,9 @@ class P2PConfig:
     provider_timeout: float = 60.0
     request_timeout: float = 5.0
     max_concurrent_serves: int = 8
+    max_serves_per_peer: int = 2
+    peer_round_bytes: int | None = None
+    peer_budget_factor: int = 4
     heartbeat_interval: int = 1
     bootstrap_backoff: tuple[float, float] = (0.5, 30.0)
     dial_timeout: float = 10.0
@@ -138,6 +151,8 @@ class P2PConfig:
             "provider_timeout": self.provider_timeout,
             "request_timeout": self.request_timeout,
             "max_concurrent_serves": self.max_concurrent_serves,
+            "max_serves_per_peer": self.max_serves_per_peer,
+            "peer_budget_factor": self.peer_budget_factor,
             "heartbeat_interval": self.heartbeat_interval,
             "dial_timeout": self.dial_timeout,
             "delivery_buffer": self.delivery_buffer,
@@ -148,6 +163,8 @@ class P2PConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise P2PConfigError(f"{name} must be positive, got {value!r}")
+        if self.peer_round_bytes is not None and not self.peer_round_bytes > 0:
+            raise P2PConfigError(f"peer_round_bytes must be positive, got {self.peer_round_bytes}")
         first, largest = self.bootstrap_backoff
         if not 0 < first <= largest:
             raise P2PConfigError(
@@ -194,6 +211,10 @@ class P2PNode:
         self._gate = GossipGate(self.config.dedup_size)
         self._deliveries: dict[str, trio.MemorySendChannel[Delivery]] = {}
         self._serve_slots = trio.Semaphore(self.config.max_concurrent_serves)
+        self._peer_streams: dict[str, int] = {}  # peer id -> blob streams it holds open now
+        self._peer_spent: dict[str, int] = {}  # peer id -> bytes served to it this round
+        self._peer_budget = self._round_budget(None, None)
+        self.serve_filter: Callable[[bytes], bool] | None = None
         self._first_seen: dict[ID, float] = {}
         self._stack: contextlib.AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
@@ -301,6 +322,24 @@ class P2PNode:
         except Exception as exc:
             raise P2PError(f"cannot connect to {addr}: {exc}") from exc
         return info.peer_id.to_base58()
+
+    # -- per-round budgets -------------------------------------------------------------
+
+    def start_round(self, *, blob_bytes: int | None = None, members: int | None = None) -> int:
+        """A new round: every peer's byte budget starts over; returns that budget.
+
+        `blob_bytes` (the task's largest blob) and `members` size the budget unless the
+        config fixes `peer_round_bytes`.
+        """
+        self._peer_spent.clear()
+        self._peer_budget = self._round_budget(blob_bytes, members)
+        return self._peer_budget
+
+    def _round_budget(self, blob_bytes: int | None, members: int | None) -> int:
+        if self.config.peer_round_bytes is not None:
+            return self.config.peer_round_bytes
+        largest = min(blob_bytes or self.config.max_blob_bytes, self.config.max_blob_bytes)
+        return self.config.peer_budget_factor * largest * max(1, members or 1)
 
     # -- gossip ----------------------------------------------------------------------
 
@@ -426,7 +465,9 @@ class P2PNode:
                     self.metrics.inc("blob_failures_total", reason=failure.reason)
                     log.info("blob 0x%s from %s failed: %s", key.hex()[:12], peer, failure)
                     continue
-                await trio.to_thread.run_sync(self.store.put, data)
+                await trio.to_thread.run_sync(
+                    functools.partial(self.store.put, data, from_peer=True)
+                )
                 self.metrics.inc("blobs_fetched_total")
                 return data
         if deadline.cancelled_caught and current is not None and current not in attempts:
@@ -566,12 +607,26 @@ class P2PNode:
             await _abort(stream)
 
     async def _serve_blob(self, stream: INetStream) -> None:
-        """Answer one blob request; any failure ends this stream and nothing else."""
+        """Answer one blob request; any failure ends this stream and nothing else.
+
+        Budgets, in order: membership, the peer's share of serve slots (held from here on,
+        so even a request that never arrives counts), `request_timeout` for the request,
+        the node's serve slots, `serve_filter`, the peer's byte budget for the round, and
+        `provider_timeout` for the whole answer (a reader that stops reading is cut off).
+        """
+        peer: str | None = None
         try:
             peer = stream.muxed_conn.peer_id.to_base58()
             if not self._gate.is_member_anywhere(peer):
+                peer = None
                 await self._refuse(stream, blobs.Status.REFUSED, "not_member")
                 return
+            held = self._peer_streams.get(peer, 0)
+            if held >= self.config.max_serves_per_peer:
+                peer = None  # this stream holds no slot of its own
+                await self._refuse(stream, blobs.Status.BUSY, "peer_slots")
+                return
+            self._peer_streams[peer] = held + 1
             with trio.move_on_after(self.config.request_timeout) as scope:
                 digest = await blobs.read_request(stream)
             if scope.cancelled_caught:
@@ -583,16 +638,7 @@ class P2PNode:
                 await self._refuse(stream, blobs.Status.BUSY, "busy")
                 return
             try:
-                data = await trio.to_thread.run_sync(self.store.get, digest)
-                if data is None:
-                    await blobs.write_response(stream, blobs.Status.NOT_FOUND)
-                elif len(data) > self.config.max_blob_bytes:
-                    await blobs.write_response(stream, blobs.Status.TOO_LARGE)
-                else:
-                    with trio.fail_after(self.config.provider_timeout):
-                        await blobs.write_response(stream, blobs.Status.OK, data)
-                    self.metrics.inc("blobs_served_total")
-                    self.metrics.inc("bytes_out_total", len(data), channel="blob")
+                await self._answer(stream, peer, digest)
             finally:
                 self._serve_slots.release()
             await _close(stream)
@@ -607,6 +653,44 @@ class P2PNode:
             self.metrics.inc("blob_failures_total", reason="stream_error")
             log.info("blob stream failed: %r", exc)
             await _abort(stream)
+        finally:
+            if peer is not None:
+                left = self._peer_streams.get(peer, 1) - 1
+                if left > 0:
+                    self._peer_streams[peer] = left
+                else:
+                    self._peer_streams.pop(peer, None)
+
+    async def _answer(self, stream: INetStream, peer: str, digest: bytes) -> None:
+        """The response to one admitted request (the caller holds a serve slot)."""
+        if self.serve_filter is not None and not self.serve_filter(digest):
+            self.metrics.inc("blob_failures_total", reason="not_committed")
+            with trio.fail_after(self.config.request_timeout):
+                await blobs.write_response(stream, blobs.Status.NOT_FOUND)
+            return
+        data = await trio.to_thread.run_sync(self.store.get, digest)
+        if data is None:
+            with trio.fail_after(self.config.request_timeout):
+                await blobs.write_response(stream, blobs.Status.NOT_FOUND)
+            return
+        if len(data) > self.config.max_blob_bytes:
+            with trio.fail_after(self.config.request_timeout):
+                await blobs.write_response(stream, blobs.Status.TOO_LARGE)
+            return
+        spent = self._peer_spent.get(peer, 0)
+        if spent + len(data) > self._peer_budget:
+            self.metrics.inc("blob_failures_total", reason="peer_bytes")
+            log.info("peer %s spent its %d-byte budget for the round", peer, self._peer_budget)
+            with trio.fail_after(self.config.request_timeout):
+                await blobs.write_response(stream, blobs.Status.BUSY)
+            return
+        if len(self._peer_spent) >= _MAX_BUDGET_PEERS and peer not in self._peer_spent:
+            self._peer_spent.clear()  # members only reach here; this bounds a churn of ids
+        self._peer_spent[peer] = spent + len(data)  # reserved up front: no parallel overspend
+        with trio.fail_after(self.config.provider_timeout):
+            await blobs.write_response(stream, blobs.Status.OK, data)
+        self.metrics.inc("blobs_served_total")
+        self.metrics.inc("bytes_out_total", len(data), channel="blob")
 
     async def _refuse(self, stream: INetStream, status: blobs.Status, reason: str) -> None:
         self.metrics.inc("blob_failures_total", reason=reason)
@@ -798,7 +882,8 @@ def _forget_failed_dial(host: IHost, peer_id: ID) -> None:
 
 def _parse_addr_list(body: bytes, peer_id: ID) -> list[multiaddr.Multiaddr]:
     """Dialable TCP addresses of `peer_id` from a peer-routing answer; junk is skipped."""
-    entries = json.loads(body.decode("utf-8"))
+    # a flat array of strings: depth 1, and the length prefix already bounded the size
+    entries = safe_json.loads(body, max_bytes=_MAX_ADDRS_BYTES, max_depth=1)
     if not isinstance(entries, list):
         raise ValueError("address list is not a JSON array")
     addrs: list[multiaddr.Multiaddr] = []
