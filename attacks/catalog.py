@@ -6,7 +6,18 @@ from flchain.attacks.context import AttackError
 
 UPDATE_ATTACKS: tuple[str, ...] = ("signflip", "scale", "gaussian", "zero", "alie", "ipm")
 DATA_ATTACKS: tuple[str, ...] = ("labelflip", "backdoor")
-PROTOCOL_ATTACKS: tuple[str, ...] = ("equivocate", "withhold", "badvote", "spam")
+PROTOCOL_ATTACKS: tuple[str, ...] = (
+    "equivocate",
+    "withhold",
+    "badvote",
+    "spam",
+    "liesamples",
+    "copy",
+    "replay",
+    "slowloris",
+    "blobflood",
+    "deepjson",
+)
 ATTACKS: tuple[str, ...] = UPDATE_ATTACKS + DATA_ATTACKS + PROTOCOL_ATTACKS
 
 DESCRIPTIONS: dict[str, str] = {
@@ -23,6 +34,15 @@ DESCRIPTIONS: dict[str, str] = {
     "withhold": "commit an update digest on chain but never serve its blob",
     "badvote": "vote for a wrong global-model digest and accepted-updates bitmap",
     "spam": "flood the gossip topics with invalid and oversized messages",
+    "liesamples": "train honestly but claim 2**64-1 training samples in every commit",
+    "copy": "free-ride: train nothing, commit another member's digest of the round as its own",
+    "replay": "recommit an old update digest (its own or another member's) with its old base round",
+    "slowloris": "open blob requests to every member and never read the answers, holding their "
+    "serve slots (bounded per round)",
+    "blobflood": "announce junk update digests on gossip that are never committed; serve junk "
+    "bytes for them",
+    "deepjson": "send nested-bracket JSON (75 KB, 1 MB, 8 MB) to the chain RPC and on gossip; "
+    "in secure mode commit a bundle with a nested header",
 }
 
 _WHERE = {

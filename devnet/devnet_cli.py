@@ -14,7 +14,8 @@ from rich.table import Table
 from web3 import Web3
 
 from flchain.aggregation import RULES
-from flchain.attacks import DATA_ATTACKS, UPDATE_ATTACKS
+from flchain.attacks import ATTACKS
+from flchain.cli_options import weight_options
 from flchain.contracts import FLChainClient, RoundStatus, TaskStatus, bitmap_indices
 from flchain.devnet.launcher import (
     DevnetError,
@@ -24,9 +25,7 @@ from flchain.devnet.launcher import (
     read_manifest,
     up,
 )
-from flchain.node.engine import PROTOCOL_ATTACKS
 
-_ATTACKS = (*UPDATE_ATTACKS, *DATA_ATTACKS, *sorted(PROTOCOL_ATTACKS))
 _DIR = click.option(
     "--dir",
     "directory",
@@ -48,12 +47,13 @@ def devnet() -> None:
 @click.option("--rounds", "-r", default=5, show_default=True)
 @click.option("--rule", type=click.Choice(RULES), default="multikrum", show_default=True)
 @click.option("--f", "f", type=int, default=None, help="Byzantine bound for krum/bulyan.")
+@weight_options
 @click.option("--byzantine", "-b", default=0, show_default=True, help="Byzantine nodes K.")
 @click.option(
     "--attack",
     "attacks",
     multiple=True,
-    type=click.Choice(_ATTACKS),
+    type=click.Choice(ATTACKS),
     help="Behaviour of the Byzantine nodes; repeat to give them different ones.",
 )
 @click.option("--chain", type=click.Choice(["pyevm", "anvil"]), default="pyevm", show_default=True)

@@ -25,11 +25,15 @@ from typing import Any
 from eth_account import Account
 from web3 import Web3
 
+from flchain import safe_json
+from flchain.config import DEFAULT_MAX_SAMPLES
 from flchain.contracts import FLChainClient, TaskParams
 from flchain.node.identity import init_node_dir
 from flchain.taskconfig import TaskConfig, initial_model_digest
 
 MANIFEST = "devnet.json"
+# Bound on the JSON files and /status answers the launcher reads (safe_json's depth default).
+_JSON_MAX_BYTES = 4 << 20
 NODE_FUNDS_WEI = 100 * 10**18
 STAKE_WEI = 10**15
 
@@ -64,6 +68,8 @@ class DevnetPlan:
     secure_bits: int = 16
     secure_key_bits: int = 2048
     secure_range: float | None = None
+    max_samples: int = DEFAULT_MAX_SAMPLES
+    robust_weights: str = "uniform"
 
     def task_config(self) -> TaskConfig:
         params = dict(self.rule_params)
@@ -85,6 +91,8 @@ class DevnetPlan:
             secure_bits=self.secure_bits,
             secure_key_bits=self.secure_key_bits,
             secure_range=self.secure_range,
+            max_samples=self.max_samples,
+            robust_weights=self.robust_weights,
         )
 
 
@@ -122,7 +130,7 @@ def start_chain(plan: DevnetPlan, log_path: Path) -> tuple[subprocess.Popen[byte
     while time.time() < deadline:
         text = ready.read_text()
         if text.endswith("\n"):
-            return proc, json.loads(text.splitlines()[0])
+            return proc, safe_json.loads(text.splitlines()[0], max_bytes=_JSON_MAX_BYTES)
         if proc.poll() is not None:
             raise DevnetError(f"the chain exited at start-up; see {log_path}")
         time.sleep(0.1)
@@ -147,6 +155,7 @@ def deploy_task(plan: DevnetPlan, rpc_url: str, owner_key: str) -> tuple[str, in
             quorum_bps=plan.quorum_bps,
             stake=STAKE_WEI,
             max_rounds=plan.rounds,
+            max_samples=config.max_samples,  # the cap every node's weights assume
         )
     )
     return client.address, task_id, config
@@ -236,7 +245,8 @@ def up(plan: DevnetPlan) -> dict:
     plan.directory.mkdir(parents=True, exist_ok=True)
     existing = plan.directory / MANIFEST
     if existing.exists():
-        if any(_alive(p) for p in _pids(json.loads(existing.read_text()))):
+        manifest = safe_json.load_file(existing, max_bytes=_JSON_MAX_BYTES)
+        if any(_alive(p) for p in _pids(manifest)):
             raise DevnetError(
                 f"a devnet is already running in {plan.directory}; `devnet down` first"
             )
@@ -282,7 +292,7 @@ def read_manifest(directory: Path) -> dict:
     path = directory / MANIFEST
     if not path.exists():
         raise DevnetError(f"no devnet in {directory} (no {MANIFEST}); start one with `devnet up`")
-    return json.loads(path.read_text())
+    return safe_json.load_file(path, max_bytes=_JSON_MAX_BYTES)
 
 
 def node_status(node: dict, timeout: float = 1.0) -> dict | None:
@@ -290,13 +300,13 @@ def node_status(node: dict, timeout: float = 1.0) -> dict | None:
     None while it is starting."""
     directory = Path(node["dir"])
     try:
-        runtime = json.loads((directory / "runtime.json").read_text())
+        runtime = safe_json.load_file(directory / "runtime.json", max_bytes=_JSON_MAX_BYTES)
         with urllib.request.urlopen(runtime["status_url"] + "/status", timeout=timeout) as r:
-            return json.loads(r.read())
+            return safe_json.loads(r.read(_JSON_MAX_BYTES + 1), max_bytes=_JSON_MAX_BYTES)
     except (OSError, ValueError, KeyError):
         pass
     try:
-        return json.loads((directory / "status.json").read_text())
+        return safe_json.load_file(directory / "status.json", max_bytes=_JSON_MAX_BYTES)
     except (OSError, ValueError):
         return None
 

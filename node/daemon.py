@@ -22,7 +22,7 @@ from web3 import Web3
 
 from flchain.contracts import FLChainClient
 from flchain.crypto.wire import encode_public_key
-from flchain.node.blobstore import BlobStore
+from flchain.node.blobstore import DEFAULT_KEEP_ROUNDS, BlobStore
 from flchain.node.engine import PROTOCOL_ATTACKS, RoundEngine
 from flchain.node.he_key import load_or_create_he_key
 from flchain.node.identity import NodeIdentity
@@ -31,7 +31,7 @@ from flchain.node.metrics import Metrics
 from flchain.node.p2p import P2PConfig, P2PNode
 from flchain.node.secure import SecureCodec, mask_task_label
 from flchain.node.secure_engine import SecureRoundEngine
-from flchain.node.status import StatusServer
+from flchain.node.status import StatusServer, redact_url
 from flchain.taskconfig import DataSpec, TaskConfig
 
 log = logging.getLogger("flchain.node")
@@ -65,6 +65,7 @@ class NodeSettings:
     dp_clip: float | None = None
     dp_noise: float | None = None
     dp_delta: float | None = None
+    keep_rounds: int = DEFAULT_KEEP_ROUNDS
 
 
 def load_task_config(settings: NodeSettings, on_chain_digest: bytes) -> TaskConfig:
@@ -127,10 +128,10 @@ async def run_node(
             "the initial model rebuilt from the task config does not match the chain's "
             f"initial digest 0x{task.initial_digest.hex()}"
         )
-    store = BlobStore(settings.dir)
-    store.put(initial)
-    (settings.dir / STATUS_FILE).unlink(missing_ok=True)
     metrics = Metrics()
+    store = BlobStore(settings.dir, metrics=metrics, keep_rounds=settings.keep_rounds)
+    store.put(initial, pin=True)
+    (settings.dir / STATUS_FILE).unlink(missing_ok=True)
     p2p_config = P2PConfig(listen=settings.listen, bootstrap=settings.bootstrap)
     secure = await trio.to_thread.run_sync(
         _secure_setup, settings, identity, password, config, learner, store
@@ -168,7 +169,7 @@ async def run_node(
                 "peer_id": p2p.peer_id,
                 "task": settings.task_id,
                 "contract": settings.contract,
-                "rpc": settings.rpc_url,
+                "rpc": redact_url(settings.rpc_url),
                 "member_index": s.member_index,
                 "round": s.round,
                 "phase": s.phase,
@@ -219,12 +220,16 @@ async def run_node(
                 address_of=engine.address_of,
             )
             await engine.ensure_member(
-                identity.x25519_public_bytes, secure.key_digest if secure else bytes(32)
+                identity.x25519_public_bytes,
+                secure.key_digest if secure else bytes(32),
+                peer_key=identity.libp2p_keypair,
             )
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(engine.members_loop)
                     nursery.start_soon(engine.consume, deliveries)
+                    if engine.attacker is not None:
+                        nursery.start_soon(engine.attacker.run)
                     nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
                     await engine.run()
                     log.info("task %d is over; node stops", settings.task_id)
@@ -261,7 +266,7 @@ def _secure_setup(
         mask_key=identity.x25519_private,
         task_label=mask_task_label(settings.contract, settings.task_id),
     )
-    digest = store.put(encode_public_key(public))
+    digest = store.put(encode_public_key(public), pin=True)
     return _SecureSetup(codec, (public, private), digest)
 
 

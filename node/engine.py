@@ -31,7 +31,9 @@ from typing import Any, TypeVar
 
 import torch
 import trio
+from libp2p.crypto.keys import KeyPair
 
+from flchain.attacks import catalog
 from flchain.contracts import (
     ContractRevert,
     FLChainClient,
@@ -45,20 +47,30 @@ from flchain.contracts import (
 )
 from flchain.crypto.dp import PrivacyAccountant
 from flchain.node.blobstore import BlobStore, sha256
+from flchain.node.gossip import Quarantine
 from flchain.node.learner import Learner, LocalUpdate
 from flchain.node.messages import Announcement, encode
 from flchain.node.metrics import Metrics, MetricSpec
 from flchain.node.p2p import BlobNotFound, Delivery, P2PNode
+from flchain.node.peer_proof import sign as sign_peer_proof
+from flchain.node.peer_proof import verify as verify_peer_proof
+from flchain.node.protocol_attacks import ProtocolAttacker
 
 log = logging.getLogger("flchain.node.engine")
 T = TypeVar("T")
 
-PROTOCOL_ATTACKS = frozenset({"equivocate", "withhold", "badvote", "spam"})
+PROTOCOL_ATTACKS = frozenset(catalog.PROTOCOL_ATTACKS)
 
 ENGINE_METRICS = (
     MetricSpec("round", "gauge", "The task's current round as this node sees it."),
     MetricSpec("accuracy", "gauge", "Test accuracy of the latest agreed global model."),
     MetricSpec("members", "gauge", "Active members of the task on chain."),
+    MetricSpec(
+        "members_unproven",
+        "gauge",
+        "Members whose peer-id proof does not verify: ignored (no gossip, no blobs, their "
+        "updates count as missing).",
+    ),
     MetricSpec("chain_errors_total", "counter", "Chain calls that failed and were retried."),
     MetricSpec("updates_missing_total", "counter", "Committed updates no peer delivered."),
     MetricSpec(
@@ -70,6 +82,26 @@ ENGINE_METRICS = (
     MetricSpec("alarms_raised_total", "counter", "Siren alarms this node raised on chain."),
     MetricSpec("round_seconds_total", "counter", "Seconds spent per round step.", ("step",)),
 )
+
+
+# Early fetching of announced updates (`RoundEngine.consume`): how many announcements made
+# before their commit is visible are held, in all and per peer; how often they are looked at
+# again; and the most one chain look-up may take.
+QUARANTINE_SIZE = 64
+QUARANTINE_PER_PEER = 8
+CONSUME_TICK = 1.0
+COMMIT_CHECK_TIMEOUT = 10.0
+
+
+@dataclass
+class _EarlyFetch:
+    """`consume`'s memory: held announcements and the committed digests seen on chain."""
+
+    quarantine: Quarantine
+    round: int = -1
+    # (round, member index) -> its committed update digest, then its re-mask digest
+    commits: dict[tuple[int, int], list[bytes]] = field(default_factory=dict)
+    store_error: str | None = None
 
 
 @dataclass
@@ -132,9 +164,12 @@ class RoundEngine:
         self._addresses: dict[str, str] = {}  # peer id -> address
         self._peer_of: dict[int, str] = {}  # member index -> peer id
         self._member_info: dict[int, Any] = {}  # member index -> MemberInfo (any status)
+        self._proven: dict[int, bool] = {}  # member index -> its peer-id proof verifies
         self._alarmed: set[int] = set()
         self._initial: bytes | None = None
         self._last_announcement: Announcement | None = None
+        # copy, replay, liesamples, slowloris, blobflood, deepjson (node/protocol_attacks.py)
+        self.attacker = ProtocolAttacker(self, attacks) if attacks else None
 
     # ------------------------------------------------------------------ helpers
     async def _chain(self, fn: Callable[..., T], *args: Any) -> T:
@@ -163,18 +198,41 @@ class RoundEngine:
         return self.state.round - 2 <= round_ <= self.state.round + 1
 
     async def refresh_members(self) -> None:
+        """Read the members from chain; only those whose peer-id proof verifies become
+        gossip and blob peers (peer ids are not unique on chain: see node/peer_proof.py)."""
         members = await self._chain(self.client.members, self.task_id)
+        if any(m.index not in self._proven for m in members):
+            await self._check_proofs(members)
         active = {}
         addresses, peer_of = {}, {}
         for m in members:
+            if not self._proven.get(m.index):
+                continue
             peer = m.peer_id.decode("utf-8", errors="replace")
             peer_of[m.index] = peer
-            if m.status == MemberStatus.ACTIVE:
+            if m.status == MemberStatus.ACTIVE and peer not in active:
                 active[peer] = m.index
                 addresses[peer] = m.account
         self._members, self._addresses, self._peer_of = active, addresses, peer_of
         self._member_info = {m.index: m for m in members}
         self.metrics.set("members", len(active))
+        self.metrics.set("members_unproven", sum(not self._proven.get(m.index) for m in members))
+
+    async def _check_proofs(self, members: list[Any]) -> None:
+        """Verify the join proofs of members not checked yet (a proof never changes, so each
+        is checked once; one whose log is not visible yet is checked again next time)."""
+        proofs = await self._chain(self.client.member_proofs, self.task_id)
+        chain_id = await self._chain(lambda: int(self.client.w3.eth.chain_id))
+        for m in members:
+            if m.index in self._proven or m.index not in proofs:
+                continue
+            peer = m.peer_id.decode("utf-8", errors="replace")
+            ok = verify_peer_proof(
+                peer, proofs[m.index], chain_id, self.client.address, self.task_id, m.account
+            )
+            self._proven[m.index] = ok
+            if not ok:
+                log.warning("member %d's peer-id proof does not verify; ignoring it", m.index)
 
     async def members_loop(self) -> None:
         while True:
@@ -184,19 +242,100 @@ class RoundEngine:
 
     async def consume(self, deliveries: trio.MemoryReceiveChannel[Delivery]) -> None:
         """Announcements are hints: fetch announced updates early so they are local when the
-        submit phase ends. Nothing a peer sends can raise out of here."""
-        async for delivery in deliveries:
-            message = delivery.announcement
-            if message.kind != "update" or self.store.has(message.digest):
-                continue
-            # On failure it is fetched again, from anyone, when the round needs it.
-            with contextlib.suppress(BlobNotFound):
-                await self.p2p.fetch_blob(
-                    message.digest,
-                    [delivery.peer_id],
-                    timeout=10.0,
-                    max_size=self._max_update_bytes(),
+        submit phase ends, but only digests the chain shows committed for that round by the
+        announcing member (junk announcements would fill the store). One announced before
+        its commit is visible waits in a bounded `Quarantine` until it is committed or its
+        round is over. Also keeps the store's round and the peers' per-round blob budgets in
+        step with the task. Nothing a peer sends can raise out of here."""
+        early = _EarlyFetch(Quarantine(QUARANTINE_SIZE, QUARANTINE_PER_PEER))
+        last_check = trio.current_time()
+        while True:
+            delivery: Delivery | None = None
+            with trio.move_on_after(CONSUME_TICK):
+                try:
+                    delivery = await deliveries.receive()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    return
+            self._follow_round(early)
+            if delivery is not None:
+                await self._consider(early, delivery.peer_id, delivery.announcement)
+            if len(early.quarantine) and trio.current_time() - last_check >= CONSUME_TICK:
+                last_check = trio.current_time()
+                for peer, message in early.quarantine.drain():
+                    await self._consider(early, peer, message)
+
+    def _follow_round(self, early: _EarlyFetch) -> None:
+        """On a new round: tag new blobs with it, restart the peers' byte budgets, forget
+        old commits. Also surfaces a blob-store error (disk full) in the node's state."""
+        r = self.state.round
+        if r != early.round:
+            early.round = r
+            if r > 0:  # 0: the engine has not read the task's round yet
+                self.store.set_round(r)
+            self.p2p.start_round(blob_bytes=self._max_update_bytes(), members=len(self._members))
+            for old in [k for k in early.commits if k[0] < r - 2]:
+                del early.commits[old]
+        error = self.store.last_error
+        if error is not None and error != early.store_error:
+            early.store_error = self.state.last_error = error
+
+    async def _consider(self, early: _EarlyFetch, peer: str, message: Announcement) -> None:
+        """Fetch, hold or drop one announcement (see `consume`)."""
+        if message.kind != "update":
+            self.metrics.inc("announcements_dropped_total", reason="not_update")
+            return
+        if self.store.has(message.digest):
+            return
+        status = await self._commit_status(early, peer, message)
+        if status == "pending" and message.round >= self.state.round:
+            if not early.quarantine.add(peer, message):
+                self.metrics.inc("announcements_dropped_total", reason="quarantine_full")
+            return
+        if status != "committed":
+            self.metrics.inc("announcements_dropped_total", reason="uncommitted")
+            return
+        # On failure it is fetched again, from anyone, when the round needs it.
+        with contextlib.suppress(BlobNotFound):
+            await self.p2p.fetch_blob(
+                message.digest, [peer], timeout=10.0, max_size=self._max_update_bytes()
+            )
+
+    async def _commit_status(self, early: _EarlyFetch, peer: str, message: Announcement) -> str:
+        """The announcement's standing on chain: "committed" when the announcing member's
+        update (or secure re-mask) in that round has this digest, "pending" when the chain
+        may still show it, else "other"."""
+        index = self._members.get(peer)
+        if index is None:
+            return "other"
+        key = (message.round, index)
+        known = early.commits.get(key)
+        if known is not None and message.digest in known:
+            return "committed"
+        if known is not None and len(known) == 2:  # update and re-mask both seen: neither
+            return "other"
+        if not early.quarantine.has_room(peer):
+            return "pending"  # decided without a chain call: that peer's share is used up
+        with trio.move_on_after(COMMIT_CHECK_TIMEOUT):
+            try:
+                if known is None:
+                    update = await self._chain(
+                        self.client.get_update, self.task_id, message.round, index
+                    )
+                    if not update.submitted:
+                        return "pending"
+                    known = early.commits[key] = [update.digest]
+                    if update.digest == message.digest:
+                        return "committed"
+                remask = await self._chain(
+                    self.client.get_remask, self.task_id, message.round, index
                 )
+            except ContractRevert:
+                return "other"
+            if remask is None:
+                return "pending"  # secure mode re-masks after the submit phase
+            known.append(remask)
+            return "committed" if remask == message.digest else "other"
+        return "pending"  # the chain did not answer in time; look again later
 
     def _max_update_bytes(self) -> int:
         return 4 * self.learner.num_params + 4096
@@ -213,15 +352,24 @@ class RoundEngine:
         return await self.p2p.fetch_blob(digest, providers, timeout=60.0)
 
     # ------------------------------------------------------------------ join
-    async def ensure_member(self, x25519: bytes, he_key: bytes = bytes(32)) -> int:
+    async def ensure_member(
+        self, x25519: bytes, he_key: bytes = bytes(32), *, peer_key: KeyPair
+    ) -> int:
         """Join the task unless already a member; `he_key` is the digest of our Paillier
-        public key blob (secure tasks), zero when we never decrypt."""
+        public key blob (secure tasks), zero when we never decrypt. `peer_key` (our libp2p
+        key) signs the peer-id proof that other nodes check before they talk to us."""
         try:
             index = await self._chain(self.client.member_index, self.task_id, self.client.account)
         except ContractRevert:
             log.info("joining task %d with peer id %s", self.task_id, self.peer_id)
+            chain_id = await self._chain(lambda: int(self.client.w3.eth.chain_id))
+            proof = sign_peer_proof(
+                peer_key, chain_id, self.client.address, self.task_id, self.client.account
+            )
             index = await self._chain(
-                self.client.join, self.task_id, self.peer_id.encode(), x25519, he_key
+                lambda: self.client.join(
+                    self.task_id, self.peer_id.encode(), x25519, he_key, peer_proof=proof
+                )
             )
         self.state.member_index = index
         return index
@@ -275,7 +423,10 @@ class RoundEngine:
             # and vote on the others' updates; training now would be wasted.
             log.info("round %d: the submit phase is over; joining the vote", r)
         if not mine.submitted and submit_open:
-            await self._train_and_commit(r, info, base, timings)
+            # copy and replay take the commit over (they train nothing)
+            taken = self.attacker is not None and await self.attacker.commit_instead(r, info)
+            if not taken:
+                await self._train_and_commit(r, info, base, timings)
         # ---- wait for the submit phase to end
         self.state.phase = "waiting for updates"
         t0 = time.perf_counter()
@@ -325,7 +476,9 @@ class RoundEngine:
                 self.task_id,
                 r,
                 digest,
-                update.samples,
+                update.samples
+                if self.attacker is None
+                else self.attacker.claimed_samples(update.samples),
                 info.base_round,
                 encode_loss(update.loss),
             )
@@ -351,7 +504,10 @@ class RoundEngine:
         me = self.state.member_index
         self.state.phase = "fetching"
         t0 = time.perf_counter()
-        indices = bitmap_indices(info.submitted)
+        if any(i not in self._proven for i in bitmap_indices(info.submitted)):
+            await self.refresh_members()
+        # A member without a valid peer-id proof is ignored: its update counts as missing.
+        indices = [i for i in bitmap_indices(info.submitted) if self._proven.get(i)]
         commits = {}
         for i in indices:
             commits[i] = (await self._chain(self.client.get_update, self.task_id, r, i)).digest
@@ -399,6 +555,7 @@ class RoundEngine:
             info = await self._chain(self.client.get_round, self.task_id, r)
             if info.status == RoundStatus.FINALIZED:
                 await self._adopt(info.global_digest)
+                await self._retain(r, info.global_digest)
                 if self.state.accuracy is not None:
                     self.state.accuracy_history[r] = self.state.accuracy
                 self.state.rounds_done += 1
@@ -413,6 +570,13 @@ class RoundEngine:
                     log.debug("close_round(%d): %s", r, exc)
             await trio.sleep(self.poll)
         timings["finalize"] = time.perf_counter() - t0
+
+    async def _retain(self, r: int, digest: bytes) -> None:
+        """After round r is finalized: pin its global model (kept for good) and delete the
+        blobs of rounds before the store's last `keep_rounds`."""
+        if digest != bytes(32) and self.store.has(digest):
+            await trio.to_thread.run_sync(self.store.pin, digest)
+        await trio.to_thread.run_sync(self.store.prune, r)
 
     async def _vote(self, r: int, digest: bytes, accepted: int) -> None:
         """Vote once the chain agrees the vote phase started (its clock may lag ours)."""

@@ -99,9 +99,12 @@ class SecureRoundEngine(RoundEngine):
                 info.he_key, self._providers(index), timeout=10.0, max_size=4096
             )
             key = decode_public_key(blob, key_bits=self.codec.config.secure_key_bits)
-        except (BlobNotFound, CryptoError) as exc:
+        except BlobNotFound as exc:
             return index, f"decryptor {index}'s key: {exc}"
-        self.store.put(blob)
+        except CryptoError as exc:  # a key blob that matches its digest but is not a key
+            self.metrics.inc("blob_failures_total", reason="bad_key")
+            return index, f"decryptor {index}'s key: {exc}"
+        self.store.put(blob, pin=True)  # keys outlive rounds: kept through pruning
         self._keys[index] = key
         return index, key
 
@@ -166,6 +169,8 @@ class SecureRoundEngine(RoundEngine):
             blob = os.urandom(4096)
         else:
             blob = await self._encrypt(vector, r, 0, eligible, len(eligible), key)
+            if self.attacker is not None:  # deepjson: a nested-bracket bundle header
+                blob = self.attacker.bundle(blob)
         timings["encrypt"] = time.perf_counter() - t0
         await self._commit(r, info, dataclasses.replace(update, blob=blob), timings)
 

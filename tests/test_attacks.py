@@ -262,10 +262,13 @@ def test_context_none_means_no_knowledge() -> None:
 
 
 def test_catalogue_partitions_all_attack_names() -> None:
-    assert PROTOCOL_ATTACKS == ("equivocate", "withhold", "badvote", "spam")
+    assert set(PROTOCOL_ATTACKS) == {
+        *("equivocate", "withhold", "badvote", "spam", "liesamples", "copy", "replay"),
+        *("slowloris", "blobflood", "deepjson"),
+    }
     assert set(UPDATE_ATTACKS) == {"signflip", "scale", "gaussian", "zero", "alie", "ipm"}
     assert set(DATA_ATTACKS) == {"labelflip", "backdoor"}
-    assert len(set(ATTACKS)) == len(ATTACKS) == 12
+    assert len(set(ATTACKS)) == len(ATTACKS) == 18
     assert set(UPDATE_FUNCTIONS) == set(UPDATE_ATTACKS)
     assert set(DESCRIPTIONS) == set(ATTACKS)
     assert all(DESCRIPTIONS[name] for name in ATTACKS)
