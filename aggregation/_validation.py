@@ -18,7 +18,7 @@ from flchain.aggregation.errors import AggregationError
 
 _MAX_LISTED = 10
 
-# Side inputs the simulation and the node compute per update (DESIGN.md vocabulary).
+# Side inputs the simulation and the node compute per update.
 SIDE_INPUTS: tuple[str, ...] = (
     "staleness",
     "public_loss",

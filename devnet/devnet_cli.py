@@ -15,7 +15,7 @@ from web3 import Web3
 
 from flchain.aggregation import RULES
 from flchain.attacks import ATTACKS
-from flchain.cli_options import weight_options
+from flchain.cli_options import keep_rounds_option, weight_options
 from flchain.contracts import FLChainClient, RoundStatus, TaskStatus, bitmap_indices
 from flchain.devnet.launcher import (
     DevnetError,
@@ -95,6 +95,7 @@ def devnet() -> None:
     help="Per-coordinate bound c of the quantization range (-c, c); default: 4, or "
     "C(1 + 6 sigma) with DP.",
 )
+@keep_rounds_option
 @click.option("--seed", default=0, show_default=True)
 @click.option("--detach", is_flag=True, help="Start everything and return; `devnet down` stops.")
 @click.option("--timeout", default=1800, show_default=True, help="Give up after this many s.")

@@ -28,6 +28,7 @@ from web3 import Web3
 from flchain import safe_json
 from flchain.config import DEFAULT_MAX_SAMPLES
 from flchain.contracts import FLChainClient, TaskParams
+from flchain.node.blobstore import DEFAULT_KEEP_ROUNDS
 from flchain.node.identity import init_node_dir
 from flchain.taskconfig import TaskConfig, initial_model_digest
 
@@ -70,6 +71,7 @@ class DevnetPlan:
     secure_range: float | None = None
     max_samples: int = DEFAULT_MAX_SAMPLES
     robust_weights: str = "uniform"
+    keep_rounds: int = DEFAULT_KEEP_ROUNDS  # each node's blob retention (`node run --keep-rounds`)
 
     def task_config(self) -> TaskConfig:
         params = dict(self.rule_params)
@@ -233,6 +235,7 @@ def start_node(manifest: dict, node: dict) -> subprocess.Popen[bytes]:
         cmd += ["--bootstrap", f"/ip4/127.0.0.1/tcp/{peer['port']}/p2p/{peer['peer_id']}"]
     if node.get("attack"):
         cmd += ["--attack", node["attack"]]
+    cmd += ["--keep-rounds", str(manifest.get("keep_rounds", DEFAULT_KEEP_ROUNDS))]
     log = (Path(node["dir"]) / "node.log").open("ab")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.Popen(
@@ -269,6 +272,7 @@ def up(plan: DevnetPlan) -> dict:
             "attack": ",".join(plan.attacks) or None,
             "byzantine": plan.byzantine,
             "secure": plan.secure,
+            "keep_rounds": plan.keep_rounds,
             "nodes": nodes,
             "started": time.time(),
         }

@@ -29,3 +29,18 @@ def weight_options(fn: F) -> F:
         show_default=True,
         help="A claimed sample count weighs at most this much (0: weights ignore samples).",
     )(fn)
+
+
+def keep_rounds_option(fn: F) -> F:
+    """`--keep-rounds`: how many rounds of blobs a node's store keeps (finalized global models
+    are always kept)."""
+    from flchain.node.blobstore import DEFAULT_KEEP_ROUNDS
+
+    return click.option(
+        "--keep-rounds",
+        type=click.IntRange(min=1),
+        default=DEFAULT_KEEP_ROUNDS,
+        show_default=True,
+        help="Blob store retention: keep the blobs of the last K rounds (finalized global "
+        "models are always kept).",
+    )(fn)

@@ -1,6 +1,6 @@
 """The task configuration the chain commits to, and the data spec a node trains on.
 
-Only the digest of the task config goes on chain (DESIGN: digests and small integers only); the
+Only the digest of the task config goes on chain (digests and small integers only); the
 JSON itself travels with the task (a file the creator hands out, or a blob fetched by digest),
 and every node checks it against the on-chain digest before using it. Canonical JSON (sorted
 keys, no whitespace) makes the digest independent of who wrote the file.

@@ -15,8 +15,8 @@ import trio
 
 from flchain import safe_json
 from flchain.attacks import DATA_ATTACKS, UPDATE_ATTACKS
+from flchain.cli_options import keep_rounds_option
 from flchain.config import ConfigError, parse_key_values
-from flchain.node.blobstore import DEFAULT_KEEP_ROUNDS
 from flchain.node.daemon import RUNTIME_FILE, NodeError, NodeSettings, run_node
 from flchain.node.engine import PROTOCOL_ATTACKS
 from flchain.node.identity import IdentityError, init_node_dir, load_node_identity, read_password
@@ -126,14 +126,7 @@ def init_command(directory: Path, password_file: Path | None, force: bool, as_js
     help="DP: Gaussian noise multiplier sigma (larger than the task's, if set).",
 )
 @click.option("--dp-delta", type=float, default=None, help="DP: delta the epsilon refers to.")
-@click.option(
-    "--keep-rounds",
-    type=click.IntRange(min=1),
-    default=DEFAULT_KEEP_ROUNDS,
-    show_default=True,
-    help="Blob store retention: keep the blobs of the last K rounds (finalized global models "
-    "are always kept).",
-)
+@keep_rounds_option
 @click.option("-v", "--verbose", count=True)
 def run_command(
     directory: Path,

@@ -5,7 +5,7 @@ a node that restarts simply reads where the task stands and carries on; the blob
 models and updates across restarts. Blocking work (web3 calls, training, aggregation) runs in
 worker threads; the engine's own tasks live in one trio nursery.
 
-A round, as DESIGN.md lays it out:
+A round:
 1. get the round's base global model (own store, else any peer) and check its digest;
 2. Siren: if the previous round was finalized and its model does worse on our data than our
    own last local model, raise an alarm on chain;
@@ -453,11 +453,9 @@ class RoundEngine:
         t0 = time.perf_counter()
         update = await trio.to_thread.run_sync(self.learner.train, base, r)
         if "spam" in self.attacks:  # commit a well-formed blob full of NaN
-            update = LocalUpdate(
-                self.learner.encode_update(torch.full((self.learner.num_params,), math.nan)),
-                update.samples,
-                update.loss,
-            )
+            nan = torch.full((self.learner.num_params,), math.nan)
+            nan[0] = float(r)  # a new digest each round: the same one would be "digest taken"
+            update = LocalUpdate(self.learner.encode_update(nan), update.samples, update.loss)
         timings["train"] = time.perf_counter() - t0
         await self._commit(r, info, update, timings)
 

@@ -44,7 +44,7 @@ UPDATE_KEY = "update"
 # Rules whose server-side step evaluates every candidate on data the server holds. On the network
 # each node would judge on its own data and honest nodes would derive different models, so
 # these run in `flchain simulate`; on the network Siren's client-side alarms run on chain for
-# every task whose alarm window is open (DESIGN.md, step 5).
+# every task whose alarm window is open (docs/architecture.md, the round engine).
 NETWORK_RULES_UNSUPPORTED = frozenset({"sageflow", "siren"})
 
 

@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 FUZZ_EXAMPLES = int(os.environ.get("FLCHAIN_FUZZ_EXAMPLES", "150"))
 
@@ -69,3 +70,25 @@ class Tally:
         }
         with open(path, "a", encoding="utf-8") as out:
             out.write(json.dumps(row) + "\n")
+
+
+def examples_for(shares: dict[str, float], kind: str) -> int:
+    """How many of the surface's FUZZ_EXAMPLES inputs go to the property `kind` (at least 10)."""
+    return max(10, round(FUZZ_EXAMPLES * shares[kind]))
+
+
+# Any JSON value (NaN and Infinity excluded: they are not JSON), for fields a peer controls.
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**300), max_value=2**300)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
+    ),
+    max_leaves=25,
+)

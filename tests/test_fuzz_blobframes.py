@@ -15,7 +15,7 @@ from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import pytest
-from fuzzkit import FUZZ_EXAMPLES, Tally, fuzz_settings
+from fuzzkit import Tally, examples_for, fuzz_settings
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -29,7 +29,7 @@ tally = Tally("blob_frames")
 
 
 def examples(kind: str) -> int:
-    return max(10, round(FUZZ_EXAMPLES * SHARES[kind]))
+    return examples_for(SHARES, kind)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import eth_account  # noqa: F401  (py_ecc raises the recursion limit: the hostile setting)
 import pytest
-from fuzzkit import FUZZ_EXAMPLES, Tally, fuzz_settings
+from fuzzkit import Tally, examples_for, fuzz_settings, json_values
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -36,7 +36,7 @@ tally = Tally("bundles")
 
 
 def examples(kind: str) -> int:
-    return max(10, round(FUZZ_EXAMPLES * SHARES[kind]))
+    return examples_for(SHARES, kind)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -93,20 +93,6 @@ def test_the_valid_inputs_parse() -> None:
 # --------------------------------------------------------------------------- strategies
 
 kinds = st.sampled_from(sorted(PARSERS))
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=20)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=16,
-)
 
 
 @st.composite

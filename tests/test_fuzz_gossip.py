@@ -16,7 +16,7 @@ from typing import Any
 
 import eth_account  # noqa: F401  (py_ecc raises the recursion limit: the hostile setting)
 import pytest
-from fuzzkit import FUZZ_EXAMPLES, Tally, fuzz_settings
+from fuzzkit import Tally, examples_for, fuzz_settings, json_values
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -34,7 +34,7 @@ gated = Tally("gossip_gate")
 
 
 def examples(kind: str) -> int:
-    return max(10, round(FUZZ_EXAMPLES * SHARES[kind]))
+    return examples_for(SHARES, kind)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -83,20 +83,6 @@ def check(data: bytes, origin: str = ORIGIN, topics: list[str] | None = None) ->
 
 # --------------------------------------------------------------------------- strategies
 
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**80), max_value=2**80)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=30)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=20,
-)
 hex64 = st.text("0123456789abcdef", min_size=64, max_size=64)
 field_values: dict[str, st.SearchStrategy[Any]] = {
     "v": st.sampled_from([1, 1, 0, 2, "1", True, 1.0]),

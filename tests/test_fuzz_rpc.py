@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from eth_account import Account
-from fuzzkit import FUZZ_EXAMPLES, Tally, fuzz_settings
+from fuzzkit import Tally, examples_for, fuzz_settings, json_scalars, json_values
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -62,7 +62,7 @@ tally = Tally("rpc")
 
 
 def examples(kind: str) -> int:
-    return max(10, round(FUZZ_EXAMPLES * SHARES[kind]))
+    return examples_for(SHARES, kind)
 
 
 @pytest.fixture(scope="module")
@@ -79,20 +79,6 @@ def server() -> Iterator[DevnetServer]:
 # --------------------------------------------------------------------------- strategies
 
 HEX = "0123456789abcdef"
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**300), max_value=2**300)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=40)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
-    ),
-    max_leaves=25,
-)
 hex_strings = st.builds(
     lambda prefix, digits: prefix + digits,
     st.sampled_from(["0x", "0X", "", "0x0", "x"]),
