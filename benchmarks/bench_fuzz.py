@@ -50,9 +50,10 @@ def main() -> int:
     lines = [
         "## Fuzzing (hypothesis)",
         "",
-        f"`make fuzz` ({machine()}): {args.examples:,} generated inputs per property, every "
-        "surface that parses bytes from a peer or a client. A crash is any exception other "
-        "than the surface's declared rejection, or a server that stops answering.",
+        f"`make fuzz` ({machine()}): {args.examples:,} generated inputs per surface (split "
+        "over its properties), every surface that parses bytes from a peer or a client. A "
+        "crash is any exception other than the surface's declared rejection, or a server "
+        "that stops answering.",
         "",
         "| surface | inputs | accepted | rejected (by reason) | crashes | wall clock |",
         "|---|---:|---:|---|---:|---:|",
