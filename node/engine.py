@@ -465,8 +465,10 @@ class RoundEngine:
         """Store `update.blob`, commit its digest on chain and announce it; False if refused."""
         t0 = time.perf_counter()
         digest = sha256(update.blob)
-        if "withhold" not in self.attacks:  # a withholder commits but keeps no blob to serve
-            self.store.put(update.blob)
+        # A withholder commits but keeps no blob to serve; an honest node commits only what
+        # it could store (a full disk would otherwise make it a withholder).
+        if "withhold" not in self.attacks and self._kept(r, update.blob) is None:
+            return False
         self.state.phase = "committing"
         try:
             await self._chain(
@@ -494,6 +496,18 @@ class RoundEngine:
             await self._spam(r)
         timings["gossip"] = time.perf_counter() - t0
         return True
+
+    def _kept(self, r: int, blob: bytes) -> bytes | None:
+        """Store a blob this node is about to commit to; its digest, or None (and the reason
+        in /status) when the store refused it (disk full, over budget): nobody could fetch
+        it from us."""
+        digest = self.store.put(blob)
+        if self.store.has(digest):
+            return digest
+        error = f"round {r}: not committing, blob not stored: {self.store.last_error}"
+        self.state.last_error = error
+        log.warning("%s", error)
+        return None
 
     async def _aggregate_and_vote(
         self, r: int, info: Any, base: bytes, timings: dict[str, float]

@@ -266,7 +266,9 @@ class SecureRoundEngine(RoundEngine):
         log.info("round %d: member(s) %s did not submit; re-masking over %s", r, dropped, submitted)
         vector = await self._plain_update(r, base)
         blob = await self._encrypt(vector, r, 1, submitted, len(eligible), key)
-        digest = self.store.put(blob)
+        digest = self._kept(r, blob)
+        if digest is None:
+            return
         try:
             await self._chain(self.client.remask, self.task_id, r, digest)
         except ContractRevert as exc:
@@ -283,7 +285,9 @@ class SecureRoundEngine(RoundEngine):
         t0 = time.perf_counter()
         proof = await trio.to_thread.run_sync(self.codec.prove, total, self.he_private)
         timings["decrypt"] = time.perf_counter() - t0
-        digest = self.store.put(proof)
+        digest = self._kept(r, proof)
+        if digest is None:
+            return
         try:
             await self._chain(self.client.publish_sum, self.task_id, r, digest)
         except ContractRevert as exc:

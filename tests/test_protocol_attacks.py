@@ -4,11 +4,14 @@ The devnet tests (test_devnet_attacks.py) show what honest nodes make of them.""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import random
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,6 +33,7 @@ from flchain.attacks.payloads import (
 from flchain.contracts import ContractRevert, RoundStatus, UpdateCommit, bitmap
 from flchain.crypto.ciphertext import PackedCiphertext
 from flchain.crypto.errors import PaillierError
+from flchain.node.blobstore import BlobStore, sha256
 from flchain.node.engine import PROTOCOL_ATTACKS as ENGINE_PROTOCOL_ATTACKS
 from flchain.node.engine import RoundEngine
 from flchain.node.learner import LocalUpdate
@@ -143,7 +147,9 @@ def _commit(tag: int, base_round: int) -> UpdateCommit:
     return UpdateCommit(True, bytes([tag]) * 32, 100 + tag, base_round, 7)
 
 
-def _engine(chain: FakeChain, attacks: set[str], me: int = 3) -> RoundEngine:
+def _engine(
+    chain: FakeChain, attacks: set[str], me: int = 3, store: BlobStore | None = None
+) -> RoundEngine:
     p2p = SimpleNamespace(announced=[])
 
     async def announce(message: Any) -> None:
@@ -155,7 +161,7 @@ def _engine(chain: FakeChain, attacks: set[str], me: int = 3) -> RoundEngine:
         task_id=1,
         learner=SimpleNamespace(dp_noise=0.0, num_params=4),  # type: ignore[arg-type]
         p2p=p2p,  # type: ignore[arg-type]
-        store=SimpleNamespace(put=lambda blob: b"", has=lambda d: False),  # type: ignore[arg-type]
+        store=store or SimpleNamespace(put=sha256, has=lambda d: True),  # type: ignore[arg-type]
         metrics=Metrics(),
         peer_id="me",
         attacks=frozenset(attacks),
@@ -186,6 +192,25 @@ def test_an_honest_node_commits_its_true_sample_count() -> None:
     assert engine.attacker is None
     trio.run(engine._commit, 1, chain.get_round(1, 1), LocalUpdate(b"blob", 450, 0.5), {})
     assert chain.submits[0][3] == 450
+
+
+def test_a_node_that_cannot_store_its_update_does_not_commit_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk must not turn an honest node into a withholder: no blob, no commit."""
+    chain = FakeChain({}, revert=None)
+    metrics = Metrics()
+    engine = _engine(chain, set(), store=BlobStore(tmp_path, metrics=metrics))
+
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    update = LocalUpdate(b"blob", 450, 0.5)
+    assert trio.run(engine._commit, 1, chain.get_round(1, 1), update, {}) is False
+    assert chain.submits == []
+    assert "not committing" in (engine.state.last_error or "")
+    assert metrics.snapshot()["store_errors_total"] == {"disk_full": 1}
 
 
 def test_copy_waits_for_a_victim_commits_its_digest_and_survives_digest_taken() -> None:
