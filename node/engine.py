@@ -91,6 +91,7 @@ QUARANTINE_SIZE = 64
 QUARANTINE_PER_PEER = 8
 CONSUME_TICK = 1.0
 COMMIT_CHECK_TIMEOUT = 10.0
+COMMIT_RECHECK = 2.0
 
 
 @dataclass
@@ -101,6 +102,9 @@ class _EarlyFetch:
     round: int = -1
     # (round, member index) -> its committed update digest, then its re-mask digest
     commits: dict[tuple[int, int], list[bytes]] = field(default_factory=dict)
+    # (round, member index) -> when the chain last had nothing (more) for it: one look-up per
+    # member per COMMIT_RECHECK, however many announcements that member sends
+    looked: dict[tuple[int, int], float] = field(default_factory=dict)
     store_error: str | None = None
 
 
@@ -125,6 +129,10 @@ class EngineState:
 
 class RoundEngine:
     """Runs rounds for one member of one task until the task ends."""
+
+    # Whether members may commit a second digest in a round (secure mode's `remask`): only
+    # then can an announced digest other than a member's committed update still become one.
+    remasks = False
 
     def __init__(
         self,
@@ -275,6 +283,8 @@ class RoundEngine:
             self.p2p.start_round(blob_bytes=self._max_update_bytes(), members=len(self._members))
             for old in [k for k in early.commits if k[0] < r - 2]:
                 del early.commits[old]
+            for old in [k for k in early.looked if k[0] < r - 2]:
+                del early.looked[old]
         error = self.store.last_error
         if error is not None and error != early.store_error:
             early.store_error = self.state.last_error = error
@@ -311,10 +321,13 @@ class RoundEngine:
         known = early.commits.get(key)
         if known is not None and message.digest in known:
             return "committed"
-        if known is not None and len(known) == 2:  # update and re-mask both seen: neither
-            return "other"
+        if known is not None and (len(known) == 2 or not self.remasks):
+            return "other"  # its committed digest(s) are known, and this is not one of them
         if not early.quarantine.has_room(peer):
             return "pending"  # decided without a chain call: that peer's share is used up
+        if trio.current_time() - early.looked.get(key, -math.inf) < COMMIT_RECHECK:
+            return "pending"  # the chain had nothing for this member a moment ago
+        early.looked[key] = trio.current_time()
         with trio.move_on_after(COMMIT_CHECK_TIMEOUT):
             try:
                 if known is None:
@@ -326,6 +339,8 @@ class RoundEngine:
                     known = early.commits[key] = [update.digest]
                     if update.digest == message.digest:
                         return "committed"
+                    if not self.remasks:
+                        return "other"
                 remask = await self._chain(
                     self.client.get_remask, self.task_id, message.round, index
                 )

@@ -44,6 +44,8 @@ log = logging.getLogger("flchain.node.secure_engine")
 class SecureRoundEngine(RoundEngine):
     """`RoundEngine` whose updates travel only as masked Paillier ciphertexts."""
 
+    remasks = True
+
     def __init__(
         self,
         *,

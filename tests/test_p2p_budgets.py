@@ -306,7 +306,7 @@ def test_only_committed_updates_are_fetched_early(
         metrics=metrics,
         peer_id="me",
     )
-    engine._members = {"peer-a": 0, "peer-b": 1}
+    engine._members = {"peer-a": 0, "peer-b": 1, "peer-c": 2}
     engine.state.round = 3
     client.updates[(3, 0)] = d_a
 
@@ -320,25 +320,31 @@ def test_only_committed_updates_are_fetched_early(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(engine.consume, receive)
             await send.send(Delivery(_update(3, d_a), "peer-a"))  # committed: fetched
-            await send.send(Delivery(_update(3, b"\x01" * 32), "peer-a"))  # not a's commit
+            # not a's commit, and a plain-mode member has no second digest: dropped at once
+            await send.send(Delivery(_update(3, b"\x01" * 32), "peer-a"))
             await send.send(Delivery(_update(3, d_b), "peer-b"))  # announced before its commit
             for i in range(20):  # junk from b fills b's quarantine share, nobody else's
                 await send.send(Delivery(_update(3, bytes([i + 2]) * 32), "peer-b"))
             await send.send(Delivery(_update(3, b"\x77" * 32), "outsider"))
+            for i in range(2):  # c never commits: its announcements wait until the round ends
+                await send.send(Delivery(_update(3, bytes([0x60 + i]) * 32), "peer-c"))
             await send.send(Delivery(_update(3, d_a, kind="vote"), "peer-a"))
             await _eventually(lambda: len(p2p.fetched) == 1, timeout=5)
             await _eventually(lambda: dropped().get("quarantine_full") == 13, timeout=5)
-            assert dropped() == {"quarantine_full": 13, "uncommitted": 1, "not_update": 1}
+            assert dropped() == {"quarantine_full": 13, "uncommitted": 2, "not_update": 1}
             calls_before = client.calls
             client.updates[(3, 1)] = d_b  # b's commit lands: its held announcement is fetched
             await _eventually(lambda: len(p2p.fetched) == 2, timeout=5)
             assert p2p.fetched == [(d_a, ["peer-a"]), (d_b, ["peer-b"])]
-            assert client.calls - calls_before <= 2 * 9  # each held entry: at most 2 reads
-            engine.state.round = 4  # the round moves on: the junk still held is dropped
-            await _eventually(lambda: dropped().get("uncommitted") == 1 + 8, timeout=5)
+            assert client.calls - calls_before <= 2 * 10  # each held entry: at most 2 reads
+            # b's 7 held junk digests are not its commit: dropped once the commit is known
+            await _eventually(lambda: dropped().get("uncommitted") == 2 + 7, timeout=5)
+            engine.state.round = 4  # the round moves on: c's held announcements are dropped
+            await _eventually(lambda: dropped().get("uncommitted") == 2 + 7 + 2, timeout=5)
+            await _eventually(lambda: store.round == 4, timeout=5)
             assert store.round == 4 and p2p.rounds[-1] == {
                 "blob_bytes": 4 * 10 + 4096,
-                "members": 2,
+                "members": 3,
             }
             assert set(store.digests()) == {d_a, d_b}  # no junk was ever stored
             await send.aclose()
