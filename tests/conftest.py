@@ -37,3 +37,12 @@ def anvil_bin() -> str:
 @pytest.fixture(scope="session")
 def cast_bin() -> str:
     return _find_tool("cast")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fuzz surfaces append their figures to FLCHAIN_FUZZ_REPORT (`make fuzz`)."""
+    from fuzzkit import TALLIES
+
+    for tally in TALLIES:
+        if tally.inputs:
+            tally.report()

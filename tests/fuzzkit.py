@@ -34,6 +34,9 @@ def fuzz_settings(examples: int | None = None) -> settings:
     )
 
 
+TALLIES: list[Tally] = []  # every surface's tally; conftest reports them at session end
+
+
 @dataclass
 class Tally:
     """What one surface saw: inputs, how each ended, and crashes (must stay zero)."""
@@ -55,6 +58,16 @@ class Tally:
     def crash(self, what: str) -> None:
         self.inputs += 1
         self.crashes.append(what[:200])
+
+    def __post_init__(self) -> None:
+        TALLIES.append(self)
+
+    def check(self, shares: dict[str, float]) -> None:
+        """What every surface promises: no crash, every input accepted or rejected with a
+        counted reason, and (about) as many inputs as its properties were given."""
+        assert self.crashes == [], self.crashes[:5]
+        assert self.inputs == self.accepted + sum(self.rejected.values())
+        assert self.inputs >= sum(examples_for(shares, kind) for kind in shares) // 2
 
     def report(self) -> None:
         """Append this surface's figures to FLCHAIN_FUZZ_REPORT, when set."""

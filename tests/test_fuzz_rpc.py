@@ -73,7 +73,6 @@ def server() -> Iterator[DevnetServer]:
     with DevnetServer(chain, port=0) as running:
         yield running
     chain.close()
-    tally.report()
 
 
 # --------------------------------------------------------------------------- strategies
