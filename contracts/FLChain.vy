@@ -4,647 +4,40 @@
 @title FLChain
 @notice The on-chain coordinator of decentralized federated learning. One contract serves
         many tasks (channels). Members stake and register, commit update digests per round,
-        vote reputation-weighted on (global digest, accepted bitmap), raise Siren alarms, and
-        anyone can close a stalled round. For secure aggregation it registers Paillier key
-        digests, chooses each round's decryptor and records re-mask commitments and the
-        decryptor's proof digest. Only digests and small integers live on chain.
-@dev Hot paths (submit, vote) pack their state by hand: Vyper does not pack storage, and
-     every cold slot costs 2,100 gas to read and 22,100 to create. Per-round, per-member data
-     is keyed by rk = task_id << 32 | round.
+        vote reputation-weighted on (global digest, accepted bitmap) and raise Siren alarms;
+        anyone can close a stalled round. Finalized rounds pay their accepted members from
+        the task's reward pool; missed submissions, missed votes, failed alarms and rejected
+        updates cost reputation, and members below the floor forfeit their stake to the
+        pool. For secure aggregation it registers Paillier key digests, chooses each
+        round's decryptor and records re-mask commitments and the decryptor's proof digest.
+        Only digests and small integers live on chain.
+@dev Two deployed pieces, one address: this contract holds the hot paths (submit, vote) and
+     every view; FLChainSettlement, created by the constructor, holds everything else and
+     runs by delegatecall on this contract's storage (both lay it out through the
+     FLChainCore module). Each piece stays well under EIP-170's 24,576 bytes.
 """
 
-MAX_MEMBERS: public(constant(uint256)) = 256
-MAX_PEER_ID: public(constant(uint256)) = 64
-MAX_PEER_PROOF: constant(uint256) = 64
-BPS: public(constant(uint256)) = 10000
-# Reputation is fixed point: REP_UNIT is a factor of 1.0 (the value a member joins with).
-REP_UNIT: public(constant(uint256)) = 1000
-REP_MAX: public(constant(uint256)) = 2000
-REP_ACCEPT: public(constant(uint256)) = 20
-REP_REJECT: public(constant(uint256)) = 100
-REP_BAD_VOTE: public(constant(uint256)) = 50
+import FLChainCore as store
 
-# Task status.
-TASK_REGISTERING: public(constant(uint256)) = 1
-TASK_RUNNING: public(constant(uint256)) = 2
-TASK_FINISHED: public(constant(uint256)) = 3
-TASK_CLOSED: public(constant(uint256)) = 4
+initializes: store
 
-# Round status.
-ROUND_OPEN: public(constant(uint256)) = 1
-ROUND_FINALIZED: public(constant(uint256)) = 2
-ROUND_FAILED: public(constant(uint256)) = 3
-ROUND_REVERTED: public(constant(uint256)) = 4
-ROUND_ABORTED: public(constant(uint256)) = 5
+# The settlement code this contract delegates to (created from the constructor argument).
+SETTLEMENT: public(immutable(address))
 
-# Member status.
-MEMBER_ACTIVE: public(constant(uint256)) = 1
-MEMBER_EJECTED: public(constant(uint256)) = 2
-MEMBER_WITHDRAWN: public(constant(uint256)) = 3
 
-# Why a round ended without a global model (RoundFailed.reason).
-FAIL_STALLED: public(constant(uint256)) = 1
-FAIL_ABORTED_BY_ALARM: public(constant(uint256)) = 2
-FAIL_TASK_CLOSED: public(constant(uint256)) = 3
+@deploy
+def __init__(settlement_code: Bytes[24576]):
+    """@notice Deploy FLChain with FLChainSettlement's creation code (one transaction)."""
+    SETTLEMENT = raw_create(settlement_code)
 
-M8: constant(uint256) = 2**8 - 1
-M16: constant(uint256) = 2**16 - 1
-M32: constant(uint256) = 2**32 - 1
-M40: constant(uint256) = 2**40 - 1
-M64: constant(uint256) = 2**64 - 1
-M96: constant(uint256) = 2**96 - 1
-ALL_ONES: constant(uint256) = max_value(uint256)
-LOSS_BIAS: constant(int256) = 2**63
 
-# Task state word: status 0..7 | cur_round 8..39 | round_start 40..79 | submit_window 80..111
-# | vote_window 112..143 | base_round 144..175 (of the current round, so submit checks it
-# without another cold read) | n_members 176..191 | n_active 192..207 | total_rep 208..239
-# | min_members 240..255
-S_ROUND: constant(uint256) = 8
-S_START: constant(uint256) = 40
-S_SUBMIT: constant(uint256) = 80
-S_VOTE: constant(uint256) = 112
-S_BASE: constant(uint256) = 144
-S_NMEM: constant(uint256) = 176
-S_NACT: constant(uint256) = 192
-S_REP: constant(uint256) = 208
-S_MINM: constant(uint256) = 240
-
-# Task config word: owner 0..159 | max_members 160..175 | quorum_bps 176..191
-# | alarm_bps 192..207 | allowlist 208..215
-C_MAXM: constant(uint256) = 160
-C_QUORUM: constant(uint256) = 176
-C_ALARM: constant(uint256) = 192
-C_ALLOW: constant(uint256) = 208
-
-# Task config word 2: alarm_window 0..31 | rep_floor 32..63 | stake 64..159
-# | max_samples 160..223 | max_rounds 224..255
-C2_FLOOR: constant(uint256) = 32
-C2_STAKE: constant(uint256) = 64
-C2_MAXS: constant(uint256) = 160
-C2_MAXR: constant(uint256) = 224
-
-# Round header: status 0..7 | start 8..47 | finalized_at 48..87 | total_rep 88..119
-# | base_round 120..151 | alarm_weight 152..183 | quorum_bps 184..199
-H_START: constant(uint256) = 8
-H_FINAL: constant(uint256) = 48
-H_REP: constant(uint256) = 88
-H_BASE: constant(uint256) = 120
-H_ALARM: constant(uint256) = 152
-H_QUORUM: constant(uint256) = 184
-
-# Member word: status 0..7 | index 8..23 | since_round 24..55
-M_INDEX: constant(uint256) = 8
-M_SINCE: constant(uint256) = 24
-
-# Commit word, keyed by (task, digest) so a digest is committed once per task: samples 0..63
-# | base_round 64..95 | loss + 2**63 96..159
-U_BASE: constant(uint256) = 64
-U_LOSS: constant(uint256) = 96
-
-
-struct TaskInfo:
-    task_id: uint256
-    owner: address
-    status: uint256
-    config_digest: bytes32
-    initial_digest: bytes32
-    global_digest: bytes32
-    global_round: uint256
-    min_members: uint256
-    max_members: uint256
-    submit_window: uint256
-    vote_window: uint256
-    alarm_window: uint256
-    quorum_bps: uint256
-    alarm_bps: uint256
-    stake: uint256
-    max_rounds: uint256
-    rep_floor: uint256
-    allowlist: bool
-    max_samples: uint256
-    current_round: uint256
-    round_start: uint256
-    n_members: uint256
-    n_active: uint256
-    total_reputation: uint256
-    slashed: uint256
-
-
-struct RoundInfo:
-    task_id: uint256
-    round: uint256
-    status: uint256
-    start: uint256
-    submit_deadline: uint256
-    vote_deadline: uint256
-    finalized_at: uint256
-    base_digest: bytes32
-    base_round: uint256
-    global_digest: bytes32
-    accepted: uint256
-    eligible: uint256
-    submitted: uint256
-    voted: uint256
-    alarmed: uint256
-    alarm_weight: uint256
-    total_reputation: uint256
-    quorum_bps: uint256
-    remasked: uint256
-    sum_digest: bytes32
-
-
-struct MemberInfo:
-    index: uint256
-    account: address
-    peer_id: Bytes[MAX_PEER_ID]
-    x25519: bytes32
-    status: uint256
-    since_round: uint256
-    reputation: uint256
-    he_key: bytes32
-
-
-struct UpdateInfo:
-    submitted: bool
-    digest: bytes32
-    samples: uint256
-    base_round: uint256
-    loss: int256
-
-
-struct VoteInfo:
-    voted: bool
-    digest: bytes32
-    accepted: uint256
-
-
-event TaskCreated:
-    task_id: indexed(uint256)
-    owner: indexed(address)
-    config_digest: bytes32
-    initial_digest: bytes32
-    min_members: uint256
-    max_members: uint256
-    submit_window: uint256
-    vote_window: uint256
-    alarm_window: uint256
-    quorum_bps: uint256
-    alarm_bps: uint256
-    stake: uint256
-    max_rounds: uint256
-    rep_floor: uint256
-    allowlist: bool
-    max_samples: uint256
-
-event AllowlistChanged:
-    task_id: indexed(uint256)
-    account: indexed(address)
-    allowed: bool
-
-event MemberJoined:
-    task_id: indexed(uint256)
-    account: indexed(address)
-    member: indexed(uint256)
-    peer_id: Bytes[MAX_PEER_ID]
-    x25519: bytes32
-    since_round: uint256
-    stake: uint256
-    he_key: bytes32
-    # Ed25519 signature by the peer id's key (flchain.node.peer_proof); nodes verify it and
-    # ignore members whose proof fails. Only in the log: nothing on chain can check it.
-    peer_proof: Bytes[MAX_PEER_PROOF]
-
-event RoundOpened:
-    task_id: indexed(uint256)
-    round: indexed(uint256)
-    base_digest: bytes32
-    base_round: uint256
-    eligible: uint256
-    total_reputation: uint256
-    start: uint256
-
-# base_round and loss are in storage (get_update); leaving them out of the log keeps a
-# submit under 80k gas.
-event UpdateCommitted:
-    task_id: indexed(uint256)
-    round: indexed(uint256)
-    member: indexed(uint256)
-    digest: bytes32
-    samples: uint256
-
-# Secure mode: the caller re-committed its update re-masked over the round's submitters.
-event UpdateRemasked:
-    task_id: indexed(uint256)
-    round: indexed(uint256)
-    member: indexed(uint256)
-    digest: bytes32
-
-# Secure mode: the round's decryptor published the digest of its decrypted sum and proof.
-event SumPublished:
-    task_id: indexed(uint256)
-    round: indexed(uint256)
-    member: indexed(uint256)
-    digest: bytes32
-
-event VoteCast:
-    task_id: indexed(uint256)
-    round: indexed(uint256)
-    member: indexed(uint256)
-    digest: bytes32
-    accepted: uint256
-    weight: uint256
-    tally: uint256
-
-event RoundFinalized:
-    task_id: indexed(uint256)
-    round: indexed(uint256)
-    global_digest: bytes32
-    accepted: uint256
-    tally: uint256
-    total_reputation: uint256
-
-event ReputationChanged:
-    task_id: indexed(uint256)
-    round: indexed(uint256)
-    member: indexed(uint256)
-    old: uint256
-    new: uint256
-
-event MemberEjected:
-    task_id: indexed(uint256)
-    round: indexed(uint256)
-    member: indexed(uint256)
-    account: address
-    reputation: uint256
-
-event AlarmRaised:
-    task_id: indexed(uint256)
-    round: indexed(uint256)
-    member: indexed(uint256)
-    weight: uint256
-    alarm_weight: uint256
-
-event RoundReverted:
-    task_id: indexed(uint256)
-    round: indexed(uint256)
-    restored_digest: bytes32
-    restored_round: uint256
-    alarm_weight: uint256
-
-event RoundFailed:
-    task_id: indexed(uint256)
-    round: indexed(uint256)
-    reason: uint256
-
-event TaskEnded:
-    task_id: indexed(uint256)
-    status: uint256
-    global_digest: bytes32
-    global_round: uint256
-
-event StakeWithdrawn:
-    task_id: indexed(uint256)
-    account: indexed(address)
-    amount: uint256
-
-event SlashedClaimed:
-    task_id: indexed(uint256)
-    owner: indexed(address)
-    amount: uint256
-
-
-task_count: public(uint256)
-
-_state: HashMap[uint256, uint256]
-_cfg: HashMap[uint256, uint256]
-_cfg2: HashMap[uint256, uint256]
-_config_digest: HashMap[uint256, bytes32]
-_initial_digest: HashMap[uint256, bytes32]
-_good_digest: HashMap[uint256, bytes32]
-_good_round: HashMap[uint256, uint256]
-_active: HashMap[uint256, uint256]
-_slashed: HashMap[uint256, uint256]
-_allowed: HashMap[uint256, HashMap[address, bool]]
-
-# Keyed by task_id << 160 | address (one hash per access).
-_member: HashMap[uint256, uint256]
-_account: HashMap[uint256, HashMap[uint256, address]]
-_peer_id: HashMap[uint256, HashMap[uint256, Bytes[MAX_PEER_ID]]]
-_x25519: HashMap[uint256, HashMap[uint256, bytes32]]
-# Secure mode: sha256 of each member's Paillier public key blob (zero: never decrypts), and
-# per task the bitmap of members that registered one. Both are fixed at join.
-_he_key: HashMap[uint256, HashMap[uint256, bytes32]]
-_keyed: HashMap[uint256, uint256]
-# Eight 32-bit reputations per word, so finalization touches 32 words for 256 members.
-_reps: HashMap[uint256, HashMap[uint256, uint256]]
-
-_round_hdr: HashMap[uint256, uint256]
-_round_base: HashMap[uint256, bytes32]
-_round_global: HashMap[uint256, bytes32]
-_round_accepted: HashMap[uint256, uint256]
-_round_eligible: HashMap[uint256, uint256]
-# Starts all ones; a submitter clears its bit, so "accepted & unsubmitted == 0" is the
-# bitmap check and no submitter pays for creating the slot.
-_round_unsubmitted: HashMap[uint256, uint256]
-# Starts as the eligible set; a voter clears its bit.
-_round_notvoted: HashMap[uint256, uint256]
-_round_alarmed: HashMap[uint256, uint256]
-_tally: HashMap[uint256, HashMap[bytes32, uint256]]
-# Secure mode, keyed by rk: who re-masked, and the digest of the decryptor's proof blob.
-_round_remasked: HashMap[uint256, uint256]
-_round_sum: HashMap[uint256, bytes32]
-
-# Keyed by (rk << 8) | member index: one hash per access instead of two.
-_commit_digest: HashMap[uint256, bytes32]
-# The commit word of each digest committed in a task (zero: never committed); keyed by the
-# task and the digest, so the slot submit must create anyway is also the "digest taken" check.
-_commit_meta: HashMap[bytes32, uint256]
-_vote_digest: HashMap[uint256, bytes32]
-_vote_accepted: HashMap[uint256, uint256]
-_remask_digest: HashMap[uint256, bytes32]
-
-
-# ---------------------------------------------------------------- internal helpers
-
-
-@internal
-@pure
-def _rk(task_id: uint256, round: uint256) -> uint256:
-    return (task_id << 32) | round
-
-
-@internal
-@pure
-def _mkey(task_id: uint256, account: address) -> uint256:
-    return (task_id << 160) | convert(account, uint256)
-
-
-@internal
-@pure
-def _set(word: uint256, at: uint256, mask: uint256, v: uint256) -> uint256:
-    return (word & ~(mask << at)) | (v << at)
-
-
-@internal
-@view
-def _task_state(task_id: uint256) -> uint256:
-    st: uint256 = self._state[task_id]
-    assert st != 0, "no task"
-    return st
-
-
-@internal
-@view
-def _running_state(task_id: uint256, round: uint256) -> uint256:
-    """State word of a running task whose current round is `round`."""
-    st: uint256 = self._task_state(task_id)
-    status: uint256 = st & M8
-    assert status != TASK_REGISTERING, "not started"
-    assert status == TASK_RUNNING, "closed task"
-    assert round == (st >> S_ROUND) & M32, "wrong round"
-    return st
-
-
-@internal
-@view
-def _active_member(task_id: uint256, account: address) -> uint256:
-    """Member word of `account`, which must be an active member of the task."""
-    m: uint256 = self._member[self._mkey(task_id, account)]
-    status: uint256 = m & M8
-    assert status != 0, "not member"
-    assert status != MEMBER_EJECTED, "ejected"
-    assert status == MEMBER_ACTIVE, "withdrawn"
-    return m
-
-
-@internal
-@view
-def _eligible_index(task_id: uint256, account: address, round: uint256) -> uint256:
-    """Member index of `account`, which must have been active when `round` opened."""
-    m: uint256 = self._active_member(task_id, account)
-    assert (m >> M_SINCE) & M32 <= round, "not eligible"
-    return (m >> M_INDEX) & M16
-
-
-@internal
-@view
-def _rep(task_id: uint256, index: uint256) -> uint256:
-    return (self._reps[task_id][index >> 3] >> (32 * (index & 7))) & M32
-
-
-@internal
-def _owner_only(task_id: uint256) -> uint256:
-    cfg: uint256 = self._cfg[task_id]
-    assert cfg != 0, "no task"
-    assert convert(cfg & ((1 << 160) - 1), address) == msg.sender, "not owner"
-    return cfg
-
-
-@internal
-def _open_round(task_id: uint256, st: uint256, round: uint256) -> uint256:
-    """Open `round` from the last good global model; returns the updated state word."""
-    rk: uint256 = self._rk(task_id, round)
-    active: uint256 = self._active[task_id]
-    total: uint256 = (st >> S_REP) & M32
-    base_round: uint256 = self._good_round[task_id]
-    base: bytes32 = self._good_digest[task_id]
-    quorum: uint256 = (self._cfg[task_id] >> C_QUORUM) & M16
-    hdr: uint256 = ROUND_OPEN | (block.timestamp << H_START) | (total << H_REP)
-    hdr |= (base_round << H_BASE) | (quorum << H_QUORUM)
-    self._round_hdr[rk] = hdr
-    self._round_base[rk] = base
-    self._round_eligible[rk] = active
-    self._round_unsubmitted[rk] = ALL_ONES
-    self._round_notvoted[rk] = active
-    new_st: uint256 = self._set(st, S_ROUND, M32, round)
-    new_st = self._set(new_st, S_START, M40, block.timestamp)
-    new_st = self._set(new_st, S_BASE, M32, base_round)
-    log RoundOpened(
-        task_id=task_id,
-        round=round,
-        base_digest=base,
-        base_round=base_round,
-        eligible=active,
-        total_reputation=total,
-        start=block.timestamp,
-    )
-    return new_st
-
-
-@internal
-def _advance(task_id: uint256, st: uint256, round: uint256) -> uint256:
-    """After `round` ended: open the next round, or finish the task at max rounds."""
-    if round >= self._cfg2[task_id] >> C2_MAXR:
-        log TaskEnded(
-            task_id=task_id,
-            status=TASK_FINISHED,
-            global_digest=self._good_digest[task_id],
-            global_round=self._good_round[task_id],
-        )
-        return self._set(st, 0, M8, TASK_FINISHED)
-    return self._open_round(task_id, st, round + 1)
-
-
-@internal
-def _eject(task_id: uint256, round: uint256, index: uint256, rep: uint256, stake: uint256):
-    account: address = self._account[task_id][index]
-    m: uint256 = self._member[self._mkey(task_id, account)]
-    self._member[self._mkey(task_id, account)] = self._set(m, 0, M8, MEMBER_EJECTED)
-    self._slashed[task_id] += stake
-    log MemberEjected(task_id=task_id, round=round, member=index, account=account, reputation=rep)
-
-
-@internal
-def _move_reputations(
-    task_id: uint256, rk: uint256, round: uint256, digest: bytes32, accepted: uint256
-) -> uint256[3]:
-    """Apply one finalized round's reputation moves; eject members below the floor.
-
-    Returns [reputation gained, reputation lost (ejected members' included), ejected bitmap].
-    """
-    eligible: uint256 = self._round_eligible[rk]
-    unsubmitted: uint256 = self._round_unsubmitted[rk]
-    notvoted: uint256 = self._round_notvoted[rk]
-    cfg2: uint256 = self._cfg2[task_id]
-    lowest: uint256 = (cfg2 >> C2_FLOOR) & M32
-    stake: uint256 = (cfg2 >> C2_STAKE) & M96
-    gain: uint256 = 0
-    loss: uint256 = 0
-    ejected: uint256 = 0
-    for w: uint256 in range(32):
-        chunk: uint256 = (eligible >> (8 * w)) & M8
-        if chunk == 0:
-            continue
-        word: uint256 = self._reps[task_id][w]
-        new_word: uint256 = word
-        for j: uint256 in range(8):
-            if chunk & (1 << j) == 0:
-                continue
-            index: uint256 = 8 * w + j
-            bit: uint256 = 1 << index
-            old: uint256 = (word >> (32 * j)) & M32
-            up: uint256 = 0
-            down: uint256 = 0
-            if unsubmitted & bit == 0:
-                if accepted & bit != 0:
-                    up = REP_ACCEPT
-                else:
-                    down = REP_REJECT
-            if notvoted & bit == 0:
-                if self._vote_digest[(rk << 8) | index] != digest:
-                    down += REP_BAD_VOTE
-                elif self._vote_accepted[(rk << 8) | index] != accepted:
-                    down += REP_BAD_VOTE
-            new: uint256 = 0
-            if old + up > down:
-                new = min(old + up - down, REP_MAX)
-            if new != old:
-                new_word = self._set(new_word, 32 * j, M32, new)
-                if new > old:
-                    gain += new - old
-                else:
-                    loss += old - new
-                log ReputationChanged(task_id=task_id, round=round, member=index, old=old, new=new)
-            if new < lowest:
-                ejected |= bit
-                loss += new
-                self._eject(task_id, round, index, new, stake)
-        if new_word != word:
-            self._reps[task_id][w] = new_word
-    return [gain, loss, ejected]
-
-
-@internal
-def _finalize(
-    task_id: uint256, st: uint256, rk: uint256, round: uint256, hdr: uint256,
-    digest: bytes32, accepted: uint256, tally: uint256
-):
-    moves: uint256[3] = self._move_reputations(task_id, rk, round, digest, accepted)
-    total: uint256 = ((st >> S_REP) & M32) + moves[0] - moves[1]
-    new_st: uint256 = self._set(st, S_REP, M32, total)
-    if moves[2] != 0:
-        self._active[task_id] &= ~moves[2]
-        n_active: uint256 = ((st >> S_NACT) & M16) - self._popcount(moves[2])
-        new_st = self._set(new_st, S_NACT, M16, n_active)
-    new_hdr: uint256 = self._set(hdr, 0, M8, ROUND_FINALIZED)
-    self._round_hdr[rk] = self._set(new_hdr, H_FINAL, M40, block.timestamp)
-    self._round_global[rk] = digest
-    self._round_accepted[rk] = accepted
-    self._good_digest[task_id] = digest
-    self._good_round[task_id] = round
-    log RoundFinalized(
-        task_id=task_id,
-        round=round,
-        global_digest=digest,
-        accepted=accepted,
-        tally=tally,
-        total_reputation=(hdr >> H_REP) & M32,
-    )
-    self._state[task_id] = self._advance(task_id, new_st, round)
-
-
-@internal
-@pure
-def _popcount(x: uint256) -> uint256:
-    n: uint256 = 0
-    v: uint256 = x
-    for i: uint256 in range(256):
-        if v == 0:
-            break
-        v &= v - 1
-        n += 1
-    return n
-
-
-@internal
-@pure
-def _nth_bit(x: uint256, n: uint256) -> uint256:
-    """Index of the n-th (from 0) set bit of `x` in ascending order; x has more than n."""
-    v: uint256 = x
-    for i: uint256 in range(n, bound=MAX_MEMBERS):
-        v &= v - 1
-    low: uint256 = v & unsafe_sub(0, v)
-    # Binary search for the position of the single set bit in `low`.
-    index: uint256 = 0
-    for j: uint256 in range(8):
-        step: uint256 = 128 >> j
-        if low >> step != 0:
-            low >>= step
-            index += step
-    return index
-
-
-@internal
-@view
-def _decryptor(task_id: uint256, round: uint256) -> uint256:
-    """Secure mode: the member that decrypts `round`'s sum (an existing round).
-
-    Rotates over the round's eligible members that registered a Paillier key, skipping
-    those that did not submit in the previous round while any candidate did, so a crashed
-    member does not stall every n-th round. Every input is fixed once the round opened.
-    """
-    rk: uint256 = self._rk(task_id, round)
-    cands: uint256 = self._round_eligible[rk] & self._keyed[task_id]
-    if round > 1:
-        prk: uint256 = self._rk(task_id, round - 1)
-        prev: uint256 = ~self._round_unsubmitted[prk] & self._round_eligible[prk]
-        if cands & prev != 0:
-            cands &= prev
-    assert cands != 0, "no decryptor"
-    return self._nth_bit(cands, (round - 1) % self._popcount(cands))
-
-
-@internal
-def _send(to: address, amount: uint256):
-    if amount > 0:
-        raw_call(to, b"", value=amount)
-
-
-# ---------------------------------------------------------------- tasks and members
+# ---------------------------------------------------------------- run by FLChainSettlement
+# Each entry point below runs FLChainSettlement's function of the same signature on this
+# contract's storage: msg.sender, msg.value and the revert reason pass through unchanged.
 
 
 @external
+@payable
 def create_task(
     config_digest: bytes32,
     initial_digest: bytes32,
@@ -663,60 +56,20 @@ def create_task(
 ) -> uint256:
     """
     @notice Open a task for registration; the first round opens when min_members joined.
-            `max_samples` caps the sample count an update weighs with in
-            `consensus_weights` (0: sample counts are not used, every update weighs its
-            member's reputation alone), so no member can inflate its weight by claiming more.
+            The value sent is the task's reward pool (top it up with `fund_task`).
+            `alarm_bps` may not be below `quorum_bps`: fewer members than agreed on a round
+            must not be able to undo it. `max_samples` caps the sample count an update
+            weighs with in `consensus_weights` (0: reputation alone).
     @return The new task id (ids start at 1).
     """
-    assert config_digest != empty(bytes32), "bad digest"
-    assert initial_digest != empty(bytes32), "bad digest"
-    assert min_members >= 1 and min_members <= max_members, "bad members"
-    assert max_members <= MAX_MEMBERS, "bad members"
-    assert submit_window >= 1 and submit_window <= M32, "bad window"
-    assert vote_window >= 1 and vote_window <= M32, "bad window"
-    assert alarm_window <= M32, "bad window"
-    assert quorum_bps > BPS // 2 and quorum_bps <= BPS, "bad quorum"
-    assert alarm_bps >= 1 and alarm_bps <= BPS, "bad alarm threshold"
-    assert stake <= M96, "bad stake"
-    assert max_rounds >= 1 and max_rounds < M32, "bad max rounds"
-    assert rep_floor < REP_UNIT, "bad floor"
-    assert max_samples <= M64, "bad max samples"
+    return abi_decode(raw_call(SETTLEMENT, msg.data, max_outsize=32, is_delegate_call=True), uint256)
 
-    task_id: uint256 = self.task_count + 1
-    assert task_id <= M32, "too many tasks"
-    self.task_count = task_id
-    st: uint256 = TASK_REGISTERING | (submit_window << S_SUBMIT) | (vote_window << S_VOTE)
-    st |= min_members << S_MINM
-    self._state[task_id] = st
-    cfg: uint256 = convert(msg.sender, uint256) | (max_members << C_MAXM)
-    cfg |= (quorum_bps << C_QUORUM) | (alarm_bps << C_ALARM)
-    if allowlist:
-        cfg |= 1 << C_ALLOW
-    self._cfg[task_id] = cfg
-    cfg2: uint256 = alarm_window | (rep_floor << C2_FLOOR) | (stake << C2_STAKE)
-    self._cfg2[task_id] = cfg2 | (max_samples << C2_MAXS) | (max_rounds << C2_MAXR)
-    self._config_digest[task_id] = config_digest
-    self._initial_digest[task_id] = initial_digest
-    self._good_digest[task_id] = initial_digest
-    log TaskCreated(
-        task_id=task_id,
-        owner=msg.sender,
-        config_digest=config_digest,
-        initial_digest=initial_digest,
-        min_members=min_members,
-        max_members=max_members,
-        submit_window=submit_window,
-        vote_window=vote_window,
-        alarm_window=alarm_window,
-        quorum_bps=quorum_bps,
-        alarm_bps=alarm_bps,
-        stake=stake,
-        max_rounds=max_rounds,
-        rep_floor=rep_floor,
-        allowlist=allowlist,
-        max_samples=max_samples,
-    )
-    return task_id
+
+@external
+@payable
+def fund_task(task_id: uint256):
+    """@notice Anyone adds the value sent to a registering or running task's reward pool."""
+    store._fund_task(task_id)
 
 
 @external
@@ -725,20 +78,17 @@ def set_allowed(task_id: uint256, account: address, allowed: bool):
     @notice Owner adds or removes an address on the task's allowlist. Removal does not
             eject a member that already joined.
     """
-    self._owner_only(task_id)
-    assert self._state[task_id] & M8 <= TASK_RUNNING, "closed task"
-    self._allowed[task_id][account] = allowed
-    log AllowlistChanged(task_id=task_id, account=account, allowed=allowed)
+    raw_call(SETTLEMENT, msg.data, is_delegate_call=True)
 
 
 @external
 @payable
 def join(
     task_id: uint256,
-    peer_id: Bytes[MAX_PEER_ID],
+    peer_id: Bytes[store.MAX_PEER_ID],
     x25519: bytes32,
     he_key: bytes32,
-    peer_proof: Bytes[MAX_PEER_PROOF],
+    peer_proof: Bytes[store.MAX_PEER_PROOF],
 ) -> uint256:
     """
     @notice Register the caller: bind its libp2p peer id and X25519 key, deposit the stake.
@@ -751,56 +101,81 @@ def join(
             out, and nodes ignore a member whose proof fails.
     @return The member index (its bit in every bitmap).
     """
-    st: uint256 = self._task_state(task_id)
-    status: uint256 = st & M8
-    assert status <= TASK_RUNNING, "closed task"
-    assert self._member[self._mkey(task_id, msg.sender)] == 0, "already member"
-    cfg: uint256 = self._cfg[task_id]
-    if cfg & (1 << C_ALLOW) != 0:
-        assert self._allowed[task_id][msg.sender], "not allowed"
-    index: uint256 = (st >> S_NMEM) & M16
-    assert index < (cfg >> C_MAXM) & M16, "task full"
-    cfg2: uint256 = self._cfg2[task_id]
-    stake: uint256 = (cfg2 >> C2_STAKE) & M96
-    assert msg.value == stake, "wrong stake"
-    assert len(peer_id) > 0, "bad peer id"
-    assert x25519 != empty(bytes32), "bad key"
-
-    since: uint256 = ((st >> S_ROUND) & M32) + 1
-    self._member[self._mkey(task_id, msg.sender)] = MEMBER_ACTIVE | (index << M_INDEX) | (since << M_SINCE)
-    self._account[task_id][index] = msg.sender
-    self._peer_id[task_id][index] = peer_id
-    self._x25519[task_id][index] = x25519
-    if he_key != empty(bytes32):
-        self._he_key[task_id][index] = he_key
-        self._keyed[task_id] |= 1 << index
-    w: uint256 = index >> 3
-    self._reps[task_id][w] = self._set(self._reps[task_id][w], 32 * (index & 7), M32, REP_UNIT)
-    self._active[task_id] |= 1 << index
-
-    n_active: uint256 = ((st >> S_NACT) & M16) + 1
-    st = self._set(st, S_NMEM, M16, index + 1)
-    st = self._set(st, S_NACT, M16, n_active)
-    st = self._set(st, S_REP, M32, ((st >> S_REP) & M32) + REP_UNIT)
-    log MemberJoined(
-        task_id=task_id,
-        account=msg.sender,
-        member=index,
-        peer_id=peer_id,
-        x25519=x25519,
-        since_round=since,
-        stake=stake,
-        he_key=he_key,
-        peer_proof=peer_proof,
-    )
-    if status == TASK_REGISTERING and n_active >= (st >> S_MINM) & M16:
-        st = self._set(st, 0, M8, TASK_RUNNING)
-        st = self._open_round(task_id, st, 1)
-    self._state[task_id] = st
-    return index
+    return store._join(task_id, peer_id, x25519, he_key, peer_proof)
 
 
-# ---------------------------------------------------------------- rounds
+@external
+def remask(task_id: uint256, round: uint256, digest: bytes32):
+    """
+    @notice Secure mode: after the submit window, when some eligible member did not submit,
+            a submitter re-commits its update re-masked over the set of submitters (pairwise
+            masks only cancel over the members in the sum). Once per member and round.
+    """
+    store._remask(task_id, round, digest)
+
+
+@external
+def publish_sum(task_id: uint256, round: uint256, digest: bytes32):
+    """
+    @notice Secure mode: the round's decryptor publishes the digest of the blob holding the
+            decrypted sum and its proof (plaintexts and Paillier randomness), in the vote
+            phase, once. Which updates the sum covers is checked off chain by the nodes.
+    """
+    store._publish_sum(task_id, round, digest)
+
+
+@external
+def close_round(task_id: uint256, round: uint256):
+    """
+    @notice Liveness: anyone may close the current round once its vote window has passed
+            (or every eligible member voted) without quorum. The round is marked failed,
+            and, when anyone voted, every eligible member that did not submit loses
+            REP_NO_SUBMIT and every one that did not vote REP_NO_VOTE (members below the
+            floor are ejected). The next round starts from the last good global model.
+    """
+    raw_call(SETTLEMENT, msg.data, is_delegate_call=True)
+
+
+@external
+def raise_alarm(task_id: uint256, round: uint256):
+    """
+    @notice Siren alarm: the caller's check says the global model of finalized `round` is
+            worse than its own. Allowed for the latest good round within alarm_window
+            seconds of its finalization. The caller bonds REP_ALARM of its reputation,
+            returned only if the alarm succeeds. When the alarm weight reaches alarm_bps of
+            the active reputation, the round is reverted to the previous good model: its
+            reputation moves, ejections and rewards are undone, and a round in progress
+            (trained on the bad model) is aborted and restarted.
+    """
+    raw_call(SETTLEMENT, msg.data, is_delegate_call=True)
+
+
+@external
+def close_task(task_id: uint256):
+    """@notice Owner ends a task early; members may then withdraw once it is settled."""
+    raw_call(SETTLEMENT, msg.data, is_delegate_call=True)
+
+
+@external
+def withdraw(task_id: uint256):
+    """
+    @notice A member that was not ejected takes its payout once the task is settled (ended,
+            and its last alarm window closed): its stake, its rewards, and a share of the
+            pool left at the end in proportion to its rewards (`MemberInfo.payout`).
+    """
+    raw_call(SETTLEMENT, msg.data, is_delegate_call=True)
+
+
+@external
+def claim_refund(task_id: uint256):
+    """
+    @notice The owner takes the reward pool back when the settled task paid no rewards at
+            all (no round finalized with an active accepted member).
+    """
+    raw_call(SETTLEMENT, msg.data, is_delegate_call=True)
+
+
+# ---------------------------------------------------------------- rounds (hot paths)
 
 
 @external
@@ -816,29 +191,29 @@ def submit(task_id: uint256, round: uint256, digest: bytes32, samples: uint256,
     """
     # The checks of _running_state and _eligible_index, inlined (they run only to revert with
     # the precise reason): submit's gas budget is tight.
-    st: uint256 = self._state[task_id]
-    if (st & M8 != TASK_RUNNING) or ((st >> S_ROUND) & M32 != round):
-        self._running_state(task_id, round)
-    m: uint256 = self._member[(task_id << 160) | convert(msg.sender, uint256)]
-    if (m & M8 != MEMBER_ACTIVE) or ((m >> M_SINCE) & M32 > round):
-        self._eligible_index(task_id, msg.sender, round)
-    assert block.timestamp < ((st >> S_START) & M40) + ((st >> S_SUBMIT) & M32), "wrong phase"
-    index: uint256 = (m >> M_INDEX) & M16
+    st: uint256 = store._state[task_id]
+    if (st & store.M8 != store.TASK_RUNNING) or ((st >> store.S_ROUND) & store.M32 != round):
+        store._running_state(task_id, round)
+    m: uint256 = store._member[(task_id << 160) | convert(msg.sender, uint256)]
+    if (m & store.M8 != store.MEMBER_ACTIVE) or ((m >> store.M_SINCE) & store.M32 > round):
+        store._eligible_index(task_id, msg.sender, round)
+    assert block.timestamp < ((st >> store.S_START) & store.M40) + ((st >> store.S_SUBMIT) & store.M32), "wrong phase"
+    index: uint256 = (m >> store.M_INDEX) & store.M16
     rk: uint256 = (task_id << 32) | round
     bit: uint256 = 1 << index
-    unsubmitted: uint256 = self._round_unsubmitted[rk]
+    unsubmitted: uint256 = store._round_unsubmitted[rk]
     assert unsubmitted & bit != 0, "already submitted"
     assert digest != empty(bytes32), "bad digest"
-    assert samples >= 1 and samples <= M64, "bad samples"
-    assert base_round == (st >> S_BASE) & M32, "bad base round"
-    assert loss >= -LOSS_BIAS and loss < LOSS_BIAS, "bad loss"
+    assert samples >= 1 and samples <= store.M64, "bad samples"
+    assert base_round == (st >> store.S_BASE) & store.M32, "bad base round"
+    assert loss >= -store.LOSS_BIAS and loss < store.LOSS_BIAS, "bad loss"
     dk: bytes32 = keccak256(abi_encode(task_id, digest))
-    assert self._commit_meta[dk] == 0, "digest taken"
-    self._round_unsubmitted[rk] = unsubmitted ^ bit
-    self._commit_digest[(rk << 8) | index] = digest
-    meta: uint256 = convert(loss + LOSS_BIAS, uint256) << U_LOSS
-    self._commit_meta[dk] = meta | samples | (base_round << U_BASE)
-    log UpdateCommitted(
+    assert store._commit_meta[dk] == 0, "digest taken"
+    store._round_unsubmitted[rk] = unsubmitted ^ bit
+    store._commit_digest[(rk << 8) | index] = digest
+    meta: uint256 = convert(loss + store.LOSS_BIAS, uint256) << store.U_LOSS
+    store._commit_meta[dk] = meta | samples | (base_round << store.U_BASE)
+    log store.UpdateCommitted(
         task_id=task_id,
         round=round,
         member=index,
@@ -852,36 +227,50 @@ def vote(task_id: uint256, round: uint256, digest: bytes32, accepted: uint256):
     """
     @notice Vote for a global model: its digest and the bitmap of updates it accepted.
             The vote weighs the caller's reputation; the pair that reaches quorum of the
-            round's total reputation finalizes the round in this call.
+            round's total reputation finalizes the round in this call. A vote on the
+            previous round after it finalized is a late vote: it changes no tally, but an
+            eligible member that did not vote at all loses REP_NO_LATE_VOTE when the
+            current round ends (a late vote for another pair costs REP_BAD_VOTE then).
     """
     # The checks of _running_state and _eligible_index, inlined as in submit.
-    st: uint256 = self._state[task_id]
-    if (st & M8 != TASK_RUNNING) or ((st >> S_ROUND) & M32 != round):
-        self._running_state(task_id, round)
-    m: uint256 = self._member[(task_id << 160) | convert(msg.sender, uint256)]
-    if (m & M8 != MEMBER_ACTIVE) or ((m >> M_SINCE) & M32 > round):
-        self._eligible_index(task_id, msg.sender, round)
-    index: uint256 = (m >> M_INDEX) & M16
+    st: uint256 = store._state[task_id]
+    if (st & store.M8 != store.TASK_RUNNING) or ((st >> store.S_ROUND) & store.M32 != round):
+        if (st & store.M8 == store.TASK_RUNNING) and ((st >> store.S_ROUND) & store.M32 == round + 1):
+            # A late vote on the round that just finalized (FLChainSettlement.late_vote).
+            raw_call(
+                SETTLEMENT,
+                abi_encode(
+                    task_id, round, digest, accepted,
+                    method_id=method_id("late_vote(uint256,uint256,bytes32,uint256)"),
+                ),
+                is_delegate_call=True,
+            )
+            return
+        store._running_state(task_id, round)
+    m: uint256 = store._member[(task_id << 160) | convert(msg.sender, uint256)]
+    if (m & store.M8 != store.MEMBER_ACTIVE) or ((m >> store.M_SINCE) & store.M32 > round):
+        store._eligible_index(task_id, msg.sender, round)
+    index: uint256 = (m >> store.M_INDEX) & store.M16
     rk: uint256 = (task_id << 32) | round
-    submit_end: uint256 = ((st >> S_START) & M40) + ((st >> S_SUBMIT) & M32)
-    assert block.timestamp < submit_end + ((st >> S_VOTE) & M32), "wrong phase"
-    unsubmitted: uint256 = self._round_unsubmitted[rk]
+    submit_end: uint256 = ((st >> store.S_START) & store.M40) + ((st >> store.S_SUBMIT) & store.M32)
+    assert block.timestamp < submit_end + ((st >> store.S_VOTE) & store.M32), "wrong phase"
+    unsubmitted: uint256 = store._round_unsubmitted[rk]
     if block.timestamp < submit_end:
-        assert unsubmitted & self._round_eligible[rk] == 0, "wrong phase"
+        assert unsubmitted & store._round_eligible[rk] == 0, "wrong phase"
     bit: uint256 = 1 << index
-    notvoted: uint256 = self._round_notvoted[rk]
+    notvoted: uint256 = store._round_notvoted[rk]
     assert notvoted & bit != 0, "already voted"
     assert accepted & unsubmitted == 0, "bad bitmap"
     assert digest != empty(bytes32), "bad digest"
-    self._round_notvoted[rk] = notvoted ^ bit
+    store._round_notvoted[rk] = notvoted ^ bit
     mk: uint256 = (rk << 8) | index
-    self._vote_digest[mk] = digest
-    self._vote_accepted[mk] = accepted
+    store._vote_digest[mk] = digest
+    store._vote_accepted[mk] = accepted
     key: bytes32 = keccak256(abi_encode(digest, accepted))
-    weight: uint256 = self._rep(task_id, index)
-    tally: uint256 = self._tally[rk][key] + weight
-    self._tally[rk][key] = tally
-    log VoteCast(
+    weight: uint256 = store._rep(task_id, index)
+    tally: uint256 = store._tally[rk][key] + weight
+    store._tally[rk][key] = tally
+    log store.VoteCast(
         task_id=task_id,
         round=round,
         member=index,
@@ -890,340 +279,77 @@ def vote(task_id: uint256, round: uint256, digest: bytes32, accepted: uint256):
         weight=weight,
         tally=tally,
     )
-    hdr: uint256 = self._round_hdr[rk]
-    quorum: uint256 = ((hdr >> H_QUORUM) & M16) * ((hdr >> H_REP) & M32)
-    if tally > 0 and tally * BPS >= quorum:
-        self._finalize(task_id, st, rk, round, hdr, digest, accepted, tally)
-
-
-@external
-def remask(task_id: uint256, round: uint256, digest: bytes32):
-    """
-    @notice Secure mode: after the submit window, when some eligible member did not submit,
-            a submitter re-commits its update re-masked over the set of submitters (pairwise
-            masks only cancel over the members in the sum). Once per member and round.
-    """
-    st: uint256 = self._running_state(task_id, round)
-    index: uint256 = self._eligible_index(task_id, msg.sender, round)
-    rk: uint256 = self._rk(task_id, round)
-    submit_end: uint256 = ((st >> S_START) & M40) + ((st >> S_SUBMIT) & M32)
-    assert block.timestamp >= submit_end, "wrong phase"
-    assert block.timestamp < submit_end + ((st >> S_VOTE) & M32), "wrong phase"
-    bit: uint256 = 1 << index
-    unsubmitted: uint256 = self._round_unsubmitted[rk]
-    assert unsubmitted & bit == 0, "not submitted"
-    assert unsubmitted & self._round_eligible[rk] != 0, "nothing to remask"
-    remasked: uint256 = self._round_remasked[rk]
-    assert remasked & bit == 0, "already remasked"
-    assert digest != empty(bytes32), "bad digest"
-    self._round_remasked[rk] = remasked | bit
-    self._remask_digest[(rk << 8) | index] = digest
-    log UpdateRemasked(task_id=task_id, round=round, member=index, digest=digest)
-
-
-@external
-def publish_sum(task_id: uint256, round: uint256, digest: bytes32):
-    """
-    @notice Secure mode: the round's decryptor publishes the digest of the blob holding the
-            decrypted sum and its proof (plaintexts and Paillier randomness), in the vote
-            phase, once. Which updates the sum covers is checked off chain by the nodes.
-    """
-    st: uint256 = self._running_state(task_id, round)
-    index: uint256 = self._decryptor(task_id, round)
-    assert self._account[task_id][index] == msg.sender, "not decryptor"
-    rk: uint256 = self._rk(task_id, round)
-    # The vote phase, as `vote` defines it.
-    submit_end: uint256 = ((st >> S_START) & M40) + ((st >> S_SUBMIT) & M32)
-    assert block.timestamp < submit_end + ((st >> S_VOTE) & M32), "wrong phase"
-    if block.timestamp < submit_end:
-        assert self._round_unsubmitted[rk] & self._round_eligible[rk] == 0, "wrong phase"
-    assert self._round_sum[rk] == empty(bytes32), "already published"
-    assert digest != empty(bytes32), "bad digest"
-    self._round_sum[rk] = digest
-    log SumPublished(task_id=task_id, round=round, member=index, digest=digest)
-
-
-@external
-def close_round(task_id: uint256, round: uint256):
-    """
-    @notice Liveness: anyone may close the current round once its vote window has passed
-            (or every eligible member voted) without quorum. The round is marked failed and
-            the next one starts from the last good global model.
-    """
-    st: uint256 = self._running_state(task_id, round)
-    rk: uint256 = self._rk(task_id, round)
-    deadline: uint256 = ((st >> S_START) & M40) + ((st >> S_SUBMIT) & M32)
-    deadline += (st >> S_VOTE) & M32
-    if block.timestamp < deadline:
-        assert self._round_notvoted[rk] == 0, "too early"
-    self._round_hdr[rk] = self._set(self._round_hdr[rk], 0, M8, ROUND_FAILED)
-    log RoundFailed(task_id=task_id, round=round, reason=FAIL_STALLED)
-    self._state[task_id] = self._advance(task_id, st, round)
-
-
-@external
-def raise_alarm(task_id: uint256, round: uint256):
-    """
-    @notice Siren alarm: the caller's check says the global model of finalized `round` is
-            worse than its own. Allowed for the latest good round within alarm_window
-            seconds of its finalization. When the alarm weight reaches alarm_bps of the
-            active reputation, the round is reverted to the previous good model, and a
-            round in progress (trained on the bad model) is aborted and restarted.
-    """
-    st: uint256 = self._task_state(task_id)
-    status: uint256 = st & M8
-    assert status != TASK_REGISTERING, "not started"
-    assert status != TASK_CLOSED, "closed task"
-    rk: uint256 = self._rk(task_id, round)
-    hdr: uint256 = self._round_hdr[rk]
-    assert round >= 1 and round == self._good_round[task_id], "wrong round"
-    cfg2: uint256 = self._cfg2[task_id]
-    alarm_end: uint256 = ((hdr >> H_FINAL) & M40) + (cfg2 & M32)
-    assert block.timestamp < alarm_end, "alarm closed"
-    m: uint256 = self._active_member(task_id, msg.sender)
-    index: uint256 = (m >> M_INDEX) & M16
-    bit: uint256 = 1 << index
-    alarmed: uint256 = self._round_alarmed[rk]
-    assert alarmed & bit == 0, "already alarmed"
-    self._round_alarmed[rk] = alarmed | bit
-    weight: uint256 = self._rep(task_id, index)
-    alarm_weight: uint256 = ((hdr >> H_ALARM) & M32) + weight
-    hdr = self._set(hdr, H_ALARM, M32, alarm_weight)
-    log AlarmRaised(
-        task_id=task_id, round=round, member=index, weight=weight, alarm_weight=alarm_weight
-    )
-    threshold: uint256 = ((self._cfg[task_id] >> C_ALARM) & M16) * ((st >> S_REP) & M32)
-    if alarm_weight == 0 or alarm_weight * BPS < threshold:
-        self._round_hdr[rk] = hdr
-        return
-    self._round_hdr[rk] = self._set(hdr, 0, M8, ROUND_REVERTED)
-    restored: bytes32 = self._round_base[rk]
-    restored_round: uint256 = (hdr >> H_BASE) & M32
-    self._good_digest[task_id] = restored
-    self._good_round[task_id] = restored_round
-    log RoundReverted(
-        task_id=task_id,
-        round=round,
-        restored_digest=restored,
-        restored_round=restored_round,
-        alarm_weight=alarm_weight,
-    )
-    if status == TASK_RUNNING:
-        current: uint256 = (st >> S_ROUND) & M32
-        crk: uint256 = self._rk(task_id, current)
-        self._round_hdr[crk] = self._set(self._round_hdr[crk], 0, M8, ROUND_ABORTED)
-        log RoundFailed(task_id=task_id, round=current, reason=FAIL_ABORTED_BY_ALARM)
-        self._state[task_id] = self._advance(task_id, st, current)
-
-
-@external
-def close_task(task_id: uint256):
-    """@notice Owner ends a task early; members may then withdraw their stakes."""
-    self._owner_only(task_id)
-    st: uint256 = self._state[task_id]
-    status: uint256 = st & M8
-    assert status <= TASK_RUNNING, "closed task"
-    if status == TASK_RUNNING:
-        current: uint256 = (st >> S_ROUND) & M32
-        crk: uint256 = self._rk(task_id, current)
-        self._round_hdr[crk] = self._set(self._round_hdr[crk], 0, M8, ROUND_ABORTED)
-        log RoundFailed(task_id=task_id, round=current, reason=FAIL_TASK_CLOSED)
-    self._state[task_id] = self._set(st, 0, M8, TASK_CLOSED)
-    log TaskEnded(
-        task_id=task_id,
-        status=TASK_CLOSED,
-        global_digest=self._good_digest[task_id],
-        global_round=self._good_round[task_id],
-    )
-
-
-@external
-@nonreentrant
-def withdraw(task_id: uint256):
-    """@notice A member that was not ejected takes its stake back once the task ended."""
-    st: uint256 = self._task_state(task_id)
-    assert st & M8 >= TASK_FINISHED, "task running"
-    m: uint256 = self._active_member(task_id, msg.sender)
-    self._member[self._mkey(task_id, msg.sender)] = self._set(m, 0, M8, MEMBER_WITHDRAWN)
-    amount: uint256 = (self._cfg2[task_id] >> C2_STAKE) & M96
-    log StakeWithdrawn(task_id=task_id, account=msg.sender, amount=amount)
-    self._send(msg.sender, amount)
-
-
-@external
-@nonreentrant
-def claim_slashed(task_id: uint256):
-    """@notice The owner collects the stakes of ejected members once the task ended."""
-    self._owner_only(task_id)
-    assert self._state[task_id] & M8 >= TASK_FINISHED, "task running"
-    amount: uint256 = self._slashed[task_id]
-    assert amount > 0, "nothing to claim"
-    self._slashed[task_id] = 0
-    log SlashedClaimed(task_id=task_id, owner=msg.sender, amount=amount)
-    self._send(msg.sender, amount)
+    hdr: uint256 = store._round_hdr[rk]
+    quorum: uint256 = ((hdr >> store.H_QUORUM) & store.M16) * ((hdr >> store.H_REP) & store.M32)
+    if tally > 0 and tally * store.BPS >= quorum:
+        # The settlement pays the round, moves reputations and opens the next round.
+        raw_call(
+            SETTLEMENT,
+            abi_encode(
+                task_id, round, digest, accepted, tally,
+                method_id=method_id("finalize_round(uint256,uint256,bytes32,uint256,uint256)"),
+            ),
+            is_delegate_call=True,
+        )
 
 
 # ---------------------------------------------------------------- views
 
 
-@internal
+@external
 @view
-def _check_round(task_id: uint256, round: uint256) -> uint256:
-    st: uint256 = self._task_state(task_id)
-    assert round >= 1 and round <= (st >> S_ROUND) & M32, "wrong round"
-    return st
-
-
-@internal
-@view
-def _check_index(st: uint256, index: uint256):
-    assert index < (st >> S_NMEM) & M16, "no member"
+def task_count() -> uint256:
+    return store.task_count
 
 
 @external
 @view
-def get_task(task_id: uint256) -> TaskInfo:
-    st: uint256 = self._task_state(task_id)
-    cfg: uint256 = self._cfg[task_id]
-    cfg2: uint256 = self._cfg2[task_id]
-    return TaskInfo(
-        task_id=task_id,
-        owner=convert(cfg & ((1 << 160) - 1), address),
-        status=st & M8,
-        config_digest=self._config_digest[task_id],
-        initial_digest=self._initial_digest[task_id],
-        global_digest=self._good_digest[task_id],
-        global_round=self._good_round[task_id],
-        min_members=(st >> S_MINM) & M16,
-        max_members=(cfg >> C_MAXM) & M16,
-        submit_window=(st >> S_SUBMIT) & M32,
-        vote_window=(st >> S_VOTE) & M32,
-        alarm_window=cfg2 & M32,
-        quorum_bps=(cfg >> C_QUORUM) & M16,
-        alarm_bps=(cfg >> C_ALARM) & M16,
-        stake=(cfg2 >> C2_STAKE) & M96,
-        max_rounds=cfg2 >> C2_MAXR,
-        rep_floor=(cfg2 >> C2_FLOOR) & M32,
-        allowlist=cfg & (1 << C_ALLOW) != 0,
-        max_samples=(cfg2 >> C2_MAXS) & M64,
-        current_round=(st >> S_ROUND) & M32,
-        round_start=(st >> S_START) & M40,
-        n_members=(st >> S_NMEM) & M16,
-        n_active=(st >> S_NACT) & M16,
-        total_reputation=(st >> S_REP) & M32,
-        slashed=self._slashed[task_id],
-    )
+def get_task(task_id: uint256) -> store.TaskInfo:
+    return store._get_task(task_id)
 
 
 @external
 @view
-def get_round(task_id: uint256, round: uint256) -> RoundInfo:
-    st: uint256 = self._check_round(task_id, round)
-    rk: uint256 = self._rk(task_id, round)
-    hdr: uint256 = self._round_hdr[rk]
-    eligible: uint256 = self._round_eligible[rk]
-    start: uint256 = (hdr >> H_START) & M40
-    submit_deadline: uint256 = start + ((st >> S_SUBMIT) & M32)
-    return RoundInfo(
-        task_id=task_id,
-        round=round,
-        status=hdr & M8,
-        start=start,
-        submit_deadline=submit_deadline,
-        vote_deadline=submit_deadline + ((st >> S_VOTE) & M32),
-        finalized_at=(hdr >> H_FINAL) & M40,
-        base_digest=self._round_base[rk],
-        base_round=(hdr >> H_BASE) & M32,
-        global_digest=self._round_global[rk],
-        accepted=self._round_accepted[rk],
-        eligible=eligible,
-        submitted=eligible & ~self._round_unsubmitted[rk],
-        voted=eligible & ~self._round_notvoted[rk],
-        alarmed=self._round_alarmed[rk],
-        alarm_weight=(hdr >> H_ALARM) & M32,
-        total_reputation=(hdr >> H_REP) & M32,
-        quorum_bps=(hdr >> H_QUORUM) & M16,
-        remasked=self._round_remasked[rk],
-        sum_digest=self._round_sum[rk],
-    )
+def get_round(task_id: uint256, round: uint256) -> store.RoundInfo:
+    return store._get_round(task_id, round)
 
 
 @external
 @view
-def get_member(task_id: uint256, index: uint256) -> MemberInfo:
-    st: uint256 = self._task_state(task_id)
-    self._check_index(st, index)
-    account: address = self._account[task_id][index]
-    m: uint256 = self._member[self._mkey(task_id, account)]
-    return MemberInfo(
-        index=index,
-        account=account,
-        peer_id=self._peer_id[task_id][index],
-        x25519=self._x25519[task_id][index],
-        status=m & M8,
-        since_round=(m >> M_SINCE) & M32,
-        reputation=self._rep(task_id, index),
-        he_key=self._he_key[task_id][index],
-    )
+def get_member(task_id: uint256, index: uint256) -> store.MemberInfo:
+    return store._get_member(task_id, index)
 
 
 @external
 @view
 def member_index(task_id: uint256, account: address) -> uint256:
     """@notice Index of a registered address (any status); reverts "not member"."""
-    self._task_state(task_id)
-    m: uint256 = self._member[self._mkey(task_id, account)]
-    assert m != 0, "not member"
-    return (m >> M_INDEX) & M16
+    return store._member_index(task_id, account)
 
 
 @external
 @view
 def is_allowed(task_id: uint256, account: address) -> bool:
-    self._task_state(task_id)
-    return self._allowed[task_id][account]
+    return store._is_allowed(task_id, account)
 
 
 @external
 @view
-def get_update(task_id: uint256, round: uint256, index: uint256) -> UpdateInfo:
-    st: uint256 = self._check_round(task_id, round)
-    self._check_index(st, index)
-    digest: bytes32 = self._commit_digest[(self._rk(task_id, round) << 8) | index]
-    meta: uint256 = 0
-    if digest != empty(bytes32):
-        meta = self._commit_meta[keccak256(abi_encode(task_id, digest))]
-    return UpdateInfo(
-        submitted=meta != 0,
-        digest=digest,
-        samples=meta & M64,
-        base_round=(meta >> U_BASE) & M32,
-        loss=convert(((meta >> U_LOSS) & M64), int256) - LOSS_BIAS if meta != 0 else 0,
-    )
+def get_update(task_id: uint256, round: uint256, index: uint256) -> store.UpdateInfo:
+    return store._get_update(task_id, round, index)
 
 
 @external
 @view
-def get_vote(task_id: uint256, round: uint256, index: uint256) -> VoteInfo:
-    st: uint256 = self._check_round(task_id, round)
-    self._check_index(st, index)
-    rk: uint256 = self._rk(task_id, round)
-    eligible: uint256 = self._round_eligible[rk]
-    bit: uint256 = 1 << index
-    return VoteInfo(
-        voted=(eligible & bit != 0) and (self._round_notvoted[rk] & bit == 0),
-        digest=self._vote_digest[(rk << 8) | index],
-        accepted=self._vote_accepted[(rk << 8) | index],
-    )
+def get_vote(task_id: uint256, round: uint256, index: uint256) -> store.VoteInfo:
+    return store._get_vote(task_id, round, index)
 
 
 @external
 @view
 def get_remask(task_id: uint256, round: uint256, index: uint256) -> bytes32:
     """@notice The member's re-masked update digest in `round`; zero when it did not remask."""
-    st: uint256 = self._check_round(task_id, round)
-    self._check_index(st, index)
-    return self._remask_digest[(self._rk(task_id, round) << 8) | index]
+    return store._get_remask(task_id, round, index)
 
 
 @external
@@ -1235,58 +361,35 @@ def decryptor(task_id: uint256, round: uint256) -> uint256:
             the previous round when any did; the ((round - 1) mod count)-th candidate by
             index is chosen. Reverts "no decryptor" when there is no candidate.
     """
-    self._check_round(task_id, round)
-    return self._decryptor(task_id, round)
+    return store._decryptor_view(task_id, round)
 
 
 @external
 @view
 def get_tally(task_id: uint256, round: uint256, digest: bytes32, accepted: uint256) -> uint256:
-    self._check_round(task_id, round)
-    return self._tally[self._rk(task_id, round)][keccak256(abi_encode(digest, accepted))]
+    return store._get_tally(task_id, round, digest, accepted)
 
 
 @external
 @view
 def reputation(task_id: uint256, index: uint256) -> uint256:
     """@notice Reputation of a member in REP_UNIT fixed point (1000 = factor 1.0)."""
-    st: uint256 = self._task_state(task_id)
-    self._check_index(st, index)
-    return self._rep(task_id, index)
+    return store._reputation(task_id, index)
 
 
 @external
 @view
-def reputations(task_id: uint256) -> DynArray[uint256, MAX_MEMBERS]:
+def reputations(task_id: uint256) -> DynArray[uint256, store.MAX_MEMBERS]:
     """@notice Reputation of every member by index (REP_UNIT fixed point)."""
-    st: uint256 = self._task_state(task_id)
-    n: uint256 = (st >> S_NMEM) & M16
-    out: DynArray[uint256, MAX_MEMBERS] = []
-    for i: uint256 in range(n, bound=MAX_MEMBERS):
-        out.append(self._rep(task_id, i))
-    return out
+    return store._reputations(task_id)
 
 
 @external
 @view
-def consensus_weights(task_id: uint256, round: uint256) -> DynArray[uint256, MAX_MEMBERS]:
+def consensus_weights(task_id: uint256, round: uint256) -> DynArray[uint256, store.MAX_MEMBERS]:
     """
     @notice Aggregation weight of each member's update in `round`: min(samples, max_samples)
             times the member's current reputation (REP_UNIT fixed point), or the reputation
             alone when the task's max_samples is 0; 0 where nothing was submitted.
     """
-    st: uint256 = self._check_round(task_id, round)
-    rk: uint256 = self._rk(task_id, round)
-    cap: uint256 = (self._cfg2[task_id] >> C2_MAXS) & M64
-    n: uint256 = (st >> S_NMEM) & M16
-    out: DynArray[uint256, MAX_MEMBERS] = []
-    for i: uint256 in range(n, bound=MAX_MEMBERS):
-        digest: bytes32 = self._commit_digest[(rk << 8) | i]
-        weight: uint256 = 0
-        if digest != empty(bytes32):
-            weight = self._rep(task_id, i)
-            if cap != 0:
-                meta: uint256 = self._commit_meta[keccak256(abi_encode(task_id, digest))]
-                weight *= min(meta & M64, cap)
-        out.append(weight)
-    return out
+    return store._consensus_weights(task_id, round)

@@ -50,7 +50,7 @@ from flchain.contracts.types import (
 # charged, so a generous limit costs nothing.
 OPEN_ROUND_GAS = 400_000
 FINALIZE_BASE_GAS = 400_000
-FINALIZE_GAS_PER_MEMBER = 24_000
+FINALIZE_GAS_PER_MEMBER = 48_000
 # Calls per JSON-RPC batch for the many-views helpers (endpoints commonly accept 100).
 VIEW_BATCH = 100
 
@@ -118,7 +118,7 @@ class FLChainClient:
     def deploy(cls, w3: Web3, account: LocalAccount, **sender_options: Any) -> FLChainClient:
         """Deploy a new FLChain and return a client for it (sharing the deployer's nonces)."""
         sender = TransactionSender(w3, account, **sender_options)
-        receipt = sender.send(None, load_artifact().bytecode, what="deploy FLChain")
+        receipt = sender.send(None, load_artifact().deploy_data(), what="deploy FLChain")
         options = {**sender_options, "nonces": sender.nonces}
         return cls(w3, receipt["contractAddress"], account, **options)
 
@@ -202,7 +202,13 @@ class FLChainClient:
     def create_task_tx(self, params: TaskParams) -> TxResult:
         """`create_task` returning the whole transaction (hash, block, gas, events), for
         callers that report it; the task id is `result.event("TaskCreated")["task_id"]`."""
-        return self._transact("create_task", params.as_args())
+        return self._transact("create_task", params.as_args(), value=params.reward)
+
+    def fund_task(self, task_id: int, amount: int) -> TxResult:
+        """Add `amount` wei to a registering or running task's reward pool (anyone may)."""
+        if check_uint("amount", amount) == 0:
+            raise InvalidArgumentError("amount must be positive")
+        return self._transact("fund_task", [check_uint("task_id", task_id)], value=amount)
 
     def set_allowed(self, task_id: int, account: str, allowed: bool = True) -> TxResult:
         """Owner only: add (or remove) `account` on the task's allowlist."""
@@ -302,24 +308,29 @@ class FLChainClient:
     def close_round(self, task_id: int, round: int) -> TxResult:
         """Liveness: fail a round whose windows passed without quorum; opens the next."""
         args = [check_uint("task_id", task_id), check_uint("round", round)]
-        return self._transact("close_round", args, gas_floor=OPEN_ROUND_GAS)
+        # Closing moves every eligible member's reputation (penalties), like a finalization.
+        floor = finalize_gas_bound(self._max_members(task_id))
+        return self._transact("close_round", args, gas_floor=floor)
 
     def raise_alarm(self, task_id: int, round: int) -> TxResult:
         """Siren alarm on the latest finalized round; enough weight reverts it."""
         args = [check_uint("task_id", task_id), check_uint("round", round)]
-        return self._transact("raise_alarm", args, gas_floor=OPEN_ROUND_GAS)
+        # The alarm that reverts undoes the round's moves for every member and opens a round.
+        floor = finalize_gas_bound(self._max_members(task_id))
+        return self._transact("raise_alarm", args, gas_floor=floor)
 
     def close_task(self, task_id: int) -> TxResult:
         """Owner only: end the task now (members may then withdraw)."""
         return self._transact("close_task", [check_uint("task_id", task_id)])
 
     def withdraw(self, task_id: int) -> TxResult:
-        """Take the stake back after the task ended (not for ejected members)."""
+        """Take the payout (stake, rewards, share of the pool left) once the task is settled
+        (ended and its last alarm window closed; not for ejected members)."""
         return self._transact("withdraw", [check_uint("task_id", task_id)])
 
-    def claim_slashed(self, task_id: int) -> TxResult:
-        """Owner only: collect ejected members' stakes after the task ended."""
-        return self._transact("claim_slashed", [check_uint("task_id", task_id)])
+    def claim_refund(self, task_id: int) -> TxResult:
+        """Owner only: take the reward pool back when the settled task paid no rewards."""
+        return self._transact("claim_refund", [check_uint("task_id", task_id)])
 
     # ------------------------------------------------------------------ views
 

@@ -12,7 +12,12 @@ from dataclasses import dataclass, fields
 from enum import IntEnum
 from typing import Any, ClassVar, Self
 
-from flchain.config import DEFAULT_MAX_SAMPLES
+from flchain.config import (
+    DEFAULT_ALARM_BPS,
+    DEFAULT_MAX_SAMPLES,
+    DEFAULT_QUORUM_BPS,
+    DEFAULT_REP_FLOOR,
+)
 from flchain.contracts.errors import ArtifactError, InvalidArgumentError
 
 MAX_MEMBERS = 256
@@ -103,9 +108,11 @@ class TaskParams:
     """Parameters of `create_task`; the contract checks their ranges and names a bad one.
 
     Windows are seconds; quorum_bps and alarm_bps are basis points (10000 = 100%) of the
-    active reputation; stake is in wei; rep_floor is in REP_UNIT fixed point. max_samples
-    caps the sample count an update weighs with in `consensus_weights` (0: weights are
-    reputations alone), at most flchain.config.MAX_SAMPLES_LIMIT (2**64 - 1).
+    active reputation (alarm_bps may not be below quorum_bps); stake and reward are in wei
+    (reward: the reward pool escrowed with the task, paid to accepted members round by
+    round); rep_floor is in REP_UNIT fixed point. max_samples caps the sample count an
+    update weighs with in `consensus_weights` (0: weights are reputations alone), at most
+    flchain.config.MAX_SAMPLES_LIMIT (2**64 - 1). Defaults: flchain.config.
     """
 
     config_digest: bytes
@@ -115,18 +122,22 @@ class TaskParams:
     submit_window: int
     vote_window: int
     alarm_window: int = 0
-    quorum_bps: int = 6667
-    alarm_bps: int = 5000
+    quorum_bps: int = DEFAULT_QUORUM_BPS
+    alarm_bps: int = DEFAULT_ALARM_BPS
     stake: int = 0
     max_rounds: int = 100
-    rep_floor: int = 0
+    rep_floor: int = DEFAULT_REP_FLOOR
     allowlist: bool = False
     max_samples: int = DEFAULT_MAX_SAMPLES
+    reward: int = 0  # sent as the call's value, not an argument
 
     def as_args(self) -> list[Any]:
         """Arguments for the contract call, in order, after type and encoding checks."""
+        check_uint("reward", self.reward)
         args: list[Any] = []
         for f in fields(self):
+            if f.name == "reward":
+                continue
             value = getattr(self, f.name)
             if f.name.endswith("digest"):
                 args.append(check_bytes32(f.name, value))
@@ -185,7 +196,10 @@ class TaskInfo(_FromTuple):
     n_members: int
     n_active: int
     total_reputation: int
+    reward_pool: int
+    rewards_paid: int
     slashed: int
+    settled: bool
 
     _enums: ClassVar[dict[str, type[IntEnum]]] = {"status": TaskStatus}
 
@@ -219,6 +233,8 @@ class RoundInfo(_FromTuple):
     quorum_bps: int
     remasked: int = 0
     sum_digest: bytes = bytes(32)
+    reward_share: int = 0
+    paid: int = 0
 
     _enums: ClassVar[dict[str, type[IntEnum]]] = {"status": RoundStatus}
 
@@ -236,6 +252,8 @@ class MemberInfo(_FromTuple):
     since_round: int
     reputation: int
     he_key: bytes = bytes(32)
+    earned: int = 0
+    payout: int = 0
 
     _enums: ClassVar[dict[str, type[IntEnum]]] = {"status": MemberStatus}
 

@@ -31,6 +31,16 @@ NOISE_TAIL = 6.0
 # simulation uses, so a member claiming 2**64 - 1 samples weighs no more than an honest one.
 DEFAULT_MAX_SAMPLES = 10_000
 MAX_SAMPLES_LIMIT = 2**64 - 1  # the largest max_samples FLChain's create_task accepts
+# Task economics (contracts/README.md, "Economics"), the defaults of TaskParams, `task create`
+# and `devnet up`. The quorum is the share of the round's reputation whose votes finalize it:
+# 2/3 is 6666.7 bps, so 6666 is the largest quorum two of three equal members reach. An alarm
+# threshold below the quorum would let fewer members undo a round than agreed on it (the
+# contract refuses one). Below the floor (REP_UNIT 1000 = 1.0) a member is ejected and its
+# stake and rewards go to the reward pool: from 1000, six rejected updates, ten missed
+# rounds or five failed alarms.
+DEFAULT_QUORUM_BPS = 6666
+DEFAULT_ALARM_BPS = 6666
+DEFAULT_REP_FLOOR = 500
 # How rules other than fedavg/geomed weigh the updates they keep (flchain.taskconfig).
 ROBUST_WEIGHTS = ("uniform", "consensus")
 

@@ -13,6 +13,7 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
 
 from flchain.contracts import (
+    REP_UNIT,
     ContractRevert,
     FLChainClient,
     InvalidArgumentError,
@@ -210,11 +211,23 @@ def test_a_failed_send_resyncs_the_nonce_from_the_node() -> None:
 
 
 def test_task_params_are_checked_before_sending() -> None:
-    params = TaskParams(b"\x01" * 32, b"\x02" * 32, 2, 4, 60, 60)
+    params = TaskParams(b"\x01" * 32, b"\x02" * 32, 2, 4, 60, 60, reward=5)
     args = params.as_args()
     assert args[:6] == [b"\x01" * 32, b"\x02" * 32, 2, 4, 60, 60]
     assert args[-2:] == [False, 10_000]  # allowlist off; claims capped at 10,000 samples
     assert args[-2] is False
+    # The reward travels as the call's value: create_task's inputs are the rest, in order.
+    (fn,) = [i for i in load_artifact().abi if i.get("name") == "create_task"]
+    assert [i["name"] for i in fn["inputs"]] == [
+        f.name for f in fields(TaskParams) if f.name != "reward"
+    ]
+    assert len(args) == len(fn["inputs"])
+    # The defaults make a task the contract accepts: the alarm threshold is not below the
+    # quorum, and the floor is below the reputation a member joins with.
+    assert params.quorum_bps <= params.alarm_bps <= 10_000
+    assert params.rep_floor < REP_UNIT
+    with pytest.raises(InvalidArgumentError, match="reward"):
+        TaskParams(b"\x01" * 32, b"\x02" * 32, 2, 4, 60, 60, reward=-1).as_args()
     with pytest.raises(InvalidArgumentError, match="config_digest must be 32 bytes"):
         TaskParams(b"\x01" * 31, b"\x02" * 32, 2, 4, 60, 60).as_args()
     with pytest.raises(InvalidArgumentError, match="min_members"):
@@ -266,6 +279,14 @@ def test_client_rejects_unencodable_arguments_before_any_rpc() -> None:
         client.close_round(1, -1)
     with pytest.raises(InvalidArgumentError, match="not an address"):
         client.set_allowed(1, "0x1234")
+    with pytest.raises(InvalidArgumentError, match="amount"):
+        client.fund_task(1, 0)
+    with pytest.raises(InvalidArgumentError, match="amount"):
+        client.fund_task(1, -5)
+    with pytest.raises(InvalidArgumentError, match="task_id"):
+        client.claim_refund(-1)
+    with pytest.raises(InvalidArgumentError, match="task_id"):
+        client.withdraw(-1)
     with pytest.raises(InvalidArgumentError, match="not an address"):
         FLChainClient(Web3(), "nowhere", Account.create())
 

@@ -115,8 +115,13 @@ def test_a_transaction_that_reverts_when_mined_reports_the_reason(flaky: Any) ->
     assert receipt["status"] == 0
 
 
-def test_out_of_gas_is_reported_as_such(flaky: Any) -> None:
+@pytest.mark.parametrize("entry", ["fund_task", "create_task"])
+def test_out_of_gas_is_reported_as_such(flaky: Any, entry: str) -> None:
+    """fund_task runs in FLChain itself; create_task runs FLChainSettlement's code by
+    delegatecall, where the inner frame runs out and the outer one reverts with the
+    sixty-fourth of the gas it kept: both must read as out of gas."""
     chain, provider, owner, _ = flaky
+    task_id = owner.create_task(params())
     stingy = FLChainClient(
         chain.w3,
         owner.address,
@@ -126,7 +131,12 @@ def test_out_of_gas_is_reported_as_such(flaky: Any) -> None:
     )
     provider.fixed_gas = 30_000
     with pytest.raises(ContractRevert, match="out of gas"):
-        stingy.create_task(params())
+        if entry == "fund_task":
+            stingy.fund_task(task_id, 1)
+        else:
+            stingy.create_task(params())
+    assert owner.task_count() == task_id  # nothing happened
+    assert owner.get_task(task_id).reward_pool == 0
 
 
 def test_a_transaction_never_mined_times_out(flaky: Any) -> None:

@@ -21,6 +21,10 @@ from flchain.contracts.testing import LocalChain, open_chain
 
 MAX = 256
 STAKE = 10**12
+REWARD = 10**15
+# Round 2 fails with one vote: every silent member drops below this floor at once.
+REP_FLOOR = 900
+REP_ACCEPT, REP_NO_SUBMIT, REP_NO_VOTE = 20, 50, 100
 
 
 def digest(label: str) -> bytes:
@@ -34,7 +38,7 @@ def chain(request: pytest.FixtureRequest) -> Iterator[LocalChain]:
         yield local
 
 
-def test_256_members_fill_a_task_and_a_full_round_finalizes(chain: LocalChain) -> None:
+def test_256_members_fill_a_task_and_full_rounds_settle(chain: LocalChain) -> None:
     owner_key, *keys = chain.new_accounts(MAX + 2)
     owner = FLChainClient.deploy(chain.w3, owner_key)
     clients = [FLChainClient(chain.w3, owner.address, key) for key in keys]
@@ -47,6 +51,8 @@ def test_256_members_fill_a_task_and_a_full_round_finalizes(chain: LocalChain) -
         vote_window=600,
         quorum_bps=5001,
         stake=STAKE,
+        rep_floor=REP_FLOOR,
+        reward=REWARD,
     )
     task_id = owner.create_task(params)
     for i, client in enumerate(clients[:MAX]):
@@ -74,6 +80,26 @@ def test_256_members_fill_a_task_and_a_full_round_finalizes(chain: LocalChain) -
     assert final.event("RoundFinalized")["accepted"] == bitmap(accepted)
     assert final.gas_used < finalize_gas_bound(MAX)
     assert owner.get_round(task_id, 1).status == RoundStatus.FINALIZED
+    each = REWARD // params.max_rounds // len(accepted)
+    assert final.event("RoundPaid")["share"] == each
     reps = owner.reputations(task_id)
-    assert [reps[i] for i in accepted] == [REP_UNIT + 20] * 3
-    assert sum(reps) == MAX * REP_UNIT + 3 * 20
+    # Every member that committed nothing pays for it, the accepted gain.
+    assert reps == [
+        REP_UNIT + REP_ACCEPT if i in accepted else REP_UNIT - REP_NO_SUBMIT for i in range(MAX)
+    ]
+
+    # Round 2: one vote, then the window closes. Everyone else is penalized and all but
+    # the voter fall below the floor: 255 ejections in one close, within the same bound.
+    chain.advance(params.submit_window)
+    clients[0].vote(task_id, 2, digest("global-2"), 0)
+    chain.advance(params.vote_window)
+    closed = clients[MAX].close_round(task_id, 2)
+    assert closed.gas_used < finalize_gas_bound(MAX)
+    ejected = [e["args"]["member"] for e in closed.events if e["event"] == "MemberEjected"]
+    assert ejected == list(range(1, MAX))
+    task = owner.get_task(task_id)
+    assert (task.n_active, task.current_round) == (1, 3)
+    assert task.total_reputation == REP_UNIT + REP_ACCEPT - REP_NO_SUBMIT
+    # Their stakes and the rewards of the two accepted among them fund the pool.
+    assert task.slashed == (MAX - 1) * STAKE + 2 * each
+    assert task.rewards_paid == each

@@ -11,9 +11,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from test_contract import digest, reverts
+from test_contract import REP_ACCEPT, REP_NO_SUBMIT, digest, reverts
 
 from flchain.contracts import (
+    REP_UNIT,
     FLChainClient,
     RoundStatus,
     TaskParams,
@@ -277,6 +278,9 @@ def test_a_secure_round_with_a_dropout_finalizes(net: Net) -> None:
     assert rnd.status == RoundStatus.FINALIZED
     assert (rnd.submitted, rnd.remasked, rnd.accepted) == (0b1101, 0b1101, 0b1101)
     assert rnd.sum_digest == digest("sum-1")
+    # The dropout's missing update costs it, as in a plain round; the survivors gain.
+    reps = net.owner.reputations(task_id)
+    assert reps == [REP_UNIT + REP_ACCEPT, REP_UNIT - REP_NO_SUBMIT] + [REP_UNIT + REP_ACCEPT] * 2
     assert [net.owner.get_remask(task_id, 1, i) for i in range(4)] == [
         digest("remasked-0"),
         None,
