@@ -12,6 +12,7 @@ Failures print one line (unreachable RPC, no contract, unknown task, bad key, re
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import io
 import json
@@ -22,7 +23,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -34,44 +34,55 @@ from hexbytes import HexBytes
 from web3 import Web3
 
 from flchain import safe_json
-from flchain.cli_options import weight_options
+from flchain.cli_options import (
+    economics_options,
+    eth_to_wei,
+    format_eth,
+    pop_economics,
+    weight_options,
+)
 from flchain.config import DEFAULT_MAX_SAMPLES, MAX_SAMPLES_LIMIT
 from flchain.contracts.artifact import load_artifact
 from flchain.contracts.client import FLChainClient
-from flchain.contracts.errors import FLChainError
+from flchain.contracts.errors import ContractRevert, FLChainError
 from flchain.contracts.ledger import (
     BlobCheck,
     ConfigMismatchError,
     Ledger,
     LedgerError,
+    MemberMoney,
     RoundRecord,
     TaskPrivacy,
+    chain_time,
+    count_commits,
     event_row,
     get_task_checked,
     hex0x,
     ledger_tables,
     list_tasks,
     load_task_privacy,
+    member_money,
     member_row,
+    penalty_text,
     plain,
     read_commit_counts,
-    read_members,
-    read_round,
+    read_round_events,
     rebuild_ledger,
     reputation_history,
+    reputation_moves,
     round_detail,
     round_row,
     sha256_file,
+    slash_records,
     task_row,
     verify_blobs,
 )
 from flchain.contracts.sender import TransactionSender
-from flchain.contracts.types import REP_UNIT, TaskInfo, TaskParams
+from flchain.contracts.types import REP_UNIT, TaskInfo, TaskParams, TaskStatus
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
 DEVNET_FILE = "devnet.json"
 NODE_TASK_CONFIG = "task-config.json"  # what the devnet launcher writes into every node dir
-WEI_PER_ETH = 10**18
 _RPC_TIMEOUT_S = 30
 _PIPE_WIDTH = 160
 _HEX_DIGITS = set("0123456789abcdefABCDEF")
@@ -100,6 +111,8 @@ def _csv_cell(value: Any) -> Any:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+        return json.dumps(value, separators=(",", ":"))
     if isinstance(value, list):
         return " ".join(str(v) for v in value)
     if isinstance(value, dict):
@@ -218,21 +231,6 @@ def _parse_digest(value: str, what: str) -> bytes:
             f"{value!r} is not a 32-byte digest (64 hex digits)", param_hint=what
         )
     return bytes.fromhex(text)
-
-
-def _eth_to_wei(value: str) -> int:
-    try:
-        amount = Decimal(value)
-    except InvalidOperation as exc:
-        raise click.BadParameter(
-            f"{value!r} is not a number of ETH", param_hint="--stake-eth"
-        ) from exc
-    wei = amount * WEI_PER_ETH
-    if not amount.is_finite() or wei < 0 or wei != wei.to_integral_value():
-        raise click.BadParameter(
-            f"{value!r} is not a non-negative whole number of wei", param_hint="--stake-eth"
-        )
-    return int(wei)
 
 
 def _check_address(value: str, what: str) -> str:
@@ -430,7 +428,7 @@ def deploy_command(
         account = load_account(key, key_file, password_file)
         w3 = connect(rpc)
         sender = TransactionSender(w3, account)
-        receipt = sender.send(None, load_artifact().bytecode, what="deploy FLChain")
+        receipt = sender.send(None, load_artifact().deploy_data(), what="deploy FLChain")
         result = {
             "address": Web3.to_checksum_address(receipt["contractAddress"]),
             "tx_hash": HexBytes(receipt["transactionHash"]).to_0x_hex(),
@@ -452,7 +450,10 @@ def deploy_command(
 
 @click.group("task")
 def task() -> None:
-    """Create federated-learning tasks on an FLChain contract."""
+    """Create federated-learning tasks on an FLChain contract, and move their money.
+
+    create escrows the reward pool, fund adds to it, withdraw pays a member once the task
+    is settled, refund returns the pool to the owner of a task that paid no rewards."""
 
 
 def _digest_choice(path: Path | None, digest: str | None, names: tuple[str, str]) -> bytes:
@@ -600,30 +601,14 @@ def task_config_command(
     show_default=True,
     help="Seconds after finalization for Siren alarms; 0 disables alarms.",
 )
+@economics_options()
 @click.option(
-    "--quorum-bps",
-    type=click.IntRange(5001, 10000),
-    default=6667,
-    show_default=True,
-    help="Share of reputation that finalizes a round, in basis points.",
+    "--stake-wei",
+    type=click.IntRange(min=0),
+    help="Stake each member deposits at join (forfeited to the reward pool if ejected).",
 )
-@click.option(
-    "--alarm-bps",
-    type=click.IntRange(1, 10000),
-    default=5000,
-    show_default=True,
-    help="Share of reputation whose alarms revert a round, in basis points.",
-)
-@click.option("--stake-wei", type=click.IntRange(min=0), help="Stake each member deposits.")
 @click.option("--stake-eth", help="The stake in ETH (default 0).")
 @click.option("--max-rounds", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option(
-    "--rep-floor",
-    type=click.IntRange(0, REP_UNIT - 1),
-    default=0,
-    show_default=True,
-    help=f"Members whose reputation falls below this ({REP_UNIT} = 1.0) are ejected.",
-)
 @click.option(
     "--max-samples",
     type=click.IntRange(0, MAX_SAMPLES_LIMIT),
@@ -654,22 +639,26 @@ def create_command(
     submit_window: int,
     vote_window: int,
     alarm_window: int,
-    quorum_bps: int,
-    alarm_bps: int,
     stake_wei: int | None,
     stake_eth: str | None,
     max_rounds: int,
-    rep_floor: int,
     max_samples: int | None,
     allowlist: bool,
     allowed: tuple[str, ...],
     as_json: bool,
+    **economics: Any,
 ) -> None:
     """Create a task (your account becomes its owner); prints the task id.
 
     The config digest commits every member to the task config (model, data spec, rule, DP
     and secure-aggregation settings); the initial model digest names round 1's base model.
+
+    The reward pool (--reward-eth/--reward-wei) is sent with the call and escrowed by the
+    contract: anyone may add to it later (`task fund`), members take their payout once the
+    task is settled (`task withdraw`), and if no round paid a reward the owner takes it back
+    (`task refund`).
     """
+    money = pop_economics(economics)
     with _cli_errors():
         config = _digest_choice(config_file, config_digest, ("--config", "--config-digest"))
         if model_file is None and model_digest is None and config_file is not None:
@@ -678,7 +667,7 @@ def create_command(
             initial = _digest_choice(model_file, model_digest, ("--model", "--model-digest"))
         if stake_wei is not None and stake_eth is not None:
             raise click.UsageError("give --stake-wei or --stake-eth, not both")
-        stake = stake_wei if stake_wei is not None else _eth_to_wei(stake_eth or "0")
+        stake = stake_wei if stake_wei is not None else eth_to_wei(stake_eth or "0", "--stake-eth")
         allow = [_check_address(a, "--allow") for a in allowed]
         params = TaskParams(
             config_digest=config,
@@ -688,13 +677,14 @@ def create_command(
             submit_window=submit_window,
             vote_window=vote_window,
             alarm_window=alarm_window,
-            quorum_bps=quorum_bps,
-            alarm_bps=alarm_bps,
+            quorum_bps=money.quorum_bps,
+            alarm_bps=money.alarm_bps,
             stake=stake,
             max_rounds=max_rounds,
-            rep_floor=rep_floor,
+            rep_floor=money.rep_floor,
             allowlist=allowlist or bool(allow),
             max_samples=_max_samples_choice(config_file, max_samples),
+            reward=money.reward_wei,
         )
         account = load_account(key, key_file, password_file)
         client = open_flchain(connect(rpc), contract_address, account)
@@ -717,6 +707,10 @@ def create_command(
             "config_digest": hex0x(config),
             "initial_digest": hex0x(initial),
             "stake_wei": stake,
+            "reward_wei": money.reward_wei,
+            "quorum_bps": money.quorum_bps,
+            "alarm_bps": money.alarm_bps,
+            "rep_floor": money.rep_floor,
             "max_samples": params.max_samples,
             "allowed": allow,
         }
@@ -726,6 +720,244 @@ def create_command(
     click.echo(f"Task {task_id} created on {client.address}")
     click.echo(f"  tx {tx.tx_hash} in block {tx.block_number}, gas used {tx.gas_used}")
     click.echo(f"  config {hex0x(config)}, initial model {hex0x(initial)}")
+    click.echo(
+        f"  reward pool {_eth(money.reward_wei)} ETH, stake {_eth(stake)} ETH; quorum "
+        f"{money.quorum_bps} bps, alarm {money.alarm_bps} bps, reputation floor "
+        f"{money.rep_floor}"
+    )
+
+
+# ---------------------------------------------------------------- flchain task: money
+
+
+def _contract_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--contract",
+        "contract_address",
+        envvar="FLCHAIN_CONTRACT",
+        required=True,
+        help="FLChain address (env FLCHAIN_CONTRACT).",
+    )(fn)
+
+
+_TASK_ID = click.argument("task_id", metavar="TASK", type=click.IntRange(min=1))
+
+
+def _signed_client(
+    rpc: str,
+    contract_address: str,
+    key: str | None,
+    key_file: Path | None,
+    password_file: Path | None,
+    task_id: int,
+) -> tuple[FLChainClient, TaskInfo]:
+    """A client sending as the key's account, and the task (which must exist)."""
+    account = load_account(key, key_file, password_file)
+    client = open_flchain(connect(rpc), contract_address, account)
+    return client, get_task_checked(client, task_id)
+
+
+def _not_settled(client: FLChainClient, task: TaskInfo) -> str | None:
+    """Why the task's payouts are not final yet (the contract's words first), or None.
+
+    Settled: the task ended and the alarm window of its last good round closed. The view
+    answers at the head block; a quiet chain's next block is later, so the window is also
+    checked against chain time (the contract has the last word either way)."""
+    if task.status in (TaskStatus.REGISTERING, TaskStatus.RUNNING):
+        state = (
+            f"running (round {task.current_round} of {task.max_rounds})"
+            if task.status == TaskStatus.RUNNING
+            else "registering members"
+        )
+        return (
+            f"task running: task {task.task_id} is {state}; "
+            "payouts are final once it has finished (or its owner closed it) and the alarm "
+            "window of its last finalized round has closed"
+        )
+    if task.settled or task.global_round == 0:
+        return None
+    end = client.get_round(task.task_id, task.global_round).finalized_at + task.alarm_window
+    now = chain_time(client)
+    if now >= end:
+        return None
+    return (
+        f"alarm window open: round {task.global_round}'s Siren alarm window closes at "
+        f"{_when(end)} UTC (in {end - now} s); an alarm could still revert it and move rewards"
+    )
+
+
+def _tx_fields(tx: Any) -> dict[str, Any]:
+    return {"tx_hash": tx.tx_hash, "block_number": tx.block_number, "gas_used": tx.gas_used}
+
+
+@task.command("fund")
+@_rpc_option
+@_key_options
+@_contract_option
+@_TASK_ID
+@click.option("--eth", "amount_eth", help="ETH to add to the reward pool.")
+@click.option("--wei", "amount_wei", type=click.IntRange(min=1), help="Wei, instead of --eth.")
+@_json_option
+def fund_command(
+    rpc: str,
+    key: str | None,
+    key_file: Path | None,
+    password_file: Path | None,
+    contract_address: str,
+    task_id: int,
+    amount_eth: str | None,
+    amount_wei: int | None,
+    as_json: bool,
+) -> None:
+    """Add to TASK's reward pool (anyone may, while the task registers or runs).
+
+    The pool pays each finalized round's accepted members an equal share of pool / rounds
+    left; what is left at the end is split among the members in proportion to the rewards
+    they earned. A top-up cannot be taken back."""
+    if (amount_eth is None) == (amount_wei is None):
+        raise click.UsageError("give the amount as --eth or --wei (one of them)")
+    amount = amount_wei if amount_wei is not None else eth_to_wei(amount_eth or "", "--eth")
+    if amount == 0:
+        raise click.BadParameter("the amount must be positive", param_hint="--eth")
+    with _cli_errors():
+        client, info = _signed_client(rpc, contract_address, key, key_file, password_file, task_id)
+        if info.status not in (TaskStatus.REGISTERING, TaskStatus.RUNNING):
+            raise click.ClickException(
+                f"task {task_id} has ended ({info.status.name.lower()}): its reward pool "
+                "takes no more funds"
+            )
+        tx = client.fund_task(task_id, amount)
+        event = tx.event("RewardFunded")
+        result = {
+            "task_id": task_id,
+            "funder": client.account,
+            "amount_wei": int(event["amount"]),
+            "reward_pool_wei": int(event["reward_pool"]),
+            **_tx_fields(tx),
+        }
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(
+        f"Added {_eth(amount)} ETH to task {task_id}'s reward pool: now "
+        f"{_eth(result['reward_pool_wei'])} ETH"
+    )
+    click.echo(f"  tx {tx.tx_hash} in block {tx.block_number}, gas used {tx.gas_used}")
+
+
+_WITHDRAW_REFUSALS = {
+    "not member": "{account} is not a member of task {task_id}",
+    "ejected": "{account} was ejected from task {task_id}: its stake and rewards went to the "
+    "reward pool (`flchain ledger members` shows the forfeit)",
+    "withdrawn": "{account} has already withdrawn its payout from task {task_id}",
+}
+
+
+@task.command("withdraw")
+@_rpc_option
+@_key_options
+@_contract_option
+@_TASK_ID
+@_json_option
+def withdraw_command(
+    rpc: str,
+    key: str | None,
+    key_file: Path | None,
+    password_file: Path | None,
+    contract_address: str,
+    task_id: int,
+    as_json: bool,
+) -> None:
+    """Take your payout from TASK (a member's key): stake, rewards earned, and a share of
+    the reward pool left at the end in proportion to those rewards.
+
+    Only once the task is settled: it has finished (or its owner closed it) and the Siren
+    alarm window of its last finalized round has closed. Ejected members get nothing: their
+    stake and rewards went to the pool."""
+    with _cli_errors():
+        client, info = _signed_client(rpc, contract_address, key, key_file, password_file, task_id)
+        problem = _not_settled(client, info)
+        if problem is not None:
+            raise click.ClickException(f"task {task_id} is not settled yet: {problem}")
+        try:
+            tx = client.withdraw(task_id)
+        except ContractRevert as exc:
+            refusal = _WITHDRAW_REFUSALS.get(exc.reason)
+            if refusal is None:
+                raise
+            raise click.ClickException(
+                refusal.format(account=client.account, task_id=task_id)
+            ) from exc
+        event = tx.event("Withdrawn")
+        stake, reward = int(event["stake"]), int(event["reward"])
+        result = {
+            "task_id": task_id,
+            "member": int(event["member"]),
+            "account": client.account,
+            "stake_wei": stake,
+            "reward_wei": reward,
+            "amount_wei": stake + reward,
+            **_tx_fields(tx),
+        }
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(
+        f"Withdrew {_eth(stake + reward)} ETH from task {task_id} as member {result['member']}: "
+        f"stake {_eth(stake)} ETH, rewards {_eth(reward)} ETH"
+    )
+    click.echo(f"  tx {tx.tx_hash} in block {tx.block_number}, gas used {tx.gas_used}")
+
+
+@task.command("refund")
+@_rpc_option
+@_key_options
+@_contract_option
+@_TASK_ID
+@_json_option
+def refund_command(
+    rpc: str,
+    key: str | None,
+    key_file: Path | None,
+    password_file: Path | None,
+    contract_address: str,
+    task_id: int,
+    as_json: bool,
+) -> None:
+    """Take TASK's reward pool back (the owner's key), when the settled task paid no
+    rewards: no round was finalized with an accepted, active member. Once any member earned
+    a reward, the pool left belongs to the members (paid by their `task withdraw`)."""
+    with _cli_errors():
+        client, info = _signed_client(rpc, contract_address, key, key_file, password_file, task_id)
+        if info.owner.lower() != client.account.lower():
+            raise click.ClickException(
+                f"only task {task_id}'s owner {info.owner} may claim its refund "
+                f"(this key is {client.account})"
+            )
+        problem = _not_settled(client, info)
+        if problem is not None:
+            raise click.ClickException(f"task {task_id} is not settled yet: {problem}")
+        if info.rewards_paid > 0:
+            raise click.ClickException(
+                f"nothing to claim: task {task_id}'s members earned "
+                f"{_eth(info.rewards_paid)} ETH of rewards, so the pool left "
+                f"({_eth(info.reward_pool)} ETH) is theirs, paid by their `task withdraw`"
+            )
+        if info.reward_pool == 0:
+            raise click.ClickException(f"nothing to claim: task {task_id}'s reward pool is empty")
+        tx = client.claim_refund(task_id)
+        amount = int(tx.event("RefundClaimed")["amount"])
+        result = {
+            "task_id": task_id,
+            "owner": client.account,
+            "amount_wei": amount,
+            **_tx_fields(tx),
+        }
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(f"Refunded {_eth(amount)} ETH of task {task_id}'s reward pool to {client.account}")
+    click.echo(f"  tx {tx.tx_hash} in block {tx.block_number}, gas used {tx.gas_used}")
 
 
 # ---------------------------------------------------------------- flchain ledger: sources
@@ -977,10 +1209,12 @@ def _ledger_command(
 
 @click.group("ledger")
 def ledger() -> None:
-    """Inspect the on-chain model ledger: tasks, rounds, updates, votes, members, alarms.
+    """Inspect the on-chain model ledger: tasks, rounds, updates, votes, members, alarms,
+    and the money: reward pools, rewards, payouts, penalties and slashes.
 
     Point it at a chain with --rpc URL --contract ADDR [--task ID], or at a local devnet
-    with --devnet DIR. Tables by default; --json or --csv for scripts.
+    with --devnet DIR. Tables by default (amounts in ETH); --json or --csv for scripts
+    (amounts in wei).
 
     members, rounds, round and export add the DP budget (epsilon) when they have the task's
     config: --config FILE, or with --devnet DIR the nodes' task-config.json.
@@ -989,27 +1223,48 @@ def ledger() -> None:
 
 @_ledger_command("tasks")
 def tasks_command(source: _Source) -> None:
-    """Every task: owner, status, members, rounds, config digest."""
+    """Every task: owner, status, members, rounds, config digest and its money.
+
+    Money in ETH (wei in --json/--csv): the stake each member deposits; the reward pool
+    still to pay (escrow, top-ups and forfeits); the rewards paid to members so far; what
+    ejected members forfeited (slashed); and whether the task is settled (ended, its last
+    alarm window closed: payouts are final and `task withdraw` is open)."""
     rows = [task_row(t) for t in list_tasks(source.client)]
+    if source.as_json or source.as_csv:
+        header = [_Column(f.name, f.name) for f in dataclasses.fields(TaskInfo)]
+        _emit(rows, title="", columns=header, as_json=source.as_json, as_csv=source.as_csv)
+        return
     columns = [
         _Column("id", "task_id"),
         _Column("owner", "owner", render=str),
         _Column("status", "status", style=_status_style),
-        _Column("members", "n_members"),
-        _Column("active", "n_active"),
-        _Column("round", "current_round"),
-        _Column("max rounds", "max_rounds"),
-        _Column("global round", "global_round"),
+        _Column("members", "members_text"),
+        _Column("round", "round_text"),
+        _Column("global", "global_round"),
         _Column("config digest", "config_digest"),
-        _Column("stake (ETH)", "stake", render=_eth),
+        _Column("stake", "stake", render=_eth),
+        _Column("pool", "reward_pool", render=_eth),
+        _Column("paid", "rewards_paid", render=_eth),
+        _Column("slashed", "slashed", render=_eth),
+        _Column("settled", "settled"),
     ]
-    _emit(
-        rows, title="FLChain tasks", columns=columns, as_json=source.as_json, as_csv=source.as_csv
+    shown = [
+        {
+            **row,
+            "members_text": f"{row['n_active']}/{row['n_members']}",
+            "round_text": f"{row['current_round']}/{row['max_rounds']}",
+        }
+        for row in rows
+    ]
+    title = (
+        "FLChain tasks (members: active/joined; round: current/max; global: the round of the "
+        "good model; amounts in ETH)"
     )
+    _echo_table(title, columns, shown)
 
 
 def _eth(wei: Any) -> str:
-    return "-" if wei is None else f"{Decimal(int(wei)) / WEI_PER_ETH:f}"
+    return format_eth(wei)
 
 
 @_ledger_command("rounds", privacy=True)
@@ -1098,12 +1353,21 @@ def round_command(source: _Source, number: int) -> None:
     """One round in detail: commitments, verdicts, votes, tallies, alarms; in secure mode
     also the decryptor, the re-masked members and the published sum digest.
 
+    A vote after the round finalized is a late vote (weight "late": it moves no tally; it
+    is settled when the next round ends).
+
+    The money: the reward share each paid member was credited when the round finalized (a
+    revert claws it back into the pool), each member's reputation moves in the round with
+    their reasons (accepted, rejected, no-submit, bad-vote, no-vote; for the previous
+    round's votes no-late-vote, bad-late-vote; alarm-bond, bond-returned, reverted) and the
+    members the round ejected, with their forfeit. ETH in the table, wei in --json.
+
     With the task config (--config FILE, or --devnet DIR), each member's DP rounds and
     epsilon after this round. --csv prints one row per eligible member."""
     task_id = source.resolve_task()
     task_info = get_task_checked(source.client, task_id)
     privacy = source.privacy(task_info)
-    rnd = read_round(
+    rnd, prev, events = read_round_events(
         source.client,
         task_id,
         number,
@@ -1111,11 +1375,21 @@ def round_command(source: _Source, number: int) -> None:
         chunk_blocks=source.chunk_blocks,
     )
     commits = read_commit_counts(source.client, task_id, number) if privacy else None
-    detail = round_detail(task_id, rnd, privacy, commits)
+    moves = reputation_moves([r for r in (prev, rnd) if r is not None], events)
+    slashes = slash_records(events, moves)
+    detail = round_detail(task_id, rnd, privacy, commits, moves, slashes)
     if source.as_json:
         _echo_json(detail)
         return
-    rows = [{"task_id": task_id, "round": number, **m} for m in detail["members"]]
+    rows = [
+        {
+            "task_id": task_id,
+            "round": number,
+            **m,
+            "reputation_moves": _moves_text(m["reputation_moves"]),
+        }
+        for m in detail["members"]
+    ]
     if source.as_csv:
         _echo_csv(rows)
         return
@@ -1131,6 +1405,18 @@ def round_command(source: _Source, number: int) -> None:
         f" ({rnd.quorum_bps / 100:g}%); final tally {_cell(rnd.final_tally)}"
     )
     click.echo(f"  alarm weight   {rnd.alarm_weight}")
+    click.echo(f"  rewards        {_round_rewards_text(rnd)}")
+    if rnd.status == "reverted":
+        clawed = "not read" if rnd.clawed_back is None else f"{_eth(rnd.clawed_back)} ETH"
+        click.echo(
+            f"  clawed back    {clawed} (the revert returned the round's rewards to the pool)"
+        )
+    for slash in detail["slashes"]:
+        click.echo(
+            f"  ejected        member {slash['member']} (reputation {slash['reputation']}, "
+            f"{slash['cause'] or 'unknown cause'}): forfeited {_eth(slash['forfeited_wei'])} ETH"
+            + ("; reinstated by the revert" if slash["reinstated"] else "")
+        )
     secure = _shows_secure(privacy, [rnd])
     if secure:
         _echo_secure_facts(rnd.decryptor, list(rnd.remasked), detail["sum_digest"])
@@ -1152,8 +1438,10 @@ def round_command(source: _Source, number: int) -> None:
         _Column("verdict", "verdict", style=_status_style),
         _Column("vote digest", "vote_digest"),
         _Column("vote accepts", "vote_accepted"),
-        _Column("weight", "vote_weight"),
+        _Column("weight", "vote_weight_text"),
         _Column("alarm", "alarmed"),
+        _Column("reward (ETH)", "reward_wei", render=_eth),
+        _Column("reputation", "reputation_moves", render=lambda v: v or "-"),
     ]
     if secure:
         member_columns.append(_Column("remask digest", "remask_digest"))
@@ -1162,6 +1450,8 @@ def round_command(source: _Source, number: int) -> None:
             _Column("DP rounds", "dp_rounds"),
             _Column("epsilon", "epsilon", render=_epsilon_text),
         ]
+    for row in rows:
+        row["vote_weight_text"] = "late" if row["vote_late"] else row["vote_weight"]
     _echo_table("Members", member_columns, rows)
     tally_columns = [
         _Column("digest", "digest"),
@@ -1170,6 +1460,25 @@ def round_command(source: _Source, number: int) -> None:
         _Column("voters", "voters"),
     ]
     _echo_table("Tallies", tally_columns, detail["tallies"])
+
+
+def _round_rewards_text(rnd: RoundRecord) -> str:
+    if not rnd.paid:
+        return "none" if rnd.accepted is not None else "none (not finalized)"
+    members = ",".join(str(m) for m in rnd.paid)
+    return (
+        f"{_eth(rnd.reward_share)} ETH each to members {members} "
+        f"({_eth(rnd.reward_paid)} ETH in all)"
+    )
+
+
+def _moves_text(moves: Sequence[dict[str, Any]]) -> str:
+    """A member's reputation moves in a round: "+20 accepted; -100 alarm-bond (undone)"."""
+    parts = []
+    for m in moves:
+        text = f"{m['delta']:+d} {'+'.join(m['reasons'])}"
+        parts.append(text + " (undone)" if m["undone"] else text)
+    return "; ".join(parts)
 
 
 def _echo_secure_facts(decryptor: int | None, remasked: list[int], sum_digest: str | None) -> None:
@@ -1181,19 +1490,27 @@ def _echo_secure_facts(decryptor: int | None, remasked: list[int], sum_digest: s
 
 @_ledger_command("members", privacy=True)
 def members_command(source: _Source) -> None:
-    """Members: address, peer id, reputation, status, stake, joined round, Paillier key.
+    """Members: address, peer id, reputation, status, stake, joined round, Paillier key,
+    and their money.
+
+    Money (ETH in the table, wei in --json/--csv): rewards earned (credited by finalized
+    rounds; for an ejected member, what it forfeited with its stake), the payout `task
+    withdraw` pays once the task is settled (stake, rewards, share of the pool left),
+    what an ejected member forfeited, what a member withdrew; and the penalties: reputation
+    lost per round with the reason (rejected, no-submit, bad-vote, no-vote, no-late-vote,
+    bad-late-vote, alarm-bond; "(undone)" when a revert gave it back).
 
     With the task config (--config FILE, or --devnet DIR), also the rounds each member
     committed an update in (its DP mechanism ran once per commit) and the epsilon spent."""
-    task_info = get_task_checked(source.client, source.resolve_task())
+    book = source.ledger()
+    task_info = book.task
     privacy = source.privacy(task_info)
-    members = read_members(source.client, task_info)
-    commits = (
-        read_commit_counts(source.client, task_info.task_id, task_info.current_round)
-        if privacy
-        else {}
-    )
-    rows = [member_row(task_info.task_id, m, privacy, commits.get(m.index, 0)) for m in members]
+    money = member_money(book)
+    commits = count_commits(r.submitted for r in book.rounds) if privacy else {}
+    rows = [
+        member_row(task_info.task_id, m, privacy, commits.get(m.index, 0), money[m.index])
+        for m in book.members
+    ]
     columns = [
         _Column("index", "index"),
         _Column("account", "account", render=str),
@@ -1204,7 +1521,7 @@ def members_command(source: _Source) -> None:
         _Column("joined round", "since_round"),
     ]
     title = f"Task {task_info.task_id} members"
-    if (privacy is not None and privacy.secure) or any(m.has_he_key for m in members):
+    if (privacy is not None and privacy.secure) or any(m.has_he_key for m in book.members):
         columns.append(_Column("Paillier key", "he_key", render=lambda v: _cell(v is not None)))
     if privacy is not None:
         columns += [
@@ -1212,12 +1529,37 @@ def members_command(source: _Source) -> None:
             _Column("epsilon", "epsilon", render=_epsilon_text),
         ]
         title += f"; {_privacy_title(privacy)}"
-    _emit(
-        rows,
-        title=title,
-        columns=columns,
-        as_json=source.as_json,
-        as_csv=source.as_csv,
+    if source.as_json or source.as_csv:
+        _emit(rows, title=title, columns=columns, as_json=source.as_json, as_csv=source.as_csv)
+        return
+    _echo_table(title, columns, rows)
+    money_rows = [{**row, "penalty_list": _penalties_text(money[row["index"]])} for row in rows]
+    money_columns = [
+        _Column("index", "index"),
+        _Column("status", "status", style=_status_style),
+        _Column("earned (ETH)", "earned_wei", render=_eth),
+        _Column("payout (ETH)", "payout_wei", render=_eth),
+        _Column("forfeited (ETH)", "forfeited_wei", render=_eth),
+        _Column("withdrawn (ETH)", "withdrawn_wei", render=_eth),
+        _Column("rep lost", "reputation_lost"),
+        _Column("penalties", "penalty_list", render=lambda v: v or "none"),
+    ]
+    _echo_table(
+        f"Task {task_info.task_id} money: {_task_money_text(task_info)}",
+        money_columns,
+        money_rows,
+    )
+
+
+def _penalties_text(money: MemberMoney) -> str:
+    return "; ".join(penalty_text(p) for p in money.penalties)
+
+
+def _task_money_text(info: TaskInfo) -> str:
+    settled = "settled" if info.settled else "not settled"
+    return (
+        f"pool {_eth(info.reward_pool)} ETH, paid {_eth(info.rewards_paid)} ETH, "
+        f"slashed {_eth(info.slashed)} ETH ({settled})"
     )
 
 
@@ -1345,10 +1687,16 @@ def _check_row(check: BlobCheck) -> dict[str, Any]:
 def export_command(source: _Source, fmt: str, out: Path, all_tasks: bool) -> None:
     """Export the whole ledger as JSON or CSV.
 
-    Tasks, members, rounds, updates, votes, alarms and events, rebuilt from chain views and
-    events; every row carries its task id. With the task config (--config FILE, or --devnet
-    DIR) the tasks, members and rounds tables also carry the DP budget; with --all-tasks a
-    config applies to the tasks whose config digest it matches (the others' are null)."""
+    Tasks, members, rounds, updates, votes, alarms, penalties (reputation lost, with its
+    reason), slashes (ejections and their forfeit), transfers (reward escrow, top-ups,
+    stakes, withdrawals, refunds) and events, rebuilt from chain views and events; every row
+    carries its task id. Amounts are wei: tasks carry the reward pool, rewards paid, slashed
+    and funded; members what they earned, their payout, forfeit and withdrawal; rounds the
+    reward share, the paid members and a revert's clawback.
+
+    With the task config (--config FILE, or --devnet DIR) the tasks, members and rounds
+    tables also carry the DP budget; with --all-tasks a config applies to the tasks whose
+    config digest it matches (the others' are null)."""
     ids = list(range(1, source.client.task_count() + 1)) if all_tasks else [source.resolve_task()]
     books = [source.ledger(i) for i in ids]
     tables = ledger_tables(books, _export_privacy(source, books))
@@ -1410,6 +1758,9 @@ def _table_columns(name: str, rows: list[dict[str, Any]]) -> list[str]:
         "updates": ["task_id", "round", "member", "digest"],
         "votes": ["task_id", "round", "member", "digest"],
         "alarms": ["task_id", "round", "member"],
+        "penalties": ["task_id", "round", "member", "old", "new", "delta", "reasons", "undone"],
+        "slashes": ["task_id", "round", "member", "account", "reputation", "forfeited_wei"],
+        "transfers": ["task_id", "kind", "direction", "account", "member", "amount_wei"],
         "events": ["task_id", "block_number", "log_index", "tx_hash", "event", "args"],
     }
     return empty[name]

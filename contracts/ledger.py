@@ -1,10 +1,13 @@
 """The on-chain model ledger of one task, rebuilt from FLChain views and events.
 
-Views hold the state an auditor needs (rounds, commitments, votes, members, reputations);
-events add what storage does not keep: each vote's and alarm's weight, the tally that
-finalized a round, why a round failed, and every reputation move. `rebuild_ledger` reads both
-into plain dataclasses; the `*_row` functions flatten them for JSON, CSV and tables, and
-`verify_blobs` re-hashes local blob files against the digests the chain committed to.
+Views hold the state an auditor needs (rounds, commitments, votes, members, reputations, and
+the money: reward pool, each round's reward share, what each member earned and would be
+paid); events add what storage does not keep: each vote's and alarm's weight, the tally that
+finalized a round, why a round failed, every reputation move (`reputation_moves` names its
+reasons), every ejection's forfeit (`slash_records`) and every transfer in or out
+(`transfer_records`). `rebuild_ledger` reads both into plain dataclasses; the `*_row`
+functions flatten them for JSON, CSV and tables (amounts in wei), and `verify_blobs`
+re-hashes local blob files against the digests the chain committed to.
 
 The chain holds only the digest of the task config, so the privacy budget needs the config
 file itself: `load_task_privacy` accepts it only when it hashes to that digest, and the rows
@@ -67,7 +70,11 @@ class ConfigMismatchError(LedgerError):
 
 @dataclass(frozen=True)
 class MemberRecord:
-    """A member as the chain has it now; `stake_wei` is the deposit every member paid."""
+    """A member as the chain has it now; `stake_wei` is the deposit every member paid.
+
+    `earned` (wei): rewards credited by finalized rounds (for an ejected member, what it
+    forfeited with its stake); `payout` (wei): what `withdraw` pays it once the task is
+    settled (stake, rewards and its share of the pool left), zero unless active."""
 
     index: int
     account: str
@@ -78,6 +85,13 @@ class MemberRecord:
     reputation: int
     stake_wei: int
     he_key: bytes = bytes(32)
+    earned: int = 0
+    payout: int = 0
+
+    @property
+    def forfeited(self) -> int:
+        """Wei an ejected member lost to the reward pool (its stake and its rewards)."""
+        return self.stake_wei + self.earned if self.status == "ejected" else 0
 
     @property
     def reputation_factor(self) -> float:
@@ -109,7 +123,11 @@ class UpdateRecord:
 
 @dataclass(frozen=True)
 class VoteRecord:
-    """A vote; weight, block and tx come from the VoteCast event (None when not fetched)."""
+    """A vote; weight, block and tx come from the VoteCast event (None when not fetched).
+
+    `late`: cast after the round finalized (a *late vote*, weight 0: it moves no tally, but
+    voting at all, and for the finalized pair, is settled when the next round ends); None
+    when its event was not read."""
 
     round: int
     member: int
@@ -118,6 +136,7 @@ class VoteRecord:
     weight: int | None
     block_number: int | None
     tx_hash: str | None
+    late: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +169,10 @@ class RoundRecord:
     Secure mode: `decryptor` is the member the contract picked to decrypt the sum (None when
     no eligible member registered a Paillier key), `remasks` the (member, digest) of updates
     re-committed after a dropout, `sum_digest` the published sum+proof blob (None until then).
+
+    Rewards (wei): a finalized round credited `reward_share` to each member of `paid` (its
+    accepted, still active members); a revert clawed back `clawed_back` of it into the pool
+    (None unless the RoundReverted event was read).
     """
 
     round: int
@@ -178,6 +201,14 @@ class RoundRecord:
     decryptor: int | None = None
     remasks: tuple[tuple[int, bytes], ...] = ()
     sum_digest: bytes | None = None
+    reward_share: int = 0
+    paid: tuple[int, ...] = ()
+    clawed_back: int | None = None
+
+    @property
+    def reward_paid(self) -> int:
+        """Wei the round credited at finalization: its share to each member of `paid`."""
+        return self.reward_share * len(self.paid)
 
     @property
     def remasked(self) -> tuple[int, ...]:
@@ -423,6 +454,11 @@ def _chain_now(client: FLChainClient) -> tuple[int, int]:
     return int(block["number"]), max(int(block["timestamp"]), int(time.time()))
 
 
+def chain_time(client: FLChainClient) -> int:
+    """Chain time now (seconds): the later of the head block's timestamp and the wall clock."""
+    return _chain_now(client)[1]
+
+
 def _index_events(
     events: Iterable[dict[str, Any]],
 ) -> tuple[dict[tuple[str, int, int], dict[str, Any]], dict[tuple[str, int], dict[str, Any]]]:
@@ -438,6 +474,20 @@ def _index_events(
         else:
             by_round[(ev["event"], int(args["round"]))] = ev
     return by_member, by_round
+
+
+def _is_late(
+    cast: dict[str, Any] | None, final: dict[str, Any] | None, finalized: bool
+) -> bool | None:
+    """Whether a vote came after its round's finalization, from the order of their events
+    (a finalization before `from_block` was not read, so a vote that was is later)."""
+    if cast is None:
+        return None
+    if not finalized:
+        return False
+    if final is None:
+        return True
+    return (cast["block_number"], cast["log_index"]) > (final["block_number"], final["log_index"])
 
 
 def _event_fields(event: dict[str, Any] | None, *names: str) -> list[Any]:
@@ -506,9 +556,11 @@ def _read_rounds(
                 )
             )
         votes = []
+        final_event = by_round.get(("RoundFinalized", number))
         for member in bitmap_indices(info.voted):
             ballot = ballots[(number, member)]
-            weight, block, tx = _event_fields(by_member.get(("VoteCast", number, member)), "weight")
+            cast = by_member.get(("VoteCast", number, member))
+            weight, block, tx = _event_fields(cast, "weight")
             votes.append(
                 VoteRecord(
                     round=number,
@@ -518,6 +570,7 @@ def _read_rounds(
                     weight=weight,
                     block_number=block,
                     tx_hash=tx,
+                    late=_is_late(cast, final_event, finalized),
                 )
             )
         alarms = []
@@ -544,6 +597,7 @@ def _read_rounds(
                 else tallies[(number, info.global_digest, info.accepted)]
             )
         failed = by_round.get(("RoundFailed", number))
+        reverted = by_round.get(("RoundReverted", number))
         out.append(
             RoundRecord(
                 round=number,
@@ -587,6 +641,9 @@ def _read_rounds(
                     if (digest := remasks[(number, member)]) is not None
                 ),
                 sum_digest=info.sum_digest if info.sum_digest != bytes(32) else None,
+                reward_share=info.reward_share,
+                paid=tuple(bitmap_indices(info.paid)),
+                clawed_back=int(reverted["args"]["clawed_back"]) if reverted else None,
             )
         )
     return out
@@ -605,6 +662,8 @@ def read_members(client: FLChainClient, task: TaskInfo) -> list[MemberRecord]:
             reputation=m.reputation,
             stake_wei=task.stake,
             he_key=m.he_key,
+            earned=m.earned,
+            payout=m.payout,
         )
         for m in client.members(task.task_id)
     ]
@@ -629,6 +688,31 @@ def read_round(
     at = chain_time if now is None else now
     (record,) = _read_rounds(client, task_id, [number], at, events)
     return record
+
+
+def read_round_events(
+    client: FLChainClient,
+    task_id: int,
+    number: int,
+    *,
+    from_block: int = 0,
+    chunk_blocks: int | None = None,
+    now: int | None = None,
+) -> tuple[RoundRecord, RoundRecord | None, list[dict[str, Any]]]:
+    """`read_round`, with the previous round (None for round 1) and the events of both (those
+    whose `round` is either): what `reputation_moves` needs to explain the round's moves."""
+    task = get_task_checked(client, task_id)
+    if not 1 <= number <= task.current_round:
+        have = f"rounds 1..{task.current_round}" if task.current_round else "no rounds yet"
+        raise UnknownRoundError(f"task {task_id} has no round {number} ({have})")
+    head, chain_time = _chain_now(client)
+    events = client.events(task_id, from_block, head, chunk_blocks=chunk_blocks)
+    at = chain_time if now is None else now
+    numbers = [number - 1, number] if number > 1 else [number]
+    records = _read_rounds(client, task_id, numbers, at, events)
+    wanted = set(numbers)
+    own = [ev for ev in events if ev["args"].get("round") in wanted]
+    return records[-1], records[0] if number > 1 else None, own
 
 
 def rebuild_ledger(
@@ -666,6 +750,353 @@ def rebuild_ledger(
 
 
 # ---------------------------------------------------------------- derived views
+
+
+# Why a reputation moved. A round's settlement: "accepted" (+20), "rejected" (-100),
+# "no-submit" (-50), "bad-vote" (a vote for another result, -50), "no-vote" (a failed round,
+# -100), and for the previous round if it finalized: "no-late-vote" (never voted on it, in
+# time or late, -50), "bad-late-vote" (a late vote for another result, -50); an alarm:
+# "alarm-bond" (-100 when raised), "bond-returned" (+100 when it reverted the round);
+# "reverted" (a revert undoing the round's settlement move). "unknown": the rounds that
+# explain the move were not read.
+LOSS_REASONS = (
+    "rejected",
+    "no-submit",
+    "bad-vote",
+    "no-vote",
+    "no-late-vote",
+    "bad-late-vote",
+    "alarm-bond",
+    "unknown",
+)
+
+
+@dataclass(frozen=True)
+class ReputationMove:
+    """One ReputationChanged event, with the reasons the round's record gives for it.
+
+    `undone`: the round was reverted afterwards, which gave the move back (its settlement
+    moves and the alarm bonds on it)."""
+
+    round: int
+    member: int
+    old: int
+    new: int
+    reasons: tuple[str, ...]
+    undone: bool
+    block_number: int | None
+    tx_hash: str | None
+    log_index: int | None = None
+
+    @property
+    def delta(self) -> int:
+        return self.new - self.old
+
+    @property
+    def is_penalty(self) -> bool:
+        """Reputation lost for something the member did or failed to do (not the undoing
+        of an earlier gain by a revert)."""
+        return self.new < self.old and any(r in LOSS_REASONS for r in self.reasons)
+
+
+@dataclass(frozen=True)
+class SlashRecord:
+    """A MemberEjected event: the member fell below the floor in `round` (by its settlement
+    or by an alarm bond on it, `cause`) and forfeited its stake and rewards to the pool;
+    `reinstated` when a revert of that round brought it back."""
+
+    round: int
+    member: int
+    account: str
+    reputation: int
+    forfeited: int
+    cause: tuple[str, ...]
+    reinstated: bool
+    block_number: int | None
+    tx_hash: str | None
+
+
+@dataclass(frozen=True)
+class TransferRecord:
+    """Wei moved into the contract ("reward": escrowed at creation, "fund": a top-up,
+    "stake": a member's deposit) or out of it ("withdraw": a member's payout, "refund": the
+    pool back to the owner of a task that paid no rewards)."""
+
+    kind: str
+    account: str
+    amount: int
+    member: int | None
+    block_number: int | None
+    tx_hash: str | None
+
+    @property
+    def direction(self) -> str:
+        return "out" if self.kind in ("withdraw", "refund") else "in"
+
+
+@dataclass(frozen=True)
+class MemberMoney:
+    """A member's money and penalties, from views and events together."""
+
+    member: int
+    earned: int
+    payout: int
+    forfeited: int
+    withdrawn: int | None
+    penalties: tuple[ReputationMove, ...]
+    slashes: tuple[SlashRecord, ...]
+
+    @property
+    def reputation_lost(self) -> int:
+        """Reputation its penalties cost, less those a revert gave back."""
+        return sum(p.old - p.new for p in self.penalties if not p.undone)
+
+
+def _other_pair(vote: VoteRecord, rnd: RoundRecord) -> bool:
+    """A vote for another (digest, accepted) pair than the one the round finalized."""
+    return vote.digest != rnd.global_digest or set(vote.accepted) != set(rnd.accepted or ())
+
+
+def _settlement_reasons(
+    rnd: RoundRecord | None, prev: RoundRecord | None, member: int
+) -> tuple[str, ...]:
+    """Why a round's settlement moved `member`: a finalized (or since reverted) round judges
+    its update and its in-time vote, a failed round (if anyone voted in it) whether it
+    committed and voted; either settles the votes on the previous round if that one
+    finalized (`prev`: never voted, or voted late for another pair)."""
+    if rnd is None:
+        return ("unknown",)
+    reasons = []
+    finalized = rnd.accepted is not None
+    blame = finalized or bool(rnd.voted)  # a failed round nobody voted in blames nobody
+    if blame and member not in rnd.submitted:
+        reasons.append("no-submit")
+    elif finalized:
+        reasons.append("accepted" if member in (rnd.accepted or ()) else "rejected")
+    vote = next((v for v in rnd.votes if v.member == member), None)
+    if finalized:
+        if vote is not None and not vote.late and _other_pair(vote, rnd):
+            reasons.append("bad-vote")
+    elif blame and member not in rnd.voted:
+        reasons.append("no-vote")
+    if prev is not None and prev.accepted is not None and member in prev.eligible:
+        late = next((v for v in prev.votes if v.member == member), None)
+        if member not in prev.voted:
+            reasons.append("no-late-vote")
+        elif late is not None and late.late and _other_pair(late, prev):
+            reasons.append("bad-late-vote")
+    return tuple(reasons) or ("unknown",)
+
+
+def _after(event: dict[str, Any], other: dict[str, Any]) -> bool:
+    return int(event.get("log_index", 0)) > int(other.get("log_index", 0))
+
+
+def reputation_moves(
+    rounds: Iterable[RoundRecord], events: Iterable[dict[str, Any]]
+) -> list[ReputationMove]:
+    """Every ReputationChanged event with its reasons, in chain order.
+
+    A transaction that raised an alarm bonds the raiser first; when the alarm reverts the
+    round, the moves after it undo the round's settlement and, last for each raiser, return
+    the bonds. Any other move is a round's settlement (finalizing vote or close_round),
+    explained by the round's record (its submitters, verdicts and votes) and the previous
+    round's (whose votes, late ones included, are settled then): pass both."""
+    by_round = {r.round: r for r in rounds}
+    by_tx: dict[Any, list[dict[str, Any]]] = {}
+    raisers: dict[int, set[int]] = {r.round: set(r.alarmed) for r in by_round.values()}
+    for ev in events:
+        by_tx.setdefault(ev.get("tx_hash") or id(ev), []).append(ev)
+        if ev["event"] == "AlarmRaised":
+            raisers.setdefault(int(ev["args"]["round"]), set()).add(int(ev["args"]["member"]))
+    moves = []
+    for group in by_tx.values():
+        alarm = next((e for e in group if e["event"] == "AlarmRaised"), None)
+        changes = [e for e in group if e["event"] == "ReputationChanged"]
+        returned: set[int] = set()
+        if alarm is not None:
+            # A revert returns the bonds last: each raiser's last move after the alarm.
+            last = {int(e["args"]["member"]): e for e in changes if _after(e, alarm)}
+            bonded = raisers.get(int(alarm["args"]["round"]), set())
+            returned = {id(e) for m, e in last.items() if m in bonded}
+        for e in changes:
+            args = e["args"]
+            number, member = int(args["round"]), int(args["member"])
+            rnd = by_round.get(number)
+            if alarm is None:
+                reasons = _settlement_reasons(rnd, by_round.get(number - 1), member)
+                undoable = True
+            elif not _after(e, alarm):
+                reasons, undoable = ("alarm-bond",), True
+            else:
+                reasons = ("bond-returned",) if id(e) in returned else ("reverted",)
+                undoable = False
+            moves.append(
+                ReputationMove(
+                    round=number,
+                    member=member,
+                    old=int(args["old"]),
+                    new=int(args["new"]),
+                    reasons=reasons,
+                    undone=undoable and rnd is not None and rnd.status == "reverted",
+                    block_number=e.get("block_number"),
+                    tx_hash=e.get("tx_hash"),
+                    log_index=e.get("log_index"),
+                )
+            )
+    return moves
+
+
+def slash_records(
+    events: Sequence[dict[str, Any]], moves: Sequence[ReputationMove] = ()
+) -> list[SlashRecord]:
+    """Every MemberEjected event, with the reasons of the move that took the member below
+    the floor (same transaction) and whether a revert reinstated it."""
+    reinstated = {
+        (int(e["args"]["round"]), int(e["args"]["member"]))
+        for e in events
+        if e["event"] == "MemberReinstated"
+    }
+    out = []
+    for e in events:
+        if e["event"] != "MemberEjected":
+            continue
+        args = e["args"]
+        number, member = int(args["round"]), int(args["member"])
+        before = [
+            m
+            for m in moves
+            if m.tx_hash == e.get("tx_hash")
+            and m.member == member
+            and (m.log_index or 0) < int(e.get("log_index", 0))
+        ]
+        out.append(
+            SlashRecord(
+                round=number,
+                member=member,
+                account=str(args["account"]),
+                reputation=int(args["reputation"]),
+                forfeited=int(args["forfeited"]),
+                cause=before[-1].reasons if before else (),
+                reinstated=(number, member) in reinstated,
+                block_number=e.get("block_number"),
+                tx_hash=e.get("tx_hash"),
+            )
+        )
+    return out
+
+
+_TRANSFERS = {
+    "TaskCreated": ("reward", "owner", "reward"),
+    "RewardFunded": ("fund", "funder", "amount"),
+    "MemberJoined": ("stake", "account", "stake"),
+    "RefundClaimed": ("refund", "owner", "amount"),
+}
+
+
+def transfer_records(events: Iterable[dict[str, Any]]) -> list[TransferRecord]:
+    """Every transfer of wei into or out of the task, in chain order (zero amounts left
+    out: a task without reward or stake moves nothing)."""
+    out = []
+    for e in events:
+        args = e["args"]
+        if e["event"] == "Withdrawn":
+            kind, account, amount = "withdraw", args["account"], args["stake"] + args["reward"]
+        elif e["event"] in _TRANSFERS:
+            kind, who, field_name = _TRANSFERS[e["event"]]
+            account, amount = args[who], args[field_name]
+        else:
+            continue
+        if int(amount) == 0:
+            continue
+        out.append(
+            TransferRecord(
+                kind=kind,
+                account=str(account),
+                amount=int(amount),
+                member=int(args["member"]) if "member" in args else None,
+                block_number=e.get("block_number"),
+                tx_hash=e.get("tx_hash"),
+            )
+        )
+    return out
+
+
+def funded_wei(events: Iterable[dict[str, Any]]) -> int:
+    """Reward wei put into the task: escrowed at creation plus every top-up."""
+    return sum(t.amount for t in transfer_records(events) if t.kind in ("reward", "fund"))
+
+
+def member_money(ledger: Ledger) -> dict[int, MemberMoney]:
+    """Member index -> its rewards, payout, forfeit, withdrawal and penalties."""
+    moves = reputation_moves(ledger.rounds, ledger.events)
+    slashes = slash_records(ledger.events, moves)
+    withdrawn: dict[int, int] = {}
+    for t in transfer_records(ledger.events):
+        if t.kind == "withdraw" and t.member is not None:
+            withdrawn[t.member] = withdrawn.get(t.member, 0) + t.amount
+    return {
+        m.index: MemberMoney(
+            member=m.index,
+            earned=m.earned,
+            payout=m.payout,
+            forfeited=m.forfeited,
+            withdrawn=withdrawn.get(m.index),
+            penalties=tuple(p for p in moves if p.member == m.index and p.is_penalty),
+            slashes=tuple(s for s in slashes if s.member == m.index),
+        )
+        for m in ledger.members
+    }
+
+
+def move_row(task_id: int, move: ReputationMove) -> dict[str, Any]:
+    """A reputation move (a penalty row of `export`): reasons joined by "+"."""
+    return {
+        "task_id": task_id,
+        "round": move.round,
+        "member": move.member,
+        "old": move.old,
+        "new": move.new,
+        "delta": move.delta,
+        "reasons": "+".join(move.reasons),
+        "undone": move.undone,
+        "block_number": move.block_number,
+        "tx_hash": move.tx_hash,
+    }
+
+
+def slash_row(task_id: int, slash: SlashRecord) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "round": slash.round,
+        "member": slash.member,
+        "account": slash.account,
+        "reputation": slash.reputation,
+        "forfeited_wei": slash.forfeited,
+        "cause": "+".join(slash.cause),
+        "reinstated": slash.reinstated,
+        "block_number": slash.block_number,
+        "tx_hash": slash.tx_hash,
+    }
+
+
+def transfer_row(task_id: int, transfer: TransferRecord) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "kind": transfer.kind,
+        "direction": transfer.direction,
+        "account": transfer.account,
+        "member": transfer.member,
+        "amount_wei": transfer.amount,
+        "block_number": transfer.block_number,
+        "tx_hash": transfer.tx_hash,
+    }
+
+
+def penalty_text(move: ReputationMove) -> str:
+    """A penalty in a few words: "r2 no-submit+no-vote -150" ("(undone)" after a revert)."""
+    text = f"r{move.round} {'+'.join(move.reasons)} {move.delta:+d}"
+    return text + " (undone)" if move.undone else text
 
 
 def reputation_history(ledger: Ledger) -> dict[int, list[int | None]]:
@@ -715,10 +1146,12 @@ def member_row(
     member: MemberRecord,
     privacy: TaskPrivacy | None = None,
     dp_rounds: int = 0,
+    money: MemberMoney | None = None,
 ) -> dict[str, Any]:
-    """A member; with its task's privacy settings, also the rounds it committed an update in
-    (`dp_rounds`) and the epsilon those releases spent."""
-    row = {
+    """A member (amounts in wei); with its task's privacy settings, also the rounds it
+    committed an update in (`dp_rounds`) and the epsilon those releases spent; with its
+    `money` (from events), what it withdrew and the penalties it took."""
+    row: dict[str, Any] = {
         "task_id": task_id,
         "index": member.index,
         "account": member.account,
@@ -731,7 +1164,25 @@ def member_row(
         "stake_wei": member.stake_wei,
         "since_round": member.since_round,
         "he_key": hex0x(member.he_key) if member.has_he_key else None,
+        "earned_wei": member.earned,
+        "payout_wei": member.payout,
+        "forfeited_wei": member.forfeited,
     }
+    if money is not None:
+        row["withdrawn_wei"] = money.withdrawn
+        row["reputation_lost"] = money.reputation_lost
+        row["penalties"] = [
+            {
+                "round": p.round,
+                "reasons": list(p.reasons),
+                "lost": p.old - p.new,
+                "undone": p.undone,
+            }
+            for p in money.penalties
+        ]
+        row["ejected_round"] = next(
+            (x.round for x in reversed(money.slashes) if not x.reinstated), None
+        )
     if privacy is not None:
         row["dp_rounds"] = dp_rounds
         row.update(privacy_fields(privacy, dp_rounds))
@@ -768,6 +1219,10 @@ def round_row(task_id: int, rnd: RoundRecord, privacy: TaskPrivacy | None = None
         "decryptor": rnd.decryptor,
         "remasked": list(rnd.remasked),
         "sum_digest": None if rnd.sum_digest is None else hex0x(rnd.sum_digest),
+        "reward_share_wei": rnd.reward_share,
+        "paid_members": list(rnd.paid),
+        "reward_paid_wei": rnd.reward_paid,
+        "clawed_back_wei": rnd.clawed_back,
     }
     if privacy is not None:
         row.update(privacy_fields(privacy, rnd.round))
@@ -802,11 +1257,16 @@ def round_detail(
     rnd: RoundRecord,
     privacy: TaskPrivacy | None = None,
     commits: Mapping[int, int] | None = None,
+    moves: Sequence[ReputationMove] | None = None,
+    slashes: Sequence[SlashRecord] | None = None,
 ) -> dict[str, Any]:
-    """One round in full: summary, each member's commitment, verdict, vote and alarm.
+    """One round in full: summary, each member's commitment, verdict, vote, alarm and
+    reward (wei).
 
     With the task's privacy settings, `commits` (member -> rounds it committed in, up to and
-    including this one; see `read_commit_counts`) gives each member's epsilon after it."""
+    including this one; see `read_commit_counts`) gives each member's epsilon after it.
+    `moves` (see `reputation_moves`) adds each member's reputation moves in the round and
+    `slashes` (see `slash_records`) the members it ejected."""
     if privacy is not None and commits is None:
         raise ValueError("round_detail needs the members' commit counts to report epsilon")
     remasks = dict(rnd.remasks)
@@ -829,56 +1289,87 @@ def round_detail(
                 "vote_digest": hex0x(vote.digest) if vote else None,
                 "vote_accepted": list(vote.accepted) if vote else None,
                 "vote_weight": vote.weight if vote else None,
+                "vote_late": vote.late if vote else None,
                 "alarmed": alarm is not None,
                 "alarm_weight": alarm.weight if alarm else None,
                 "remask_digest": hex0x(remasks[index]) if index in remasks else None,
+                "reward_wei": rnd.reward_share if index in rnd.paid else 0,
             }
         )
+        if moves is not None:
+            members[-1]["reputation_moves"] = [
+                {
+                    "old": m.old,
+                    "new": m.new,
+                    "delta": m.delta,
+                    "reasons": list(m.reasons),
+                    "undone": m.undone,
+                }
+                for m in moves
+                if m.member == index and m.round == rnd.round
+            ]
         if privacy is not None and commits is not None:
             members[-1]["dp_rounds"] = commits.get(index, 0)
             members[-1]["epsilon"] = privacy.epsilon(commits.get(index, 0))
     return {
         **round_row(task_id, rnd, privacy),
         "members": members,
+        "slashes": [slash_row(task_id, x) for x in slashes or () if x.round == rnd.round],
         "tallies": [plain(t) for t in rnd.tallies],
         "alarm_list": [plain(a) for a in rnd.alarms],
     }
+
+
+TABLES = (
+    "tasks",
+    "members",
+    "rounds",
+    "updates",
+    "votes",
+    "alarms",
+    "penalties",
+    "slashes",
+    "transfers",
+    "events",
+)
 
 
 def ledger_tables(
     ledgers: Sequence[Ledger], privacy: Mapping[int, TaskPrivacy] | None = None
 ) -> dict[str, list[dict[str, Any]]]:
     """The ledgers as flat tables (one row per task, member, round, update, vote, alarm,
-    event), each row carrying its task id: what `export` writes.
+    reputation penalty, ejection, transfer of wei and event), each row carrying its task
+    id: what `export` writes. Amounts are wei; tasks carry `funded_wei` (reward escrowed at
+    creation plus top-ups) and members their rewards, payout and penalties.
 
     `privacy` (task id -> settings) adds the DP columns to the tasks, members and rounds
     tables; every row then has them, None for a task whose config is not in the map."""
-    tables: dict[str, list[dict[str, Any]]] = {
-        name: [] for name in ("tasks", "members", "rounds", "updates", "votes", "alarms", "events")
-    }
+    tables: dict[str, list[dict[str, Any]]] = {name: [] for name in TABLES}
     for ledger in ledgers:
         task_id = ledger.task.task_id
-        if privacy is None:
-            tables["tasks"].append(task_row(ledger.task))
-            tables["members"] += [member_row(task_id, m) for m in ledger.members]
-            tables["rounds"] += [round_row(task_id, r) for r in ledger.rounds]
-        else:
-            known = privacy.get(task_id)
-            tables["tasks"].append(_task_privacy_row(ledger.task, known))
-            tables["members"] += _member_privacy_rows(ledger, known)
-            tables["rounds"] += [
-                {**round_row(task_id, r), **privacy_fields(known, r.round)} for r in ledger.rounds
-            ]
+        known = privacy.get(task_id) if privacy is not None else None
+        moves = reputation_moves(ledger.rounds, ledger.events)
+        task = {**task_row(ledger.task), "funded_wei": funded_wei(ledger.events)}
+        members = _member_rows(ledger, privacy is not None, known)
+        rounds = [round_row(task_id, r) for r in ledger.rounds]
+        if privacy is not None:
+            task.update(_task_privacy_fields(known))
+            rounds = [{**row, **privacy_fields(known, row["round"])} for row in rounds]
+        tables["tasks"].append(task)
+        tables["members"] += members
+        tables["rounds"] += rounds
         tables["updates"] += [update_row(task_id, u) for u in ledger.updates]
         tables["votes"] += [vote_row(task_id, v) for v in ledger.votes]
         tables["alarms"] += [alarm_row(task_id, a) for a in ledger.alarms]
+        tables["penalties"] += [move_row(task_id, m) for m in moves if m.is_penalty]
+        tables["slashes"] += [slash_row(task_id, x) for x in slash_records(ledger.events, moves)]
+        tables["transfers"] += [transfer_row(task_id, t) for t in transfer_records(ledger.events)]
         tables["events"] += [event_row(task_id, e) for e in ledger.events]
     return tables
 
 
-def _task_privacy_row(task: TaskInfo, privacy: TaskPrivacy | None) -> dict[str, Any]:
+def _task_privacy_fields(privacy: TaskPrivacy | None) -> dict[str, Any]:
     return {
-        **task_row(task),
         "dp_noise": privacy.dp_noise if privacy else None,
         "dp_clip": privacy.dp_clip if privacy else None,
         "dp_delta": privacy.dp_delta if privacy else None,
@@ -886,15 +1377,20 @@ def _task_privacy_row(task: TaskInfo, privacy: TaskPrivacy | None) -> dict[str, 
     }
 
 
-def _member_privacy_rows(ledger: Ledger, privacy: TaskPrivacy | None) -> list[dict[str, Any]]:
-    """Member rows with the DP columns (all None when the task's config is unknown)."""
+def _member_rows(
+    ledger: Ledger, with_privacy: bool, privacy: TaskPrivacy | None
+) -> list[dict[str, Any]]:
+    """Member rows with their money and, `with_privacy`, the DP columns (all None when the
+    task's config is unknown)."""
+    money = member_money(ledger)
     commits = count_commits(r.submitted for r in ledger.rounds)
     rows = []
     for member in ledger.members:
-        row = member_row(ledger.task.task_id, member)
-        done = commits.get(member.index, 0)
-        row["dp_rounds"] = done if privacy else None
-        row.update(privacy_fields(privacy, done))
+        row = member_row(ledger.task.task_id, member, money=money[member.index])
+        if with_privacy:
+            done = commits.get(member.index, 0)
+            row["dp_rounds"] = done if privacy else None
+            row.update(privacy_fields(privacy, done))
         rows.append(row)
     return rows
 

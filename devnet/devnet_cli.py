@@ -15,9 +15,24 @@ from web3 import Web3
 
 from flchain.aggregation import RULES
 from flchain.attacks import ATTACKS
-from flchain.cli_options import keep_rounds_option, weight_options
-from flchain.contracts import FLChainClient, RoundStatus, TaskStatus, bitmap_indices
+from flchain.cli_options import (
+    economics_options,
+    format_eth,
+    keep_rounds_option,
+    pop_economics,
+    weight_options,
+)
+from flchain.contracts import (
+    REP_UNIT,
+    FLChainClient,
+    MemberStatus,
+    RoundStatus,
+    TaskStatus,
+    bitmap_indices,
+)
+from flchain.contracts.ledger import funded_wei
 from flchain.devnet.launcher import (
+    DEFAULT_REWARD_ETH,
     DevnetError,
     DevnetPlan,
     down,
@@ -68,6 +83,7 @@ def devnet() -> None:
     show_default=True,
     help="Seconds after finalization for Siren alarms (0: off).",
 )
+@economics_options(default_reward_eth=DEFAULT_REWARD_ETH)
 @click.option("--dp-clip", type=float, default=None, help="DP: L2 clip norm C of each update.")
 @click.option("--dp-noise", type=float, default=0.0, help="DP: noise multiplier sigma.")
 @click.option(
@@ -115,7 +131,13 @@ def up_command(
     Example: flchain devnet up --nodes 8 --byzantine 2 --attack alie --rule multikrum
 
     Secure: flchain devnet up --secure --nodes 4 --model mlp --alarm-window 30
+
+    The task escrows a reward pool (--reward-eth, from the chain's first dev account) that
+    its finalized rounds pay to the accepted members; members below --rep-floor are ejected
+    and forfeit their stake and rewards. The summary at the end shows what each member
+    earned and would be paid.
     """
+    money = pop_economics(opts)
     if opts["byzantine"] and not opts["attacks"]:
         raise click.UsageError("--byzantine K needs --attack NAME")
     if opts["rule"] in {"sageflow", "siren"}:
@@ -131,7 +153,15 @@ def up_command(
             )
         opts["rule"] = "fedavg"
     rule_params = {"f": f} if f is not None else {}
-    plan = DevnetPlan(directory=directory, rule_params=rule_params, **opts)  # type: ignore[arg-type]
+    plan = DevnetPlan(
+        directory=directory,
+        rule_params=rule_params,
+        reward_wei=money.reward_wei,
+        quorum_bps=money.quorum_bps,
+        alarm_bps=money.alarm_bps,
+        rep_floor=money.rep_floor,
+        **opts,  # type: ignore[arg-type]
+    )
     err = Console(stderr=True)
     try:
         with err.status("starting chain, contract, task and nodes"):
@@ -201,7 +231,8 @@ def _view(manifest: dict, task: object) -> Table:
     table = Table(
         title=f"flchain devnet: task {manifest['task_id']} round {task.current_round}/"
         f"{manifest['rounds']} ({task.status.name.lower()}), rule {manifest['rule']}, "
-        f"{manifest['byzantine']} x {manifest['attack'] or 'no attack'}"
+        f"{manifest['byzantine']} x {manifest['attack'] or 'no attack'}, reward pool "
+        f"{format_eth(task.reward_pool)} ETH"
     )
     for col in ("node", "attack", "round", "phase", "peers", "accuracy", "rounds done"):
         table.add_column(col)
@@ -224,11 +255,13 @@ def _view(manifest: dict, task: object) -> Table:
 
 
 def ledger_summary(manifest: dict) -> dict:
-    """Per round: status, who committed, who was accepted, the agreed digest; per node: its
-    final accuracy and digest."""
+    """Per round: status, who committed, who was accepted, the agreed digest, the reward
+    share it paid; per node: its final accuracy and digest, and its member's reputation,
+    status, rewards earned and payout (wei); for the task: its money."""
     client = _client(manifest)
     task_id = manifest["task_id"]
     task = client.get_task(task_id)
+    events = client.events(task_id)
     members = {m.index: m for m in client.members(task_id)}
     by_address = {n["address"].lower(): n for n in manifest["nodes"]}
     byzantine = sorted(
@@ -253,6 +286,8 @@ def ledger_summary(manifest: dict) -> dict:
                 "sum_digest": "0x" + info.sum_digest.hex() if any(info.sum_digest) else None,
                 "start": info.start,
                 "finalized_at": info.finalized_at,
+                "reward_share_wei": info.reward_share,
+                "paid": bitmap_indices(info.paid),
             }
         )
     nodes = []
@@ -261,11 +296,21 @@ def ledger_summary(manifest: dict) -> dict:
         index = next(
             (i for i, m in members.items() if m.account.lower() == node["address"].lower()), None
         )
+        member = members.get(index) if index is not None else None
         nodes.append(
             {
                 "name": node["name"],
                 "member_index": index,
                 "attack": node.get("attack"),
+                "reputation": None if member is None else member.reputation,
+                "status": None if member is None else member.status.name.lower(),
+                "earned_wei": None if member is None else member.earned,
+                "payout_wei": None if member is None else member.payout,
+                "forfeited_wei": (
+                    task.stake + member.earned
+                    if member is not None and member.status == MemberStatus.EJECTED
+                    else 0
+                ),
                 "accuracy": st.get("accuracy"),
                 "accuracy_history": st.get("accuracy_history", {}),
                 "epsilon": (st.get("dp") or {}).get("epsilon"),
@@ -285,23 +330,34 @@ def ledger_summary(manifest: dict) -> dict:
         "reputations": client.reputations(task_id),
         "alarms": [
             {"round": e["args"]["round"], "member": e["args"]["member"]}
-            for e in client.events(task_id)
+            for e in events
             if e["event"] == "AlarmRaised"
         ],
+        "money": {
+            "stake_wei": task.stake,
+            "funded_wei": funded_wei(events),
+            "reward_pool_wei": task.reward_pool,
+            "rewards_paid_wei": task.rewards_paid,
+            "slashed_wei": task.slashed,
+            "settled": task.settled,
+        },
     }
 
 
 def _print_summary(summary: dict, console: Console) -> None:
     table = Table(title=f"ledger: task {summary['task_id']} ({summary['status']})")
-    for col in ("round", "status", "committed", "accepted", "byzantine in", "global digest"):
+    columns = ("round", "status", "committed", "accepted", "byzantine in", "reward each (ETH)")
+    for col in (*columns, "global digest"):
         table.add_column(col)
     for r in summary["rounds"]:
+        share = r.get("reward_share_wei") or 0
         table.add_row(
             str(r["round"]),
             r["status"],
             str(r["submitted"]),
             str(r["accepted"]),
             str(r["byzantine_accepted"]),
+            _share_text(share, r["status"]),
             r["global_digest"][:18] + "…",
         )
     console.print(table)
@@ -316,19 +372,47 @@ def _print_summary(summary: dict, console: Console) -> None:
         console.print(f"Siren alarms: {summary['alarms']}")
     nodes = Table(title="nodes")
     with_dp = any(n.get("epsilon") is not None for n in summary["nodes"])
-    for col in ("node", "attack", "accuracy", "holds final digest", *(["epsilon"] * with_dp)):
+    columns = ("node", "attack", "accuracy", "holds final digest", "reputation", "status")
+    columns += ("earned (ETH)", "payout (ETH)", *(["epsilon"] * with_dp))
+    for col in columns:
         nodes.add_column(col)
     for n in summary["nodes"]:
-        acc = n["accuracy"]
+        acc, rep = n["accuracy"], n.get("reputation")
         nodes.add_row(
             n["name"],
             n["attack"] or "",
             "-" if acc is None else f"{acc:.4f}",
             "yes" if n["global_digest"] == summary["final_digest"] else "no",
+            "-" if rep is None else f"{rep / REP_UNIT:.3f}",
+            n.get("status") or "-",
+            format_eth(n.get("earned_wei")),
+            _payout_text(n),
             *([f"{n['epsilon']:.2f}" if n.get("epsilon") is not None else "-"] * with_dp),
         )
     console.print(nodes)
     console.print(f"reputations (1000 = 1.0): {summary['reputations']}")
+    money = summary.get("money")
+    if money:
+        settled = "settled: `flchain task withdraw` pays" if money["settled"] else "not settled"
+        console.print(
+            f"rewards: {format_eth(money['funded_wei'])} ETH funded, "
+            f"{format_eth(money['rewards_paid_wei'])} ETH paid to members, "
+            f"{format_eth(money['reward_pool_wei'])} ETH left in the pool, "
+            f"{format_eth(money['slashed_wei'])} ETH slashed ({settled})"
+        )
+
+
+def _share_text(share: int, status: str) -> str:
+    if not share:
+        return "-"
+    return format_eth(share) + (" (clawed back)" if status == "reverted" else "")
+
+
+def _payout_text(node: dict) -> str:
+    """A member's payout; for an ejected one, what it forfeited instead."""
+    if node.get("status") == "ejected":
+        return f"0 (forfeited {format_eth(node.get('forfeited_wei'))})"
+    return format_eth(node.get("payout_wei"))
 
 
 @devnet.command("status")

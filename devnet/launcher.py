@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,12 @@ from eth_account import Account
 from web3 import Web3
 
 from flchain import safe_json
-from flchain.config import DEFAULT_MAX_SAMPLES
+from flchain.config import (
+    DEFAULT_ALARM_BPS,
+    DEFAULT_MAX_SAMPLES,
+    DEFAULT_QUORUM_BPS,
+    DEFAULT_REP_FLOOR,
+)
 from flchain.contracts import FLChainClient, TaskParams
 from flchain.node.blobstore import DEFAULT_KEEP_ROUNDS
 from flchain.node.identity import init_node_dir
@@ -37,6 +43,10 @@ MANIFEST = "devnet.json"
 _JSON_MAX_BYTES = 4 << 20
 NODE_FUNDS_WEI = 100 * 10**18
 STAKE_WEI = 10**15
+# The task's reward pool, escrowed by the chain's first funded dev account (`devnet up
+# --reward-eth`); its rounds pay it to the accepted members.
+DEFAULT_REWARD_ETH = "1"
+DEFAULT_REWARD_WEI = int(Decimal(DEFAULT_REWARD_ETH) * 10**18)
 
 
 class DevnetError(RuntimeError):
@@ -60,7 +70,10 @@ class DevnetPlan:
     submit_window: int = 120
     vote_window: int = 120
     alarm_window: int = 0
-    quorum_bps: int = 6667
+    quorum_bps: int = DEFAULT_QUORUM_BPS
+    alarm_bps: int = DEFAULT_ALARM_BPS
+    rep_floor: int = DEFAULT_REP_FLOOR
+    reward_wei: int = DEFAULT_REWARD_WEI
     seed: int = 0
     dp_clip: float | None = None
     dp_noise: float = 0.0
@@ -141,6 +154,9 @@ def start_chain(plan: DevnetPlan, log_path: Path) -> tuple[subprocess.Popen[byte
 
 
 def deploy_task(plan: DevnetPlan, rpc_url: str, owner_key: str) -> tuple[str, int, TaskConfig]:
+    """Deploy FLChain from `owner_key`'s account and create the plan's task, escrowing its
+    reward pool (`plan.reward_wei`, paid by that account); returns (contract, task id, the
+    task config)."""
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
     owner = Account.from_key(owner_key)
     client = FLChainClient.deploy(w3, owner)
@@ -155,9 +171,12 @@ def deploy_task(plan: DevnetPlan, rpc_url: str, owner_key: str) -> tuple[str, in
             vote_window=plan.vote_window,
             alarm_window=plan.alarm_window,
             quorum_bps=plan.quorum_bps,
+            alarm_bps=plan.alarm_bps,
             stake=STAKE_WEI,
             max_rounds=plan.rounds,
+            rep_floor=plan.rep_floor,
             max_samples=config.max_samples,  # the cap every node's weights assume
+            reward=plan.reward_wei,
         )
     )
     return client.address, task_id, config
@@ -272,6 +291,7 @@ def up(plan: DevnetPlan) -> dict:
             "attack": ",".join(plan.attacks) or None,
             "byzantine": plan.byzantine,
             "secure": plan.secure,
+            "reward_wei": plan.reward_wei,
             "keep_rounds": plan.keep_rounds,
             "nodes": nodes,
             "started": time.time(),

@@ -23,7 +23,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "node": ("flchain.node.cli", "node", "Run one node daemon: keys, the daemon, its status."),
     "chain": ("flchain.devnet.cli", "chain", "Serve a local Ethereum JSON-RPC chain (py-evm)."),
     "contract": ("flchain.contracts.cli", "contract", "Deploy the FLChain contract."),
-    "task": ("flchain.contracts.cli", "task", "Create federated-learning tasks on FLChain."),
+    "task": (
+        "flchain.contracts.cli",
+        "task",
+        "Create tasks on FLChain, fund their rewards, withdraw payouts.",
+    ),
     "ledger": ("flchain.contracts.cli", "ledger", "Inspect and verify the on-chain model ledger."),
     "bench": ("flchain.crypto.cli", "bench", "Measure flchain's building blocks on this machine."),
 }

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
-from flchain.config import DEFAULT_MAX_SAMPLES, MAX_SAMPLES_LIMIT, ROBUST_WEIGHTS
+from flchain.config import (
+    DEFAULT_ALARM_BPS,
+    DEFAULT_MAX_SAMPLES,
+    DEFAULT_QUORUM_BPS,
+    DEFAULT_REP_FLOOR,
+    MAX_SAMPLES_LIMIT,
+    ROBUST_WEIGHTS,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,3 +54,132 @@ def keep_rounds_option(fn: F) -> F:
         help="Blob store retention: keep the blobs of the last K rounds (finalized global "
         "models are always kept).",
     )(fn)
+
+
+# ---------------------------------------------------------------- task economics
+
+WEI_PER_ETH = 10**18
+
+
+@dataclass(frozen=True)
+class Economics:
+    """What `economics_options` resolved to: the reward pool (wei) and the thresholds."""
+
+    reward_wei: int
+    quorum_bps: int
+    alarm_bps: int
+    rep_floor: int
+
+
+def eth_to_wei(value: str, param_hint: str) -> int:
+    """A decimal amount of ETH as whole wei (BadParameter naming `param_hint` otherwise)."""
+    try:
+        amount = Decimal(value.strip())
+    except (InvalidOperation, AttributeError) as exc:
+        raise click.BadParameter(
+            f"{value!r} is not a number of ETH", param_hint=param_hint
+        ) from exc
+    if not amount.is_finite() or amount < 0:
+        raise click.BadParameter(
+            f"{value!r} is not a non-negative number of ETH", param_hint=param_hint
+        )
+    with localcontext() as exact:
+        exact.prec = 100  # the default 28 digits would round a long amount silently
+        wei = amount * WEI_PER_ETH
+    if wei != wei.to_integral_value():
+        raise click.BadParameter(
+            f"{value!r} ETH is not a whole number of wei (18 decimals at most)",
+            param_hint=param_hint,
+        )
+    return int(wei)
+
+
+def format_eth(wei: int | None) -> str:
+    """Wei as ETH, exact and without trailing zeros ("0.01"); "-" for None."""
+    if wei is None:
+        return "-"
+    whole, fraction = divmod(abs(int(wei)), WEI_PER_ETH)
+    text = f"{whole}.{fraction:018d}".rstrip("0").rstrip(".")
+    return f"-{text}" if int(wei) < 0 else text
+
+
+def economics_options(*, default_reward_eth: str = "0") -> Callable[[F], F]:
+    """`--reward-eth`/`--reward-wei`, `--quorum-bps`, `--alarm-bps` and `--rep-floor`: the
+    economics of a task, shared by `task create` and `devnet up` (which differ only in the
+    default reward). Defaults: flchain.config. Resolve them with `pop_economics`."""
+    from flchain.contracts.types import REP_UNIT
+
+    def decorate(fn: F) -> F:
+        options = [
+            click.option(
+                "--reward-eth",
+                default=default_reward_eth,
+                show_default=True,
+                help="Reward pool in ETH, escrowed with the task (sent with create_task). "
+                "Each finalized round pays its accepted members an equal share of "
+                "pool / rounds left; what is left at the end (with forfeited stakes) is "
+                "split in proportion to the rewards earned, paid by `task withdraw`.",
+            ),
+            click.option(
+                "--reward-wei",
+                type=click.IntRange(min=0),
+                default=None,
+                help="The reward pool in wei, instead of --reward-eth.",
+            ),
+            click.option(
+                "--quorum-bps",
+                type=click.IntRange(5001, 10000),
+                default=DEFAULT_QUORUM_BPS,
+                show_default=True,
+                help="Share of the round's reputation whose matching votes finalize it, in "
+                "basis points (6666: two of three equal members).",
+            ),
+            click.option(
+                "--alarm-bps",
+                type=click.IntRange(1, 10000),
+                default=DEFAULT_ALARM_BPS,
+                show_default=True,
+                help="Share of the active reputation whose Siren alarms revert a finalized "
+                "round, in basis points; at least --quorum-bps (fewer members may not undo "
+                "a round than agreed on it). Each alarm bonds 100 reputation, returned only "
+                "if the round is reverted.",
+            ),
+            click.option(
+                "--rep-floor",
+                type=click.IntRange(0, REP_UNIT - 1),
+                default=DEFAULT_REP_FLOOR,
+                show_default=True,
+                help=f"Members whose reputation falls below this ({REP_UNIT} = 1.0, what a "
+                "member joins with) are ejected: their stake and rewards go to the reward "
+                "pool. Per round: accepted +20, rejected -100, no update -50, a vote for "
+                "another result -50; a failed round: no update -50, no vote -100; no vote "
+                "on a finalized round, not even late, -50 when the next round ends.",
+            ),
+        ]
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def pop_economics(options: dict[str, Any]) -> Economics:
+    """Take the `economics_options` values out of a command's keyword arguments and check
+    them (UsageError before anything is sent: the contract would refuse the same)."""
+    reward_eth, reward_wei = options.pop("reward_eth"), options.pop("reward_wei")
+    quorum, alarm = options.pop("quorum_bps"), options.pop("alarm_bps")
+    floor = options.pop("rep_floor")
+    if reward_wei is not None:
+        ctx = click.get_current_context(silent=True)
+        source = ctx.get_parameter_source("reward_eth") if ctx is not None else None
+        if source not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+            raise click.UsageError("give --reward-eth or --reward-wei, not both")
+        reward = int(reward_wei)
+    else:
+        reward = eth_to_wei(str(reward_eth), "--reward-eth")
+    if alarm < quorum:
+        raise click.UsageError(
+            f"--alarm-bps {alarm} is below --quorum-bps {quorum}: fewer members could undo a "
+            "round than it took to agree on it (the contract refuses it); raise --alarm-bps"
+        )
+    return Economics(reward_wei=reward, quorum_bps=quorum, alarm_bps=alarm, rep_floor=floor)

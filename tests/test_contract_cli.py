@@ -1,17 +1,26 @@
-"""`flchain contract deploy`, `flchain task create` and `flchain ledger ...` end to end.
+"""`flchain contract deploy`, `flchain task create|fund|withdraw|refund` and `flchain
+ledger ...` end to end.
 
-One py-evm devnet server per module. The contract is deployed and the task created through the
-CLI; four members then drive five rounds with the client:
+One py-evm devnet server per module. The story contract is deployed and its task created
+through the CLI, with a 1.8 ETH reward pool over 6 rounds; four members then drive five
+rounds with the client:
 
-    round 1  finalized   members 0, 1, 2 accepted, 3 rejected (votes 0, 1, 2)
-    round 2  failed      split vote (0, 1 vs 2, 3), everyone voted, closed as stalled
-    round 3  reverted    all accepted (votes 0, 1, 2), then alarms from 3, 2, 1 revert it
+    round 1  finalized   members 0, 1, 2 accepted, 3 rejected (votes 0, 1, 2): 0.1 ETH each
+    round 2  failed      split vote (0, 1 vs 2, 3), everyone voted, closed as stalled;
+                         member 3 never voted on round 1, not even late: -50
+    round 3  reverted    all accepted (votes 0, 1, 2): 0.09375 ETH each (1.5 ETH / 4 rounds
+                         left / 4), then alarms from 3, 2, 1 (bonds of 100) revert it and
+                         claw the 0.375 ETH back
     round 4  aborted     trained on round 3's model when the revert came
     round 5  open        members 0 and 1 committed
 
 Every ledger command's JSON/CSV is checked against that history, hand-computed: reputations
-move +20 per accepted and -100 per rejected update (REP_UNIT 1000), quorum is 60% and the
-alarm threshold 50% of the reputation.
+move +20 per accepted and -100 per rejected update, -50 for no vote on a finalized round
+(settled when the next round ends; REP_UNIT 1000), quorum and alarm threshold are 60% of the
+reputation.
+
+A second contract (the money contract, run first: its time travel must not age the story's
+open round) settles a task to the end; see `_drive_money`.
 """
 
 from __future__ import annotations
@@ -26,20 +35,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 from eth_account import Account
+from rich.console import Console
 from web3 import Web3
 
+from flchain.cli_options import eth_to_wei, format_eth
+from flchain.config import DEFAULT_ALARM_BPS, DEFAULT_QUORUM_BPS, DEFAULT_REP_FLOOR
 from flchain.contracts import FLChainClient, bitmap, encode_loss
 from flchain.contracts.cli import contract, ledger, task
 from flchain.devnet.accounts import DEFAULT_MNEMONIC, derive_accounts
 from flchain.devnet.anvil import spawn_anvil
 from flchain.devnet.chain import DevChain
+from flchain.devnet.devnet_cli import _print_summary, _view, devnet, ledger_summary
 from flchain.devnet.genesis import GenesisConfig
+from flchain.devnet.launcher import STAKE_WEI, DevnetPlan, deploy_task
 from flchain.devnet.rpc_server import DevnetServer
 
 STAKE = 10**16  # --stake-eth 0.01
+REWARD = 18 * 10**17  # --reward-eth 1.8
 PASSWORD = "correct horse battery staple"
 # An Ed25519 libp2p peer id (identity multihash of the protobuf public key): prints 12D3KooW...
 PEER0 = bytes.fromhex("002408011220") + bytes(32)
@@ -87,6 +103,8 @@ class Net:
     blobs: dict[bytes, bytes] = field(default_factory=dict)  # digest -> bytes
     start_block: int = 0
     votes_done_block: int = 0
+    money_address: str = ""
+    money: dict[str, Any] = field(default_factory=dict)  # what _drive_money's commands said
 
     @property
     def rpc(self) -> list[str]:
@@ -95,6 +113,16 @@ class Net:
     @property
     def dev(self) -> list[str]:
         return ["--devnet", str(self.devnet_dir)]
+
+    def money_target(self, task_id: int = 1) -> list[str]:
+        return [
+            "--rpc",
+            self.server.rpc_url,
+            "--contract",
+            self.money_address,
+            "--task",
+            str(task_id),
+        ]
 
 
 def _drive_rounds(net: Net, members: list[FLChainClient], owner: FLChainClient) -> None:
@@ -130,6 +158,94 @@ def _drive_rounds(net: Net, members: list[FLChainClient], owner: FLChainClient) 
     commit(5, [0, 1])
 
 
+def _drive_money(server: DevnetServer, keys: list[str]) -> tuple[str, dict[str, Any]]:
+    """A task settled to the end on a contract of its own, through the money commands.
+
+    Task 1: 4 members, stake 0.01 ETH, reward 0.8 ETH at creation + 0.4 ETH funded by an
+    outsider, 3 rounds, quorum and alarm 60%, reputation floor 800.
+
+        round 1  finalized  0, 1 accepted (0.2 ETH each: 1.2 / 3 rounds left / 2) by the
+                            votes of 0, 1, 2; 2 rejected (-100); 3 sent nothing (-50); then
+                            3 raised an alarm that failed (bond -100: 850) and, during round
+                            2, cast a late vote on round 1 for another result
+        round 2  failed     only 0 voted: 1 and 2 did not vote (-100), 3 neither committed
+                            nor voted, and its late vote was wrong (-50 -100 -50: 650,
+                            ejected, its 0.01 ETH stake to the pool)
+        round 3  finalized  0, 1 accepted (0.405 ETH each: 0.81 / 1 / 2); 2 rejected (700,
+                            ejected: stake to the pool); the task finishes
+
+    Payout of 0 and 1: 0.01 stake + 0.605 earned + 0.01 pool left / 2 = 0.62 ETH each,
+    which empties the contract (0.8 + 0.4 + 4 x 0.01 = 1.24 ETH in). Task 2: a 0.5 ETH
+    reward, closed while registering, refunded to its owner.
+    """
+    rpc = ["--rpc", server.rpc_url]
+    owner_key, member_keys, outsider_key = keys[0], keys[1:5], keys[5]
+    address = run_json(contract, ["deploy", *rpc, "--key", owner_key])["address"]
+    target = [*rpc, "--contract", address]
+    out: dict[str, Any] = {}
+
+    def cli(name: str, args: list[str], key: str) -> None:
+        out[name] = run(task, [*args, *target, "--key", key, "--json"])
+
+    create = ["create", "--config-digest", hx(sha(b"money")), "--model-digest", hx(sha(b"m"))]
+    create += ["--min-members", "4", "--max-members", "4", "--alarm-window", "600"]
+    create += ["--submit-window", "600", "--vote-window", "600", "--quorum-bps", "6000"]
+    create += ["--alarm-bps", "6000", "--rep-floor", "800", "--stake-eth", "0.01"]
+    cli("create", [*create, "--reward-eth", "0.8", "--max-rounds", "3"], owner_key)
+    cli("fund", ["fund", "1", "--eth", "0.4"], outsider_key)
+    w3 = Web3(Web3.HTTPProvider(server.rpc_url))
+    owner = FLChainClient(w3, address, Account.from_key(owner_key))
+    members = [FLChainClient(w3, address, Account.from_key(k)) for k in member_keys]
+    for i, member in enumerate(members):
+        member.join(1, f"money-{i}".encode(), sha(f"money x25519 {i}".encode()))
+    cli("withdraw_running", ["withdraw", "1"], member_keys[0])
+
+    def submit(rnd: int, who: list[int]) -> None:
+        base = owner.get_round(1, rnd).base_round
+        for i in who:
+            members[i].submit(1, rnd, sha(f"money r{rnd} m{i}".encode()), 10, base, 0)
+
+    def travel_to(timestamp: int) -> None:
+        server.chain.set_next_block_timestamp(timestamp)
+        server.chain.mine()
+
+    submit(1, [0, 1, 2])
+    travel_to(owner.get_round(1, 1).submit_deadline)
+    g1 = sha(b"money g1")
+    for i in (0, 1, 2):
+        members[i].vote(1, 1, g1, bitmap([0, 1]))
+    members[3].raise_alarm(1, 1)
+    members[3].vote(1, 1, sha(b"another result"), bitmap([0, 1, 2]))  # late
+    submit(2, [0, 1, 2])
+    travel_to(owner.get_round(1, 2).submit_deadline)
+    members[0].vote(1, 2, sha(b"money g2"), bitmap([0, 1, 2]))
+    travel_to(owner.get_round(1, 2).vote_deadline)
+    owner.close_round(1, 2)
+    submit(3, [0, 1, 2])
+    for i in (0, 1):
+        members[i].vote(1, 3, sha(b"money g3"), bitmap([0, 1]))
+    cli("withdraw_window", ["withdraw", "1"], member_keys[0])
+    cli("refund_window", ["refund", "1"], owner_key)
+    travel_to(owner.get_round(1, 3).finalized_at + 600)
+    out["members_settled"] = run_json(ledger, ["members", *target, "--task", "1"])
+    cli("refund_paid", ["refund", "1"], owner_key)
+    cli("withdraw_0", ["withdraw", "1"], member_keys[0])
+    cli("withdraw_1", ["withdraw", "1"], member_keys[1])
+    cli("withdraw_ejected", ["withdraw", "1"], member_keys[2])
+    cli("withdraw_again", ["withdraw", "1"], member_keys[0])
+    cli("withdraw_outsider", ["withdraw", "1"], outsider_key)
+    out["balance_after_withdrawals"] = w3.eth.get_balance(address)
+    refund_task = ["create", "--config-digest", hx(sha(b"r")), "--model-digest", hx(sha(b"m"))]
+    cli("create_refund", [*refund_task, "--reward-eth", "0.5"], owner_key)
+    cli("refund_registering", ["refund", "2"], owner_key)
+    owner.close_task(2)
+    cli("fund_closed", ["fund", "2", "--wei", "1"], outsider_key)
+    cli("refund_outsider", ["refund", "2"], outsider_key)
+    cli("refund", ["refund", "2"], owner_key)
+    out["balance_after_refund"] = w3.eth.get_balance(address)
+    return address, out
+
+
 def _write_devnet(net: Net) -> None:
     """devnet.json and per-node blob stores: each node holds its own updates, the initial
     model and the global models."""
@@ -152,6 +268,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     chain = DevChain(GenesisConfig(accounts=6))
     with DevnetServer(chain, port=0) as server:
         keys = [a.private_key_hex for a in derive_accounts(DEFAULT_MNEMONIC, 6)]
+        money_address, money = _drive_money(server, keys)
         deployed = run_json(contract, ["deploy", "--rpc", server.rpc_url, "--key", keys[0]])
         config = tmp / "task.json"
         config.write_bytes(b'{"rule": "multikrum"}')
@@ -190,13 +307,18 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
                 "600",
                 "--quorum-bps",
                 "6000",
+                "--alarm-bps",
+                "6000",
                 "--stake-eth",
                 "0.01",
+                "--reward-eth",
+                "1.8",
                 "--max-rounds",
                 "6",
             ],
         )
         net = Net(server, keys, deployed["address"], deployed, created, tmp / "devnet")
+        net.money_address, net.money = money_address, money
         net.config_file = config
         net.blobs[sha(blob("initial model"))] = blob("initial model")
         w3 = Web3(Web3.HTTPProvider(server.rpc_url))
@@ -237,12 +359,14 @@ def test_task_create_hashes_the_files_and_stores_the_parameters(net: Net) -> Non
     assert net.created["initial_digest"] == hx(sha(blob("initial model")))
     assert net.created["owner"] == Account.from_key(net.keys[0]).address
     assert net.created["stake_wei"] == STAKE
+    assert net.created["reward_wei"] == REWARD
+    assert (net.created["quorum_bps"], net.created["alarm_bps"]) == (6000, 6000)
     (row,) = [t for t in run_json(ledger, ["tasks", *net.rpc]) if t["task_id"] == 1]
     assert row["config_digest"] == net.created["config_digest"]
     assert row["initial_digest"] == net.created["initial_digest"]
     assert (row["min_members"], row["max_members"], row["max_rounds"]) == (4, 8, 6)
     assert (row["submit_window"], row["vote_window"], row["alarm_window"]) == (600, 600, 600)
-    assert (row["quorum_bps"], row["alarm_bps"], row["stake"]) == (6000, 5000, STAKE)
+    assert (row["quorum_bps"], row["alarm_bps"], row["stake"]) == (6000, 6000, STAKE)
     assert row["allowlist"] is False
     assert row["owner"] == net.created["owner"]
 
@@ -257,14 +381,21 @@ def test_task_create_defaults_env_key_and_allowlist(net: Net) -> None:
     w3 = Web3(Web3.HTTPProvider(net.server.rpc_url))
     reader = FLChainClient(w3, net.address, Account.create())
     info = reader.get_task(task_id)
+    # The economics defaults are flchain.config's.
     assert (info.min_members, info.max_members, info.quorum_bps, info.alarm_bps) == (
         2,
         16,
-        6667,
-        5000,
+        DEFAULT_QUORUM_BPS,
+        DEFAULT_ALARM_BPS,
     )
     assert (info.submit_window, info.vote_window, info.alarm_window) == (600, 300, 0)
-    assert (info.stake, info.max_rounds, info.rep_floor, info.allowlist) == (0, 100, 0, True)
+    assert (info.stake, info.max_rounds, info.rep_floor, info.allowlist) == (
+        0,
+        100,
+        DEFAULT_REP_FLOOR,
+        True,
+    )
+    assert (info.reward_pool, created["reward_wei"]) == (0, 0)
     assert reader.is_allowed(task_id, outsider)
     assert net.keys[0][2:] not in result.output
 
@@ -275,6 +406,7 @@ def test_task_create_human_output_names_the_task(net: Net) -> None:
     assert result.exit_code == 0, result.output
     assert result.output.startswith("Task ")
     assert f"created on {net.address}" in result.output
+    assert "reward pool 0 ETH, stake 0 ETH; quorum 6666 bps, alarm 6666 bps" in result.output
 
 
 # ---------------------------------------------------------------- ledger views
@@ -288,9 +420,17 @@ def test_tasks_lists_every_task_with_status_and_round(net: Net) -> None:
     # Round 3 was reverted: the good model is round 1's again.
     assert first["global_round"] == 1
     assert first["global_digest"] == hx(sha(blob("global r1")))
+    # Round 1 paid 0.1 ETH to three members; round 3's payment was clawed back.
+    assert (first["reward_pool"], first["rewards_paid"], first["slashed"]) == (
+        REWARD - 3 * 10**17,
+        3 * 10**17,
+        0,
+    )
+    assert first["settled"] is False
     assert all(r["status"] == "registering" for r in rows[1:])
     table = run(ledger, ["tasks", *net.rpc]).output
     assert "running" in table and net.created["owner"] in table
+    assert "amounts in ETH" in table and "1.5" in table and "0.3" in table and "5/6" in table
 
 
 def test_rounds_json_tells_the_story(net: Net) -> None:
@@ -316,8 +456,22 @@ def test_rounds_json_tells_the_story(net: Net) -> None:
         3960,
     )
     assert r3["global_digest"] == hx(sha(blob("global r3")))
-    assert (r3["alarms"], r3["alarm_weight"], r3["final_tally"]) == (3, 3000, 3060)
+    assert (r3["alarms"], r3["alarm_weight"], r3["final_tally"]) == (3, 2950, 3060)
     assert r4["fail_reason"] == "aborted_by_alarm"
+    # The money: round 1 paid 1.8 ETH / 6 rounds left / 3 accepted = 0.1 ETH each; round 3
+    # paid 1.5 / 4 / 4, which its revert clawed back.
+    assert (r1["reward_share_wei"], r1["paid_members"], r1["clawed_back_wei"]) == (
+        10**17,
+        [0, 1, 2],
+        None,
+    )
+    assert (r3["reward_share_wei"], r3["paid_members"], r3["reward_paid_wei"]) == (
+        9375 * 10**13,
+        [0, 1, 2, 3],
+        375 * 10**15,
+    )
+    assert r3["clawed_back_wei"] == 375 * 10**15
+    assert [r["reward_share_wei"] for r in (r2, r4, r5)] == [0, 0, 0]
     # Round 5 restarts from the last good model, round 1's.
     assert (r5["base_round"], r5["base_digest"]) == (1, r1["global_digest"])
     for r in rows:
@@ -358,17 +512,38 @@ def test_round_detail_of_a_split_vote_and_of_a_reverted_round(net: Net) -> None:
     reverted = run_json(ledger, ["round", "3", *net.dev])
     assert [m["verdict"] for m in reverted["members"]] == ["accepted"] * 4
     alarms = [(a["member"], a["weight"], a["alarm_weight"]) for a in reverted["alarm_list"]]
-    assert alarms == [(1, 1040, 3000), (2, 1040, 1960), (3, 920, 920)]
+    assert alarms == [(1, 1040, 2950), (2, 1040, 1910), (3, 870, 870)]
     assert [m["alarmed"] for m in reverted["members"]] == [False, True, True, True]
+    # Each member: its +20 (undone), its bond (undone), the revert's -20, the bond back.
+    moves = [
+        [(r["delta"], "+".join(r["reasons"]), r["undone"]) for r in m["reputation_moves"]]
+        for m in reverted["members"]
+    ]
+    assert moves[0] == [(20, "accepted", True), (-20, "reverted", False)]
+    assert moves[3] == [
+        (20, "accepted", True),
+        (-100, "alarm-bond", True),
+        (-20, "reverted", False),
+        (100, "bond-returned", False),
+    ]
+    assert [m["reward_wei"] for m in reverted["members"]] == [9375 * 10**13] * 4
+    assert reverted["clawed_back_wei"] == 375 * 10**15 and reverted["slashes"] == []
+    table = run(ledger, ["round", "3", *net.dev]).output
+    assert "0.09375 ETH each to members 0,1,2,3 (0.375 ETH in all)" in table
+    assert "clawed back    0.375 ETH" in table
+    assert "alarm-bond (undone)" in table and "bond-returned" in table
 
 
 def test_round_detail_csv_and_table(net: Net) -> None:
     rows = run_csv(ledger, ["round", "1", *net.dev])
     assert [r["member"] for r in rows] == ["0", "1", "2", "3"]
     assert [r["verdict"] for r in rows] == ["accepted"] * 3 + ["rejected"]
+    assert [r["reward_wei"] for r in rows] == [str(10**17)] * 3 + ["0"]
+    assert [r["reputation_moves"] for r in rows] == ["+20 accepted"] * 3 + ["-100 rejected"]
     table = run(ledger, ["round", "1", *net.dev]).output
     assert "finalized" in table and "rejected" in table
     assert hx(sha(blob("global r1"))) in table
+    assert "0.1 ETH each to members 0,1,2 (0.3 ETH in all)" in table
 
 
 def test_events_before_from_block_leave_weights_unknown_but_views_complete(net: Net) -> None:
@@ -377,12 +552,13 @@ def test_events_before_from_block_leave_weights_unknown_but_views_complete(net: 
     assert [m["vote_weight"] for m in detail["members"]] == [None, None, None, None]
     assert [m["voted"] for m in detail["members"]] == [True, True, True, False]
     assert detail["final_tally"] == 3060  # read from the view when the event was not
-    assert [a["weight"] for a in detail["alarm_list"]] == [1040, 1040, 920]
+    assert [a["weight"] for a in detail["alarm_list"]] == [1040, 1040, 870]
 
 
 def test_members_show_reputation_status_stake_and_peer_id(net: Net) -> None:
     rows = run_json(ledger, ["members", *net.dev])
-    assert [r["reputation"] for r in rows] == [1040, 1040, 1040, 920]
+    # The revert undid round 3 and returned the alarm bonds: round 2's reputations again.
+    assert [r["reputation"] for r in rows] == [1020, 1020, 1020, 850]
     assert [r["status"] for r in rows] == ["active"] * 4
     assert [r["stake_wei"] for r in rows] == [STAKE] * 4
     assert [r["since_round"] for r in rows] == [1] * 4
@@ -390,7 +566,29 @@ def test_members_show_reputation_status_stake_and_peer_id(net: Net) -> None:
     assert rows[0]["peer_id_hex"] == hx(PEER0)
     assert [r["account"] for r in rows] == [Account.from_key(k).address for k in net.keys[1:5]]
     table = run(ledger, ["members", *net.dev]).output
-    assert "1.040" in table and "0.920" in table and PEER0_TEXT in table
+    assert "1.020" in table and "0.850" in table and PEER0_TEXT in table
+
+
+def test_members_show_rewards_payout_and_penalties(net: Net) -> None:
+    rows = run_json(ledger, ["members", *net.dev])
+    assert [r["earned_wei"] for r in rows] == [10**17] * 3 + [0]
+    # Payout: stake + earned + the pool left (1.5 ETH) split by rewards (a third each).
+    assert [r["payout_wei"] for r in rows] == [61 * 10**16] * 3 + [STAKE]
+    assert [r["forfeited_wei"] for r in rows] == [0] * 4
+    assert [r["withdrawn_wei"] for r in rows] == [None] * 4
+    assert [r["reputation_lost"] for r in rows] == [0, 0, 0, 150]
+    assert rows[3]["penalties"] == [
+        {"round": 1, "reasons": ["rejected"], "lost": 100, "undone": False},
+        {"round": 2, "reasons": ["no-late-vote"], "lost": 50, "undone": False},
+        {"round": 3, "reasons": ["alarm-bond"], "lost": 100, "undone": True},
+    ]
+    assert rows[0]["penalties"] == [] and rows[0]["ejected_round"] is None
+    csv_rows = run_csv(ledger, ["members", *net.dev])
+    assert json.loads(csv_rows[3]["penalties"])[0]["reasons"] == ["rejected"]
+    table = run(ledger, ["members", *net.dev]).output
+    assert "earned (ETH)" in table and "0.61" in table
+    assert "r1 rejected -100; r2 no-late-vote -50;" in table
+    assert "pool 1.5 ETH, paid 0.3 ETH, slashed 0 ETH (not settled)" in table
 
 
 def test_members_dp_rounds_count_every_released_update(net: Net) -> None:
@@ -505,6 +703,10 @@ def test_export_json_holds_the_whole_ledger(net: Net, tmp_path: Path) -> None:
         "votes": 10,
         "alarms": 3,
     }
+    # Member 3's rejection and missing vote, the three bonds; the reward escrow, four stakes.
+    assert counts["penalties"] == 5 and counts["slashes"] == 0 and counts["transfers"] == 5
+    assert data["tasks"][0]["funded_wei"] == REWARD
+    assert [m["earned_wei"] for m in data["members"]] == [10**17] * 3 + [0]
     assert counts["events"] == len(run_json(ledger, ["events", *net.dev]))
     assert data["contract"] == net.address and data["chain_id"] == 31337
     rejected = [(u["round"], u["member"]) for u in data["updates"] if u["verdict"] == "rejected"]
@@ -523,9 +725,11 @@ def test_export_csv_writes_one_file_per_table(net: Net, tmp_path: Path) -> None:
     result = run(ledger, ["export", *net.dev, "--format", "csv", "--out", str(out)])
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(
-        f"{n}.csv" for n in ("tasks", "members", "rounds", "updates", "votes", "alarms", "events")
-    )
+    tables = ("tasks", "members", "rounds", "updates", "votes", "alarms", "events")
+    tables += ("penalties", "slashes", "transfers")
+    assert names == sorted(f"{n}.csv" for n in tables)
+    with open(out / "slashes.csv") as handle:  # empty, with its header
+        assert handle.read().startswith("task_id,round,member,account,reputation,forfeited_wei")
     with open(out / "votes.csv") as handle:
         votes = list(csv.DictReader(handle))
     assert [(v["round"], v["member"], v["weight"]) for v in votes][:3] == [
@@ -697,3 +901,273 @@ def test_deploy_create_and_read_on_anvil(anvil_bin: str, tmp_path: Path) -> None
         assert run_json(ledger, ["members", *target]) == []
         header = run(ledger, ["members", *target, "--csv"]).output
         assert header.startswith("index,account,peer_id,reputation_factor,status")
+
+
+# ---------------------------------------------------------------- money: fund, withdraw, refund
+
+ETH = 10**18
+
+
+def _money_json(net: Net, name: str) -> Any:
+    result = net.money[name]
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def _money_error(net: Net, name: str, code: int = 1) -> str:
+    result = net.money[name]
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    return " ".join(result.output.split())  # one line, whatever the terminal wrapped
+
+
+def test_money_task_created_with_a_reward_and_funded_by_anyone(net: Net) -> None:
+    created = _money_json(net, "create")
+    assert (created["task_id"], created["reward_wei"], created["stake_wei"]) == (
+        1,
+        8 * 10**17,
+        STAKE,
+    )
+    assert (created["quorum_bps"], created["alarm_bps"], created["rep_floor"]) == (6000, 6000, 800)
+    funded = _money_json(net, "fund")
+    assert (funded["amount_wei"], funded["reward_pool_wei"]) == (4 * 10**17, 12 * 10**17)
+    assert funded["funder"] == Account.from_key(net.keys[5]).address
+    assert "ended (closed): its reward pool takes no more funds" in _money_error(net, "fund_closed")
+
+
+def test_withdraw_before_settlement_says_why(net: Net) -> None:
+    running = _money_error(net, "withdraw_running")
+    assert "task 1 is not settled yet: task running: task 1 is running (round 1 of 3)" in running
+    window = _money_error(net, "withdraw_window")
+    assert "task 1 is not settled yet: alarm window open: round 3's Siren alarm window" in window
+    assert "alarm window open" in _money_error(net, "refund_window")
+
+
+def test_withdraw_pays_stake_rewards_and_the_pool_left(net: Net) -> None:
+    paid = [_money_json(net, f"withdraw_{i}") for i in (0, 1)]
+    assert [(p["member"], p["stake_wei"], p["reward_wei"]) for p in paid] == [
+        (0, STAKE, 61 * 10**16),
+        (1, STAKE, 61 * 10**16),
+    ]
+    assert [p["amount_wei"] for p in paid] == [62 * 10**16] * 2
+    # 0.8 + 0.4 ETH of rewards and four 0.01 ETH stakes in, two 0.62 ETH payouts out.
+    assert net.money["balance_after_withdrawals"] == 0
+    assert "was ejected from task 1" in _money_error(net, "withdraw_ejected")
+    assert "has already withdrawn its payout" in _money_error(net, "withdraw_again")
+    assert "is not a member of task 1" in _money_error(net, "withdraw_outsider")
+
+
+def test_refund_only_for_the_owner_of_a_task_that_paid_nothing(net: Net) -> None:
+    paid = _money_error(net, "refund_paid")
+    assert "nothing to claim: task 1's members earned 1.21 ETH of rewards" in paid
+    assert "task running: task 2 is registering" in _money_error(net, "refund_registering")
+    assert "only task 2's owner" in _money_error(net, "refund_outsider")
+    refund = _money_json(net, "refund")
+    assert (refund["task_id"], refund["amount_wei"]) == (2, 5 * 10**17)
+    assert refund["owner"] == Account.from_key(net.keys[0]).address
+    assert net.money["balance_after_refund"] == 0
+
+
+def test_members_money_at_settlement_and_after_withdrawals(net: Net) -> None:
+    settled = net.money["members_settled"]
+    assert [m["status"] for m in settled] == ["active", "active", "ejected", "ejected"]
+    assert [m["earned_wei"] for m in settled] == [605 * 10**15] * 2 + [0, 0]
+    assert [m["payout_wei"] for m in settled] == [62 * 10**16] * 2 + [0, 0]
+    assert [m["forfeited_wei"] for m in settled] == [0, 0, STAKE, STAKE]
+    assert [m["ejected_round"] for m in settled] == [None, None, 3, 2]
+    rows = run_json(ledger, ["members", *net.money_target()])
+    assert [m["status"] for m in rows] == ["withdrawn", "withdrawn", "ejected", "ejected"]
+    assert [m["withdrawn_wei"] for m in rows] == [62 * 10**16] * 2 + [None, None]
+    assert [m["reputation_lost"] for m in rows] == [0, 100, 300, 350]
+    reasons = [
+        [("+".join(p["reasons"]), p["round"], p["lost"]) for p in m["penalties"]] for m in rows
+    ]
+    assert reasons == [
+        [],
+        [("no-vote", 2, 100)],
+        [("rejected", 1, 100), ("no-vote", 2, 100), ("rejected", 3, 100)],
+        [
+            ("no-submit", 1, 50),
+            ("alarm-bond", 1, 100),
+            ("no-submit+no-vote+bad-late-vote", 2, 200),
+        ],
+    ]
+    table = run(ledger, ["members", *net.money_target()]).output
+    assert "r1 no-submit -50; r1 alarm-bond -100;" in table
+    assert "withdrawn (ETH)" in table and "0.62" in table
+    assert "paid 1.21 ETH, slashed 0.02 ETH (settled)" in table
+
+
+def test_round_money_shares_and_ejections(net: Net) -> None:
+    r1 = run_json(ledger, ["round", "1", *net.money_target()])
+    assert (r1["reward_share_wei"], r1["paid_members"]) == (2 * 10**17, [0, 1])
+    assert [m["reward_wei"] for m in r1["members"]] == [2 * 10**17] * 2 + [0, 0]
+    assert [(m["vote_weight"], m["vote_late"]) for m in r1["members"]] == [
+        (1000, False),
+        (1000, False),
+        (1000, False),
+        (0, True),
+    ]
+    r2 = run_json(ledger, ["round", "2", *net.money_target()])
+    assert [(x["member"], x["cause"], x["forfeited_wei"]) for x in r2["slashes"]] == [
+        (3, "no-submit+no-vote+bad-late-vote", STAKE)
+    ]
+    assert r2["reward_share_wei"] == 0
+    table = run(ledger, ["round", "3", *net.money_target()]).output
+    assert "0.405 ETH each to members 0,1 (0.81 ETH in all)" in table
+    assert "ejected        member 2 (reputation 700, rejected): forfeited 0.01 ETH" in table
+
+
+def test_tasks_and_export_carry_the_money(net: Net, tmp_path: Path) -> None:
+    first, second = run_json(
+        ledger, ["tasks", "--rpc", net.server.rpc_url, "--contract", net.money_address]
+    )
+    assert (first["status"], first["rewards_paid"], first["slashed"], first["settled"]) == (
+        "finished",
+        121 * 10**16,
+        2 * 10**16,
+        True,
+    )
+    assert (second["status"], second["reward_pool"], second["settled"]) == ("closed", 0, True)
+    out = tmp_path / "money.json"
+    run_json(ledger, ["export", *net.money_target(), "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["tasks"][0]["funded_wei"] == 12 * 10**17
+    transfers = [(t["kind"], t["direction"], t["amount_wei"]) for t in data["transfers"]]
+    assert transfers == [
+        ("reward", "in", 8 * 10**17),
+        ("fund", "in", 4 * 10**17),
+        *[("stake", "in", STAKE)] * 4,
+        *[("withdraw", "out", 62 * 10**16)] * 2,
+    ]
+    assert [(x["member"], x["round"], x["cause"]) for x in data["slashes"]] == [
+        (3, 2, "no-submit+no-vote+bad-late-vote"),
+        (2, 3, "rejected"),
+    ]
+    assert len(data["penalties"]) == 7
+
+
+def test_money_usage_errors_come_before_any_transaction(net: Net) -> None:
+    before = len(run_json(ledger, ["tasks", *net.rpc]))
+    base = ["create", *net.rpc, "--key", net.keys[0], "--config-digest", hx(sha(b"c"))]
+    base += ["--model-digest", hx(sha(b"m"))]
+    result = run(task, [*base, "--quorum-bps", "7000", "--alarm-bps", "6999"])
+    assert result.exit_code == 2
+    assert "--alarm-bps 6999 is below --quorum-bps 7000" in " ".join(result.output.split())
+    result = run(task, [*base, "--quorum-bps", "7000"])  # the default alarm threshold is lower
+    assert result.exit_code == 2 and "raise --alarm-bps" in " ".join(result.output.split())
+    result = run(task, [*base, "--reward-eth", "1", "--reward-wei", "5"])
+    assert result.exit_code == 2 and "not both" in result.output
+    result = run(task, [*base, "--reward-eth", "1e-19"])
+    assert result.exit_code == 2 and "not a whole number of wei" in result.output
+    assert len(run_json(ledger, ["tasks", *net.rpc])) == before
+    fund = ["fund", "1", *net.rpc, "--key", net.keys[5]]
+    for extra in ([], ["--eth", "1", "--wei", "1"]):
+        result = run(task, [*fund, *extra])
+        assert result.exit_code == 2 and "--eth or --wei" in result.output
+    result = run(task, [*fund, "--eth", "0"])
+    assert result.exit_code == 2 and "must be positive" in result.output
+    help_text = run(task, ["create", "--help"]).output
+    assert "--reward-eth" in help_text and "--rep-floor" in help_text
+    assert f"[default: {DEFAULT_QUORUM_BPS}" in help_text
+
+
+# ---------------------------------------------------------------- devnet: task and summary
+
+
+def test_devnet_deploy_task_escrows_the_reward_with_the_config_defaults(
+    net: Net, tmp_path: Path
+) -> None:
+    assert DevnetPlan(directory=tmp_path).reward_wei == ETH  # `devnet up --reward-eth 1`
+    plan = DevnetPlan(directory=tmp_path, nodes=2, rounds=3, model="logreg", reward_wei=ETH // 4)
+    address, task_id, _config = deploy_task(plan, net.server.rpc_url, net.keys[0])
+    w3 = Web3(Web3.HTTPProvider(net.server.rpc_url))
+    info = FLChainClient(w3, address, Account.create()).get_task(task_id)
+    assert (info.reward_pool, info.stake, info.max_rounds) == (ETH // 4, STAKE_WEI, 3)
+    assert (info.quorum_bps, info.alarm_bps, info.rep_floor) == (
+        DEFAULT_QUORUM_BPS,
+        DEFAULT_ALARM_BPS,
+        DEFAULT_REP_FLOOR,
+    )
+
+
+def test_devnet_up_checks_the_economics_before_starting_anything(tmp_path: Path) -> None:
+    directory = tmp_path / "devnet"
+    base = ["up", "--dir", str(directory)]
+    result = run(devnet, [*base, "--quorum-bps", "7000", "--alarm-bps", "6000"])
+    assert result.exit_code == 2
+    assert "--alarm-bps 6000 is below --quorum-bps 7000" in " ".join(result.output.split())
+    result = run(devnet, [*base, "--reward-eth", "2", "--reward-wei", "5"])
+    assert result.exit_code == 2 and "not both" in result.output
+    assert not directory.exists()
+    help_text = " ".join(run(devnet, ["up", "--help"]).output.split())
+    assert "--reward-eth TEXT" in help_text and "[default: 1]" in help_text
+    assert "--rep-floor INTEGER RANGE" in help_text and "earned and would be paid" in help_text
+
+
+def test_devnet_summary_shows_each_members_money(net: Net, tmp_path: Path) -> None:
+    nodes = [
+        {
+            "name": f"node-{i}",
+            "dir": str(tmp_path / f"node-{i}"),  # no status files: accuracy unknown
+            "address": Account.from_key(key).address,
+            "attack": "alie" if i == 3 else None,
+        }
+        for i, key in enumerate(net.keys[1:5])
+    ]
+    manifest = {
+        "rpc_url": net.server.rpc_url,
+        "contract": net.money_address,
+        "task_id": 1,
+        "nodes": nodes,
+        "secure": False,
+    }
+    summary = ledger_summary(manifest)
+    assert summary["money"] == {
+        "stake_wei": STAKE,
+        "funded_wei": 12 * 10**17,
+        "reward_pool_wei": 10**16,  # the forfeit after round 3's payment, now withdrawn
+        "rewards_paid_wei": 121 * 10**16,
+        "slashed_wei": 2 * 10**16,
+        "settled": True,
+    }
+    assert [(n["member_index"], n["status"], n["reputation"]) for n in summary["nodes"]] == [
+        (0, "withdrawn", 1040),
+        (1, "withdrawn", 940),
+        (2, "ejected", 700),
+        (3, "ejected", 650),
+    ]
+    assert [n["earned_wei"] for n in summary["nodes"]] == [605 * 10**15] * 2 + [0, 0]
+    assert [n["forfeited_wei"] for n in summary["nodes"]] == [0, 0, STAKE, STAKE]
+    shares = [(r["round"], r["reward_share_wei"], r["paid"]) for r in summary["rounds"]]
+    assert shares == [(1, 2 * 10**17, [0, 1]), (2, 0, []), (3, 405 * 10**15, [0, 1])]
+    assert summary["byzantine_members"] == [3]
+    console = Console(record=True, width=200)
+    _print_summary(summary, console)
+    text = console.export_text()
+    assert "earned (ETH)" in text and "0.605" in text and "0.405" in text
+    assert "0 (forfeited 0.01)" in text and "ejected" in text and "0.650" in text
+    assert "rewards: 1.2 ETH funded, 1.21 ETH paid to members" in text
+    assert "0.02 ETH slashed (settled" in text
+    manifest.update(rounds=3, rule="multikrum", byzantine=1, attack="alie")
+    w3 = Web3(Web3.HTTPProvider(net.server.rpc_url))
+    info = FLChainClient(w3, net.money_address, Account.create()).get_task(1)
+    console.print(_view(manifest, info))  # the live view of `devnet up` and `devnet status`
+    assert "reward pool 0.01 ETH" in console.export_text()
+
+
+def test_eth_amounts_are_exact() -> None:
+    assert [format_eth(w) for w in (0, 1, 10**16, 605 * 10**15, 3 * ETH, None)] == [
+        "0",
+        "0.000000000000000001",
+        "0.01",
+        "0.605",
+        "3",
+        "-",
+    ]
+    long = "1234567890123.123456789012345678"  # 31 digits: more than Decimal's default 28
+    assert eth_to_wei(long, "--eth") == 1234567890123123456789012345678
+    assert format_eth(eth_to_wei(long, "--eth")) == long
+    for bad in ("abc", "-1", "nan", "0.0000000000000000001"):
+        with pytest.raises(click.BadParameter):
+            eth_to_wei(bad, "--eth")

@@ -25,16 +25,22 @@ from flchain.contracts.ledger import (
     VoteRecord,
     count_commits,
     format_peer_id,
+    funded_wei,
     ledger_digests,
     ledger_tables,
     load_task_privacy,
+    member_money,
     member_row,
+    penalty_text,
     plain,
     reputation_history,
+    reputation_moves,
     round_detail,
     round_row,
     round_status,
     sha256_file,
+    slash_records,
+    transfer_records,
     verify_blobs,
 )
 from flchain.contracts.types import RoundInfo, RoundStatus, TaskInfo, TaskStatus, bitmap
@@ -46,6 +52,7 @@ def sha(data: bytes) -> bytes:
 
 
 INITIAL, G1, U0, U1 = sha(b"initial"), sha(b"global 1"), sha(b"update 0"), sha(b"update 1")
+OWNER = "0x" + "11" * 20
 
 
 def round_info(**overrides: Any) -> RoundInfo:
@@ -98,7 +105,10 @@ def task_info(**overrides: Any) -> TaskInfo:
         n_members=2,
         n_active=2,
         total_reputation=2000,
+        reward_pool=0,
+        rewards_paid=0,
         slashed=0,
+        settled=False,
     )
     return replace(base, **overrides)
 
@@ -275,7 +285,7 @@ def test_ledger_tables_carry_the_task_id_on_every_row() -> None:
             "block_number": 3,
             "log_index": 0,
             "tx_hash": "0xcc",
-            "args": {"task_id": 1, "config_digest": b"\x01"},
+            "args": {"task_id": 1, "config_digest": b"\x01", "owner": OWNER, "reward": 5},
         }
     ]
     tables = ledger_tables([ledger_of([FINALIZED_ROUND_1], events)])
@@ -286,10 +296,20 @@ def test_ledger_tables_carry_the_task_id_on_every_row() -> None:
         "updates": 2,
         "votes": 2,
         "alarms": 0,
+        "penalties": 0,
+        "slashes": 0,
+        "transfers": 1,
         "events": 1,
     }
     assert all(row["task_id"] == 1 for rows in tables.values() for row in rows)
-    assert tables["events"][0]["args"] == {"task_id": 1, "config_digest": "0x01"}
+    assert tables["events"][0]["args"] == {
+        "task_id": 1,
+        "config_digest": "0x01",
+        "owner": OWNER,
+        "reward": 5,
+    }
+    assert tables["tasks"][0]["funded_wei"] == 5
+    assert tables["transfers"][0]["kind"] == "reward"
     assert tables["rounds"][0]["global_digest"] == "0x" + G1.hex()
 
 
@@ -516,3 +536,218 @@ def test_ledger_digests_add_remasked_updates_and_the_sum() -> None:
         ("remask", 1, 1, U1),
         ("sum", 1, 2, G1),
     ]
+
+
+# ---------------------------------------------------------------- money and penalties
+
+
+def _ev(name: str, tx: str, log_index: int, **args: Any) -> dict[str, Any]:
+    return {
+        "event": name,
+        "block_number": int(tx[2:], 16),
+        "log_index": log_index,
+        "tx_hash": tx,
+        "args": {"task_id": 1, **args},
+    }
+
+
+def _rc(tx: str, log_index: int, number: int, index: int, old: int, new: int) -> dict[str, Any]:
+    return _ev("ReputationChanged", tx, log_index, round=number, member=index, old=old, new=new)
+
+
+# Round 1 finalized: member 0 accepted; 1 rejected and voted for another bitmap; 2 sent
+# nothing. Member 2 then raised an alarm that failed: the bond took it below the floor.
+# Round 2 failed with a vote cast: member 1 neither committed nor voted.
+PENALTY_ROUNDS = [
+    round_record(
+        1,
+        status="finalized",
+        eligible=(0, 1, 2),
+        submitted=(0, 1),
+        accepted=(0,),
+        global_digest=G1,
+        voted=(0, 1),
+        alarmed=(2,),
+        votes=(
+            VoteRecord(1, 0, G1, (0,), 1000, 7, "0x07"),
+            VoteRecord(1, 1, G1, (0, 1), 1000, 8, "0x08"),
+        ),
+        reward_share=30,
+        paid=(0,),
+    ),
+    round_record(2, status="failed", eligible=(0, 1), submitted=(0,), voted=(0,)),
+]
+PENALTY_EVENTS = [
+    _rc("0x08", 1, 1, 0, 1000, 1020),
+    _rc("0x08", 2, 1, 1, 1000, 850),
+    _rc("0x08", 3, 1, 2, 1000, 950),
+    _rc("0x09", 0, 1, 2, 950, 850),
+    _ev("MemberEjected", "0x09", 1, round=1, member=2, account=OWNER, reputation=850, forfeited=7),
+    _ev("AlarmRaised", "0x09", 2, round=1, member=2, weight=950, alarm_weight=950),
+    _rc("0x0a", 1, 2, 1, 850, 700),
+]
+
+
+def test_reputation_moves_name_the_reasons_of_a_settlement_and_an_alarm_bond() -> None:
+    moves = reputation_moves(PENALTY_ROUNDS, PENALTY_EVENTS)
+    assert [(m.round, m.member, m.delta, m.reasons, m.undone) for m in moves] == [
+        (1, 0, 20, ("accepted",), False),
+        (1, 1, -150, ("rejected", "bad-vote"), False),
+        (1, 2, -50, ("no-submit",), False),
+        (1, 2, -100, ("alarm-bond",), False),
+        (2, 1, -150, ("no-submit", "no-vote"), False),
+    ]
+    assert [m.is_penalty for m in moves] == [False, True, True, True, True]
+    (slash,) = slash_records(PENALTY_EVENTS, moves)
+    assert (slash.member, slash.forfeited, slash.cause, slash.reinstated) == (
+        2,
+        7,
+        ("alarm-bond",),
+        False,
+    )
+    assert penalty_text(moves[1]) == "r1 rejected+bad-vote -150"
+
+
+def test_a_revert_undoes_the_round_and_returns_the_bonds() -> None:
+    reverted = round_record(
+        3,
+        status="reverted",
+        submitted=(0, 1),
+        accepted=(0, 1),
+        global_digest=G1,
+        voted=(0, 1),
+        alarmed=(0, 1),
+        votes=(
+            VoteRecord(3, 0, G1, (0, 1), 1000, 1, "0x01"),
+            VoteRecord(3, 1, G1, (0, 1), 1000, 2, "0x02"),
+        ),
+        reward_share=5,
+        paid=(0, 1),
+        clawed_back=10,
+    )
+    events = [
+        _rc("0x02", 1, 3, 0, 1000, 1020),
+        _rc("0x02", 2, 3, 1, 1000, 1020),
+        _rc("0x03", 0, 3, 1, 1020, 920),
+        _ev("AlarmRaised", "0x03", 1, round=3, member=1, weight=1020, alarm_weight=1020),
+        _rc("0x04", 0, 3, 0, 1020, 920),
+        _ev("AlarmRaised", "0x04", 1, round=3, member=0, weight=1020, alarm_weight=2040),
+        _rc("0x04", 2, 3, 0, 920, 900),  # the round's +20 undone
+        _rc("0x04", 3, 3, 1, 920, 900),
+        _rc("0x04", 4, 3, 0, 900, 1000),  # bonds returned, last
+        _rc("0x04", 5, 3, 1, 900, 1000),
+        _ev("RoundReverted", "0x04", 6, round=3, clawed_back=10),
+    ]
+    moves = reputation_moves([reverted], events)
+    assert [(m.member, m.delta, m.reasons, m.undone) for m in moves] == [
+        (0, 20, ("accepted",), True),
+        (1, 20, ("accepted",), True),
+        (1, -100, ("alarm-bond",), True),
+        (0, -100, ("alarm-bond",), True),
+        (0, -20, ("reverted",), False),
+        (1, -20, ("reverted",), False),
+        (0, 100, ("bond-returned",), False),
+        (1, 100, ("bond-returned",), False),
+    ]
+    # Undoing a gain is no penalty; the undone bonds cost nothing in the end.
+    assert [m.is_penalty for m in moves] == [False, False, True, True, False, False, False, False]
+    row = round_row(1, reverted)
+    assert (row["reward_share_wei"], row["paid_members"], row["reward_paid_wei"]) == (5, [0, 1], 10)
+    assert row["clawed_back_wei"] == 10
+    detail = round_detail(1, replace(reverted, eligible=(0, 1)), moves=moves)
+    assert [m["reward_wei"] for m in detail["members"]] == [5, 5]
+    assert [r["reasons"] for r in detail["members"][0]["reputation_moves"]] == [
+        ["accepted"],
+        ["alarm-bond"],
+        ["reverted"],
+        ["bond-returned"],
+    ]
+
+
+def test_transfer_records_and_member_money() -> None:
+    events = [
+        _ev("TaskCreated", "0x01", 0, owner=OWNER, reward=100),
+        _ev("MemberJoined", "0x02", 0, account="0xa0", member=0, stake=10),
+        _ev("MemberJoined", "0x03", 0, account="0xa1", member=1, stake=10),
+        _ev("RewardFunded", "0x04", 0, funder="0xf0", amount=50, reward_pool=150),
+        *PENALTY_EVENTS,
+        _ev("Withdrawn", "0x10", 0, account="0xa0", member=0, stake=10, reward=140),
+        _ev("RefundClaimed", "0x11", 0, owner=OWNER, amount=0),  # zero moves nothing
+    ]
+    transfers = transfer_records(events)
+    assert [(t.kind, t.direction, t.amount, t.member) for t in transfers] == [
+        ("reward", "in", 100, None),
+        ("stake", "in", 10, 0),
+        ("stake", "in", 10, 1),
+        ("fund", "in", 50, None),
+        ("withdraw", "out", 150, 0),
+    ]
+    assert funded_wei(events) == 150
+    members = (
+        replace(member(0, 1020), status="withdrawn", stake_wei=10, earned=30),
+        replace(member(1, 700), stake_wei=10, payout=10),
+        replace(member(2, 850), status="ejected", stake_wei=10),
+    )
+    book = replace(ledger_of(PENALTY_ROUNDS, events), members=members)
+    money = member_money(book)
+    assert (money[0].withdrawn, money[0].penalties, money[0].reputation_lost) == (150, (), 0)
+    assert money[1].reputation_lost == 300 and money[1].withdrawn is None
+    assert [p.reasons for p in money[1].penalties] == [
+        ("rejected", "bad-vote"),
+        ("no-submit", "no-vote"),
+    ]
+    assert (money[2].forfeited, money[2].reputation_lost) == (10, 150)
+    row = member_row(1, members[2], money=money[2])
+    assert (row["earned_wei"], row["payout_wei"], row["forfeited_wei"]) == (0, 0, 10)
+    assert row["ejected_round"] == 1
+    assert row["penalties"] == [
+        {"round": 1, "reasons": ["no-submit"], "lost": 50, "undone": False},
+        {"round": 1, "reasons": ["alarm-bond"], "lost": 100, "undone": False},
+    ]
+    tables = ledger_tables([book])
+    assert [(p["member"], p["reasons"]) for p in tables["penalties"]] == [
+        (1, "rejected+bad-vote"),
+        (2, "no-submit"),
+        (2, "alarm-bond"),
+        (1, "no-submit+no-vote"),
+    ]
+    assert [(x["member"], x["cause"], x["forfeited_wei"]) for x in tables["slashes"]] == [
+        (2, "alarm-bond", 7)
+    ]
+    assert tables["tasks"][0]["funded_wei"] == 150
+
+
+def test_late_votes_are_settled_by_the_next_round() -> None:
+    # Round 1 finalized by members 0 and 1; 2 voted late for another result, 3 never voted.
+    finalized = round_record(
+        1,
+        status="finalized",
+        eligible=(0, 1, 2, 3),
+        submitted=(0, 1, 2, 3),
+        accepted=(0, 1, 2, 3),
+        global_digest=G1,
+        voted=(0, 1, 2),
+        votes=(
+            VoteRecord(1, 0, G1, (0, 1, 2, 3), 1000, 1, "0x01", late=False),
+            VoteRecord(1, 1, G1, (0, 1, 2, 3), 1000, 2, "0x02", late=False),
+            VoteRecord(1, 2, U0, (0, 1, 2, 3), 0, 3, "0x03", late=True),
+        ),
+    )
+    # Round 2 failed and nobody voted in it: its own duties blame nobody.
+    failed = round_record(2, status="failed", eligible=(0, 1, 2, 3), submitted=(0,))
+    events = [_rc("0x04", 1, 2, 2, 1020, 970), _rc("0x04", 2, 2, 3, 1020, 970)]
+    moves = reputation_moves([finalized, failed], events)
+    assert [(m.member, m.reasons) for m in moves] == [
+        (2, ("bad-late-vote",)),
+        (3, ("no-late-vote",)),
+    ]
+    # Without the previous round the ledger cannot tell why.
+    assert [m.reasons for m in reputation_moves([failed], events)] == [("unknown",)] * 2
+    # A late vote is not judged with the round's own (in-time) votes.
+    assert _settlement_reasons_of(finalized, 2) == ("accepted",)
+
+
+def _settlement_reasons_of(rnd: RoundRecord, index: int) -> tuple[str, ...]:
+    event = _rc("0x09", 1, rnd.round, index, 1000, 1020)
+    (move,) = reputation_moves([rnd], [event])
+    return move.reasons
