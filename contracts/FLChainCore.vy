@@ -21,7 +21,9 @@ BPS: constant(uint256) = 10000
 REP_UNIT: constant(uint256) = 1000
 REP_MAX: constant(uint256) = 2000
 REP_ACCEPT: constant(uint256) = 20
-REP_REJECT: constant(uint256) = 100
+# A rejected update costs more than an accepted one earns, but not much more: robust rules
+# (Multi-Krum, Bulyan, trimmed mean) drop some honest updates every round by design.
+REP_REJECT: constant(uint256) = 50
 REP_BAD_VOTE: constant(uint256) = 50
 # An eligible member that commits no update loses REP_NO_SUBMIT in every round that ends
 # (finalized or failed); one that does not vote loses REP_NO_VOTE in a round that fails
@@ -1035,8 +1037,18 @@ def _move_reputations(
 @internal
 def _pay_round(task_id: uint256, rk: uint256, round: uint256, accepted: uint256):
     """Credit the round's reward: the pool spread evenly over the rounds left (this one
-    included), in equal shares to the accepted members that are still active."""
+    included), in equal shares to the accepted members that are still active and voted on
+    the previous round (in time or late) when that round finalized or failed with votes:
+    an update alone does not earn, taking part in the consensus does too."""
     paid_set: uint256 = accepted & self._active[task_id]
+    if round > 1:
+        prk: uint256 = rk - 1
+        p_status: uint256 = self._round_hdr[prk] & M8
+        p_nonvoters: uint256 = self._round_eligible[prk] & self._round_notvoted[prk]
+        if p_status == ROUND_FINALIZED or (
+            p_status == ROUND_FAILED and self._round_eligible[prk] & ~p_nonvoters != 0
+        ):
+            paid_set &= ~p_nonvoters
     pool: uint256 = self._pool[task_id]
     if paid_set == 0 or pool == 0:
         return

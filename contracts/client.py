@@ -49,8 +49,8 @@ from flchain.contracts.types import (
 # inclusion (measurements: the "gas" section of docs/benchmarks.md). Unused gas is not
 # charged, so a generous limit costs nothing.
 OPEN_ROUND_GAS = 400_000
-FINALIZE_BASE_GAS = 400_000
-FINALIZE_GAS_PER_MEMBER = 48_000
+FINALIZE_BASE_GAS = 480_000
+FINALIZE_GAS_PER_MEMBER = 44_000
 # Calls per JSON-RPC batch for the many-views helpers (endpoints commonly accept 100).
 VIEW_BATCH = 100
 
