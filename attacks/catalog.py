@@ -17,6 +17,9 @@ PROTOCOL_ATTACKS: tuple[str, ...] = (
     "slowloris",
     "blobflood",
     "deepjson",
+    "freeride",
+    "falsealarm",
+    "novote",
 )
 ATTACKS: tuple[str, ...] = UPDATE_ATTACKS + DATA_ATTACKS + PROTOCOL_ATTACKS
 
@@ -43,6 +46,11 @@ DESCRIPTIONS: dict[str, str] = {
     "bytes for them",
     "deepjson": "send nested-bracket JSON (75 KB, 1 MB, 8 MB) to the chain RPC and on gossip; "
     "in secure mode commit a bundle with a nested header",
+    "freeride": "never train nor commit an update, but vote with the honest aggregate every "
+    "round, hoping to be paid",
+    "falsealarm": "raise a Siren alarm on every finalized round within its alarm window, "
+    "whatever the model (griefing; bonds its reputation each time)",
+    "novote": "train and commit honestly but never vote (a blocking minority)",
 }
 
 _WHERE = {

@@ -176,7 +176,8 @@ class RoundEngine:
         self._alarmed: set[int] = set()
         self._initial: bytes | None = None
         self._last_announcement: Announcement | None = None
-        # copy, replay, liesamples, slowloris, blobflood, deepjson (node/protocol_attacks.py)
+        # copy, replay, liesamples, slowloris, blobflood, deepjson, freeride, falsealarm,
+        # novote (node/protocol_attacks.py)
         self.attacker = ProtocolAttacker(self, attacks) if attacks else None
 
     # ------------------------------------------------------------------ helpers
@@ -402,6 +403,8 @@ class RoundEngine:
             if task.status in (TaskStatus.FINISHED, TaskStatus.CLOSED):
                 self.state.phase = "done"
                 await self._adopt(task.global_digest)
+                if self.attacker is not None:  # falsealarm: the last round's alarm too
+                    await self.attacker.at_task_end(task)
                 return
             if task.status == TaskStatus.REGISTERING:
                 self.state.phase = "waiting for members"
@@ -438,7 +441,7 @@ class RoundEngine:
             # and vote on the others' updates; training now would be wasted.
             log.info("round %d: the submit phase is over; joining the vote", r)
         if not mine.submitted and submit_open:
-            # copy and replay take the commit over (they train nothing)
+            # copy, replay and freeride take the commit over (they train nothing)
             taken = self.attacker is not None and await self.attacker.commit_instead(r, info)
             if not taken:
                 await self._train_and_commit(r, info, base, timings)
@@ -565,6 +568,8 @@ class RoundEngine:
         digest = self.store.put(model_blob)
         accepted = bitmap(accepted_members)
         self.state.last_accepted = list(accepted_members)
+        if self.attacker is not None and not self.attacker.casts_vote(r):  # novote
+            return
         if "badvote" in self.attacks:
             digest = os.urandom(32)
             accepted = info.submitted
@@ -664,6 +669,8 @@ class RoundEngine:
         if task.alarm_window == 0 or prev == 0 or prev in self._alarmed:
             return
         self._alarmed.add(prev)
+        if self.attacker is not None and await self.attacker.alarm_instead(prev, task):
+            return  # falsealarm: raised (or refused) whatever the model is
         try:
             blob = await self._model_blob(task.global_digest)
         except BlobNotFound:

@@ -1,13 +1,18 @@
 """The protocol attacks a Byzantine node carries out on the network (`--attack NAME`).
 
-The round engine calls in at two points, so an attacking node runs the honest engine for
+The round engine calls in at a few points, so an attacking node runs the honest engine for
 everything else: `claimed_samples` when it commits (`liesamples`), `commit_instead` before it
-trains (`copy`, `replay` take the commit over). `run` is a side task of the daemon that hits
-the other members once per round (`slowloris`, `blobflood`, `deepjson`); in secure mode
-`bundle` swaps the bundle header (`deepjson`). What each attempt came to is counted in
-`protocol_attack_actions_total{attack, outcome}` on the attacker's own /metrics, so a test
-can tell "the attack was refused" from "the attack never ran". Every action is bounded in
-count and time, and nothing a victim answers can raise out of here.
+trains (`copy`, `replay` take the commit over, `freeride` skips it), `casts_vote` before it
+votes (`novote` never does), `alarm_instead` where the honest Siren check would run and
+`at_task_end` once the task is over (`falsealarm` alarms every finalized round, whatever its
+model). The economic attacks (`freeride`, `falsealarm`, `novote`) break no rule the contract
+can refuse: they only test whether the rewards and reputations price them out. `run` is a
+side task of the daemon that hits the other members once per round (`slowloris`,
+`blobflood`, `deepjson`); in secure mode `bundle` swaps the bundle header (`deepjson`).
+What each attempt came to is counted in `protocol_attack_actions_total{attack, outcome}` on
+the attacker's own /metrics, so a test can tell "the attack was refused" from "the attack
+never ran". Every action is bounded in count and time, and nothing a victim answers can
+raise out of here.
 """
 
 from __future__ import annotations
@@ -45,7 +50,19 @@ log = logging.getLogger("flchain.node.attack")
 
 # The attacks this module carries out; the older ones (equivocate, withhold, badvote, spam)
 # live in the engine and node/equivocation.py.
-ATTACKS: Final = frozenset({"liesamples", "copy", "replay", "slowloris", "blobflood", "deepjson"})
+ATTACKS: Final = frozenset(
+    {
+        "liesamples",
+        "copy",
+        "replay",
+        "slowloris",
+        "blobflood",
+        "deepjson",
+        "freeride",
+        "falsealarm",
+        "novote",
+    }
+)
 _PER_ROUND: Final = ("slowloris", "blobflood", "deepjson")
 
 SLOWLORIS_STREAMS: Final = 24  # blob requests held open per member per round
@@ -86,8 +103,15 @@ class ProtocolAttacker:
         return samples
 
     async def commit_instead(self, r: int, info: Any) -> bool:
-        """`copy` / `replay`: commit someone else's or an old digest instead of training.
-        True when the attack took the round's commit (accepted or refused), False to train."""
+        """`copy` / `replay`: commit someone else's or an old digest instead of training;
+        `freeride`: commit nothing at all (the node still votes with the honest aggregate).
+        True when the attack took the round's commit (accepted, refused or skipped), False
+        to train."""
+        if "freeride" in self.attacks:
+            log.info("round %d: free-riding: no training, no commit", r)
+            self.engine.state.phase = "free-riding"
+            self._count("freeride", "skipped_commit")
+            return True
         if "copy" in self.attacks:
             await self._copy(r)
             return True
@@ -159,6 +183,47 @@ class ProtocolAttacker:
             return False
         self._count(attack, "committed")
         return True
+
+    # ------------------------------------------------------------------ vote and alarm hooks
+    def casts_vote(self, r: int) -> bool:
+        """`novote`: False, the node never votes (a blocking minority: it counts towards the
+        quorum's denominator and holds its weight back). `freeride` votes with the honest
+        aggregate, hoping to be paid for it. Everyone else votes as the engine says."""
+        if "novote" in self.attacks:
+            log.info("round %d: withholding the vote", r)
+            self._count("novote", "withheld")
+            return False
+        if "freeride" in self.attacks:
+            self._count("freeride", "voted")
+        return True
+
+    async def alarm_instead(self, r: int, task: Any) -> bool:
+        """`falsealarm`: alarm on finalized round `r` without looking at its model, while
+        its alarm window is open. True when the attack took the Siren check over."""
+        if "falsealarm" not in self.attacks:
+            return False
+        e = self.engine
+        info = await e._chain(e.client.get_round, e.task_id, r)
+        if time.time() >= info.finalized_at + task.alarm_window:
+            self._count("falsealarm", "window_closed")
+            return True
+        try:
+            await e._chain(e.client.raise_alarm, e.task_id, r)
+        except ContractRevert as exc:
+            log.info("round %d: false alarm refused: %s", r, exc)
+            self._count("falsealarm", "refused")
+            return True
+        log.info("round %d: false alarm raised", r)
+        self._count("falsealarm", "raised")
+        e.metrics.inc("alarms_raised_total")
+        await e._announce("alarm", r, task.global_digest, 0)
+        return True
+
+    async def at_task_end(self, task: Any) -> None:
+        """`falsealarm`: the task's last finalized round gets its alarm too (the engine's
+        Siren check runs only when a round opens)."""
+        if "falsealarm" in self.attacks:
+            await self.engine._maybe_alarm(task)
 
     # ------------------------------------------------------------------ secure mode
     def bundle(self, blob: bytes) -> bytes:

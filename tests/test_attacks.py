@@ -264,11 +264,11 @@ def test_context_none_means_no_knowledge() -> None:
 def test_catalogue_partitions_all_attack_names() -> None:
     assert set(PROTOCOL_ATTACKS) == {
         *("equivocate", "withhold", "badvote", "spam", "liesamples", "copy", "replay"),
-        *("slowloris", "blobflood", "deepjson"),
+        *("slowloris", "blobflood", "deepjson", "freeride", "falsealarm", "novote"),
     }
     assert set(UPDATE_ATTACKS) == {"signflip", "scale", "gaussian", "zero", "alie", "ipm"}
     assert set(DATA_ATTACKS) == {"labelflip", "backdoor"}
-    assert len(set(ATTACKS)) == len(ATTACKS) == 18
+    assert len(set(ATTACKS)) == len(ATTACKS) == 21
     assert set(UPDATE_FUNCTIONS) == set(UPDATE_ATTACKS)
     assert set(DESCRIPTIONS) == set(ATTACKS)
     assert all(DESCRIPTIONS[name] for name in ATTACKS)

@@ -48,12 +48,14 @@ from flchain.node.protocol_attacks import (
 )
 
 NEW = ("liesamples", "copy", "replay", "slowloris", "blobflood", "deepjson")
+ECONOMIC = ("freeride", "falsealarm", "novote")
 
 
 def test_new_attacks_are_in_the_catalogue_and_the_engine_reads_it() -> None:
-    assert set(NEW) <= set(PROTOCOL_ATTACKS)
+    assert set(NEW + ECONOMIC) <= set(PROTOCOL_ATTACKS)
     assert frozenset(PROTOCOL_ATTACKS) == ENGINE_PROTOCOL_ATTACKS
-    assert frozenset(NEW) == ATTACKS
+    assert frozenset(NEW + ECONOMIC) == ATTACKS
+    assert all(DESCRIPTIONS[name] for name in ECONOMIC)
     assert all(DESCRIPTIONS[name] for name in NEW)
 
 
@@ -118,6 +120,10 @@ class FakeChain:
         self.deadline = time.time() + window
         self.revert = revert
         self.submits: list[tuple[Any, ...]] = []
+        self.votes: list[tuple[Any, ...]] = []
+        self.alarms: list[tuple[Any, ...]] = []
+        self.alarm_revert: str | None = None
+        self.finalized_at = time.time()
         self.account = "0x" + "11" * 20
         self.polls = 0
 
@@ -132,6 +138,7 @@ class FakeChain:
             base_digest=bytes(32),
             submit_deadline=self.deadline,
             vote_deadline=self.deadline + 30,
+            finalized_at=self.finalized_at,
         )
 
     def get_update(self, task_id: int, r: int, i: int) -> UpdateCommit:
@@ -141,6 +148,14 @@ class FakeChain:
         self.submits.append(args)
         if self.revert:
             raise ContractRevert(self.revert)
+
+    def vote(self, *args: Any) -> None:
+        self.votes.append(args)
+
+    def raise_alarm(self, *args: Any) -> None:
+        self.alarms.append(args)
+        if self.alarm_revert:
+            raise ContractRevert(self.alarm_revert)
 
 
 def _commit(tag: int, base_round: int) -> UpdateCommit:
@@ -284,6 +299,120 @@ def test_run_round_skips_training_when_copy_takes_the_commit() -> None:
     assert trained == {"copy": [], "liesamples": [1]}
 
 
+# ---------------------------------------------------------------- economic attacks
+
+
+def _round_with_vote(attacks: set[str]) -> tuple[RoundEngine, FakeChain, list[int]]:
+    """One round of the real engine (submit wait, aggregate, vote) for member 3 of four:
+    members 0 and 1 committed; training and blob fetching are stubs. The rounds the node
+    trained in are returned with the engine and chain."""
+    chain = FakeChain({(1, 0): _commit(5, 0), (1, 1): _commit(6, 0)}, revert=None, window=0.2)
+    chain.get_vote = lambda *a: SimpleNamespace(voted=False)  # type: ignore[attr-defined]
+    chain.consensus_weights = lambda *a: [1, 1, 1, 1]  # type: ignore[attr-defined]
+    engine = _engine(chain, attacks)
+    engine._proven = {i: True for i in range(4)}
+    engine.learner.aggregate = lambda base, blobs, weights: SimpleNamespace(  # type: ignore[attr-defined]
+        model_blob=b"aggregate", accepted=sorted(blobs), invalid=[]
+    )
+    trained: list[int] = []
+
+    async def base(digest: bytes) -> bytes:
+        return b"model"
+
+    async def train(r: int, *args: Any) -> None:
+        trained.append(r)
+
+    async def fetch(r: int, digests: dict[int, bytes], *args: Any) -> dict[int, bytes]:
+        return {i: b"update" for i in digests}
+
+    async def noop(*args: Any) -> None:
+        return None
+
+    engine._model_blob = base  # type: ignore[method-assign]
+    engine._train_and_commit = train  # type: ignore[method-assign]
+    engine._fetch_blobs = fetch  # type: ignore[method-assign]
+    engine._await_end = noop  # type: ignore[method-assign]
+    trio.run(engine.run_round, 1)
+    return engine, chain, trained
+
+
+def test_freeride_never_trains_nor_commits_but_votes_with_the_honest_aggregate() -> None:
+    engine, chain, trained = _round_with_vote({"freeride"})
+    assert trained == [] and chain.submits == []
+    # the honest vote: the aggregate of the others' updates, both accepted
+    assert chain.votes == [(1, 1, sha256(b"aggregate"), bitmap([0, 1]))]
+    assert _actions(engine) == {"freeride,skipped_commit": 1, "freeride,voted": 1}
+    _, honest_chain, honest_trained = _round_with_vote(set())
+    assert honest_trained == [1] and honest_chain.votes == chain.votes
+
+
+def test_novote_trains_and_commits_but_never_votes() -> None:
+    engine, chain, trained = _round_with_vote({"novote"})
+    assert trained == [1]  # the honest commit path
+    assert chain.votes == []
+    assert [m.kind for m in engine.p2p.announced] == []  # type: ignore[attr-defined]
+    assert engine.state.last_accepted == [0, 1]  # it aggregated (and keeps the model)
+    assert _actions(engine) == {"novote,withheld": 1}
+
+
+def _task(r: int, window: int = 30) -> Any:
+    return SimpleNamespace(alarm_window=window, global_round=r, global_digest=bytes([r]) * 32)
+
+
+def _siren_engine(chain: FakeChain, attacks: set[str]) -> tuple[RoundEngine, list[int]]:
+    """An engine whose Siren check says "the model is fine" and records that it ran."""
+    engine = _engine(chain, attacks)
+    checked: list[int] = []
+
+    def siren(blob: bytes, threshold: float) -> bool:
+        checked.append(1)
+        return False
+
+    async def model(digest: bytes) -> bytes:
+        return b"model"
+
+    engine.learner.siren_alarm = siren  # type: ignore[attr-defined]
+    engine._model_blob = model  # type: ignore[method-assign]
+    return engine, checked
+
+
+def test_falsealarm_alarms_every_finalized_round_whatever_the_model() -> None:
+    chain = FakeChain({}, revert=None)
+    engine, checked = _siren_engine(chain, {"falsealarm"})
+    trio.run(engine._maybe_alarm, _task(2))
+    trio.run(engine._maybe_alarm, _task(2))  # once per round
+    chain.alarm_revert = "reputation too low"
+    trio.run(engine._maybe_alarm, _task(3))  # refused: counted, the node carries on
+    chain.alarm_revert = None
+    chain.finalized_at = time.time() - 60
+    trio.run(engine._maybe_alarm, _task(4))  # its window closed: not even sent
+    chain.finalized_at = time.time()
+    trio.run(engine._maybe_alarm, _task(5, window=0))  # a task without alarms
+    assert checked == []  # the model was never looked at
+    assert chain.alarms == [(1, 2), (1, 3)]
+    assert _actions(engine) == {
+        "falsealarm,raised": 1,
+        "falsealarm,refused": 1,
+        "falsealarm,window_closed": 1,
+    }
+    assert engine.metrics.snapshot()["alarms_raised_total"] == 1
+    (message,) = engine.p2p.announced  # type: ignore[attr-defined]
+    assert (message.kind, message.round, message.digest) == ("alarm", 2, bytes([2]) * 32)
+    # the task's last round, once the task is over
+    trio.run(engine.attacker.at_task_end, _task(6))  # type: ignore[union-attr]
+    assert chain.alarms[-1] == (1, 6)
+
+
+def test_an_honest_node_alarms_only_when_siren_says_so() -> None:
+    for attacks in (set(), {"novote"}):
+        chain = FakeChain({}, revert=None)
+        engine, checked = _siren_engine(chain, attacks)
+        trio.run(engine._maybe_alarm, _task(2))
+        if engine.attacker is not None:
+            trio.run(engine.attacker.at_task_end, _task(3))
+        assert checked == [1] and chain.alarms == []
+
+
 def test_a_secure_bundle_gets_a_nested_header_only_under_deepjson() -> None:
     chain = FakeChain({}, revert=None)
     bundle = b"FLPK\x01" + (2).to_bytes(4, "big") + b"{}" + b"body"
@@ -385,7 +514,7 @@ def test_node_run_and_devnet_up_offer_every_protocol_attack() -> None:
     for command in (run_command, up_command):
         (option,) = [p for p in command.params if p.name == "attacks"]
         assert isinstance(option.type, click.Choice)
-        assert set(NEW) <= set(option.type.choices), command.name
+        assert set(NEW + ECONOMIC) <= set(option.type.choices), command.name
 
 
 class _Store:
