@@ -36,7 +36,7 @@ MAX_SAMPLES_LIMIT = 2**64 - 1  # the largest max_samples FLChain's create_task a
 # 2/3 is 6666.7 bps, so 6666 is the largest quorum two of three equal members reach. An alarm
 # threshold below the quorum would let fewer members undo a round than agreed on it (the
 # contract refuses one). Below the floor (REP_UNIT 1000 = 1.0) a member is ejected and its
-# stake and rewards go to the reward pool: from 1000, six rejected updates, ten missed
+# stake and rewards go to the reward pool: from 1000, eleven rejected updates, ten missed
 # rounds or five failed alarms.
 DEFAULT_QUORUM_BPS = 6666
 DEFAULT_ALARM_BPS = 6666
