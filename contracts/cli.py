@@ -811,9 +811,9 @@ def fund_command(
 ) -> None:
     """Add to TASK's reward pool (anyone may, while the task registers or runs).
 
-    The pool pays each finalized round's accepted members an equal share of pool / rounds
-    left; what is left at the end is split among the members in proportion to the rewards
-    they earned. A top-up cannot be taken back."""
+    The pool pays each finalized round's accepted members (those that voted on the round
+    before) an equal share of pool / rounds left; what is left at the end is split among
+    the members in proportion to the rewards they earned. A top-up cannot be taken back."""
     if (amount_eth is None) == (amount_wei is None):
         raise click.UsageError("give the amount as --eth or --wei (one of them)")
     amount = amount_wei if amount_wei is not None else eth_to_wei(amount_eth or "", "--eth")

@@ -171,8 +171,9 @@ class RoundRecord:
     re-committed after a dropout, `sum_digest` the published sum+proof blob (None until then).
 
     Rewards (wei): a finalized round credited `reward_share` to each member of `paid` (its
-    accepted, still active members); a revert clawed back `clawed_back` of it into the pool
-    (None unless the RoundReverted event was read).
+    accepted, still active members, less those that did not vote on the round before when
+    that one finalized or failed with votes); a revert clawed back `clawed_back` of it into
+    the pool (None unless the RoundReverted event was read).
     """
 
     round: int
@@ -752,7 +753,7 @@ def rebuild_ledger(
 # ---------------------------------------------------------------- derived views
 
 
-# Why a reputation moved. A round's settlement: "accepted" (+20), "rejected" (-100),
+# Why a reputation moved. A round's settlement: "accepted" (+20), "rejected" (-50),
 # "no-submit" (-50), "bad-vote" (a vote for another result, -50), "no-vote" (a failed round,
 # -100), and for the previous round if it finalized: "no-late-vote" (never voted on it, in
 # time or late, -50), "bad-late-vote" (a late vote for another result, -50); an alarm:

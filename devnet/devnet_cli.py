@@ -133,9 +133,9 @@ def up_command(
     Secure: flchain devnet up --secure --nodes 4 --model mlp --alarm-window 30
 
     The task escrows a reward pool (--reward-eth, from the chain's first dev account) that
-    its finalized rounds pay to the accepted members; members below --rep-floor are ejected
-    and forfeit their stake and rewards. The summary at the end shows what each member
-    earned and would be paid.
+    its finalized rounds pay to the accepted members that voted on the round before; members
+    below --rep-floor are ejected and forfeit their stake and rewards. The summary at the
+    end shows what each member earned and would be paid.
     """
     money = pop_economics(opts)
     if opts["byzantine"] and not opts["attacks"]:

@@ -44,7 +44,7 @@ _JSON_MAX_BYTES = 4 << 20
 NODE_FUNDS_WEI = 100 * 10**18
 STAKE_WEI = 10**15
 # The task's reward pool, escrowed by the chain's first funded dev account (`devnet up
-# --reward-eth`); its rounds pay it to the accepted members.
+# --reward-eth`); its rounds pay it to the accepted members that voted on the round before.
 DEFAULT_REWARD_ETH = "1"
 DEFAULT_REWARD_WEI = int(Decimal(DEFAULT_REWARD_ETH) * 10**18)
 

@@ -151,7 +151,7 @@ def economics_options(*, default_reward_eth: str = "0") -> Callable[[F], F]:
                 show_default=True,
                 help=f"Members whose reputation falls below this ({REP_UNIT} = 1.0, what a "
                 "member joins with) are ejected: their stake and rewards go to the reward "
-                "pool. Per round: accepted +20, rejected -100, no update -50, a vote for "
+                "pool. Per round: accepted +20, rejected -50, no update -50, a vote for "
                 "another result -50; a failed round: no update -50, no vote -100; no vote "
                 "on a finalized round, not even late, -50 when the next round ends.",
             ),

@@ -6,18 +6,21 @@ through the CLI, with a 1.8 ETH reward pool over 6 rounds; four members then dri
 rounds with the client:
 
     round 1  finalized   members 0, 1, 2 accepted, 3 rejected (votes 0, 1, 2): 0.1 ETH each
-    round 2  failed      split vote (0, 1 vs 2, 3), everyone voted, closed as stalled;
-                         member 3 never voted on round 1, not even late: -50
-    round 3  reverted    all accepted (votes 0, 1, 2): 0.09375 ETH each (1.5 ETH / 4 rounds
-                         left / 4), then alarms from 3, 2, 1 (bonds of 100) revert it and
-                         claw the 0.375 ETH back
+    round 2  failed      split vote (0, 1 vs 2), 3 did not vote, closed as stalled at the
+                         vote deadline; member 3: no vote -100, and it never voted on round
+                         1, not even late: -50
+    round 3  reverted    all accepted (votes 0, 1, 2), but only the voters of round 2 are
+                         paid: 0.125 ETH each to 0, 1, 2 (1.5 ETH / 4 rounds left / 3); then
+                         alarms from 3, 2, 1 (bonds of 100) revert it and claw the 0.375 ETH
+                         back
     round 4  aborted     trained on round 3's model when the revert came
     round 5  open        members 0 and 1 committed
 
 Every ledger command's JSON/CSV is checked against that history, hand-computed: reputations
-move +20 per accepted and -100 per rejected update, -50 for no vote on a finalized round
-(settled when the next round ends; REP_UNIT 1000), quorum and alarm threshold are 60% of the
-reputation.
+move +20 per accepted and -50 per rejected update, -100 for no vote in a failed round that
+others voted in, -50 for no vote on a finalized round (settled when the next round ends;
+REP_UNIT 1000), quorum and alarm threshold are 60% of the reputation (for an alarm, of the
+reputation left after the bonds).
 
 A second contract (the money contract, run first: its time travel must not age the story's
 open round) settles a task to the end; see `_drive_money`.
@@ -144,9 +147,11 @@ def _drive_rounds(net: Net, members: list[FLChainClient], owner: FLChainClient) 
         members[i].vote(1, 1, g1, bitmap([0, 1, 2]))
     commit(2, [0, 1, 2, 3])
     for i, (label, accepted) in enumerate(
-        [("r2a", [0, 1, 2, 3]), ("r2a", [0, 1, 2, 3]), ("r2b", [0, 1, 2]), ("r2b", [0, 1, 2])]
+        [("r2a", [0, 1, 2, 3]), ("r2a", [0, 1, 2, 3]), ("r2b", [0, 1, 2])]
     ):
         members[i].vote(1, 2, sha(blob(label)), bitmap(accepted))
+    net.server.chain.set_next_block_timestamp(owner.get_round(1, 2).vote_deadline)
+    net.server.chain.mine()
     owner.close_round(1, 2)
     commit(3, [0, 1, 2, 3])
     g3 = global_model("global r3")
@@ -162,17 +167,19 @@ def _drive_money(server: DevnetServer, keys: list[str]) -> tuple[str, dict[str, 
     """A task settled to the end on a contract of its own, through the money commands.
 
     Task 1: 4 members, stake 0.01 ETH, reward 0.8 ETH at creation + 0.4 ETH funded by an
-    outsider, 3 rounds, quorum and alarm 60%, reputation floor 800.
+    outsider, 3 rounds, quorum and alarm 60%, reputation floor 850.
 
         round 1  finalized  0, 1 accepted (0.2 ETH each: 1.2 / 3 rounds left / 2) by the
-                            votes of 0, 1, 2; 2 rejected (-100); 3 sent nothing (-50); then
-                            3 raised an alarm that failed (bond -100: 850) and, during round
-                            2, cast a late vote on round 1 for another result
-        round 2  failed     only 0 voted: 1 and 2 did not vote (-100), 3 neither committed
-                            nor voted, and its late vote was wrong (-50 -100 -50: 650,
-                            ejected, its 0.01 ETH stake to the pool)
-        round 3  finalized  0, 1 accepted (0.405 ETH each: 0.81 / 1 / 2); 2 rejected (700,
-                            ejected: stake to the pool); the task finishes
+                            votes of 0, 1, 2; 2 rejected (-50: 950); 3 sent nothing (-50:
+                            950); then 3 raised an alarm that failed (950 < 60% of 3840;
+                            bond -100: 850, not below the floor) and, during round 2, cast a
+                            late vote on round 1 for another result
+        round 2  failed     0 and 1 voted (2040 < quorum 60% of 3940): 2 did not vote (-100:
+                            850), 3 neither committed nor voted, and its late vote was wrong
+                            (-50 -100 -50: 650, ejected, its 0.01 ETH stake to the pool)
+        round 3  finalized  0, 1 accepted and paid, both voted on round 2 (0.405 ETH each:
+                            0.81 / 1 / 2); 2 rejected (800, ejected: stake to the pool after
+                            the payment); the task finishes
 
     Payout of 0 and 1: 0.01 stake + 0.605 earned + 0.01 pool left / 2 = 0.62 ETH each,
     which empties the contract (0.8 + 0.4 + 4 x 0.01 = 1.24 ETH in). Task 2: a 0.5 ETH
@@ -190,7 +197,7 @@ def _drive_money(server: DevnetServer, keys: list[str]) -> tuple[str, dict[str, 
     create = ["create", "--config-digest", hx(sha(b"money")), "--model-digest", hx(sha(b"m"))]
     create += ["--min-members", "4", "--max-members", "4", "--alarm-window", "600"]
     create += ["--submit-window", "600", "--vote-window", "600", "--quorum-bps", "6000"]
-    create += ["--alarm-bps", "6000", "--rep-floor", "800", "--stake-eth", "0.01"]
+    create += ["--alarm-bps", "6000", "--rep-floor", "850", "--stake-eth", "0.01"]
     cli("create", [*create, "--reward-eth", "0.8", "--max-rounds", "3"], owner_key)
     cli("fund", ["fund", "1", "--eth", "0.4"], outsider_key)
     w3 = Web3(Web3.HTTPProvider(server.rpc_url))
@@ -218,7 +225,8 @@ def _drive_money(server: DevnetServer, keys: list[str]) -> tuple[str, dict[str, 
     members[3].vote(1, 1, sha(b"another result"), bitmap([0, 1, 2]))  # late
     submit(2, [0, 1, 2])
     travel_to(owner.get_round(1, 2).submit_deadline)
-    members[0].vote(1, 2, sha(b"money g2"), bitmap([0, 1, 2]))
+    for i in (0, 1):
+        members[i].vote(1, 2, sha(b"money g2"), bitmap([0, 1, 2]))
     travel_to(owner.get_round(1, 2).vote_deadline)
     owner.close_round(1, 2)
     submit(3, [0, 1, 2])
@@ -441,7 +449,7 @@ def test_rounds_json_tells_the_story(net: Net) -> None:
     ]
     assert summary == [
         (1, "finalized", 4, 3, 1, 3),
-        (2, "failed", 4, None, None, 4),
+        (2, "failed", 4, None, None, 3),
         (3, "reverted", 4, 4, 0, 3),
         (4, "aborted", 0, None, None, 0),
         (5, "open", 2, None, None, 0),
@@ -450,24 +458,32 @@ def test_rounds_json_tells_the_story(net: Net) -> None:
     assert r1["global_digest"] == hx(sha(blob("global r1")))
     assert r1["accepted_members"] == [0, 1, 2]
     assert (r1["final_tally"], r1["quorum_weight"], r1["total_reputation"]) == (3000, 2400, 4000)
+    # Round 1 left members 0-2 at 1020 and member 3 at 950 (rejected: -50).
     assert (r2["fail_reason"], r2["global_digest"], r2["total_reputation"]) == (
         "stalled",
         None,
-        3960,
+        4010,
     )
     assert r3["global_digest"] == hx(sha(blob("global r3")))
-    assert (r3["alarms"], r3["alarm_weight"], r3["final_tally"]) == (3, 2950, 3060)
+    # Round 2 took 150 from member 3 (no vote, no vote on round 1): round 3 opened with
+    # 3 x 1020 + 800 = 3860, quorum 2316, reached by the third vote (3060). Each member then
+    # had its +20; the alarms of 3 (820), 2 (1040) and 1 (1040) weigh 2900, and 2900 >= 60% of
+    # 4 x 20 + 3860 - 3 bonds of 100 = 3640 (2184), while the first two, 1860 < 60% of 3740
+    # (2244), were not enough.
+    assert (r3["alarms"], r3["alarm_weight"], r3["final_tally"]) == (3, 2900, 3060)
     assert r4["fail_reason"] == "aborted_by_alarm"
     # The money: round 1 paid 1.8 ETH / 6 rounds left / 3 accepted = 0.1 ETH each; round 3
-    # paid 1.5 / 4 / 4, which its revert clawed back.
+    # accepted all four but paid only those that voted on round 2: 1.5 / 4 / 3 = 0.125 ETH
+    # each to 0, 1, 2, which its revert clawed back.
     assert (r1["reward_share_wei"], r1["paid_members"], r1["clawed_back_wei"]) == (
         10**17,
         [0, 1, 2],
         None,
     )
+    assert r3["accepted_members"] == [0, 1, 2, 3]
     assert (r3["reward_share_wei"], r3["paid_members"], r3["reward_paid_wei"]) == (
-        9375 * 10**13,
-        [0, 1, 2, 3],
+        125 * 10**15,
+        [0, 1, 2],
         375 * 10**15,
     )
     assert r3["clawed_back_wei"] == 375 * 10**15
@@ -506,13 +522,13 @@ def test_round_detail_shows_verdicts_votes_and_tallies(net: Net) -> None:
 def test_round_detail_of_a_split_vote_and_of_a_reverted_round(net: Net) -> None:
     split = run_json(ledger, ["round", "2", *net.dev])
     weights = {t["digest"]: (t["weight"], t["voters"]) for t in split["tallies"]}
-    # Round 1 left members 0-2 at 1020 and member 3 at 900.
-    assert weights == {hx(sha(blob("r2a"))): (2040, [0, 1]), hx(sha(blob("r2b"))): (1920, [2, 3])}
+    # Round 1 left members 0-2 at 1020 (member 3, at 950, did not vote).
+    assert weights == {hx(sha(blob("r2a"))): (2040, [0, 1]), hx(sha(blob("r2b"))): (1020, [2])}
     assert all(m["verdict"] is None for m in split["members"])
     reverted = run_json(ledger, ["round", "3", *net.dev])
     assert [m["verdict"] for m in reverted["members"]] == ["accepted"] * 4
     alarms = [(a["member"], a["weight"], a["alarm_weight"]) for a in reverted["alarm_list"]]
-    assert alarms == [(1, 1040, 2950), (2, 1040, 1910), (3, 870, 870)]
+    assert alarms == [(1, 1040, 2900), (2, 1040, 1860), (3, 820, 820)]
     assert [m["alarmed"] for m in reverted["members"]] == [False, True, True, True]
     # Each member: its +20 (undone), its bond (undone), the revert's -20, the bond back.
     moves = [
@@ -526,10 +542,11 @@ def test_round_detail_of_a_split_vote_and_of_a_reverted_round(net: Net) -> None:
         (-20, "reverted", False),
         (100, "bond-returned", False),
     ]
-    assert [m["reward_wei"] for m in reverted["members"]] == [9375 * 10**13] * 4
+    # Member 3's update was accepted, but it had not voted on round 2: no share.
+    assert [m["reward_wei"] for m in reverted["members"]] == [125 * 10**15] * 3 + [0]
     assert reverted["clawed_back_wei"] == 375 * 10**15 and reverted["slashes"] == []
     table = run(ledger, ["round", "3", *net.dev]).output
-    assert "0.09375 ETH each to members 0,1,2,3 (0.375 ETH in all)" in table
+    assert "0.125 ETH each to members 0,1,2 (0.375 ETH in all)" in table
     assert "clawed back    0.375 ETH" in table
     assert "alarm-bond (undone)" in table and "bond-returned" in table
 
@@ -539,7 +556,7 @@ def test_round_detail_csv_and_table(net: Net) -> None:
     assert [r["member"] for r in rows] == ["0", "1", "2", "3"]
     assert [r["verdict"] for r in rows] == ["accepted"] * 3 + ["rejected"]
     assert [r["reward_wei"] for r in rows] == [str(10**17)] * 3 + ["0"]
-    assert [r["reputation_moves"] for r in rows] == ["+20 accepted"] * 3 + ["-100 rejected"]
+    assert [r["reputation_moves"] for r in rows] == ["+20 accepted"] * 3 + ["-50 rejected"]
     table = run(ledger, ["round", "1", *net.dev]).output
     assert "finalized" in table and "rejected" in table
     assert hx(sha(blob("global r1"))) in table
@@ -552,13 +569,13 @@ def test_events_before_from_block_leave_weights_unknown_but_views_complete(net: 
     assert [m["vote_weight"] for m in detail["members"]] == [None, None, None, None]
     assert [m["voted"] for m in detail["members"]] == [True, True, True, False]
     assert detail["final_tally"] == 3060  # read from the view when the event was not
-    assert [a["weight"] for a in detail["alarm_list"]] == [1040, 1040, 870]
+    assert [a["weight"] for a in detail["alarm_list"]] == [1040, 1040, 820]
 
 
 def test_members_show_reputation_status_stake_and_peer_id(net: Net) -> None:
     rows = run_json(ledger, ["members", *net.dev])
     # The revert undid round 3 and returned the alarm bonds: round 2's reputations again.
-    assert [r["reputation"] for r in rows] == [1020, 1020, 1020, 850]
+    assert [r["reputation"] for r in rows] == [1020, 1020, 1020, 800]
     assert [r["status"] for r in rows] == ["active"] * 4
     assert [r["stake_wei"] for r in rows] == [STAKE] * 4
     assert [r["since_round"] for r in rows] == [1] * 4
@@ -566,7 +583,7 @@ def test_members_show_reputation_status_stake_and_peer_id(net: Net) -> None:
     assert rows[0]["peer_id_hex"] == hx(PEER0)
     assert [r["account"] for r in rows] == [Account.from_key(k).address for k in net.keys[1:5]]
     table = run(ledger, ["members", *net.dev]).output
-    assert "1.020" in table and "0.850" in table and PEER0_TEXT in table
+    assert "1.020" in table and "0.800" in table and PEER0_TEXT in table
 
 
 def test_members_show_rewards_payout_and_penalties(net: Net) -> None:
@@ -576,10 +593,10 @@ def test_members_show_rewards_payout_and_penalties(net: Net) -> None:
     assert [r["payout_wei"] for r in rows] == [61 * 10**16] * 3 + [STAKE]
     assert [r["forfeited_wei"] for r in rows] == [0] * 4
     assert [r["withdrawn_wei"] for r in rows] == [None] * 4
-    assert [r["reputation_lost"] for r in rows] == [0, 0, 0, 150]
+    assert [r["reputation_lost"] for r in rows] == [0, 0, 0, 200]
     assert rows[3]["penalties"] == [
-        {"round": 1, "reasons": ["rejected"], "lost": 100, "undone": False},
-        {"round": 2, "reasons": ["no-late-vote"], "lost": 50, "undone": False},
+        {"round": 1, "reasons": ["rejected"], "lost": 50, "undone": False},
+        {"round": 2, "reasons": ["no-vote", "no-late-vote"], "lost": 150, "undone": False},
         {"round": 3, "reasons": ["alarm-bond"], "lost": 100, "undone": True},
     ]
     assert rows[0]["penalties"] == [] and rows[0]["ejected_round"] is None
@@ -587,7 +604,7 @@ def test_members_show_rewards_payout_and_penalties(net: Net) -> None:
     assert json.loads(csv_rows[3]["penalties"])[0]["reasons"] == ["rejected"]
     table = run(ledger, ["members", *net.dev]).output
     assert "earned (ETH)" in table and "0.61" in table
-    assert "r1 rejected -100; r2 no-late-vote -50;" in table
+    assert "r1 rejected -50; r2 no-vote+no-late-vote -150;" in table
     assert "pool 1.5 ETH, paid 0.3 ETH, slashed 0 ETH (not settled)" in table
 
 
@@ -700,10 +717,10 @@ def test_export_json_holds_the_whole_ledger(net: Net, tmp_path: Path) -> None:
         "members": 4,
         "rounds": 5,
         "updates": 14,
-        "votes": 10,
+        "votes": 9,
         "alarms": 3,
     }
-    # Member 3's rejection and missing vote, the three bonds; the reward escrow, four stakes.
+    # Member 3's rejection and missing votes, the three bonds; the reward escrow, four stakes.
     assert counts["penalties"] == 5 and counts["slashes"] == 0 and counts["transfers"] == 5
     assert data["tasks"][0]["funded_wei"] == REWARD
     assert [m["earned_wei"] for m in data["members"]] == [10**17] * 3 + [0]
@@ -928,7 +945,7 @@ def test_money_task_created_with_a_reward_and_funded_by_anyone(net: Net) -> None
         8 * 10**17,
         STAKE,
     )
-    assert (created["quorum_bps"], created["alarm_bps"], created["rep_floor"]) == (6000, 6000, 800)
+    assert (created["quorum_bps"], created["alarm_bps"], created["rep_floor"]) == (6000, 6000, 850)
     funded = _money_json(net, "fund")
     assert (funded["amount_wei"], funded["reward_pool_wei"]) == (4 * 10**17, 12 * 10**17)
     assert funded["funder"] == Account.from_key(net.keys[5]).address
@@ -978,14 +995,14 @@ def test_members_money_at_settlement_and_after_withdrawals(net: Net) -> None:
     rows = run_json(ledger, ["members", *net.money_target()])
     assert [m["status"] for m in rows] == ["withdrawn", "withdrawn", "ejected", "ejected"]
     assert [m["withdrawn_wei"] for m in rows] == [62 * 10**16] * 2 + [None, None]
-    assert [m["reputation_lost"] for m in rows] == [0, 100, 300, 350]
+    assert [m["reputation_lost"] for m in rows] == [0, 0, 200, 350]
     reasons = [
         [("+".join(p["reasons"]), p["round"], p["lost"]) for p in m["penalties"]] for m in rows
     ]
     assert reasons == [
         [],
-        [("no-vote", 2, 100)],
-        [("rejected", 1, 100), ("no-vote", 2, 100), ("rejected", 3, 100)],
+        [],
+        [("rejected", 1, 50), ("no-vote", 2, 100), ("rejected", 3, 50)],
         [
             ("no-submit", 1, 50),
             ("alarm-bond", 1, 100),
@@ -1015,7 +1032,7 @@ def test_round_money_shares_and_ejections(net: Net) -> None:
     assert r2["reward_share_wei"] == 0
     table = run(ledger, ["round", "3", *net.money_target()]).output
     assert "0.405 ETH each to members 0,1 (0.81 ETH in all)" in table
-    assert "ejected        member 2 (reputation 700, rejected): forfeited 0.01 ETH" in table
+    assert "ejected        member 2 (reputation 800, rejected): forfeited 0.01 ETH" in table
 
 
 def test_tasks_and_export_carry_the_money(net: Net, tmp_path: Path) -> None:
@@ -1044,7 +1061,7 @@ def test_tasks_and_export_carry_the_money(net: Net, tmp_path: Path) -> None:
         (3, 2, "no-submit+no-vote+bad-late-vote"),
         (2, 3, "rejected"),
     ]
-    assert len(data["penalties"]) == 7
+    assert len(data["penalties"]) == 6
 
 
 def test_money_usage_errors_come_before_any_transaction(net: Net) -> None:
@@ -1133,8 +1150,8 @@ def test_devnet_summary_shows_each_members_money(net: Net, tmp_path: Path) -> No
     }
     assert [(n["member_index"], n["status"], n["reputation"]) for n in summary["nodes"]] == [
         (0, "withdrawn", 1040),
-        (1, "withdrawn", 940),
-        (2, "ejected", 700),
+        (1, "withdrawn", 1040),
+        (2, "ejected", 800),
         (3, "ejected", 650),
     ]
     assert [n["earned_wei"] for n in summary["nodes"]] == [605 * 10**15] * 2 + [0, 0]

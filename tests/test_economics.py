@@ -109,11 +109,13 @@ def net(request: pytest.FixtureRequest) -> Iterator[Net]:
 
 @dataclass
 class Economy:
-    """The economics of docs/plan issue 10 for one task, as a member would compute them.
+    """The economics of contracts/README.md ("Economics") for one task, as a member would
+    compute them.
 
     Rounds finalize at quorum of the reputation active when they opened; a finalized round
-    first pays pool // rounds_left // n to each accepted active member, then moves
-    reputations (accepted +20, rejected -100, no update -50, vote for another pair -50); a
+    first pays pool // rounds_left // n to each accepted active member that voted on the
+    round before (when that one finalized, or failed with votes), then moves reputations
+    (accepted +20, rejected -50, no update -50, vote for another pair -50); a
     failed round in which anybody voted costs -50 for no update and -100 for no vote (one
     nobody voted in costs nothing of its own). A finalized round r stays open to late votes
     while round r+1 runs; when r+1 ends (finalized or failed) round r's votes are settled as

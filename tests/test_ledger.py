@@ -166,7 +166,7 @@ def ledger_of(rounds: list[RoundRecord], events: list[dict[str, Any]] | None = N
         head_block=50,
         now=5000,
         task=task_info(current_round=len(rounds)),
-        members=(member(0, 1020), member(1, 900)),
+        members=(member(0, 1020), member(1, 950)),
         rounds=tuple(rounds),
         events=tuple(events or []),
     )
@@ -555,9 +555,10 @@ def _rc(tx: str, log_index: int, number: int, index: int, old: int, new: int) ->
     return _ev("ReputationChanged", tx, log_index, round=number, member=index, old=old, new=new)
 
 
-# Round 1 finalized: member 0 accepted; 1 rejected and voted for another bitmap; 2 sent
-# nothing. Member 2 then raised an alarm that failed: the bond took it below the floor.
-# Round 2 failed with a vote cast: member 1 neither committed nor voted.
+# Round 1 finalized: member 0 accepted (+20); 1 rejected (-50) and voted for another bitmap
+# (-50); 2 sent nothing (-50). Member 2 then raised an alarm that failed: the bond (-100) took
+# it below the floor, an ejection logged after the alarm (only a failed alarm ejects).
+# Round 2 failed with a vote cast: member 1 neither committed (-50) nor voted (-100).
 PENALTY_ROUNDS = [
     round_record(
         1,
@@ -579,12 +580,12 @@ PENALTY_ROUNDS = [
 ]
 PENALTY_EVENTS = [
     _rc("0x08", 1, 1, 0, 1000, 1020),
-    _rc("0x08", 2, 1, 1, 1000, 850),
+    _rc("0x08", 2, 1, 1, 1000, 900),
     _rc("0x08", 3, 1, 2, 1000, 950),
     _rc("0x09", 0, 1, 2, 950, 850),
-    _ev("MemberEjected", "0x09", 1, round=1, member=2, account=OWNER, reputation=850, forfeited=7),
-    _ev("AlarmRaised", "0x09", 2, round=1, member=2, weight=950, alarm_weight=950),
-    _rc("0x0a", 1, 2, 1, 850, 700),
+    _ev("AlarmRaised", "0x09", 1, round=1, member=2, weight=950, alarm_weight=950),
+    _ev("MemberEjected", "0x09", 2, round=1, member=2, account=OWNER, reputation=850, forfeited=7),
+    _rc("0x0a", 1, 2, 1, 900, 750),
 ]
 
 
@@ -592,7 +593,7 @@ def test_reputation_moves_name_the_reasons_of_a_settlement_and_an_alarm_bond() -
     moves = reputation_moves(PENALTY_ROUNDS, PENALTY_EVENTS)
     assert [(m.round, m.member, m.delta, m.reasons, m.undone) for m in moves] == [
         (1, 0, 20, ("accepted",), False),
-        (1, 1, -150, ("rejected", "bad-vote"), False),
+        (1, 1, -100, ("rejected", "bad-vote"), False),
         (1, 2, -50, ("no-submit",), False),
         (1, 2, -100, ("alarm-bond",), False),
         (2, 1, -150, ("no-submit", "no-vote"), False),
@@ -605,7 +606,7 @@ def test_reputation_moves_name_the_reasons_of_a_settlement_and_an_alarm_bond() -
         ("alarm-bond",),
         False,
     )
-    assert penalty_text(moves[1]) == "r1 rejected+bad-vote -150"
+    assert penalty_text(moves[1]) == "r1 rejected+bad-vote -100"
 
 
 def test_a_revert_undoes_the_round_and_returns_the_bonds() -> None:
@@ -685,13 +686,13 @@ def test_transfer_records_and_member_money() -> None:
     assert funded_wei(events) == 150
     members = (
         replace(member(0, 1020), status="withdrawn", stake_wei=10, earned=30),
-        replace(member(1, 700), stake_wei=10, payout=10),
+        replace(member(1, 750), stake_wei=10, payout=10),
         replace(member(2, 850), status="ejected", stake_wei=10),
     )
     book = replace(ledger_of(PENALTY_ROUNDS, events), members=members)
     money = member_money(book)
     assert (money[0].withdrawn, money[0].penalties, money[0].reputation_lost) == (150, (), 0)
-    assert money[1].reputation_lost == 300 and money[1].withdrawn is None
+    assert money[1].reputation_lost == 250 and money[1].withdrawn is None
     assert [p.reasons for p in money[1].penalties] == [
         ("rejected", "bad-vote"),
         ("no-submit", "no-vote"),
