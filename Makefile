@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TOOLS  := .tools/node_modules/@foundry-rs
 FOUNDRY_VERSION ?= 1.7.1
 
-.PHONY: all setup tools demo demo-simulate bench-devnet bench-paillier test lint format bench bench-robust bench-agg bench-gas bench-secure fuzz clean
+.PHONY: all setup tools demo demo-simulate bench-devnet bench-paillier test lint format bench bench-robust bench-agg bench-gas bench-secure bench-incentives fuzz clean
 
 all: test
 
@@ -54,7 +54,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix flchain aggregation attacks models contracts devnet node crypto tests benchmarks
 	$(BIN)/ruff format flchain aggregation attacks models contracts devnet node crypto tests benchmarks
 
-bench: bench-agg bench-robust bench-gas bench-paillier bench-devnet bench-secure
+bench: bench-agg bench-robust bench-gas bench-paillier bench-devnet bench-secure bench-incentives
 
 bench-robust: $(STAMP)
 	$(BIN)/python benchmarks/bench_robust.py
@@ -73,6 +73,11 @@ bench-devnet: $(STAMP)
 
 bench-secure: $(STAMP)
 	$(BIN)/python benchmarks/bench_secure_devnet.py
+
+# Rewards and reputations on a devnet: honest, free-rider, griefer, blocking and Byzantine
+# members over 16 rounds; a table and docs/incentives.png (a few minutes).
+bench-incentives: $(STAMP)
+	$(BIN)/python benchmarks/bench_incentives.py
 
 # Property-based fuzzing of every parser of outside input, 10,000 inputs per surface.
 fuzz: $(STAMP)
