@@ -33,10 +33,11 @@ tools: .tools/.installed-$(FOUNDRY_VERSION)
 	$(TOOLS)/cast-linux-amd64/bin/cast --version >/dev/null
 	touch $@
 
-# A local network: py-evm chain, FLChain contract, a task, 4 node processes (1 Byzantine),
+# A local network: py-evm chain, FLChain contract, a task, 5 node processes (1 Byzantine:
+# Multi-Krum tolerates f only when n > 2f + 2),
 # 5 rounds; ends with the ledger summary.
 demo: $(STAMP)
-	$(BIN)/flchain devnet up --dir .flchain-devnet --nodes 4 --byzantine 1 --attack signflip \
+	$(BIN)/flchain devnet up --dir .flchain-devnet --nodes 5 --byzantine 1 --attack signflip \
 		--rule multikrum --rounds 5
 
 # The same experiment in one process, for quick looks.

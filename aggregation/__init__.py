@@ -4,12 +4,17 @@
     res.update, res.accepted, res.scores, res.info
 
 Each rule lives in its own module behind `RuleSpec` (base.py); this module is the registry
-and the one entry point, which validates inputs once so the rules can trust them.
+and the one entry point, which validates inputs once so the rules can trust them. The facts
+about each rule (runs on the network? in secure mode? needs public data? weighs updates?
+which f it tolerates among n and how its parameters degrade when fewer updates arrive) live
+in its spec; the CLI, the devnet launcher, the configs and the node read them from here
+(`rule_spec`, NETWORK_RULES, SECURE_RULES, `max_f`, `check_params`, `fit_params`).
 """
 
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -27,14 +32,25 @@ from flchain.aggregation.errors import AggregationError
 from flchain.aggregation.result import AggregateResult
 
 __all__ = [
+    "F_RULES",
+    "NETWORK_RULES",
+    "PUBLIC_DATA_RULES",
     "RULES",
+    "SECURE_RULES",
     "SIDE_INPUTS",
+    "WEIGHTED_RULES",
     "AggregateResult",
     "AggregationError",
+    "RuleSpec",
     "aggregate",
+    "check_params",
+    "f_bounds_text",
+    "fit_params",
+    "max_f",
     "optional_inputs",
     "required_inputs",
     "rule_parameters",
+    "rule_spec",
 ]
 
 _SPECS: dict[str, RuleSpec] = {
@@ -53,6 +69,17 @@ _SPECS: dict[str, RuleSpec] = {
 }
 
 RULES: tuple[str, ...] = tuple(_SPECS)
+# Rules the network runs (every honest node derives the same model from the blobs alone).
+NETWORK_RULES: tuple[str, ...] = tuple(r for r, s in _SPECS.items() if s.network)
+# Rules secure aggregation can run: only the sum of the updates is revealed, so the rule is
+# FedAvg (plus the members' alarms for Siren); rules that judge single updates cannot.
+SECURE_RULES: tuple[str, ...] = tuple(r for r, s in _SPECS.items() if s.secure)
+# Rules that need per-update scores on data the aggregator holds.
+PUBLIC_DATA_RULES: tuple[str, ...] = tuple(r for r, s in _SPECS.items() if s.public_data)
+# Rules whose result is a weighted statistic of every update (they take consensus weights).
+WEIGHTED_RULES: tuple[str, ...] = tuple(r for r, s in _SPECS.items() if s.weighted)
+# Rules with an `f` parameter (their valid f for n is 0..max_f(rule, n)).
+F_RULES: tuple[str, ...] = tuple(r for r, s in _SPECS.items() if s.takes_f)
 
 
 def _spec(rule: object) -> RuleSpec:
@@ -60,6 +87,47 @@ def _spec(rule: object) -> RuleSpec:
         known = ", ".join(RULES)
         raise AggregationError(f"unknown aggregation rule {rule!r}; known rules: {known}")
     return _SPECS[rule]
+
+
+def rule_spec(rule: str) -> RuleSpec:
+    """The registered spec of `rule`: its facts (see RuleSpec) and its run function."""
+    return _spec(rule)
+
+
+def max_f(rule: str, n: int) -> int | None:
+    """The most Byzantine updates among n that `rule`'s guarantee tolerates (negative: the
+    rule cannot run on n updates; None: the rule states no such bound)."""
+    spec = _spec(rule)
+    return None if spec.max_f is None else spec.max_f(n)
+
+
+def f_bounds_text() -> str:
+    """Each f-taking rule's valid f for n, from the specs (for --help texts)."""
+    return "; ".join(f"{r}: {_SPECS[r].f_bound}" for r in F_RULES)
+
+
+def check_params(rule: str, params: dict[str, Any], n: int | None = None) -> None:
+    """Check `params` for `rule` before any data exists: names (the message lists the valid
+    parameters) and values, for n updates when n is known (e.g. krum's n > 2f + 2).
+    Raises AggregationError."""
+    spec = _spec(rule)
+    check_known_params(rule, list(params), _rule_params(spec))
+    if n is not None and spec.max_f is not None and spec.takes_f and spec.max_f(n) < 0:
+        raise AggregationError(f"{rule} cannot run on {n} update(s): it needs {spec.f_bound}")
+    if spec.check is not None:
+        spec.check(dict(params), n)
+
+
+def fit_params(rule: str, params: dict[str, Any], n: int) -> tuple[str, dict[str, Any]]:
+    """The rule and parameters to aggregate n arrived updates with, when fewer arrived than
+    the task planned for (peers withheld): each spec says how its parameters degrade (Krum
+    and Bulyan lower f to the largest their bound allows and fall back to the median below
+    3 updates; trimmed mean trims at most what leaves one). Deterministic in (rule, params,
+    n), so every honest node takes the same step and the model stays bit-identical."""
+    spec = _spec(rule)
+    if spec.fit is None:
+        return rule, dict(params)
+    return spec.fit(dict(params), n)
 
 
 def required_inputs(rule: str) -> tuple[str, ...]:

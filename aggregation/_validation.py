@@ -176,12 +176,47 @@ def check_float(
     return v
 
 
-def floor_fraction_of(fraction: float, n: int) -> int:
-    """floor(fraction * n), reading `fraction` as the decimal it prints as.
+# Largest denominator a float fraction is read with: 2/7 typed as 0.2857142857142857 is 2/7,
+# 0.29 is 29/100. Any two fractions with denominators up to 10**6 differ by more than 1e-12,
+# far more than a float's rounding error, so the fraction a user meant is the one found.
+FLOAT_DENOMINATOR = 10**6
 
-    0.29 * 100 is 28.999... in binary floating point; users mean 29.
-    """
-    return math.floor(Fraction(repr(fraction)) * n)
+
+def check_fraction(
+    name: str, value: object, *, low: Fraction, high: Fraction, high_open: bool = False
+) -> Fraction:
+    """A fraction parameter, read exactly: an int, a Fraction, a string "2/7" or "0.29" (exact),
+    or a float (the simplest fraction it rounds from, denominator <= FLOAT_DENOMINATOR)."""
+    if isinstance(value, bool):
+        raise AggregationError(f"{name} must be a fraction such as 0.25 or 2/7, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise AggregationError(f"{name} must be finite, got {value}")
+    try:
+        if isinstance(value, Fraction | int):
+            frac = Fraction(value)
+        elif isinstance(value, float):
+            frac = Fraction(value).limit_denominator(FLOAT_DENOMINATOR)
+        elif isinstance(value, str):
+            frac = Fraction(value.strip())
+        else:
+            raise TypeError(type(value).__name__)
+    except (TypeError, ValueError, ZeroDivisionError) as exc:
+        raise AggregationError(
+            f"{name} must be a fraction such as 0.25 or 2/7, got {value!r}"
+        ) from exc
+    if frac < low:
+        raise AggregationError(f"{name} must be >= {low}, got {value}")
+    if frac > high or (high_open and frac == high):
+        raise AggregationError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
+    return frac
+
+
+def floor_fraction_of(fraction: float | Fraction, n: int) -> int:
+    """floor(fraction * n), exactly: a float is read as `check_fraction` reads it, so
+    0.29 * 100 is 29 (not 28.999...) and 2/7 of 7 is 2 (not 1.9999...)."""
+    if not isinstance(fraction, Fraction):
+        fraction = Fraction(fraction).limit_denominator(FLOAT_DENOMINATOR)
+    return math.floor(fraction * n)
 
 
 def check_known_params(rule: str, given: Sequence[str], allowed: Sequence[str]) -> None:

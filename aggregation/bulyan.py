@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from flchain.aggregation._numerics import pairwise_sq_dists, rows_sum
@@ -12,10 +14,42 @@ from flchain.aggregation.krum import krum_scores, ranked
 from flchain.aggregation.median import coordinate_median
 from flchain.aggregation.result import AggregateResult
 
+F_BOUND = "n >= 4f + 3"
+
+
+def max_f(n: int) -> int:
+    """The largest f with n >= 4f + 3 (El Mhamdi et al. 2018); negative below n = 3."""
+    return (n - 3) // 4
+
 
 def default_f(n: int) -> int:
-    """floor(0.3 n) capped at the largest f Bulyan tolerates (n >= 4f + 3), >= 0."""
-    return max(0, min(floor_fraction_of(0.3, n), (n - 3) // 4))
+    """floor(0.3 n) capped at `max_f(n)` (n >= 4f + 3), >= 0."""
+    return max(0, min(floor_fraction_of(0.3, n), max_f(n)))
+
+
+def check_f(f: object, n: int | None) -> int:
+    """f as an int >= 0 with n >= 4f + 3 (when n is known)."""
+    f = check_int("bulyan f", f, low=0)
+    if n is not None and n < 4 * f + 3:
+        most = f"f can be at most {max_f(n)}" if n >= 3 else "no f is valid (it needs n >= 3)"
+        raise AggregationError(f"bulyan needs {F_BOUND}; got n={n}, f={f}: {most}")
+    return f
+
+
+def check_params(params: dict[str, Any], n: int | None) -> None:
+    if params.get("f") is not None:
+        check_f(params["f"], n)
+
+
+def fit_params(params: dict[str, Any], n: int) -> tuple[str, dict[str, Any]]:
+    """For n arrived updates: below 3 the coordinate-wise median; f lowered to `max_f(n)`."""
+    if n < 3:
+        return "median", {}
+    out = dict(params)
+    f = out.get("f")
+    if isinstance(f, int) and not isinstance(f, bool) and f > max_f(n):
+        out["f"] = max_f(n)
+    return "bulyan", out
 
 
 def _neighbours(remaining: int, f: int) -> int:
@@ -36,9 +70,7 @@ def run(batch: Batch, *, f: int | None = None) -> AggregateResult:
     (the first selection round). info["selected"]: indices in selection order.
     """
     n = batch.n
-    f = check_int("bulyan f", default_f(n) if f is None else f, low=0)
-    if n < 4 * f + 3:
-        raise AggregationError(f"bulyan needs n >= 4f + 3; got n={n}, f={f}")
+    f = check_f(default_f(n) if f is None else f, n)
     theta = n - 2 * f
     beta = theta - 2 * f
     D = pairwise_sq_dists(batch.updates, deterministic=batch.deterministic)
@@ -71,4 +103,12 @@ def run(batch: Batch, *, f: int | None = None) -> AggregateResult:
     )
 
 
-SPEC = RuleSpec(name="bulyan", run=run)
+SPEC = RuleSpec(
+    name="bulyan",
+    run=run,
+    max_f=max_f,
+    f_bound=F_BOUND,
+    takes_f=True,
+    check=check_params,
+    fit=fit_params,
+)

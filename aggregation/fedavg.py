@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from flchain.aggregation._numerics import combine, normalized
-from flchain.aggregation.base import Batch, RuleSpec
+from flchain.aggregation.base import Batch, RuleSpec, no_f
 from flchain.aggregation.result import AggregateResult
 
 
@@ -33,4 +33,4 @@ def run(batch: Batch) -> AggregateResult:
     )
 
 
-SPEC = RuleSpec(name="fedavg", run=run)
+SPEC = RuleSpec(name="fedavg", run=run, secure=True, weighted=True, max_f=no_f, f_bound="f = 0")

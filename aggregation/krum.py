@@ -1,8 +1,18 @@
-"""Krum and Multi-Krum (Blanchard et al., NeurIPS 2017)."""
+"""Krum and Multi-Krum (Blanchard et al., NeurIPS 2017).
+
+As in the paper, a score sums the squared distances to the n - f - 2 nearest other updates,
+and f must satisfy n > 2f + 2 (its Proposition 1). ByzFL (LPD-EPFL/byzfl) instead averages
+over the n - f - 1 nearest others and accepts any f with 2f < n; with 4 updates it would
+take f = 1, where the paper's guarantee needs 5 updates. Multi-Krum averages the m
+best-scoring updates (m = n - f by default, as in ByzFL) weighted by `weights` (uniform on
+the network unless the task asks otherwise); ByzFL's is unweighted.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -14,21 +24,67 @@ from flchain.aggregation.errors import AggregationError
 from flchain.aggregation.fedavg import weighted_mean
 from flchain.aggregation.result import AggregateResult
 
+F_BOUND = "n > 2f + 2"
+
+
+def max_f(n: int) -> int:
+    """The largest f with n > 2f + 2, the bound of Krum's guarantee (Blanchard et al. 2017,
+    Proposition 1); negative below n = 3, where no f is valid."""
+    return (n - 3) // 2
+
 
 def default_f(n: int) -> int:
-    """floor(0.3 n), capped at the largest f Krum's guarantee allows (2f + 2 < n), >= 0."""
-    return max(0, min(floor_fraction_of(0.3, n), (n - 3) // 2))
+    """floor(0.3 n), capped at `max_f(n)` (n > 2f + 2), >= 0."""
+    return max(0, min(floor_fraction_of(0.3, n), max_f(n)))
 
 
-def check_f(rule: str, f: object, n: int) -> int:
-    """f as an int with at least one neighbour per score (n - f - 2 >= 1)."""
+def check_f(rule: str, f: object, n: int | None) -> int:
+    """f as an int >= 0 that Krum's guarantee covers with n updates: n > 2f + 2.
+
+    The score itself only needs n - f - 2 >= 1 neighbours, but with 2f + 2 >= n the f
+    Byzantine updates can outvote the honest ones' neighbourhoods and the paper's bound no
+    longer holds, so such an f is refused rather than silently weaker.
+    """
     f = check_int(f"{rule} f", f, low=0)
-    if n - f - 2 < 1:
+    if n is None:
+        return f
+    if n < 3:
         raise AggregationError(
-            f"{rule} needs n - f - 2 >= 1 (each score sums over n - f - 2 neighbours); "
-            f"got n={n}, f={f}"
+            f"{rule} needs at least 3 updates ({F_BOUND} even with f = 0); got n={n}"
+        )
+    if f > max_f(n):
+        raise AggregationError(
+            f"{rule} needs {F_BOUND} (Blanchard et al. 2017): with n={n} updates f can be "
+            f"at most {max_f(n)}; got f={f}"
         )
     return f
+
+
+def check_params(params: dict[str, Any], n: int | None, *, rule: str = "krum") -> None:
+    """Early check of f (and multikrum's m) for n updates (None: not known yet)."""
+    f = params.get("f")
+    if f is not None:
+        f = check_f(rule, f, n)
+    if "m" in params:
+        high = None if n is None else n
+        check_int(f"{rule} m", params["m"], low=1, high=high)
+
+
+def fit_params(params: dict[str, Any], n: int, *, rule: str = "krum") -> tuple[str, dict]:
+    """Parameters for n arrived updates: below 3 updates the coordinate-wise median (no f
+    satisfies n > 2f + 2); f lowered to `max_f(n)` if larger; multikrum's m capped at n - f,
+    since averaging more than n - f updates takes in a Byzantine one whenever f are present."""
+    if n < 3:
+        return "median", {}
+    out = dict(params)
+    f = out.get("f")
+    if isinstance(f, int) and not isinstance(f, bool) and f > max_f(n):
+        out["f"] = f = max_f(n)
+    m = out.get("m")
+    if isinstance(m, int) and not isinstance(m, bool):
+        effective_f = default_f(n) if f is None else f
+        out["m"] = max(1, min(m, n - effective_f))
+    return rule, out
 
 
 def krum_scores(D: Tensor, members: list[int], neighbours: int) -> dict[int, float]:
@@ -58,11 +114,12 @@ def _distances(batch: Batch) -> Tensor:
 def run_krum(batch: Batch, *, f: int | None = None) -> AggregateResult:
     """The single update with the lowest Krum score (ties -> lowest index).
 
-    score_i = sum of squared L2 distances to its n - f - 2 nearest other updates.
-    f defaults to default_f(n) = min(floor(0.3 n), (n - 3) // 2). `weights` do not enter.
+    score_i = sum of squared L2 distances to its n - f - 2 nearest other updates; f must
+    satisfy n > 2f + 2 and defaults to default_f(n) = min(floor(0.3 n), (n - 3) // 2).
+    `weights` do not enter.
     """
     n = batch.n
-    f = check_f("krum", default_f(n) if f is None else f, n)
+    f = check_f("krum", default_f(n) if f is None else f, n)  # n > 2f + 2
     scores = krum_scores(_distances(batch), list(range(n)), n - f - 2)
     chosen = ranked(scores)[0]
     accepted = torch.zeros(n, dtype=torch.bool)
@@ -97,5 +154,21 @@ def run_multikrum(batch: Batch, *, f: int | None = None, m: int | None = None) -
     )
 
 
-KRUM = RuleSpec(name="krum", run=run_krum)
-MULTIKRUM = RuleSpec(name="multikrum", run=run_multikrum)
+KRUM = RuleSpec(
+    name="krum",
+    run=run_krum,
+    max_f=max_f,
+    f_bound=F_BOUND,
+    takes_f=True,
+    check=functools.partial(check_params, rule="krum"),
+    fit=functools.partial(fit_params, rule="krum"),
+)
+MULTIKRUM = RuleSpec(
+    name="multikrum",
+    run=run_multikrum,
+    max_f=max_f,
+    f_bound=F_BOUND,
+    takes_f=True,
+    check=functools.partial(check_params, rule="multikrum"),
+    fit=functools.partial(fit_params, rule="multikrum"),
+)

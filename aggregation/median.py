@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flchain.aggregation.base import Batch, RuleSpec
+from flchain.aggregation.base import Batch, RuleSpec, half_minus_one
 from flchain.aggregation.result import AggregateResult
 
 
@@ -53,4 +53,4 @@ def run(batch: Batch) -> AggregateResult:
     )
 
 
-SPEC = RuleSpec(name="median", run=run)
+SPEC = RuleSpec(name="median", run=run, max_f=half_minus_one, f_bound="2f < n")

@@ -129,4 +129,6 @@ def run(
     )
 
 
-SPEC = RuleSpec(name="sageflow", run=run, inputs=INPUTS)
+# Its server step judges candidates on data the aggregator holds, so it runs in `simulate`
+# only until every node can compute the scores on a public validation set (issue 11, item 4).
+SPEC = RuleSpec(name="sageflow", run=run, inputs=INPUTS, network=False, public_data=True)

@@ -1,12 +1,42 @@
 """Siren (Guo et al., SoCC 2021): Byzantine-robust FL via proactive alarming.
 
-Clients raise alarms when the global model does worse than their own local model on their
-local validation data (`client_alarm`); the server checks the updates only when alarms
-arrive, using its own small dataset, and keeps per-client credits that fall on every
-rejection and recover slowly on every acceptance, so a client caught often is ignored.
+Follows the paper's reference code, AISIGSJTU/Siren (read, not copied):
+
+- client side (`client_alarm`; reference `agents.py`, functions `agent` and `alarm`): each
+  client holds out a tenth of its shard as a validation split it never trains on
+  (`validation_split`; the reference takes the first tenth, our shards are sorted by index so we
+  take a seeded random one); from the second round on it compares its own previous local model with
+  the new global model on that split and alarms when local > global + C_l * local (a relative
+  threshold, C_l = `CLIENT_THRESHOLD` = 0.04, the reference's `--client_c`). A client that
+  alarmed trains this round from its own previous local model instead of the global one, and
+  still reports its update relative to the global model (`local - global`), as the reference
+  does;
+- server side (`run`; reference `main.py`, functions `server_detect` and `train_fn`): the server
+  checks the updates only when alarms arrive, on its own small dataset, with the slack
+  C_s = `SERVER_THRESHOLD` = 0.1 (`--server_c`); every rejection adds one penalty point, every
+  acceptance takes `FORGIVE` = 0.5 off (`--forgive`), and a client that collects
+  int(`PROHIBIT_FRACTION` * T) points (0.45 * T, `--server_prohibit`, T the number of rounds)
+  is ignored for good. Here the points are kept as credits counting down from that limit
+  (credit = limit - points), so the limit scales with the task's rounds (`credit_limit`);
+- rollback (`Rollback`; reference `train_fn`): when the check rejects a client that is not
+  already blacklisted, the round's accepted updates are applied to the global model of one
+  round earlier (t-1), or two (t-2) in the cases the reference does, instead of the current
+  one, which the attack may already have moved.
+
+Where the network cannot do what the reference does: it has no server holding data, so the
+server-side check and the rollback run in `flchain simulate` (`rule="siren"`); on the network
+each node runs the client side (`flchain.node.learner.Learner.siren_alarm`) and raises its
+alarm on chain, where enough alarm stake reverts the finalized round to the model it started
+from, the network's rollback to t-1.
+
+Every Siren default is defined once, in `flchain.siren_defaults` (torch-free, so the configs can
+import it), and re-exported here.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 
@@ -16,22 +46,118 @@ from flchain.aggregation.base import Batch, RuleSpec
 from flchain.aggregation.errors import AggregationError
 from flchain.aggregation.fedavg import weighted_mean
 from flchain.aggregation.result import AggregateResult
+from flchain.siren_defaults import (
+    CLIENT_THRESHOLD,
+    DEFAULT_ROUNDS,
+    FORGIVE,
+    PENALTY,
+    PROHIBIT_FRACTION,
+    SERVER_THRESHOLD,
+    VALIDATION_FRACTION,
+)
 
 INPUTS = ("alarms", "public_accuracy")
 OPTIONAL_INPUTS = ("credits",)
-# The reference blacklists after 0.45 * T rejections with T = 40 rounds.
-DEFAULT_MAX_CREDIT = 18.0
+__all__ = [
+    "CLIENT_THRESHOLD",
+    "DEFAULT_MAX_CREDIT",
+    "DEFAULT_ROUNDS",
+    "FORGIVE",
+    "INPUTS",
+    "OPTIONAL_INPUTS",
+    "PENALTY",
+    "PROHIBIT_FRACTION",
+    "SERVER_THRESHOLD",
+    "SPEC",
+    "VALIDATION_FRACTION",
+    "Rollback",
+    "client_alarm",
+    "credit_limit",
+    "fresh_credits",
+    "run",
+    "validation_split",
+]
 
 
-def client_alarm(global_accuracy: float, local_accuracy: float, threshold: float = 0.03) -> bool:
-    """A client's alarm: True when its local model beats the global model on its own
-    validation data by more than `threshold` (accuracies as fractions in [0, 1]; the paper
-    uses 3 percentage points).
+def credit_limit(rounds: int, fraction: float = PROHIBIT_FRACTION) -> float:
+    """Penalty points that blacklist a client in a task of `rounds` rounds: int(0.45 * T) as
+    in the reference (`main.py`, `train_fn`: `prohibit[i] >= int(args.server_prohibit *
+    args.T)`), but at least 1: with T < 3 the reference's limit is 0 and every client would
+    be blacklisted before its first update."""
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise AggregationError(f"siren rounds must be a positive integer, got {rounds!r}")
+    frac = check_float("siren prohibit fraction", fraction, low=0.0, low_open=True)
+    return float(max(1, math.floor(frac * rounds + 1e-9)))
+
+
+DEFAULT_MAX_CREDIT = credit_limit(DEFAULT_ROUNDS)
+
+
+def client_alarm(
+    global_accuracy: float, local_accuracy: float, threshold: float = CLIENT_THRESHOLD
+) -> bool:
+    """A client's alarm, as in the reference (`agents.py`, `alarm`): True when its previous
+    local model beats the new global model on its held-out validation split by more than
+    `threshold` times the local accuracy: local > global + C_l * local (accuracies as
+    fractions in [0, 1]; C_l = `CLIENT_THRESHOLD` = 0.04 by default).
     """
     g = check_float("global_accuracy", global_accuracy, low=0.0, high=1.0)
     loc = check_float("local_accuracy", local_accuracy, low=0.0, high=1.0)
-    t = check_float("threshold", threshold, low=0.0)
-    return loc > g + t
+    c = check_float("threshold", threshold, low=0.0)
+    return loc > g + c * loc
+
+
+def validation_split(
+    n: int, seed: int, fraction: float = VALIDATION_FRACTION
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(validation, training) indices into a client's n samples, disjoint and together all of
+    them. The reference (`agents.py`, `agent`) holds out the first tenth of each shard for the
+    alarms and trains on the rest; our shards are sorted by dataset index, so the tenth is a
+    seeded random one instead (the same on every run with the same seed). At least one
+    sample is held out when n >= 2, so a small shard can still judge the global model."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    frac = check_float("validation fraction", fraction, low=0.0, high=1.0, high_open=True)
+    size = int(n * frac)
+    if n >= 2 and frac > 0:
+        size = max(size, 1)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    return order[:size].sort().values, order[size:].sort().values
+
+
+@dataclass
+class Rollback:
+    """Which global model the server applies a round's accepted updates to, the reference's
+    rule (`main.py`, `train_fn`, its `flag` and `exist_mal` state): a round whose check drops
+    an update goes back to the global model of one round earlier (t-1), and to two rounds
+    earlier (t-2) when the round before had also flagged an attacker without rolling back
+    (in practice: a client had already been blacklisted). A round right after a rollback does
+    not roll back again: its base already is the older model. `step` returns how many
+    rounds to go back (0, 1 or 2)."""
+
+    armed: bool = False  # the reference's `flag`
+    current: bool = False  # `exist_mal[0]`: an attacker showed up in this round
+    previous: bool = False  # `exist_mal[1]`: ... in the round before
+
+    def step(self, t: int, dropped_any: bool, dropped_eligible: bool) -> int:
+        """t: the 0-based index of the global model this round's clients trained from.
+        dropped_any: some update was not used (blacklisted ones included);
+        dropped_eligible: some client that is not blacklisted after this round was rejected
+        (the result's info carries both)."""
+        if dropped_any and not self.armed:
+            self.current = self.armed = True
+        if not dropped_eligible or not self.current:
+            self.armed = False
+        if self.armed and self.current:
+            if t >= 2 and self.previous:
+                self.current = self.previous = False
+                return 2
+            if t >= 1:
+                self.previous, self.current = True, False
+                return 1
+            return 0
+        self.previous, self.current = self.current, False
+        return 0
 
 
 def fresh_credits(n: int, max_credit: float = DEFAULT_MAX_CREDIT) -> torch.Tensor:
@@ -94,10 +220,11 @@ def _decide(
 def run(
     batch: Batch,
     *,
-    server_threshold: float = 0.1,
-    max_credit: float = DEFAULT_MAX_CREDIT,
-    penalty: float = 1.0,
-    forgive: float = 0.5,
+    server_threshold: float = SERVER_THRESHOLD,
+    rounds: int = DEFAULT_ROUNDS,
+    max_credit: float | None = None,
+    penalty: float = PENALTY,
+    forgive: float = FORGIVE,
 ) -> AggregateResult:
     """Siren's server-side aggregation.
 
@@ -117,16 +244,18 @@ def run(
       alarming update is rejected and the non-alarming ones are checked among themselves.
 
     Credits: a rejected update loses `penalty`; an accepted one regains `forgive`, up to
-    max_credit (the reference: 0.45 * T rounds of penalty 1, forgiveness 0.5). The new
-    credits are in info["credits"]; the caller passes them back next round.
+    max_credit, which defaults to `credit_limit(rounds)` = int(0.45 * rounds): pass the
+    task's number of rounds (the reference's penalty points counted down from its limit).
+    The new credits are in info["credits"]; the caller passes them back next round.
     Accepted updates are averaged with `weights`; if none is accepted the update is zero.
-    info["rollback"] is True when alarms were raised and the check rejected an update:
-    Siren then applies this round's update to the last good global model rather than to
-    the current one, which the alarms flagged.
+    info["dropped_any"] / info["dropped_eligible"] feed `Rollback.step`, which says onto
+    which global model (t, t-1 or t-2) the caller applies the update.
     scores: public_accuracy. info also: case, reference, rejected, alarms_counted,
-    blacklisted (credits <= 0 after this round).
+    max_credit, blacklisted (credits <= 0 after this round).
     """
     slack = check_float("siren server_threshold", server_threshold, low=0.0, high=1.0)
+    if max_credit is None:
+        max_credit = credit_limit(rounds)
     max_credit = check_float("siren max_credit", max_credit, low=0.0, low_open=True)
     penalty = check_float("siren penalty", penalty, low=0.0, low_open=True)
     forgive = check_float("siren forgive", forgive, low=0.0)
@@ -163,11 +292,24 @@ def run(
             "reference": reference,
             "rejected": sorted(rejected),
             "alarms_counted": len(alarmed),
-            "rollback": bool(alarmed) and bool(rejected),
+            "dropped_any": not bool(passed.all()),
+            "dropped_eligible": any(not passed[i] and credit[i] > 0 for i in range(n)),
+            "max_credit": max_credit,
             "credits": new_credits,
             "blacklisted": new_credits <= 0,
         },
     )
 
 
-SPEC = RuleSpec(name="siren", run=run, inputs=INPUTS, optional_inputs=OPTIONAL_INPUTS)
+# The server's check scores every update on data the server holds (public_data), which no node
+# of the network has, so the rule runs in `simulate` (network=False; on the network the clients'
+# alarms run on chain). In secure mode only the sum is revealed: FedAvg plus the alarms.
+SPEC = RuleSpec(
+    name="siren",
+    run=run,
+    inputs=INPUTS,
+    optional_inputs=OPTIONAL_INPUTS,
+    network=False,
+    secure=True,
+    public_data=True,
+)

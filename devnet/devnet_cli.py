@@ -13,7 +13,15 @@ from rich.live import Live
 from rich.table import Table
 from web3 import Web3
 
-from flchain.aggregation import RULES
+from flchain.aggregation import (
+    NETWORK_RULES,
+    RULES,
+    SECURE_RULES,
+    AggregationError,
+    check_params,
+    f_bounds_text,
+    rule_parameters,
+)
 from flchain.attacks import ATTACKS
 from flchain.cli_options import (
     economics_options,
@@ -22,6 +30,7 @@ from flchain.cli_options import (
     pop_economics,
     weight_options,
 )
+from flchain.config import ConfigError, parse_key_values
 from flchain.contracts import (
     REP_UNIT,
     FLChainClient,
@@ -38,6 +47,7 @@ from flchain.devnet.launcher import (
     down,
     node_status,
     read_manifest,
+    tolerance_warning,
     up,
 )
 
@@ -61,7 +71,20 @@ def devnet() -> None:
 @click.option("--nodes", "-n", default=4, show_default=True)
 @click.option("--rounds", "-r", default=5, show_default=True)
 @click.option("--rule", type=click.Choice(RULES), default="multikrum", show_default=True)
-@click.option("--f", "f", type=int, default=None, help="Byzantine bound for krum/bulyan.")
+@click.option(
+    "--f",
+    "f",
+    type=int,
+    default=None,
+    help=f"Byzantine bound f ({f_bounds_text()}). Default: the Byzantine count, at least 1, "
+    "capped at the rule's bound for --nodes.",
+)
+@click.option(
+    "--rule-param",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A rule parameter, e.g. m=3 (multikrum), beta=2/7 (trimmed_mean); repeatable.",
+)
 @weight_options
 @click.option("--byzantine", "-b", default=0, show_default=True, help="Byzantine nodes K.")
 @click.option(
@@ -121,6 +144,7 @@ def up_command(
     ctx: click.Context,
     directory: Path,
     f: int | None,
+    rule_param: tuple[str, ...],
     detach: bool,
     timeout: int,
     as_json: bool,
@@ -140,19 +164,7 @@ def up_command(
     money = pop_economics(opts)
     if opts["byzantine"] and not opts["attacks"]:
         raise click.UsageError("--byzantine K needs --attack NAME")
-    if opts["rule"] in {"sageflow", "siren"}:
-        raise click.UsageError(
-            f"{opts['rule']} judges candidates on server-held data; it runs in `flchain "
-            "simulate`. On the network Siren alarms run on chain (--alarm-window)."
-        )
-    if opts["secure"]:
-        if opts["rule"] != "fedavg" and ctx.get_parameter_source("rule").name != "DEFAULT":
-            raise click.UsageError(
-                f"--secure runs FedAvg: the decryptor only sees the sum, so --rule "
-                f"{opts['rule']} has no single updates to judge (Siren alarms still run)"
-            )
-        opts["rule"] = "fedavg"
-    rule_params = {"f": f} if f is not None else {}
+    rule_params = _rule_params(ctx, opts, f, rule_param)
     plan = DevnetPlan(
         directory=directory,
         rule_params=rule_params,
@@ -162,6 +174,13 @@ def up_command(
         rep_floor=money.rep_floor,
         **opts,  # type: ignore[arg-type]
     )
+    try:
+        plan.task_config()  # the task config the plan would create, checked before any start
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    warning = tolerance_warning(plan)
+    if warning:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
     err = Console(stderr=True)
     try:
         with err.status("starting chain, contract, task and nodes"):
@@ -188,6 +207,51 @@ def up_command(
         _print_summary(summary, Console())
     if not finished:
         raise click.ClickException(f"the task did not finish within {timeout} s")
+
+
+def _rule_params(
+    ctx: click.Context, opts: dict, f: int | None, pairs: tuple[str, ...]
+) -> dict[str, object]:
+    """The rule and its parameters from --rule, --f and --rule-param, checked against the
+    rule's spec (runs on the network? in secure mode? valid for --nodes?); sets opts["rule"]."""
+    rule = str(opts["rule"])
+    explicit = ctx.get_parameter_source("rule").name != "DEFAULT"
+    try:
+        params = parse_key_values(pairs, "--rule-param")
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if f is not None:
+        params["f"] = f
+    if rule not in NETWORK_RULES:
+        raise click.UsageError(
+            f"{rule} judges candidates on server-held data; it runs in `flchain simulate`. "
+            f"On the network: {', '.join(NETWORK_RULES)}; Siren alarms run on chain "
+            "(--alarm-window)."
+        )
+    if opts["secure"]:
+        runs = [r for r in SECURE_RULES if r in NETWORK_RULES]
+        if explicit and rule not in runs:
+            raise click.UsageError(
+                f"--secure runs {' or '.join(runs)}: the decryptor only sees the sum, so --rule "
+                f"{rule} has no single updates to judge (Siren alarms still run)"
+            )
+        if params:
+            raise click.UsageError(
+                f"--secure runs {' or '.join(runs)}, which takes no rule parameters; got "
+                f"{', '.join(sorted(params))}"
+            )
+        opts["rule"] = rule = runs[0]
+    unknown = sorted(set(params) - set(rule_parameters(rule)))
+    if unknown:
+        takes = ", ".join(rule_parameters(rule)) or "no parameters"
+        raise click.UsageError(
+            f"--rule {rule} does not take {', '.join(unknown)}; its parameters: {takes}"
+        )
+    try:
+        check_params(rule, params, int(opts["nodes"]))  # type: ignore[call-overload]
+    except AggregationError as exc:
+        raise click.UsageError(f"--rule {rule} with {opts['nodes']} nodes: {exc}") from exc
+    return params
 
 
 def _client(manifest: dict) -> FLChainClient:

@@ -27,6 +27,7 @@ from eth_account import Account
 from web3 import Web3
 
 from flchain import safe_json
+from flchain.aggregation import max_f, rule_spec
 from flchain.config import (
     DEFAULT_ALARM_BPS,
     DEFAULT_MAX_SAMPLES,
@@ -88,10 +89,9 @@ class DevnetPlan:
 
     def task_config(self) -> TaskConfig:
         params = dict(self.rule_params)
-        if self.rule in {"krum", "multikrum", "bulyan"} and "f" not in params:
-            # The rule's own bound: Krum needs n - f - 2 >= 1, Bulyan n >= 4f + 3.
-            limit = (self.nodes - 3) // 4 if self.rule == "bulyan" else self.nodes - 3
-            params["f"] = max(0, min(max(self.byzantine, 1), limit))
+        # trimmed_mean's beta is its other way of saying how many to trim per side.
+        if rule_spec(self.rule).takes_f and "f" not in params and "beta" not in params:
+            params["f"] = auto_f(self.rule, self.nodes, self.byzantine)
         return TaskConfig(
             model=self.model,
             dataset=self.dataset,
@@ -109,6 +109,48 @@ class DevnetPlan:
             max_samples=self.max_samples,
             robust_weights=self.robust_weights,
         )
+
+
+def auto_f(rule: str, nodes: int, byzantine: int) -> int:
+    """The f a devnet task gets when none is given: the number of Byzantine nodes (at least
+    1), capped at the largest f the rule's bound allows for `nodes` (its spec's max_f: Krum
+    n > 2f + 2, Bulyan n >= 4f + 3, trimmed mean 2f < n), and never below 0."""
+    most = max_f(rule, nodes)
+    wanted = max(byzantine, 1)
+    return max(0, wanted if most is None else min(wanted, most))
+
+
+def tolerance_warning(plan: DevnetPlan) -> str | None:
+    """A sentence when the plan's Byzantine nodes exceed what its rule's guarantee tolerates
+    on its node count (from the rule's spec), else None. A rule with no Byzantine tolerance
+    at all (FedAvg) gets none: running attacks against it is the point of such a plan."""
+    if plan.byzantine == 0 or plan.secure:
+        return None
+    spec = rule_spec(plan.rule)
+    if spec.max_f is None or spec.max_f(10**6) <= 0:
+        return None
+    most = spec.max_f(plan.nodes)
+    f = plan.task_config().rule_params.get("f")
+    if plan.byzantine <= most and (f is None or f >= plan.byzantine):
+        return None
+    if plan.byzantine <= most:
+        return (
+            f"{plan.rule} runs with f={f} but {plan.byzantine} of {plan.nodes} nodes are "
+            "Byzantine: more than it is told to tolerate"
+        )
+    runs = "" if f is None else f"; it runs with f={max(f, 0)}"
+    return (
+        f"{plan.rule}'s guarantee ({spec.f_bound}) tolerates at most {max(most, 0)} Byzantine of "
+        f"{plan.nodes} nodes, not {plan.byzantine}{runs}. For {plan.byzantine} Byzantine use "
+        f"--nodes {_nodes_for(spec, plan.byzantine)} or more"
+    )
+
+
+def _nodes_for(spec: Any, f: int) -> int:
+    n = 1
+    while spec.max_f(n) < f:
+        n += 1
+    return n
 
 
 def _free_port() -> int:

@@ -10,19 +10,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flchain.aggregation import RULES
+from flchain.aggregation import RULES, SECURE_RULES, f_bounds_text
 from flchain.attacks import DATA_ATTACKS, DESCRIPTIONS, UPDATE_ATTACKS
 from flchain.cli_options import weight_options
 from flchain.config import (
     DEFAULT_SECURE_RANGE,
     NOISE_TAIL,
-    SECURE_RULES,
     ConfigError,
     SimulationConfig,
     parse_key_values,
 )
 from flchain.models import MODEL_NAMES, PARTITION_SCHEMES
 from flchain.simulation import RoundRecord, Simulation, SimulationResult
+from flchain.siren_defaults import CLIENT_THRESHOLD
 
 _SIM_ATTACKS = (*UPDATE_ATTACKS, *DATA_ATTACKS)
 _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACKS)
@@ -62,10 +62,27 @@ _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACK
 )
 @click.option("--model", type=click.Choice(MODEL_NAMES), default="cnn", show_default=True)
 @click.option("--rule", type=click.Choice(RULES), default="fedavg", show_default=True)
-@click.option("--f", "f", type=int, default=None, help="Byzantine bound f for krum/bulyan.")
+@click.option(
+    "--f",
+    "f",
+    type=int,
+    default=None,
+    help=f"Byzantine bound f ({f_bounds_text()}).",
+)
 @click.option("--m", "m", type=int, default=None, help="How many updates multikrum averages.")
-@click.option("--beta", type=float, default=None, help="Trim fraction for trimmed_mean.")
-@click.option("--rule-param", multiple=True, metavar="KEY=VALUE", help="Any other rule parameter.")
+@click.option(
+    "--beta",
+    default=None,
+    metavar="FRACTION",
+    help="Trim fraction per side for trimmed_mean, exact: 2/7 of 7 updates trims 2. "
+    "Default: max(1, n // 10) per side for n >= 3.",
+)
+@click.option(
+    "--rule-param",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A rule parameter (e.g. m=3, beta=2/7, nu=1e-6); repeatable.",
+)
 @click.option("--byzantine", "-b", default=0, show_default=True, help="Byzantine peers K.")
 @click.option(
     "--attack",
@@ -83,9 +100,10 @@ _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACK
 @click.option("--max-delay", default=0, show_default=True, help="Largest staleness in rounds.")
 @click.option(
     "--alarm-threshold",
-    default=0.05,
+    default=CLIENT_THRESHOLD,
     show_default=True,
-    help="Siren: accuracy drop of the global model that makes a peer raise an alarm.",
+    help="Siren's C_l: a peer alarms when its own model's validation accuracy exceeds the "
+    "global model's by more than C_l times its own.",
 )
 @click.option("--server-lr", default=1.0, show_default=True, help="Step size of the aggregate.")
 @click.option(
@@ -202,6 +220,8 @@ def _config_from_options(opts: dict) -> SimulationConfig:
         value = opts.pop(key)
         if value is not None:
             rule_params[key] = value
+    if isinstance(rule_params.get("beta"), str):  # --beta 0.25 is a number, 2/7 stays exact
+        rule_params.update(parse_key_values([f"beta={rule_params['beta']}"], "--beta"))
     attack_params = parse_key_values(opts.pop("attack_param"), "--attack-param")
     deterministic = not opts.pop("fast")
     return SimulationConfig(

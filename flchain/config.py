@@ -11,14 +11,24 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from flchain.siren_defaults import CLIENT_THRESHOLD
+
 
 class ConfigError(ValueError):
     """A simulation setting is out of range or inconsistent with another."""
 
 
-# Rules that secure aggregation can run: the server only ever sees the sum of the updates, so a
-# rule that must look at single updates (Krum, median, ...) has nothing to work on.
-SECURE_RULES = ("fedavg", "siren")
+def __getattr__(name: str) -> Any:
+    """SECURE_RULES, read from the rule specs (flchain.aggregation) on first use, so importing
+    this module stays free of torch: secure aggregation only reveals the sum of the updates,
+    so only rules whose spec says `secure` (FedAvg, Siren as FedAvg plus alarms) run."""
+    if name == "SECURE_RULES":
+        from flchain.aggregation import SECURE_RULES
+
+        return SECURE_RULES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # Quantization range per coordinate in secure mode without DP clipping: local updates of the
 # zoo's models at the default learning rates stay well inside +-1, so 4 leaves ample headroom
 # while 16 bits still resolve about 1e-4 of it.
@@ -70,7 +80,7 @@ class SimulationConfig:
     attack_params: dict[str, Any] = field(default_factory=dict)
     stragglers: float = 0.0
     max_delay: int = 0
-    alarm_threshold: float = 0.05
+    alarm_threshold: float = CLIENT_THRESHOLD  # Siren's C_l: alarm when local > global + C_l*local
     server_lr: float = 1.0
     deterministic: bool = True
     seed: int = 0
@@ -116,7 +126,23 @@ class SimulationConfig:
             f"robust_weights must be one of {', '.join(ROBUST_WEIGHTS)}, got "
             f"{self.robust_weights!r}",
         )
+        self._check_rule()
         self._check_privacy()
+
+    def _check_rule(self) -> None:
+        """The rule's parameter values for --nodes updates, from its spec (e.g. krum's
+        n > 2f + 2); unknown rules and parameter names are left to the simulation's
+        `validate_config`, which lists the valid ones."""
+        from flchain.aggregation import RULES, AggregationError, check_params, rule_parameters
+
+        if self.secure or self.rule not in RULES:
+            return
+        if set(self.rule_params) - set(rule_parameters(self.rule)):
+            return
+        try:
+            check_params(self.rule, self.rule_params, self.nodes)
+        except AggregationError as exc:
+            raise ConfigError(f"--rule {self.rule} with {self.nodes} nodes: {exc}") from exc
 
     def _check_privacy(self) -> None:
         """DP and secure-aggregation settings: each alone, then how they combine with the rule."""
@@ -146,11 +172,14 @@ class SimulationConfig:
         if not self.secure:
             return
         _check(self.nodes >= 2, "--secure needs --nodes >= 2: a sum of one update is no secret")
+        from flchain.aggregation import SECURE_RULES
+
         _check(
             self.rule in SECURE_RULES,
             f"--secure cannot run rule {self.rule!r}: robust rules need plaintext updates and "
-            "secure aggregation only reveals their sum; use --rule fedavg, or --rule siren "
-            "(FedAvg plus client alarms)",
+            "secure aggregation only reveals their sum; use "
+            + " or ".join(f"--rule {r}" for r in SECURE_RULES)
+            + " (siren: FedAvg plus client alarms)",
         )
         _check(
             not self.rule_params,

@@ -14,9 +14,15 @@ Privacy, as on a node:
   masks, pack, Paillier-encrypt, add, decrypt, verify), so nobody sees a single update. Robust
   rules need plaintext updates, so the rule is FedAvg, or FedAvg plus alarms for `siren`: after
   the sum is decrypted every peer compares the candidate global model with its own fresh local
-  model on its data, and when a majority raises an alarm the candidate is rejected and the
-  global model stays. Each coordinate travels in the agreed range (-c, c): values outside it
-  (a Byzantine scale attack) are clamped to it and counted.
+  model on its validation split, and when a majority raises an alarm the candidate is rejected
+  and the global model stays. Each coordinate travels in the agreed range (-c, c): values
+  outside it (a Byzantine scale attack) are clamped to it and counted.
+
+Siren (`rule="siren"`) as published (`flchain.aggregation.siren`): each peer holds out a tenth of
+its data for its alarms and never trains on it; an alarm is local > global + C_l * local on that
+split; a peer that alarmed trains from its own previous model next; the server's check runs on the
+public split, its credit limit is int(0.45 * rounds), and a round that catches an attacker is
+applied to the global model of t-1 or t-2 (`RoundRecord.rollback`).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from flchain.aggregation import (
     required_inputs,
     rule_parameters,
 )
-from flchain.aggregation.siren import client_alarm
+from flchain.aggregation.siren import Rollback, client_alarm, validation_split
 from flchain.attacks import (
     DATA_ATTACKS,
     UPDATE_ATTACKS,
@@ -74,6 +80,8 @@ _ATTACKS_WITHOUT_OWN_TRAINING = frozenset({"zero", "gaussian", "alie", "ipm"})
 _WORST_LOSS = 1e30
 # Stream tag of the per-peer, per-round DP noise generators (apart from training's seeds).
 _DP_STREAM = 0xD9
+# Stream tag of each peer's Siren validation split.
+_SIREN_VALIDATION_STREAM = 0x5A1
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -108,6 +116,8 @@ class RoundRecord:
     secure_error: float | None = None
     secure_bound: float | None = None
     secure_clipped: int | None = None
+    # Siren: how many global versions this round's update was applied back from (0, 1, 2).
+    rollback: int = 0
 
 
 @dataclass
@@ -190,6 +200,11 @@ class _Client:
     y: torch.Tensor
     byzantine: bool
     last_local: torch.Tensor | None = None  # flat params after its latest local training
+    # Siren: the held-out validation split the peer's alarms judge on (never trained on), and
+    # whether its last alarm was raised, so that it trains from its own model this round.
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+    resume_local: bool = False
 
 
 def validate_config(config: SimulationConfig) -> None:
@@ -333,6 +348,8 @@ class Simulation:
         self.global_params = flatten_params(self.model)
         self._history: dict[int, torch.Tensor] = {0: self.global_params}
         self.credits: torch.Tensor | None = None
+        self.rollback = Rollback()
+        self._rolled_back = 0
         self.accountant = _privacy_accountant(config)
         self.secure = _SecureAggregator(config) if config.secure else None
 
@@ -370,7 +387,15 @@ class Simulation:
                     generator=torch.Generator().manual_seed(cfg.seed * 1000 + i),
                     params=cfg.attack_params,
                 )
-            clients.append(_Client(i, x, y, byzantine))
+            client = _Client(i, x, y, byzantine)
+            if cfg.rule == "siren":
+                # Siren's clients hold out a tenth of their data for their alarms.
+                val, train = validation_split(
+                    len(y), _stream_seed(cfg.seed, _SIREN_VALIDATION_STREAM, i)
+                )
+                client.val_x, client.val_y = x[val], y[val]
+                client.x, client.y = x[train], y[train]
+            clients.append(client)
         pub = torch.from_numpy(public_idx)
         return data.x_train[pub], data.y_train[pub], clients
 
@@ -442,7 +467,7 @@ class Simulation:
             secure = self.secure.aggregate(stacked, weights, r)
             accepted, alarms = self._secure_step(secure)
         else:
-            accepted = self._plaintext_step(stacked, weights, staleness, alarms)
+            accepted = self._plaintext_step(r, stacked, weights, staleness, alarms)
         self._remember(r)
         diverged = not bool(torch.isfinite(self.global_params).all())
         return self._record(
@@ -451,6 +476,7 @@ class Simulation:
 
     def _plaintext_step(
         self,
+        r: int,
         stacked: torch.Tensor,
         weights: torch.Tensor,
         staleness: torch.Tensor,
@@ -459,17 +485,30 @@ class Simulation:
         """Apply the configured rule to the visible updates; returns who was accepted."""
         cfg = self.config
         side = self._side_inputs(stacked, staleness, alarms)
+        params = dict(cfg.rule_params)
+        if cfg.rule == "siren":
+            params.setdefault("rounds", cfg.rounds)  # credit limit int(0.45 * T), T this run's
         result = aggregate(
             cfg.rule,
             stacked,
             weights,
             deterministic=cfg.deterministic,
-            **cfg.rule_params,
+            **params,
             **side,
         )
         if "credits" in result.info:
             self.credits = torch.as_tensor(result.info["credits"])
-        self.global_params = self.global_params + cfg.server_lr * result.update.to(torch.float32)
+        base = self.global_params
+        self._rolled_back = 0
+        if cfg.rule == "siren":
+            # Siren's rollback: a round that caught an attacker applies its accepted updates to
+            # the global model of t-1 or t-2 (aggregation.siren.Rollback); t = r - 1 here.
+            lag = self.rollback.step(
+                r - 1, result.info["dropped_any"], result.info["dropped_eligible"]
+            )
+            self._rolled_back = lag
+            base = self._history[max(0, r - 1 - lag)]
+        self.global_params = base + cfg.server_lr * result.update.to(torch.float32)
         return result.accepted
 
     def _secure_step(self, outcome: _SecureOutcome) -> tuple[torch.Tensor, torch.Tensor]:
@@ -486,6 +525,9 @@ class Simulation:
         if cfg.rule == "siren":
             alarms = self._candidate_alarms(candidate)
             if 2 * int(alarms.sum()) > cfg.nodes:
+                # Rejected: the global model stays, so nobody needs to resume from its own.
+                for client in self.clients:
+                    client.resume_local = False
                 return torch.zeros(cfg.nodes, dtype=torch.bool), alarms
         self.global_params = candidate
         return accepted, alarms
@@ -511,12 +553,20 @@ class Simulation:
         return out
 
     def _train(self, client: _Client, base_version: int, r: int) -> tuple[torch.Tensor, float]:
+        """The peer's update against global version `base_version`. A Siren peer whose last
+        alarm was raised trains from its own previous local model instead and still reports
+        local - global, as the reference's `agents.py` (`agent`) does."""
         generator = torch.Generator().manual_seed(
             (self.config.seed * 1_000_003 + r) * 1_009 + client.index
         )
-        delta, local, trained = local_update(
+        global_base = self._history[base_version]
+        start = global_base
+        if client.resume_local and client.last_local is not None:
+            start = client.last_local
+        client.resume_local = False
+        _, local, trained = local_update(
             self.model,
-            self._history[base_version],
+            start,
             client.x,
             client.y,
             self.train_config,
@@ -524,7 +574,7 @@ class Simulation:
             device=self.device,
         )
         client.last_local = local
-        return delta, trained.loss
+        return local - global_base, trained.loss
 
     def _apply_update_attacks(self, updates: list[torch.Tensor | None], r: int) -> torch.Tensor:
         cfg = self.config
@@ -566,30 +616,42 @@ class Simulation:
 
     def _remember(self, r: int) -> None:
         self._history[r] = self.global_params
-        oldest = r - max(self.config.max_delay, 0)
+        # Siren's rollback may go back to the global model of t-2.
+        keep = max(self.config.max_delay, 2 if self.config.rule == "siren" else 0)
+        oldest = r - keep
         for version in [v for v in self._history if v < oldest]:
             del self._history[version]
 
     # ----------------------------------------------------------------- side inputs
     def _client_alarms(self) -> torch.Tensor:
-        """Siren's client-side check: does the current global model do worse than the peer's own
-        latest local model on the peer's data? Byzantine peers raise alarms regardless."""
+        """Siren's client-side check (`aggregation.siren.client_alarm`): does the peer's own
+        previous local model beat the current global model on its held-out validation split by
+        more than C_l times its own accuracy? A peer that alarms trains from its own model this
+        round. Byzantine peers with update attacks raise alarms regardless."""
         alarms = torch.zeros(self.config.nodes, dtype=torch.bool)
         if self.config.secure or "alarms" not in required_inputs(self.config.rule):
             return alarms
-        load_flat_params(self.model, self.global_params)
         for client in self.clients:
             if client.last_local is None:
                 continue
             if client.byzantine and self.config.attack in UPDATE_ATTACKS:
                 alarms[client.index] = True
                 continue
-            global_acc = evaluate(self.model, client.x, client.y, device=self.device).accuracy
-            load_flat_params(self.model, client.last_local)
-            local_acc = evaluate(self.model, client.x, client.y, device=self.device).accuracy
-            load_flat_params(self.model, self.global_params)
-            alarms[client.index] = client_alarm(global_acc, local_acc, self.config.alarm_threshold)
+            alarm = self._alarm(client, self.global_params)
+            alarms[client.index] = alarm
+            client.resume_local = alarm and not client.byzantine
         return alarms
+
+    def _alarm(self, client: _Client, global_params: torch.Tensor) -> bool:
+        """One peer's Siren alarm on `global_params`, judged on its validation split."""
+        if client.last_local is None or client.val_x is None or len(client.val_y) == 0:
+            return False
+        load_flat_params(self.model, global_params)
+        global_acc = evaluate(self.model, client.val_x, client.val_y, device=self.device).accuracy
+        load_flat_params(self.model, client.last_local)
+        local_acc = evaluate(self.model, client.val_x, client.val_y, device=self.device).accuracy
+        load_flat_params(self.model, self.global_params)
+        return client_alarm(global_acc, local_acc, self.config.alarm_threshold)
 
     def _candidate_alarms(self, candidate: torch.Tensor) -> torch.Tensor:
         """Secure mode's alarms: does the candidate global model do worse than the peer's fresh
@@ -600,11 +662,9 @@ class Simulation:
             if client.byzantine and cfg.attack in UPDATE_ATTACKS:
                 alarms[client.index] = True
             elif client.last_local is not None:
-                load_flat_params(self.model, candidate)
-                global_acc = evaluate(self.model, client.x, client.y, device=self.device).accuracy
-                load_flat_params(self.model, client.last_local)
-                local_acc = evaluate(self.model, client.x, client.y, device=self.device).accuracy
-                alarms[client.index] = client_alarm(global_acc, local_acc, cfg.alarm_threshold)
+                alarm = self._alarm(client, candidate)
+                alarms[client.index] = alarm
+                client.resume_local = alarm and not client.byzantine
         return alarms
 
     def _side_inputs(
@@ -687,6 +747,7 @@ class Simulation:
             secure_error=secure.error if secure is not None else None,
             secure_bound=secure.bound if secure is not None else None,
             secure_clipped=secure.clipped if secure is not None else None,
+            rollback=self._rolled_back,
         )
 
 

@@ -20,7 +20,15 @@ from typing import Any
 import torch
 
 from flchain import safe_json
-from flchain.aggregation import RULES, rule_parameters
+from flchain.aggregation import (
+    NETWORK_RULES,
+    RULES,
+    SECURE_RULES,
+    WEIGHTED_RULES,
+    AggregationError,
+    check_params,
+    rule_parameters,
+)
 from flchain.config import (
     DEFAULT_MAX_SAMPLES,
     DEFAULT_SECURE_RANGE,
@@ -33,11 +41,10 @@ from flchain.models import build_model, load_dataset, model_to_bytes
 # A task config is a few hundred bytes of flat JSON (rule_params is the deepest part).
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_CONFIG_DEPTH = 8
-# Rules whose result is a weighted statistic of every update, so the weights are the point:
-# they take the chain's consensus weights (samples capped at max_samples, times reputation).
-# Every other rule keeps or drops updates by their values, and weighs those it keeps
-# uniformly unless the task says robust_weights="consensus".
-WEIGHTED_RULES = frozenset({"fedavg", "geomed"})
+# Rules whose result is a weighted statistic of every update (their spec says `weighted`:
+# fedavg, geomed) take the chain's consensus weights (samples capped at max_samples, times
+# reputation). Every other rule keeps or drops updates by their values, and weighs those it
+# keeps uniformly unless the task says robust_weights="consensus" (`rule_weights`).
 
 
 class TaskConfigError(ValueError):
@@ -74,7 +81,20 @@ class TaskConfig:
             raise TaskConfigError(f"unknown rule {self.rule!r}; choose one of {', '.join(RULES)}")
         unknown = set(self.rule_params) - set(rule_parameters(self.rule))
         if unknown:
-            raise TaskConfigError(f"rule {self.rule!r} has no parameter(s) {sorted(unknown)}")
+            takes = ", ".join(rule_parameters(self.rule)) or "none"
+            raise TaskConfigError(
+                f"rule {self.rule!r} has no parameter(s) {sorted(unknown)}; it takes: {takes}"
+            )
+        try:  # values; the member count is not known here, each node fits them to what arrives
+            check_params(self.rule, self.rule_params)
+        except AggregationError as exc:
+            raise TaskConfigError(str(exc)) from exc
+        if not self.secure and self.rule not in NETWORK_RULES:
+            raise TaskConfigError(
+                f"rule {self.rule!r} does not run on the network: it judges updates on data the "
+                f"aggregator holds (run it with `flchain simulate`); the network runs "
+                f"{', '.join(NETWORK_RULES)}"
+            )
         if self.dp_noise > 0 and self.dp_clip is None:
             raise TaskConfigError("DP noise needs a clipping norm (dp_clip)")
         if (
@@ -95,10 +115,13 @@ class TaskConfig:
 
     def _check_secure(self) -> None:
         # The decryptor only ever sees the sum, so a rule that looks at single updates has
-        # nothing to work on; Siren's alarms still run on chain.
-        if self.rule != "fedavg" or self.rule_params:
+        # nothing to work on; Siren's alarms still run on chain. Which rules secure mode runs,
+        # and which the network runs, are facts of the rule specs.
+        runs = [r for r in SECURE_RULES if r in NETWORK_RULES]
+        if self.rule not in runs or self.rule_params:
             raise TaskConfigError(
-                f"secure mode runs FedAvg (plus Siren alarms on chain), not rule {self.rule!r}"
+                f"secure mode on the network runs {' or '.join(runs)} (FedAvg, plus Siren alarms "
+                f"on chain), not rule {self.rule!r}"
                 f"{' with parameters' if self.rule_params else ''}: robust rules need "
                 "plaintext updates"
             )

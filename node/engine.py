@@ -7,8 +7,9 @@ worker threads; the engine's own tasks live in one trio nursery.
 
 A round:
 1. get the round's base global model (own store, else any peer) and check its digest;
-2. Siren: if the previous round was finalized and its model does worse on our data than our
-   own last local model, raise an alarm on chain;
+2. Siren: if the previous round was finalized and our own last local model beats its model on
+   our held-out validation split (local > global + C_l * local), raise an alarm on chain and
+   train from our own model this round;
 3. train locally, write a deterministic safetensors blob, announce it, commit its digest;
 4. when the submit phase ends (everyone committed, or the window passed), fetch every
    committed update from peers, verifying each against its on-chain digest;
@@ -55,6 +56,7 @@ from flchain.node.p2p import BlobNotFound, Delivery, P2PNode
 from flchain.node.peer_proof import sign as sign_peer_proof
 from flchain.node.peer_proof import verify as verify_peer_proof
 from flchain.node.protocol_attacks import ProtocolAttacker
+from flchain.siren_defaults import CLIENT_THRESHOLD
 
 log = logging.getLogger("flchain.node.engine")
 T = TypeVar("T")
@@ -146,7 +148,7 @@ class RoundEngine:
         peer_id: str,
         attacks: frozenset[str] = frozenset(),
         poll_interval: float = 0.3,
-        alarm_threshold: float = 0.05,
+        alarm_threshold: float = CLIENT_THRESHOLD,
         stop_after_round: int | None = None,
         dp_delta: float = 1e-5,
     ) -> None:
@@ -663,8 +665,17 @@ class RoundEngine:
         self.metrics.set("round", self.state.round)
 
     async def _maybe_alarm(self, task: Any) -> None:
-        """Siren's client side: alarm on the latest finalized round if its model is worse
-        on our data than our own last local model."""
+        """Siren's client side (`aggregation.siren`, as in the reference's `agents.py`): alarm
+        on the latest finalized round if our own previous local model beats its model on our
+        held-out validation split by more than C_l times its own accuracy; after an alarm we
+        train from our own model (`Learner.siren_alarm`). The network has no server holding
+        data, so the reference's server-side check and its rollback to t-1 / t-2 are the
+        contract's: enough alarm stake (the task's alarm_bps) reverts the finalized round to
+        the model it started from."""
+        hold_out = getattr(self.learner, "hold_out_validation", None)
+        if task.alarm_window != 0 and hold_out is not None:
+            # before the task's first training, so the validation split is never trained on
+            await trio.to_thread.run_sync(hold_out)
         prev = task.global_round
         if task.alarm_window == 0 or prev == 0 or prev in self._alarmed:
             return

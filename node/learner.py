@@ -15,8 +15,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from flchain.aggregation import AggregateResult, AggregationError, aggregate
-from flchain.aggregation.siren import client_alarm
+from flchain.aggregation import NETWORK_RULES, AggregateResult, aggregate, fit_params
+from flchain.aggregation.siren import CLIENT_THRESHOLD, client_alarm, validation_split
 from flchain.attacks import (
     DATA_ATTACKS,
     UPDATE_ATTACKS,
@@ -41,11 +41,6 @@ from flchain.models import (
 from flchain.taskconfig import DataSpec, TaskConfig, initial_model_bytes, rule_weights
 
 UPDATE_KEY = "update"
-# Rules whose server-side step evaluates every candidate on data the server holds. On the network
-# each node would judge on its own data and honest nodes would derive different models, so
-# these run in `flchain simulate`; on the network Siren's client-side alarms run on chain for
-# every task whose alarm window is open (docs/architecture.md, the round engine).
-NETWORK_RULES_UNSUPPORTED = frozenset({"sageflow", "siren"})
 
 
 class BlobError(ValueError):
@@ -80,12 +75,18 @@ class Learner:
         seed: int = 0,
         dp_clip: float | None = None,
         dp_noise: float | None = None,
+        siren_validation: bool = False,
     ) -> None:
-        if config.rule in NETWORK_RULES_UNSUPPORTED:
+        """siren_validation: hold out Siren's validation split now (`hold_out_validation`);
+        the engine does it before the first training of a task whose alarm window is open."""
+        # Rules whose server side judges candidates on data a server holds (rule_spec's
+        # `network` fact): on the network each node would judge on its own data and honest
+        # nodes would derive different models. Siren's client-side alarms run on chain.
+        if config.rule not in NETWORK_RULES:
             raise ValueError(
                 f"rule {config.rule!r} evaluates candidates on server-held data, which a "
-                "decentralized network has not got; on the network use one of fedavg, median, "
-                "trimmed_mean, krum, multikrum, bulyan, geomed (Siren alarms run on chain)"
+                "decentralized network has not got; on the network use one of "
+                f"{', '.join(NETWORK_RULES)} (Siren alarms run on chain)"
             )
         self.config = config
         # A node may protect its data more than the task demands, never less: the tighter clip
@@ -117,6 +118,14 @@ class Learner:
         self.num_params = int(flatten_params(self.model).numel())
         self.train_config = TrainConfig.of(config)
         self.last_local: torch.Tensor | None = None
+        # Siren: the held-out split the alarms judge on (None until `hold_out_validation`), and
+        # whether the last alarm was raised, so the next training starts from our own model.
+        self._shard = data.shard
+        self.val_x: torch.Tensor | None = None
+        self.val_y: torch.Tensor | None = None
+        self.resume_local = False
+        if siren_validation:
+            self.hold_out_validation()
 
     # ------------------------------------------------------------------ models and blobs
     def initial_model(self) -> bytes:
@@ -155,18 +164,27 @@ class Learner:
 
     # ------------------------------------------------------------------ training
     def train(self, global_blob: bytes, round_: int) -> LocalUpdate:
-        """Train on the local shard from the global model; apply this node's attack, if any."""
+        """Train on the local shard from the global model; apply this node's attack, if any.
+
+        After a Siren alarm (`siren_alarm` returned True) training starts from our own previous
+        local model instead, and the update is still local - global, as the reference's
+        `agents.py` (`agent`) does."""
         base = self.model_params(global_blob)
+        start = base
+        if self.resume_local and self.last_local is not None:
+            start = self.last_local
+        self.resume_local = False
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + round_)
-        update, local, result = local_update(
+        _, local, result = local_update(
             self.model,
-            base,
+            start,
             self.x,
             self.y,
             self.train_config,
             generator=generator,
             device=self.device,
         )
+        update = local - base
         self.last_local = local
         if self.attack in UPDATE_ATTACKS:
             context = AttackContext(
@@ -235,22 +253,12 @@ class Learner:
         return model_to_bytes(self.model)
 
     def _robust_aggregate(self, stacked: torch.Tensor, weights: torch.Tensor) -> AggregateResult:
-        """The task's rule; when fewer updates arrived than its `f` allows (peers withheld),
-        lower f step by step, and below Krum's minimum of three use the median. Every honest
-        node takes the same steps, so the model stays bit-identical."""
-        params = dict(self.config.rule_params)
-        while True:
-            try:
-                return aggregate(self.config.rule, stacked, weights, deterministic=True, **params)
-            except AggregationError:
-                f = params.get("f")
-                if isinstance(f, int) and f > 0:
-                    params["f"] = f - 1
-                    params.pop("m", None)
-                    continue
-                if self.config.rule in {"krum", "multikrum", "bulyan"}:
-                    return aggregate("median", stacked, weights, deterministic=True)
-                raise
+        """The task's rule with its parameters fitted to the updates that arrived
+        (`fit_params`, from the rule's spec: Krum-family f lowered to n > 2f + 2, the median
+        below three updates, a trimmed mean's beta that trims nothing trims one per side).
+        Every honest node takes the same step, so the model stays bit-identical."""
+        rule, params = fit_params(self.config.rule, self.config.rule_params, int(stacked.shape[0]))
+        return aggregate(rule, stacked, weights, deterministic=True, **params)
 
     # ------------------------------------------------------------------ evaluation
     def test_accuracy(self, model_blob: bytes) -> float:
@@ -258,13 +266,30 @@ class Learner:
         ev = evaluate(self.model, self.dataset.x_test, self.dataset.y_test, device=self.device)
         return ev.accuracy
 
-    def siren_alarm(self, model_blob: bytes, threshold: float = 0.05) -> bool:
-        """Siren's client check: is the new global model worse than our own last local one
-        on our own data?"""
-        if self.last_local is None:
+    def hold_out_validation(self) -> None:
+        """Set Siren's validation split aside: a seeded tenth of the shard that this node
+        never trains on from now on (`aggregation.siren.validation_split`). Idempotent."""
+        if self.val_x is not None:
+            return
+        val, train = validation_split(len(self.y), self.config.seed * 1_000_003 + self._shard)
+        self.val_x, self.val_y = self.x[val], self.y[val]
+        self.x, self.y = self.x[train], self.y[train]
+
+    def siren_alarm(self, model_blob: bytes, threshold: float = CLIENT_THRESHOLD) -> bool:
+        """Siren's client check (`aggregation.siren.client_alarm`, the reference's
+        `agents.py` `alarm`): does our own previous local model beat the new global model on
+        our held-out validation split by more than C_l times its own accuracy
+        (local > global + C_l * local)? If so, the next `train` starts from our own model.
+
+        The split is held out here if the engine has not done so yet; the engine does it
+        before the task's first training, so the split is never trained on."""
+        self.hold_out_validation()
+        self.resume_local = False
+        if self.last_local is None or self.val_y is None or len(self.val_y) == 0:
             return False
         load_flat_params(self.model, self.model_params(model_blob))
-        global_acc = evaluate(self.model, self.x, self.y, device=self.device).accuracy
+        global_acc = evaluate(self.model, self.val_x, self.val_y, device=self.device).accuracy
         load_flat_params(self.model, self.last_local)
-        local_acc = evaluate(self.model, self.x, self.y, device=self.device).accuracy
-        return client_alarm(global_acc, local_acc, threshold)
+        local_acc = evaluate(self.model, self.val_x, self.val_y, device=self.device).accuracy
+        self.resume_local = client_alarm(global_acc, local_acc, threshold)
+        return self.resume_local

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import pytest
 import torch
 
-from flchain.aggregation import aggregate
+from flchain.aggregation import AggregationError, aggregate
+from flchain.aggregation.trimmed_mean import default_trim
 
 
 def col(*values: float) -> torch.Tensor:
@@ -110,6 +112,30 @@ def test_trimmed_mean_reads_beta_as_its_decimal():
     assert res.info["trimmed_per_side"] == 29  # 0.29 * 100 is 28.999... in binary
 
 
+@pytest.mark.parametrize("beta", [2 / 7, "2/7", Fraction(2, 7)])
+def test_trimmed_mean_two_sevenths_of_seven_trims_two_per_side(beta):
+    # 2/7 as a float is 0.2857142857142857, whose decimal times 7 is 1.99999...: still 2.
+    updates = col(50.0, 1.0, 2.0, -40.0, 4.0, 3.0, 30.0)
+    res = aggregate("trimmed_mean", updates, beta=beta)
+    assert res.info["trimmed_per_side"] == 2
+    assert res.update.item() == (2.0 + 3.0 + 4.0) / 3  # -40, 1 and 30, 50 dropped
+    assert res.accepted.tolist() == [False, False, True, False, True, True, False]
+    assert aggregate("trimmed_mean", updates, f=2).update.item() == 3.0  # ByzFL's count form
+
+
+def test_trimmed_mean_default_trims_one_per_side_on_four_updates():
+    res = aggregate("trimmed_mean", col(1.0, 2.0, 3.0, 100.0))
+    assert res.info["trimmed_per_side"] == 1
+    assert res.update.item() == 2.5  # the outlier never enters
+    assert default_trim(3) == 1 and default_trim(2) == 0 and default_trim(25) == 2
+    assert aggregate("trimmed_mean", col(1.0, 9.0)).update.item() == 5.0  # nothing to trim
+
+
+def test_trimmed_mean_refuses_a_beta_that_trims_nothing():
+    with pytest.raises(AggregationError, match=r"beta=0.1 trims .* nothing: use beta >= 1/4"):
+        aggregate("trimmed_mean", col(1.0, 2.0, 3.0, 100.0), beta=0.1)
+
+
 # --- krum / multikrum -----------------------------------------------------------------
 
 
@@ -125,6 +151,15 @@ def test_krum_hand_computed():
 def test_krum_ties_go_to_the_lowest_index():
     res = aggregate("krum", torch.tensor([[5.0], [1.0], [1.0], [1.0]]), f=0)
     assert res.info["selected"] == [1]
+
+
+def test_krum_refuses_f_without_n_above_2f_plus_2():
+    # n - f - 2 >= 1 holds (1 neighbour each), but the guarantee needs n > 2f + 2.
+    with pytest.raises(AggregationError, match=r"n > 2f \+ 2 .*n=4 updates f can be at most 0"):
+        aggregate("krum", torch.randn(4, 2), f=1)
+    with pytest.raises(AggregationError, match=r"n > 2f \+ 2 .*n=6 updates f can be at most 1"):
+        aggregate("multikrum", torch.randn(6, 2), f=2)
+    assert aggregate("multikrum", torch.randn(5, 2), f=1).info["m"] == 4  # 5 > 2 * 1 + 2
 
 
 def test_krum_default_f():

@@ -1,4 +1,4 @@
-"""Sageflow (staleness, entropy, loss) and Siren (alarms, credits) aggregation."""
+"""Sageflow (staleness, entropy, loss) and Siren (alarms, credits, rollback) aggregation."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from flchain.aggregation import AggregationError, aggregate
-from flchain.aggregation.siren import client_alarm, fresh_credits
+from flchain.aggregation.siren import (
+    DEFAULT_MAX_CREDIT,
+    Rollback,
+    client_alarm,
+    credit_limit,
+    fresh_credits,
+    validation_split,
+)
 
 
 def col(*values: float) -> torch.Tensor:
@@ -121,11 +128,17 @@ def test_sageflow_bad_params(params, message):
 # --- siren: client side ---------------------------------------------------------------
 
 
-def test_client_alarm():
+def test_client_alarm_threshold_is_relative_to_the_local_accuracy():
+    # the reference (agents.py, alarm): local > global + C_l * local, C_l = 0.04
+    assert client_alarm(0.80, 0.84) is True  # 0.84 > 0.80 + 0.0336
+    assert client_alarm(0.80, 0.83) is False  # 0.83 < 0.80 + 0.0332
+    # relative, not absolute: the same 3-point gap alarms at 0.50 but not at 0.90 ...
+    assert client_alarm(0.47, 0.50) is True  # 0.50 > 0.47 + 0.02
+    assert client_alarm(0.87, 0.90) is False  # 0.90 < 0.87 + 0.036
+    # ... and C_l scales with the local accuracy
     assert client_alarm(0.80, 0.84, 0.03) is True
-    assert client_alarm(0.80, 0.82, 0.03) is False
-    assert client_alarm(0.80, 0.83, 0.05) is False
-    assert client_alarm(0.50, 0.90) is True  # default threshold: 3 points
+    assert client_alarm(0.80, 0.84, 0.05) is False  # 0.84 < 0.80 + 0.042
+    assert client_alarm(0.80, 0.80, 0.0) is False
     with pytest.raises(AggregationError, match=r"global_accuracy must be <= 1\.0"):
         client_alarm(80.0, 84.0)
     with pytest.raises(AggregationError, match=r"threshold must be >= 0\.0"):
@@ -155,7 +168,7 @@ def test_siren_without_alarms_aggregates_everyone_and_forgives():
     assert res.info["case"] == "no_alarm"
     assert res.accepted.tolist() == [True] * 4
     assert res.info["credits"].tolist() == [10.5, 18.0, 18.0, 1.5]  # capped at max_credit
-    assert res.info["rollback"] is False
+    assert res.info["dropped_any"] is False and res.info["dropped_eligible"] is False
     assert torch.allclose(res.update, HONEST_AND_ATTACKER.mean(0))
 
 
@@ -166,7 +179,7 @@ def test_siren_single_alarm_checks_everyone_against_the_best():
     assert res.info["rejected"] == [2]
     assert res.accepted.tolist() == [True, True, False, True]
     assert res.info["credits"].tolist() == [18.0, 18.0, 17.0, 18.0]
-    assert res.info["rollback"] is True
+    assert res.info["dropped_any"] is True and res.info["dropped_eligible"] is True
     assert torch.allclose(res.update, torch.tensor([1.0, 1.0], dtype=torch.float64))
     assert res.scores.tolist() == [0.9, 0.88, 0.5, 0.85]
 
@@ -197,7 +210,7 @@ def test_siren_rejects_false_alarms_when_the_quiet_updates_are_as_good():
     res = siren(updates, [False, False, True, True], [0.9, 0.88, 0.5, 0.48])
     assert res.info["case"] == "alarmers_rejected" and res.info["reference"] == 0
     assert res.accepted.tolist() == [True, True, False, False]
-    assert res.info["rollback"] is True
+    assert res.info["dropped_eligible"] is True
 
 
 def test_siren_blacklists_after_credits_run_out_and_ignores_their_alarms():
@@ -218,6 +231,8 @@ def test_siren_blacklists_after_credits_run_out_and_ignores_their_alarms():
     assert second.info["alarms_counted"] == 0 and second.info["case"] == "no_alarm"
     assert second.accepted.tolist() == [True, True, False, True]
     assert second.info["credits"].tolist()[2] == 0.0
+    # a blacklisted client is dropped, but that alone is no fresh detection
+    assert second.info["dropped_any"] is True and second.info["dropped_eligible"] is False
 
 
 def test_siren_credits_default_to_fresh_and_may_not_exceed_the_maximum():
@@ -239,3 +254,90 @@ def test_siren_everything_rejected_gives_a_zero_update():
     res = siren(col(1.0, 2.0), [False, False], [0.9, 0.9], credits=[0.0, -1.0])
     assert res.update.tolist() == [0.0]
     assert res.accepted.tolist() == [False, False]
+
+
+def test_siren_credit_limit_scales_with_the_rounds():
+    # the reference blacklists after int(server_prohibit * T) points, server_prohibit = 0.45
+    assert credit_limit(40) == DEFAULT_MAX_CREDIT == 18.0
+    assert credit_limit(100) == 45.0
+    assert credit_limit(20) == 9.0
+    assert credit_limit(10) == 4.0
+    assert credit_limit(1) == 1.0  # never 0: that would blacklist everyone at once
+    with pytest.raises(AggregationError, match="positive integer"):
+        credit_limit(0)
+    res = siren(HONEST_AND_ATTACKER, [False] * 4, [0.9] * 4, rounds=10)
+    assert res.info["max_credit"] == 4.0 and res.info["credits"].tolist() == [4.0] * 4
+    # 10 rounds: four rejections blacklist (credits 4 -> 0); with 40 rounds they do not
+    credits = None
+    for _ in range(4):
+        res = siren(
+            HONEST_AND_ATTACKER,
+            [False, False, True, False],
+            [0.9, 0.88, 0.5, 0.85],
+            credits=credits,
+            rounds=10,
+        )
+        credits = res.info["credits"].tolist()
+    assert res.info["blacklisted"].tolist() == [False, False, True, False]
+    long = siren(
+        HONEST_AND_ATTACKER,
+        [False, False, True, False],
+        [0.9, 0.88, 0.5, 0.85],
+        credits=[18.0, 18.0, 15.0, 18.0],
+        rounds=40,
+    )
+    assert long.info["blacklisted"].tolist() == [False] * 4
+
+
+def test_siren_rollback_follows_the_reference_state_machine():
+    # main.py, train_fn: detection -> global model of t-1; the round right after a rollback
+    # does not roll back again; a detection after a round that only dropped blacklisted
+    # clients goes back to t-2.
+    rb = Rollback()
+    assert rb.step(0, False, False) == 0
+    assert rb.step(1, True, True) == 1  # first detection: t-1
+    assert rb.step(2, True, True) == 0  # right after a rollback
+    assert rb.step(3, True, True) == 1
+    assert rb.step(4, False, False) == 0
+    rb = Rollback()
+    assert rb.step(3, True, False) == 0  # only a blacklisted client dropped
+    assert rb.step(4, True, True) == 2  # detection now: t-2
+    assert rb.step(5, False, False) == 0
+    rb = Rollback()
+    assert rb.step(0, True, True) == 0  # nothing older than the initial model
+
+
+def test_siren_validation_split_is_disjoint_and_complete():
+    val, train = validation_split(95, seed=3)
+    assert len(val) == 9 and len(train) == 86
+    assert set(val.tolist()).isdisjoint(train.tolist())
+    assert sorted(val.tolist() + train.tolist()) == list(range(95))
+    again, _ = validation_split(95, seed=3)
+    assert torch.equal(val, again)  # deterministic per seed
+    assert len(validation_split(5, seed=0)[0]) == 1  # a small shard still holds one out
+    assert len(validation_split(1, seed=0)[0]) == 0
+
+
+def test_siren_defaults_have_one_source():
+    import inspect
+
+    from flchain import siren_defaults as d
+    from flchain.aggregation import siren as rule
+    from flchain.config import SimulationConfig
+    from flchain.node.engine import RoundEngine
+    from flchain.node.learner import Learner
+
+    assert d.CLIENT_THRESHOLD == 0.04 and d.SERVER_THRESHOLD == 0.1
+    assert d.PROHIBIT_FRACTION == 0.45 and d.FORGIVE == 0.5 and d.VALIDATION_FRACTION == 0.1
+    for name in ("CLIENT_THRESHOLD", "SERVER_THRESHOLD", "FORGIVE", "PENALTY", "DEFAULT_ROUNDS"):
+        assert getattr(rule, name) is getattr(d, name)
+    assert inspect.signature(client_alarm).parameters["threshold"].default == d.CLIENT_THRESHOLD
+    run = inspect.signature(rule.run).parameters
+    assert run["server_threshold"].default == d.SERVER_THRESHOLD
+    assert run["forgive"].default == d.FORGIVE and run["penalty"].default == d.PENALTY
+    assert run["rounds"].default == d.DEFAULT_ROUNDS
+    assert SimulationConfig().alarm_threshold == d.CLIENT_THRESHOLD
+    alarm = inspect.signature(Learner.siren_alarm).parameters["threshold"]
+    assert alarm.default == d.CLIENT_THRESHOLD
+    engine = inspect.signature(RoundEngine.__init__).parameters["alarm_threshold"]
+    assert engine.default == d.CLIENT_THRESHOLD

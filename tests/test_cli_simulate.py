@@ -61,6 +61,8 @@ def test_rule_and_attack_parameters_reach_the_run() -> None:
             "scale",
             "--attack-param",
             "factor=3",
+            "--nodes",
+            "5",  # multikrum with f = 1 needs n > 2f + 2
             "--rule",
             "multikrum",
             "--f",

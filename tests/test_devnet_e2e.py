@@ -40,11 +40,12 @@ def _honest(summary: dict) -> list[dict]:
     return [n for n in summary["nodes"] if not n["attack"]]
 
 
-def test_four_nodes_reject_a_signflip_peer_and_agree_every_round(tmp_path: Path) -> None:
+def test_five_nodes_reject_a_signflip_peer_and_agree_every_round(tmp_path: Path) -> None:
+    # Multi-Krum's guarantee needs n > 2f + 2: five nodes are the fewest that tolerate one.
     summary = _devnet_up(
         tmp_path,
         "--nodes",
-        "4",
+        "5",
         "--rounds",
         "3",
         "--byzantine",
@@ -60,9 +61,9 @@ def test_four_nodes_reject_a_signflip_peer_and_agree_every_round(tmp_path: Path)
     for r in summary["rounds"]:
         assert byzantine in r["submitted"]
         assert byzantine not in r["accepted"]
-        assert len(r["accepted"]) == 3
+        assert len(r["accepted"]) == 4
     honest = _honest(summary)
-    assert len(honest) == 3
+    assert len(honest) == 4
     assert all(n["global_digest"] == summary["final_digest"] for n in honest)
     for node in honest:
         history = {int(k): v for k, v in node["accuracy_history"].items()}
@@ -71,7 +72,7 @@ def test_four_nodes_reject_a_signflip_peer_and_agree_every_round(tmp_path: Path)
         assert history[3] > 0.8
     # Rejected every round, the attacker's reputation fell below every honest member's.
     reputations = summary["reputations"]
-    assert all(reputations[byzantine] < reputations[i] for i in range(4) if i != byzantine)
+    assert all(reputations[byzantine] < reputations[i] for i in range(5) if i != byzantine)
 
 
 def test_garbage_oversize_nan_wrong_digest_withheld_and_bad_votes_crash_nobody(

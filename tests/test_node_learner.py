@@ -198,3 +198,84 @@ def test_multikrum_keeps_uniform_weights_against_a_sample_claim() -> None:
     assert shares["uniform"] == pytest.approx([1 / 3] * 3)
     # "consensus" takes the weights as given: here uncapped, so the claim owns the mean.
     assert shares["consensus"][0] == pytest.approx(1.0, abs=1e-6)
+
+
+# --- Siren's client side on the node --------------------------------------------------
+
+
+def test_siren_validation_split_is_held_out_from_training() -> None:
+    full = Learner(CONFIG, DataSpec("digits", 0, 4), device="cpu")
+    learner = Learner(CONFIG, DataSpec("digits", 0, 4), device="cpu", siren_validation=True)
+    assert learner.val_x is not None and learner.val_y is not None
+    n = len(full.y)
+    assert len(learner.val_y) == int(n * 0.1) and len(learner.y) == n - len(learner.val_y)
+    # together the two parts are the shard, each sample in exactly one of them
+    rows = sorted(map(bytes, torch.cat([learner.val_x, learner.x]).flatten(1).numpy()))
+    assert rows == sorted(map(bytes, full.x.flatten(1).numpy()))
+    learner.hold_out_validation()  # idempotent
+    assert len(learner.y) == n - len(learner.val_y)
+    update = learner.train(learner.initial_model(), 1)
+    assert update.samples == len(learner.y)  # the claim counts training samples only
+
+
+def test_siren_alarm_is_judged_on_the_validation_split_and_resumes_from_our_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import flchain.node.learner as learner_module
+
+    learner = Learner(CONFIG, DataSpec("digits", 1, 4), device="cpu", siren_validation=True)
+    initial = learner.initial_model()
+    learner.train(initial, 1)
+    own = learner.last_local
+    assert own is not None
+    seen: list[torch.Tensor] = []
+    real_evaluate = learner_module.evaluate
+
+    def spy_evaluate(model, x, y, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(x)
+        return real_evaluate(model, x, y, **kwargs)
+
+    monkeypatch.setattr(learner_module, "evaluate", spy_evaluate)
+    # the untrained initial model is far worse than our trained one: alarm
+    assert learner.siren_alarm(initial) is True and learner.resume_local is True
+    assert len(seen) == 2 and all(x is learner.val_x for x in seen)
+    starts: list[torch.Tensor] = []
+    real_update = learner_module.local_update
+
+    def spy_update(model, base, *args, **kwargs):  # type: ignore[no-untyped-def]
+        starts.append(base.clone())
+        return real_update(model, base, *args, **kwargs)
+
+    monkeypatch.setattr(learner_module, "local_update", spy_update)
+    blob = learner.train(initial, 2).blob
+    assert torch.equal(starts[0], own)  # trained from our own previous model ...
+    base = learner.model_params(initial)
+    assert learner.last_local is not None
+    # ... and reported relative to the global model, as the reference does
+    assert torch.equal(learner.decode_update(blob), (learner.last_local - base).float())
+    assert learner.resume_local is False
+    learner.train(initial, 3)  # no alarm since: back to the global model
+    assert torch.equal(starts[1], base)
+    # no alarm when the global model is our own model (local > global + C_l * local fails)
+    from flchain.models import load_flat_params, model_to_bytes
+
+    load_flat_params(learner.model, learner.last_local)
+    assert learner.siren_alarm(model_to_bytes(learner.model)) is False
+
+
+def test_the_engine_holds_the_split_out_before_a_task_with_alarms_trains() -> None:
+    from types import SimpleNamespace
+
+    import trio
+
+    from flchain.node.engine import RoundEngine
+
+    calls: list[int] = []
+    learner = SimpleNamespace(hold_out_validation=lambda: calls.append(1))
+    engine = SimpleNamespace(learner=learner, _alarmed=set(), attacker=None)
+    first_round = SimpleNamespace(alarm_window=30, global_round=0, global_digest=b"")
+    trio.run(RoundEngine._maybe_alarm, engine, first_round)  # type: ignore[arg-type]
+    assert calls == [1]
+    no_alarms = SimpleNamespace(alarm_window=0, global_round=0, global_digest=b"")
+    trio.run(RoundEngine._maybe_alarm, engine, no_alarms)  # type: ignore[arg-type]
+    assert calls == [1]  # a task without alarms trains on the whole shard

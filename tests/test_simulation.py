@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from flchain.config import ConfigError, SimulationConfig
 from flchain.simulation import Simulation, simulate
@@ -82,6 +83,103 @@ def test_siren_receives_alarms_and_keeps_credits_across_rounds() -> None:
     assert sim.credits is not None and sim.credits.shape == (6,)
     assert sum(r.alarms for r in result.rounds[1:]) >= 2  # the attackers always cry wolf
     assert result.rounds[0].alarms == 0  # no peer has a local model to compare yet
+
+
+SIREN = SMALL.replace(nodes=6, rounds=4, byzantine=2, attack="signflip", rule="siren")
+
+
+def test_siren_peers_hold_out_a_validation_split_they_never_train_on() -> None:
+    plain = Simulation(SIREN.replace(rule="fedavg"))
+    sim = Simulation(SIREN)
+    for full, client in zip(plain.clients, sim.clients, strict=True):
+        assert client.val_x is not None and client.val_y is not None
+        n = len(full.y)
+        assert len(client.val_y) == int(n * 0.1) and len(client.y) + len(client.val_y) == n
+        rows = sorted(map(bytes, torch.cat([client.val_x, client.x]).flatten(1).numpy()))
+        assert rows == sorted(map(bytes, full.x.flatten(1).numpy()))
+    assert all(c.val_x is None for c in plain.clients)  # other rules train on everything
+
+
+def test_siren_alarms_judge_the_validation_split_and_alarmers_resume_from_their_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import flchain.simulation as simulation
+
+    sim = Simulation(SIREN.replace(byzantine=0, attack=None))
+    sim.run_round(1)
+    honest = sim.clients[0]
+    own = honest.last_local
+    assert own is not None
+    seen: list[torch.Tensor] = []
+    real_evaluate = simulation.evaluate
+
+    def spy_evaluate(model, x, y, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(x)
+        return real_evaluate(model, x, y, **kwargs)
+
+    monkeypatch.setattr(simulation, "evaluate", spy_evaluate)
+    sim.global_params = torch.zeros_like(sim.global_params)  # a useless global model
+    sim._history[1] = sim.global_params
+    alarms = sim._client_alarms()
+    assert bool(alarms.all()) and all(c.resume_local for c in sim.clients)
+    assert seen and all(any(x is c.val_x for c in sim.clients) for x in seen)
+    starts: list[torch.Tensor] = []
+    real_update = simulation.local_update
+
+    def spy_update(model, base, *args, **kwargs):  # type: ignore[no-untyped-def]
+        starts.append(base.clone())
+        return real_update(model, base, *args, **kwargs)
+
+    monkeypatch.setattr(simulation, "local_update", spy_update)
+    delta, _ = sim._train(honest, 1, 2)
+    assert torch.equal(starts[0], own)  # from its own previous model
+    assert honest.last_local is not None
+    assert torch.equal(delta, honest.last_local - sim._history[1])  # relative to the global
+    assert honest.resume_local is False
+
+
+def test_siren_rollback_is_applied(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flchain.simulation as simulation
+
+    # credits of a 40-round task, so a caught attacker is not blacklisted at once
+    sim = Simulation(SIREN.replace(rule_params={"rounds": 40}))
+    updates: list[torch.Tensor] = []
+    real_aggregate = simulation.aggregate
+
+    def spy_aggregate(*args, **kwargs):  # type: ignore[no-untyped-def]
+        result = real_aggregate(*args, **kwargs)
+        updates.append(result.update)
+        return result
+
+    monkeypatch.setattr(simulation, "aggregate", spy_aggregate)
+    records = []
+    for r in range(1, SIREN.rounds + 1):
+        before = dict(sim._history)
+        record = sim.run_round(r)
+        expected = before[r - 1 - record.rollback] + updates[-1].float()
+        assert torch.equal(sim.global_params, expected)
+        records.append(record)
+    # round 1 has no alarms; in round 2 the signflip attackers alarm, the check rejects them
+    # and the server applies the honest updates to the global model of t-1
+    assert [rec.rollback for rec in records[:2]] == [0, 1]
+    assert records[1].accepted_byzantine == 0
+
+
+def test_siren_credit_limits_follow_the_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flchain.simulation as simulation
+
+    sim = Simulation(SIREN)
+    real_aggregate = simulation.aggregate
+
+    def spy_aggregate(*args, **kwargs):  # type: ignore[no-untyped-def]
+        assert kwargs["rounds"] == SIREN.rounds
+        return real_aggregate(*args, **kwargs)
+
+    monkeypatch.setattr(simulation, "aggregate", spy_aggregate)
+    sim.run()
+    # int(0.45 * 4) = 1 point blacklists: the caught attackers are out for good
+    assert sim.credits is not None and float(sim.credits.max()) == 1.0
+    assert sorted(i for i, c in enumerate(sim.credits.tolist()) if c <= 0) == sim.byzantine_ids
 
 
 @pytest.mark.parametrize(
