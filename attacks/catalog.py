@@ -28,8 +28,13 @@ DESCRIPTIONS: dict[str, str] = {
     "scale": "send factor x the honest update (factor=50)",
     "gaussian": "send N(0, sigma^2) noise instead of an update (sigma=1)",
     "zero": "send an all-zero update (free rider)",
-    "alie": "A Little Is Enough (Baruch et al. 2019): benign mean - z x std per coordinate (z)",
-    "ipm": "inner-product manipulation (Xie et al. 2019): -epsilon x benign mean (epsilon=0.5)",
+    "alie": "A Little Is Enough (Baruch et al. 2019): benign mean - z x std per coordinate (z; "
+    "the paper's z for n, f by default); on a devnet the colluders estimate mean and std from "
+    "their own honestly trained updates over their collusion channel (omniscient test mode: "
+    "from the honest updates)",
+    "ipm": "inner-product manipulation (Xie et al. 2019): -epsilon x benign mean (epsilon=0.5); "
+    "on a devnet the colluders estimate the mean from their own honestly trained updates "
+    "(omniscient test mode: from the honest updates)",
     "labelflip": "train on flipped labels y -> C-1-y (fraction=1)",
     "backdoor": "stamp a bright corner trigger on a fraction of samples, relabelled to target "
     "(fraction=0.5, target=0, size=2, value=1)",
@@ -38,7 +43,8 @@ DESCRIPTIONS: dict[str, str] = {
     "badvote": "vote for a wrong global-model digest and accepted-updates bitmap",
     "spam": "flood the gossip topics with invalid and oversized messages",
     "liesamples": "train honestly but claim 2**64-1 training samples in every commit",
-    "copy": "free-ride: train nothing, commit another member's digest of the round as its own",
+    "copy": "free-ride: train nothing, commit another member's digest of the round as its own "
+    "(honest nodes serve an update only after the submit phase, so the blob cannot be copied)",
     "replay": "recommit an old update digest (its own or another member's) with its old base round",
     "slowloris": "open blob requests to every member and never read the answers, holding their "
     "serve slots (bounded per round)",

@@ -20,7 +20,10 @@ class AttackContext:
     """The round as a (possibly colluding) Byzantine peer sees it.
 
     Colluders in the strongest threat model of the literature see the benign updates of the
-    round, so the statistical attacks (ALIE, IPM) read them from `honest_updates`. `params`
+    round, so the statistical attacks (ALIE, IPM) read them from `honest_updates`. On the
+    network the colluders fill it with their own honestly trained updates, as the ALIE paper
+    estimates the benign statistics (or, in the omniscient test mode, with the honest nodes'
+    updates): see `flchain.attacks.channel`. `params`
     holds the attack's knobs by name; each attack documents and checks the ones it accepts,
     so a misspelt knob raises instead of being silently ignored.
     """

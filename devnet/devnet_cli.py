@@ -94,6 +94,21 @@ def devnet() -> None:
     type=click.Choice(ATTACKS),
     help="Behaviour of the Byzantine nodes; repeat to give them different ones.",
 )
+@click.option(
+    "--attack-param",
+    "attack_params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A knob of the Byzantine nodes' attack, e.g. epsilon=100 (ipm), z=1.5 (alie); "
+    "repeatable, passed to every Byzantine node's `node run --attack-param`.",
+)
+@click.option(
+    "--omniscient",
+    is_flag=True,
+    help="Test mode: the honest nodes hand their updates to the alie/ipm colluders before they "
+    "commit (the worst case the simulation models); without it the colluders estimate the "
+    "benign statistics from their own honestly trained updates.",
+)
 @click.option("--chain", type=click.Choice(["pyevm", "anvil"]), default="pyevm", show_default=True)
 @click.option("--model", default="cnn", show_default=True)
 @click.option("--partition", default="iid", show_default=True)

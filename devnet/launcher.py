@@ -28,6 +28,7 @@ from web3 import Web3
 
 from flchain import safe_json
 from flchain.aggregation import max_f, rule_spec
+from flchain.attacks.channel import COLLUDING_ATTACKS, create_channel
 from flchain.config import (
     DEFAULT_ALARM_BPS,
     DEFAULT_MAX_SAMPLES,
@@ -86,6 +87,9 @@ class DevnetPlan:
     max_samples: int = DEFAULT_MAX_SAMPLES
     robust_weights: str = "uniform"
     keep_rounds: int = DEFAULT_KEEP_ROUNDS  # each node's blob retention (`node run --keep-rounds`)
+    # Test mode: honest nodes leak their updates to the colluders before they commit.
+    omniscient: bool = False
+    attack_params: tuple[str, ...] = ()  # KEY=VALUE knobs of the Byzantine nodes' attacks
 
     def task_config(self) -> TaskConfig:
         params = dict(self.rule_params)
@@ -263,7 +267,22 @@ def prepare_nodes(plan: DevnetPlan, rpc_url: str, funder_key: str, config: TaskC
                 "data": f"{config.dataset}#shard={i}/{plan.nodes},partition={plan.partition}",
             }
         )
+    _collusion_channel(plan, nodes)
     return nodes
+
+
+def _collusion_channel(plan: DevnetPlan, nodes: list[dict]) -> None:
+    """The Byzantine nodes running alie/ipm share a channel directory (attacks/channel.py);
+    in the omniscient test mode the honest nodes are given it too, to leak their updates."""
+    colluders = [n for n in nodes if n["attack"] in COLLUDING_ATTACKS]
+    if not colluders:
+        return
+    directory = create_channel(
+        (plan.directory / "collusion").resolve(), len(colluders), omniscient=plan.omniscient
+    )
+    for node in nodes:
+        if node in colluders or (plan.omniscient and node["attack"] is None):
+            node["collude_dir"] = str(directory)
 
 
 def start_node(manifest: dict, node: dict) -> subprocess.Popen[bytes]:
@@ -296,6 +315,10 @@ def start_node(manifest: dict, node: dict) -> subprocess.Popen[bytes]:
         cmd += ["--bootstrap", f"/ip4/127.0.0.1/tcp/{peer['port']}/p2p/{peer['peer_id']}"]
     if node.get("attack"):
         cmd += ["--attack", node["attack"]]
+        for pair in manifest.get("attack_params", ()):
+            cmd += ["--attack-param", pair]
+    if node.get("collude_dir"):
+        cmd += ["--collude-dir", node["collude_dir"]]
     cmd += ["--keep-rounds", str(manifest.get("keep_rounds", DEFAULT_KEEP_ROUNDS))]
     log = (Path(node["dir"]) / "node.log").open("ab")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -332,6 +355,7 @@ def up(plan: DevnetPlan) -> dict:
             "rule": plan.rule,
             "attack": ",".join(plan.attacks) or None,
             "byzantine": plan.byzantine,
+            "attack_params": list(plan.attack_params),
             "secure": plan.secure,
             "reward_wei": plan.reward_wei,
             "keep_rounds": plan.keep_rounds,

@@ -33,6 +33,9 @@ class Status(enum.IntEnum):
     BAD_REQUEST = 3
     BUSY = 4  # too many transfers in progress; try another provider
     TOO_LARGE = 5  # the blob is over this server's size limit
+    # Commit, then reveal: the blob is the server's own update of a round whose submit phase
+    # has not closed yet; ask again once it has (the client's reason is "not_revealed").
+    NOT_REVEALED = 6
 
 
 class BlobProtocolError(ValueError):

@@ -106,6 +106,13 @@ def init_command(directory: Path, password_file: Path | None, force: bool, as_js
 )
 @click.option("--attack-param", multiple=True, metavar="KEY=VALUE")
 @click.option(
+    "--collude-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The devnet's collusion channel (flchain.attacks.channel): alie/ipm colluders estimate "
+    "the benign statistics there; honest nodes get it only in the omniscient test mode.",
+)
+@click.option(
     "--status-port",
     default=0,
     show_default=True,
@@ -141,6 +148,7 @@ def run_command(
     device: str,
     attacks: tuple[str, ...],
     attack_param: tuple[str, ...],
+    collude_dir: Path | None,
     status_port: int,
     status_host: str,
     seed: int,
@@ -169,6 +177,7 @@ def run_command(
             device=device,
             attacks=attacks,
             attack_params=parse_key_values(attack_param, "--attack-param"),
+            collude_dir=collude_dir,
             task_config=task_config,
             status_host=status_host,
             status_port=status_port,

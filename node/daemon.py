@@ -20,6 +20,7 @@ import trio
 from phe.paillier import PaillierPrivateKey, PaillierPublicKey
 from web3 import Web3
 
+from flchain.attacks.channel import COLLUDING_ATTACKS, ColludingTrainer, CollusionChannel
 from flchain.contracts import FLChainClient
 from flchain.crypto.wire import encode_public_key
 from flchain.node.blobstore import DEFAULT_KEEP_ROUNDS, BlobStore
@@ -32,7 +33,6 @@ from flchain.node.p2p import P2PConfig, P2PNode
 from flchain.node.secure import SecureCodec, mask_task_label
 from flchain.node.secure_engine import SecureRoundEngine
 from flchain.node.status import StatusServer, redact_url
-from flchain.siren_defaults import CLIENT_THRESHOLD
 from flchain.taskconfig import DataSpec, TaskConfig
 
 log = logging.getLogger("flchain.node")
@@ -61,12 +61,16 @@ class NodeSettings:
     status_host: str = "127.0.0.1"
     status_port: int = 0
     poll_interval: float = 0.3
-    alarm_threshold: float = CLIENT_THRESHOLD  # Siren's C_l (flchain.siren_defaults)
+    alarm_threshold: float = 0.05
     seed: int = 0
     dp_clip: float | None = None
     dp_noise: float | None = None
     dp_delta: float | None = None
     keep_rounds: int = DEFAULT_KEEP_ROUNDS
+    # The devnet's collusion channel (attacks/channel.py): a Byzantine node running alie or
+    # ipm estimates the benign statistics there with the other colluders; an honest node is
+    # given it only in the omniscient test mode, where it leaks its update there.
+    collude_dir: Path | None = None
 
 
 def load_task_config(settings: NodeSettings, on_chain_digest: bytes) -> TaskConfig:
@@ -94,6 +98,30 @@ def split_attacks(names: tuple[str, ...]) -> tuple[str | None, frozenset[str]]:
     return (learning[0] if learning else None), protocol
 
 
+def colluder_attack(settings: NodeSettings, attack: str | None) -> str | None:
+    """The colluding attack (alie, ipm) this node crafts over the collusion channel, or
+    None; a colluder's Learner trains honestly and `ColludingTrainer` does the rest."""
+    if settings.collude_dir is not None and attack in COLLUDING_ATTACKS:
+        return attack
+    return None
+
+
+def with_collusion(learner: Any, settings: NodeSettings, attack: str | None, name: str) -> Any:
+    """The learner the engine trains with: as is, or wrapped in a `ColludingTrainer` when
+    the node was given the collusion channel and is a colluder or, in the omniscient test
+    mode, an honest node (it leaks its update there; other attackers ignore the channel)."""
+    colluding = colluder_attack(settings, attack)
+    if settings.collude_dir is None or not (colluding or attack is None):
+        return learner
+    try:
+        channel = CollusionChannel(settings.collude_dir, name, learner.num_params)
+    except ValueError as exc:
+        raise NodeError(f"collusion channel: {exc}") from exc
+    return ColludingTrainer(
+        learner, channel, attack=colluding, params=settings.attack_params, seed=settings.seed
+    )
+
+
 async def run_node(
     settings: NodeSettings, identity: NodeIdentity, password: str | None = None
 ) -> None:
@@ -111,18 +139,21 @@ async def run_node(
         ) from exc
     config = load_task_config(settings, task.config_digest)
     attack, protocol_attacks = split_attacks(settings.attacks)
-    learner = await trio.to_thread.run_sync(
+    # A colluder trains honestly; `ColludingTrainer` crafts its attack from the channel.
+    colluding = colluder_attack(settings, attack)
+    learner: Any = await trio.to_thread.run_sync(
         lambda: Learner(
             config,
             settings.data,
             device=settings.device,
-            attack=attack,
+            attack=None if colluding else attack,
             attack_params=settings.attack_params,
             seed=settings.seed,
             dp_clip=settings.dp_clip,
             dp_noise=settings.dp_noise,
         )
     )
+    learner = with_collusion(learner, settings, attack, identity.peer_id)
     initial = await trio.to_thread.run_sync(learner.initial_model)
     if hashlib.sha256(initial).digest() != task.initial_digest:
         raise NodeError(
@@ -157,6 +188,12 @@ async def run_node(
             engine = SecureRoundEngine(
                 codec=secure.codec, he_keypair=secure.keypair, **engine_kwargs
             )
+        # Commit, then reveal: our own update is served only once its round's submit phase
+        # has closed on chain (requests before that are answered NOT_REVEALED).
+        p2p.sealed = engine.sealed
+        if isinstance(learner, ColludingTrainer):
+            learner.members = engine.training_members
+            learner.deadline = engine.collusion_deadline
         if "equivocate" in protocol_attacks:
             from flchain.node.equivocation import install_equivocating_server
 

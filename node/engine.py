@@ -12,7 +12,9 @@ A round:
    train from our own model this round;
 3. train locally, write a deterministic safetensors blob, announce it, commit its digest;
 4. when the submit phase ends (everyone committed, or the window passed), fetch every
-   committed update from peers, verifying each against its on-chain digest;
+   committed update from peers, verifying each against its on-chain digest. Commit, then
+   reveal: a node serves its own update only from then on (`sealed`), so nobody can build
+   its update from the others' (nor copy one: the digest is taken, the blob not yet served);
 5. aggregate deterministically (consensus weights from chain), vote (digest, bitmap);
 6. wait for finalization and adopt the agreed model, fetching it if ours lost; if the vote
    window passes without quorum, close the round (liveness).
@@ -94,6 +96,17 @@ QUARANTINE_PER_PEER = 8
 CONSUME_TICK = 1.0
 COMMIT_CHECK_TIMEOUT = 10.0
 COMMIT_RECHECK = 2.0
+# Commit, then reveal: a peer may see the submit phase close a moment before the update's
+# owner does (each polls the chain), so an update refused as not revealed yet is asked for
+# again every REVEAL_RETRY seconds for at most REVEAL_GRACE seconds (then it is missing).
+REVEAL_RETRY = 0.5
+REVEAL_GRACE = 15.0
+# The owner's answers that mean "ask again" once it has said not revealed (its per-peer serve
+# slots may be taken by our other fetches for a moment).
+REVEAL_RETRYABLE = frozenset({"not_revealed", "busy"})
+# Colluding attackers (attacks/channel.py) stop waiting for each other this many seconds
+# before the submit deadline of the round they train for, to leave time to commit.
+COLLUSION_MARGIN = 5.0
 
 
 @dataclass
@@ -176,6 +189,14 @@ class RoundEngine:
         self._member_info: dict[int, Any] = {}  # member index -> MemberInfo (any status)
         self._proven: dict[int, bool] = {}  # member index -> its peer-id proof verifies
         self._alarmed: set[int] = set()
+        # Commit, then reveal: our own update digests -> (round, submit deadline), served only
+        # once that round's submit phase has closed; the rounds we saw it close in.
+        self._sealed: dict[bytes, tuple[int, float]] = {}
+        self._revealed: set[int] = set()
+        self._fetching: set[bytes] = set()  # digests `_fetch_blobs` is fetching now
+        # The round being trained for: its eligible members and submit deadline (what a
+        # colluding attacker needs: attacks/channel.py's ColludingTrainer asks below).
+        self._training: tuple[int, float] = (0, math.inf)
         self._initial: bytes | None = None
         self._last_announcement: Announcement | None = None
         # copy, replay, liesamples, slowloris, blobflood, deepjson, freeride, falsealarm,
@@ -207,6 +228,40 @@ class RoundEngine:
 
     def round_ok(self, round_: int) -> bool:
         return self.state.round - 2 <= round_ <= self.state.round + 1
+
+    # ------------------------------------------------------------------ commit, then reveal
+    def sealed(self, digest: bytes) -> bool:
+        """True while `digest` is our own update of a round whose submit phase has not
+        closed (not every eligible member submitted and its deadline has not passed): the
+        blob server (`P2PNode.sealed`) then answers NOT_REVEALED. Global models, other
+        members' updates and revealed updates are served as before."""
+        entry = self._sealed.get(digest)
+        if entry is None:
+            return False
+        r, deadline = entry
+        return not self.revealed(r) and time.time() < deadline
+
+    def revealed(self, r: int) -> bool:
+        """Whether this node saw round r's submit phase close (or the task moved past r)."""
+        return r in self._revealed or r < self.state.round
+
+    def _seal(self, r: int, digest: bytes, deadline: float) -> None:
+        self._sealed[digest] = (r, deadline)
+        for old in [d for d, (k, _) in self._sealed.items() if k < r - 2]:
+            del self._sealed[old]
+
+    def _reveal(self, r: int) -> None:
+        self._revealed.add(r)
+        self._revealed -= {k for k in self._revealed if k < r - 2}
+
+    # ------------------------------------------------------------------ colluding attackers
+    def training_members(self) -> int:
+        """Eligible members of the round being trained for (the attack's n)."""
+        return self._training[0] or len(self._members)
+
+    def collusion_deadline(self) -> float:
+        """The latest time.time() at which a colluder stops waiting for the others."""
+        return self._training[1] - COLLUSION_MARGIN
 
     async def refresh_members(self) -> None:
         """Read the members from chain; only those whose peer-id proof verifies become
@@ -252,9 +307,11 @@ class RoundEngine:
             await trio.sleep(2.0)
 
     async def consume(self, deliveries: trio.MemoryReceiveChannel[Delivery]) -> None:
-        """Announcements are hints: fetch announced updates early so they are local when the
-        submit phase ends, but only digests the chain shows committed for that round by the
-        announcing member (junk announcements would fill the store). One announced before
+        """Announcements are hints: fetch announced updates early, but only digests the chain
+        shows committed for that round by the announcing member (junk announcements would fill
+        the store), and only once the round's submit phase is over (commit, then reveal: its
+        owner would refuse it before; the round's own fetch then gets it, so early fetching
+        now mostly serves secure re-masks and late announcements). One announced before
         its commit is visible waits in a bounded `Quarantine` until it is committed or its
         round is over. Also keeps the store's round and the peers' per-round blob budgets in
         step with the task. Nothing a peer sends can raise out of here."""
@@ -297,9 +354,14 @@ class RoundEngine:
         if message.kind != "update":
             self.metrics.inc("announcements_dropped_total", reason="not_update")
             return
-        if self.store.has(message.digest):
+        if self.store.has(message.digest) or message.digest in self._fetching:
             return
         status = await self._commit_status(early, peer, message)
+        if status == "committed" and not self.revealed(message.round):
+            # Commit, then reveal: its owner serves it only once the submit phase has closed,
+            # and then this node's round fetches it (`_fetch_blobs`); asking now would only
+            # be refused. Not hostile, so not counted.
+            return
         if status == "pending" and message.round >= self.state.round:
             if not early.quarantine.add(peer, message):
                 self.metrics.inc("announcements_dropped_total", reason="quarantine_full")
@@ -438,6 +500,9 @@ class RoundEngine:
         mine = await self._chain(self.client.get_update, self.task_id, r, me)
         everyone = info.submitted & info.eligible == info.eligible
         submit_open = not everyone and time.time() < info.submit_deadline
+        if mine.submitted and submit_open:  # restarted after committing: still sealed
+            self._seal(r, mine.digest, info.submit_deadline)
+        self._training = (len(bitmap_indices(info.eligible)), info.submit_deadline)
         if not mine.submitted and not submit_open:
             # Back too late to commit (e.g. restarted in the vote phase): still fetch, check
             # and vote on the others' updates; training now would be wasted.
@@ -453,11 +518,13 @@ class RoundEngine:
         while True:
             info = await self._chain(self.client.get_round, self.task_id, r)
             if info.status != RoundStatus.OPEN:
+                self._reveal(r)
                 return
             everyone = info.submitted & info.eligible == info.eligible
             if everyone or time.time() >= info.submit_deadline:
                 break
             await trio.sleep(self.poll)
+        self._reveal(r)  # the submit phase is over: our update may be served now
         timings["wait"] = time.perf_counter() - t0
         await self._aggregate_and_vote(r, info, base, timings)
         await self._await_end(r, timings)
@@ -489,6 +556,7 @@ class RoundEngine:
         # it could store (a full disk would otherwise make it a withholder).
         if "withhold" not in self.attacks and self._kept(r, update.blob) is None:
             return False
+        self._seal(r, digest, info.submit_deadline)
         self.state.phase = "committing"
         try:
             await self._chain(
@@ -631,20 +699,43 @@ class RoundEngine:
         self, r: int, digests: dict[int, bytes], deadline: float, max_size: int
     ) -> dict[int, bytes]:
         """Fetch each member's committed blob (member index -> digest) from that member first,
-        then from anyone; every blob is checked against its digest. Missing ones are left out."""
+        then from anyone; every blob is checked against its digest. Missing ones are left out.
+        A blob refused as not revealed yet (its owner has not seen the submit phase close) is
+        asked for again for up to REVEAL_GRACE seconds."""
         blobs: dict[int, bytes] = {}
         budget = max(5.0, min(60.0, deadline - time.time() - 2.0))
+        end = trio.current_time() + budget
+        grace_end = trio.current_time() + min(REVEAL_GRACE, budget)
 
         async def fetch(index: int) -> None:
             provider = self._peer_of.get(index)
             providers = [provider] if provider else []
+            digest = digests[index]
+            sealed = False  # its owner refused it as not revealed yet: ask only the owner
+            self._fetching.add(digest)
             try:
-                blobs[index] = await self.p2p.fetch_blob(
-                    digests[index], providers, timeout=budget, max_size=max_size
-                )
-            except BlobNotFound as exc:
-                self.metrics.inc("updates_missing_total")
-                log.info("round %d: blob of member %d unavailable: %s", r, index, exc)
+                while True:
+                    try:
+                        blobs[index] = await self.p2p.fetch_blob(
+                            digest,
+                            providers,
+                            timeout=max(0.1, end - trio.current_time()),
+                            max_size=max_size,
+                            try_connected=provider is None or not sealed,
+                        )
+                        return
+                    except BlobNotFound as exc:
+                        sealed = sealed or "not_revealed" in exc.attempts.values()
+                        why = {exc.attempts.get(provider)} if provider else exc.attempts.values()
+                        again = sealed and bool(REVEAL_RETRYABLE & set(why))
+                        if again and trio.current_time() + REVEAL_RETRY < grace_end:
+                            await trio.sleep(REVEAL_RETRY)
+                            continue
+                        self.metrics.inc("updates_missing_total")
+                        log.info("round %d: blob of member %d unavailable: %s", r, index, exc)
+                        return
+            finally:
+                self._fetching.discard(digest)
 
         async with trio.open_nursery() as nursery:
             for index in digests:

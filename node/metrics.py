@@ -51,7 +51,8 @@ DEFAULT_METRICS: Final = (
         "counter",
         "Blob exchanges that failed, by reason: requests this node refused (busy, "
         "peer_slots: the peer holds its share of serve slots, peer_bytes: the peer spent its "
-        "byte budget for the round, not_committed: a digest this node does not serve) and "
+        "byte budget for the round, not_committed: a digest this node does not serve, "
+        "not_revealed: this node's own update before its round's submit phase closed) and "
         "responses it discarded or did not get (bad_key: a Paillier key blob that does not "
         "parse).",
         ("reason",),

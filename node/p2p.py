@@ -13,8 +13,10 @@ with the sender's peer key and verifies signatures strictly; on top of that ever
 incoming message goes through `GossipGate` (contract membership, schema, round window,
 sender binding, de-duplication) before libp2p marks it seen, delivers it or relays it.
 Blobs never ride on gossip: they are fetched over `/flchain/blob/1.0.0` (see `blobs`)
-and re-hashed before use. Hostile input is dropped and counted in `Metrics`, never raised
-into the node. The py-libp2p specifics (and its quirks) stay in this module.
+and re-hashed before use; a node's own update stays `sealed` (answered NOT_REVEALED)
+until its round's submit phase has closed on chain (commit, then reveal). Hostile input
+is dropped and counted in `Metrics`, never raised into the node. The py-libp2p specifics
+(and its quirks) stay in this module.
 """
 
 from __future__ import annotations
@@ -214,7 +216,11 @@ class P2PNode:
         self._peer_streams: dict[str, int] = {}  # peer id -> blob streams it holds open now
         self._peer_spent: dict[str, int] = {}  # peer id -> bytes served to it this round
         self._peer_budget = self._round_budget(None, None)
+        # Digests this node does not serve at all (None: everything in the store).
         self.serve_filter: Callable[[bytes], bool] | None = None
+        # Commit, then reveal: True for a digest served only later (the node's own update of
+        # a round whose submit phase is still open; see `RoundEngine.sealed`).
+        self.sealed: Callable[[bytes], bool] | None = None
         self._first_seen: dict[ID, float] = {}
         self._stack: contextlib.AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
@@ -611,7 +617,8 @@ class P2PNode:
 
         Budgets, in order: membership, the peer's share of serve slots (held from here on,
         so even a request that never arrives counts), `request_timeout` for the request,
-        the node's serve slots, `serve_filter`, the peer's byte budget for the round, and
+        the node's serve slots, `serve_filter`, `sealed` (an update not revealed yet is
+        answered NOT_REVEALED), the peer's byte budget for the round, and
         `provider_timeout` for the whole answer (a reader that stops reading is cut off).
         """
         peer: str | None = None
@@ -667,6 +674,11 @@ class P2PNode:
             self.metrics.inc("blob_failures_total", reason="not_committed")
             with trio.fail_after(self.config.request_timeout):
                 await blobs.write_response(stream, blobs.Status.NOT_FOUND)
+            return
+        if self.sealed is not None and self.sealed(digest):
+            self.metrics.inc("blob_failures_total", reason="not_revealed")
+            with trio.fail_after(self.config.request_timeout):
+                await blobs.write_response(stream, blobs.Status.NOT_REVEALED)
             return
         data = await trio.to_thread.run_sync(self.store.get, digest)
         if data is None:

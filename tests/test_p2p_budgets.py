@@ -308,6 +308,7 @@ def test_only_committed_updates_are_fetched_early(
     )
     engine._members = {"peer-a": 0, "peer-b": 1, "peer-c": 2}
     engine.state.round = 3
+    engine._reveal(3)  # round 3's submit phase is over (tests/test_reveal.py: before it)
     client.updates[(3, 0)] = d_a
 
     def dropped() -> dict[str, float]:

@@ -1,0 +1,192 @@
+"""Commit, then reveal: a node serves its own update of a round only once that round's submit
+phase has closed on chain, so no member can build its update from the others' (or copy one).
+
+A request before the reveal is answered NOT_REVEALED and counted (`not_revealed`); global
+models and revealed updates are served as before; an honest fetcher that sees the submit
+phase close a moment before the owner does asks again and gets the update; announcements
+of sealed updates wait in the early-fetch quarantine until the reveal.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import trio
+from test_p2p_budgets import _FakeClient, _FakeP2P, _update
+from test_p2p_network import TASK, Net, _blob_failures, _eventually, _run
+
+from flchain.node import engine as engine_module
+from flchain.node.blobstore import BlobStore, sha256
+from flchain.node.engine import RoundEngine
+from flchain.node.learner import LocalUpdate
+from flchain.node.metrics import Metrics
+from flchain.node.p2p import BlobNotFound, Delivery, P2PNode
+
+ROUND = 3
+
+
+class _Chain:
+    """The chain calls `RoundEngine._commit` makes: it records each submit."""
+
+    account = "0x" + "12" * 20
+
+    def __init__(self) -> None:
+        self.submits: list[tuple[Any, ...]] = []
+
+    def submit(self, *args: Any) -> None:
+        self.submits.append(args)
+
+
+def _engine(p2p: Any, store: Any, client: Any = None) -> RoundEngine:
+    engine = RoundEngine(
+        client=client or _Chain(),  # type: ignore[arg-type]
+        task_id=TASK,
+        learner=SimpleNamespace(num_params=10, dp_noise=0.0),  # type: ignore[arg-type]
+        p2p=p2p,
+        store=store,
+        metrics=Metrics(),
+        peer_id=getattr(p2p, "peer_id", "me"),
+        poll_interval=0.05,
+    )
+    engine.state.round = ROUND
+    engine.state.member_index = 1
+    if isinstance(p2p, P2PNode):
+        p2p.sealed = engine.sealed  # as the daemon wires it
+    return engine
+
+
+def _round(deadline: float) -> SimpleNamespace:
+    return SimpleNamespace(submit_deadline=deadline, base_round=ROUND - 1)
+
+
+def test_a_node_asking_for_an_update_before_the_reveal_gets_nothing(tmp_path: Path) -> None:
+    async def scenario(net: Net) -> None:
+        _, b, c = net.members
+        owner = _engine(b, b.store)
+        model = b.store.put(b"the round's global model")
+        update = LocalUpdate(b"b's update of round 3", samples=10, loss=0.5)
+        info = _round(time.time() + 60)
+        assert await owner._commit(ROUND, info, update, {}) is True
+        digest = sha256(update.blob)
+        assert owner.sealed(digest) and not owner.sealed(model)
+        with pytest.raises(BlobNotFound) as refused:
+            await c.fetch_blob(digest, [b.peer_id], try_connected=False)
+        assert refused.value.attempts == {b.peer_id: "not_revealed"}
+        assert _blob_failures(b) == {"not_revealed": 1}
+        assert _blob_failures(c) == {"not_revealed": 1}
+        assert not c.store.has(digest)  # nothing of it reached the asker
+        # global models are served as before
+        assert await c.fetch_blob(model, [b.peer_id], try_connected=False)
+        # the submit phase closes: the same request now gets the update
+        owner._reveal(ROUND)
+        assert not owner.sealed(digest)
+        assert await c.fetch_blob(digest, [b.peer_id], try_connected=False) == update.blob
+        assert _blob_failures(b) == {"not_revealed": 1}
+
+    _run(tmp_path, scenario)
+
+
+def test_an_update_is_revealed_when_the_submit_deadline_passes(tmp_path: Path) -> None:
+    async def scenario(net: Net) -> None:
+        _, b, c = net.members
+        owner = _engine(b, b.store)
+        update = LocalUpdate(b"committed just before the deadline", samples=10, loss=0.5)
+        assert await owner._commit(ROUND, _round(time.time() + 1.0), update, {}) is True
+        digest = sha256(update.blob)
+        with pytest.raises(BlobNotFound):
+            await c.fetch_blob(digest, [b.peer_id], try_connected=False)
+        await trio.sleep(1.1)  # nobody saw everyone submit, but the window has passed
+        assert await c.fetch_blob(digest, [b.peer_id], try_connected=False) == update.blob
+
+    _run(tmp_path, scenario)
+
+
+def test_a_fetcher_ahead_of_the_owner_asks_again_until_the_reveal(tmp_path: Path) -> None:
+    async def scenario(net: Net) -> None:
+        _, b, c = net.members
+        owner, fetcher = _engine(b, b.store), _engine(c, c.store)
+        fetcher._peer_of = {1: b.peer_id}
+        update = LocalUpdate(b"b's update, fetched a moment early", samples=10, loss=0.5)
+        assert await owner._commit(ROUND, _round(time.time() + 60), update, {}) is True
+        digest = sha256(update.blob)
+
+        async def reveal_later() -> None:
+            await trio.sleep(1.2)  # the owner's next poll of the chain
+            owner._reveal(ROUND)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reveal_later)
+            got = await fetcher._fetch_blobs(ROUND, {1: digest}, time.time() + 30, 1 << 20)
+        assert got == {1: update.blob}
+        assert fetcher.metrics.get("updates_missing_total") == 0
+        assert _blob_failures(b)["not_revealed"] >= 1
+        # after the owner's first "not revealed", only the owner is asked again
+        assert _blob_failures(c).get("not_found", 0) <= 1
+
+    _run(tmp_path, scenario)
+
+
+def test_a_sealed_update_that_is_never_revealed_ends_up_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "REVEAL_GRACE", 1.0)
+
+    async def scenario(net: Net) -> None:
+        _, b, c = net.members
+        owner, fetcher = _engine(b, b.store), _engine(c, c.store)
+        fetcher._peer_of = {1: b.peer_id}
+        update = LocalUpdate(b"never revealed", samples=10, loss=0.5)
+        assert await owner._commit(ROUND, _round(time.time() + 60), update, {}) is True
+        start = trio.current_time()
+        got = await fetcher._fetch_blobs(ROUND, {1: sha256(update.blob)}, time.time() + 30, 1 << 20)
+        assert got == {} and trio.current_time() - start < 5  # bounded by REVEAL_GRACE
+        assert fetcher.metrics.get("updates_missing_total") == 1
+
+    _run(tmp_path, scenario)
+
+
+def test_seals_follow_the_round() -> None:
+    engine = _engine(SimpleNamespace(), SimpleNamespace())
+    engine._seal(ROUND, b"\x01" * 32, time.time() + 60)
+    assert engine.sealed(b"\x01" * 32) and not engine.revealed(ROUND)
+    engine.state.round = ROUND + 1  # the task moved past the round
+    assert not engine.sealed(b"\x01" * 32) and engine.revealed(ROUND)
+    engine._seal(ROUND + 4, b"\x02" * 32, time.time() + 60)
+    assert b"\x01" * 32 not in engine._sealed  # old rounds' seals are forgotten
+
+
+def test_early_fetch_leaves_sealed_updates_to_the_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An announced update whose round's submit phase is still open is not asked for (its
+    owner would refuse it; the round fetches it after the reveal) and counts as nothing
+    dropped; once the round is revealed, announcements are fetched early as before."""
+    monkeypatch.setattr(engine_module, "CONSUME_TICK", 0.05)
+    blob, late = b"update of member 0", b"re-mask of member 0"
+    digest, late_digest = sha256(blob), sha256(late)
+    store, client = BlobStore(tmp_path), _FakeClient()
+    p2p = _FakeP2P(store, {digest: blob, late_digest: late})
+    engine = _engine(p2p, store, client)
+    engine._members = {"peer-a": 0}
+    engine.remasks = True
+    client.updates[(ROUND, 0)] = digest
+    client.remasks[(ROUND, 0)] = late_digest
+
+    async def main() -> None:
+        send, receive = trio.open_memory_channel[Delivery](10)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(engine.consume, receive)
+            await send.send(Delivery(_update(ROUND, digest), "peer-a"))
+            await trio.sleep(0.5)
+            assert p2p.fetched == []
+            assert not engine.metrics.snapshot().get("announcements_dropped_total")
+            engine._reveal(ROUND)
+            await send.send(Delivery(_update(ROUND, late_digest), "peer-a"))
+            await _eventually(lambda: p2p.fetched == [(late_digest, ["peer-a"])], timeout=5)
+            await send.aclose()
+
+    trio.run(main)
