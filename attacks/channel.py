@@ -38,6 +38,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from flchain import safe_json
 from flchain.attacks.collusion import alie_z
 from flchain.attacks.context import AttackContext, AttackError
 from flchain.attacks.registry import apply
@@ -106,7 +107,7 @@ def read_spec(directory: Path) -> ChannelSpec:
     if len(raw) > _MAX_SPEC_BYTES:
         raise ChannelError(f"{path} is larger than {_MAX_SPEC_BYTES} bytes")
     try:
-        data = json.loads(raw)
+        data = safe_json.loads(raw, max_bytes=_MAX_SPEC_BYTES, max_depth=2)
     except ValueError as exc:
         raise ChannelError(f"{path} is not JSON: {exc}") from exc
     if not isinstance(data, dict) or set(data) - {"colluders", "omniscient", "wait"}:

@@ -29,6 +29,7 @@ import trio
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
+from flchain.attacks.catalog import PROTOCOL_ATTACKS
 from flchain.attacks.payloads import (
     DEEPJSON_SIZES,
     LIE_SAMPLES,
@@ -48,21 +49,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flchain.node.attack")
 
-# The attacks this module carries out; the older ones (equivocate, withhold, badvote, spam)
-# live in the engine and node/equivocation.py.
-ATTACKS: Final = frozenset(
-    {
-        "liesamples",
-        "copy",
-        "replay",
-        "slowloris",
-        "blobflood",
-        "deepjson",
-        "freeride",
-        "falsealarm",
-        "novote",
-    }
-)
+# The attacks this module carries out: the catalogue's protocol attacks but the older ones
+# (equivocate, withhold, badvote, spam), which live in the engine and node/equivocation.py.
+ENGINE_ATTACKS: Final = frozenset({"equivocate", "withhold", "badvote", "spam"})
+ATTACKS: Final = frozenset(PROTOCOL_ATTACKS) - ENGINE_ATTACKS
 _PER_ROUND: Final = ("slowloris", "blobflood", "deepjson")
 
 SLOWLORIS_STREAMS: Final = 24  # blob requests held open per member per round
