@@ -6,12 +6,11 @@ share state; time moves forward per test without disturbing the others.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import pytest
+from chainkit import INITIAL, deployed, digest, reverts
 from eth_abi import encode as abi_encode
 from web3 import Web3
 
@@ -31,7 +30,7 @@ from flchain.contracts import (
     load_artifact,
 )
 from flchain.contracts.artifact import CODE_BUDGET
-from flchain.contracts.testing import LocalChain, open_chain
+from flchain.contracts.testing import LocalChain
 
 SUBMIT_WINDOW = 1_000
 VOTE_WINDOW = 1_000
@@ -41,20 +40,6 @@ N_MEMBERS = 8
 REWARD = 10**16 + 7  # a reward pool that does not split evenly: shares round down
 REP_ACCEPT, REP_REJECT, REP_BAD_VOTE = 20, 50, 50
 REP_NO_SUBMIT, REP_NO_VOTE, REP_NO_LATE_VOTE, REP_ALARM = 50, 100, 50, 100
-
-
-def digest(label: str) -> bytes:
-    return hashlib.sha256(label.encode()).digest()
-
-
-INITIAL = digest("initial model")
-
-
-@contextmanager
-def reverts(reason: str) -> Iterator[None]:
-    with pytest.raises(ContractRevert) as info:
-        yield
-    assert info.value.reason == reason
 
 
 @dataclass
@@ -100,12 +85,7 @@ class Net:
 
 @pytest.fixture(scope="module", params=["eth-tester", "anvil"])
 def net(request: pytest.FixtureRequest) -> Iterator[Net]:
-    anvil = request.getfixturevalue("anvil_bin") if request.param == "anvil" else None
-    with open_chain(request.param, anvil) as chain:
-        owner_key, outsider_key, *member_keys = chain.new_accounts(N_MEMBERS + 2)
-        owner = FLChainClient.deploy(chain.w3, owner_key)
-        members = [FLChainClient(chain.w3, owner.address, key) for key in member_keys]
-        outsider = FLChainClient(chain.w3, owner.address, outsider_key)
+    with deployed(request, N_MEMBERS) as (chain, owner, members, outsider):
         yield Net(chain, owner, members, outsider)
 
 

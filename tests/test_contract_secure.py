@@ -11,7 +11,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from test_contract import REP_ACCEPT, REP_NO_SUBMIT, digest, reverts
+from chainkit import deployed, digest, reverts
+from test_contract import REP_ACCEPT, REP_NO_SUBMIT
 
 from flchain.contracts import (
     REP_UNIT,
@@ -20,7 +21,7 @@ from flchain.contracts import (
     TaskParams,
     bitmap,
 )
-from flchain.contracts.testing import LocalChain, open_chain
+from flchain.contracts.testing import LocalChain
 
 SUBMIT_WINDOW = 1_000
 VOTE_WINDOW = 1_000
@@ -78,12 +79,7 @@ class Net:
 
 @pytest.fixture(scope="module", params=["eth-tester", "anvil"])
 def net(request: pytest.FixtureRequest) -> Iterator[Net]:
-    anvil = request.getfixturevalue("anvil_bin") if request.param == "anvil" else None
-    with open_chain(request.param, anvil) as chain:
-        owner_key, outsider_key, *member_keys = chain.new_accounts(N_MEMBERS + 2)
-        owner = FLChainClient.deploy(chain.w3, owner_key)
-        members = [FLChainClient(chain.w3, owner.address, key) for key in member_keys]
-        outsider = FLChainClient(chain.w3, owner.address, outsider_key)
+    with deployed(request, N_MEMBERS) as (chain, owner, members, outsider):
         yield Net(chain, owner, members, outsider)
 
 

@@ -15,19 +15,17 @@ reputation floor 500) unless a scenario needs otherwise.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 import pytest
+from chainkit import INITIAL, deployed, digest, reverts
 
 from flchain.config import DEFAULT_ALARM_BPS, DEFAULT_QUORUM_BPS, DEFAULT_REP_FLOOR
 from flchain.contracts import (
     REP_UNIT,
-    ContractRevert,
     FailReason,
     FLChainClient,
     MemberStatus,
@@ -39,7 +37,7 @@ from flchain.contracts import (
     bitmap,
     bitmap_indices,
 )
-from flchain.contracts.testing import LocalChain, open_chain
+from flchain.contracts.testing import LocalChain
 
 STAKE = 10**17
 REWARD = 10**18
@@ -52,20 +50,6 @@ REP_NO_SUBMIT, REP_NO_VOTE, REP_ALARM = 50, 100, 100
 REP_NO_LATE_VOTE = 50
 
 Pair = tuple[bytes, int]  # a vote: (global model digest, accepted bitmap)
-
-
-def digest(label: str) -> bytes:
-    return hashlib.sha256(label.encode()).digest()
-
-
-INITIAL = digest("initial model")
-
-
-@contextmanager
-def reverts(reason: str) -> Iterator[None]:
-    with pytest.raises(ContractRevert) as info:
-        yield
-    assert info.value.reason == reason
 
 
 def names(result: TxResult) -> list[str]:
@@ -95,12 +79,7 @@ class Net:
 
 @pytest.fixture(scope="module", params=["eth-tester", "anvil"])
 def net(request: pytest.FixtureRequest) -> Iterator[Net]:
-    anvil = request.getfixturevalue("anvil_bin") if request.param == "anvil" else None
-    with open_chain(request.param, anvil) as chain:
-        owner_key, outsider_key, *member_keys = chain.new_accounts(N_ACCOUNTS + 2)
-        owner = FLChainClient.deploy(chain.w3, owner_key)
-        members = [FLChainClient(chain.w3, owner.address, key) for key in member_keys]
-        outsider = FLChainClient(chain.w3, owner.address, outsider_key)
+    with deployed(request, N_ACCOUNTS) as (chain, owner, members, outsider):
         yield Net(chain, owner, members, outsider)
 
 
