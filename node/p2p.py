@@ -40,6 +40,8 @@ from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.protocol_muxer.exceptions import MultiselectCommunicatorError
+from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
 from libp2p.pubsub.gossipsub import PROTOCOL_ID as GOSSIPSUB_V10
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11 as GOSSIPSUB_V11
 from libp2p.pubsub.gossipsub import GossipSub
@@ -72,6 +74,32 @@ _EQUIVOCATION_CACHE_LIMIT: Final = 10_000
 _MAX_BUDGET_PEERS: Final = 100_000
 
 log = logging.getLogger(__name__)
+
+
+def _harden_multiselect() -> None:
+    """py-libp2p 0.8.1 decodes a peer's multistream-select message with `bytes.decode()` and
+    lets a UnicodeDecodeError escape the stream handler, which takes the connection's task
+    group and the host down with it: 300 random bytes on a fresh stream crash a node about
+    one time in twenty. Invalid UTF-8 becomes the library's own MultiselectCommunicatorError,
+    which its negotiation already answers by resetting that one stream. (A fix for upstream;
+    done here, at import, because the host builds its communicators itself.)"""
+    communicator = MultiselectCommunicator
+    if getattr(communicator.read, "_flchain_hardened", False):
+        return
+    read = communicator.read
+
+    @functools.wraps(read)
+    async def checked_read(self: MultiselectCommunicator) -> str:
+        try:
+            return await read(self)
+        except UnicodeDecodeError as exc:
+            raise MultiselectCommunicatorError("multistream-select message is not UTF-8") from exc
+
+    checked_read._flchain_hardened = True  # type: ignore[attr-defined]
+    communicator.read = checked_read  # type: ignore[method-assign]
+
+
+_harden_multiselect()
 
 
 class P2PError(Exception):

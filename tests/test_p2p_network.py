@@ -408,6 +408,10 @@ def test_garbage_below_the_protocols_crashes_nobody(tmp_path: Path) -> None:
         await raw_tcp.aclose()
         raw_stream = await a.host.get_network().new_stream(ID.from_base58(b.peer_id))
         await raw_stream.write(os.urandom(300))  # no multistream-select either
+        # A well-framed multistream-select message that is not UTF-8: py-libp2p let the
+        # decode error escape and took the whole host down (node/p2p.py hardens it).
+        not_utf8 = await a.host.get_network().new_stream(ID.from_base58(b.peer_id))
+        await not_utf8.write(b"\x05\xc3\xda\xff\xfe\n")
         await trio.sleep(0.5)
         await b.announce(_announcement())
         assert (await _receive(net.inboxes[0])).peer_id == b.peer_id
