@@ -700,8 +700,9 @@ class RoundEngine:
     ) -> dict[int, bytes]:
         """Fetch each member's committed blob (member index -> digest) from that member first,
         then from anyone; every blob is checked against its digest. Missing ones are left out.
-        A blob refused as not revealed yet (its owner has not seen the submit phase close) is
-        asked for again for up to REVEAL_GRACE seconds."""
+        A blob refused as not revealed yet (its owner has not seen the submit phase close), or
+        not found anywhere yet (the others fetch it at the same moment), is asked for again for
+        up to REVEAL_GRACE seconds."""
         blobs: dict[int, bytes] = {}
         budget = max(5.0, min(60.0, deadline - time.time() - 2.0))
         end = trio.current_time() + budget
@@ -727,7 +728,10 @@ class RoundEngine:
                     except BlobNotFound as exc:
                         sealed = sealed or "not_revealed" in exc.attempts.values()
                         why = {exc.attempts.get(provider)} if provider else exc.attempts.values()
-                        again = sealed and bool(REVEAL_RETRYABLE & set(why))
+                        # Right after the reveal the other members are fetching it too: one
+                        # that said not_found a moment ago may hold it now, so ask everyone
+                        # again within the grace (the owner alone while it says not revealed).
+                        again = not sealed or bool(REVEAL_RETRYABLE & set(why))
                         if again and trio.current_time() + REVEAL_RETRY < grace_end:
                             await trio.sleep(REVEAL_RETRY)
                             continue
