@@ -23,11 +23,15 @@ Follows the paper's reference code, AISIGSJTU/Siren (read, not copied):
   round earlier (t-1), or two (t-2) in the cases the reference does, instead of the current
   one, which the attack may already have moved.
 
-Where the network cannot do what the reference does: it has no server holding data, so the
-server-side check and the rollback run in `flchain simulate` (`rule="siren"`); on the network
-each node runs the client side (`flchain.node.learner.Learner.siren_alarm`) and raises its
-alarm on chain, where enough alarm stake reverts the finalized round to the model it started
-from, the network's rollback to t-1.
+On the network there is no server: every node plays it. The server's data is the public
+validation set the task config names (`flchain.public_set`, scores quantized so that every
+honest node gets the same bits); the alarms are the ones the members raised on chain on the
+round's base model before committing their update (`flchain.node.engine`); the credits and
+the rollback state are not carried in memory but replayed from the rounds that built the
+current model (`replay`, from the chain's accepted bitmaps), so every honest node derives the
+same ones, a restarted node included; the rollback applies the update to the global model
+of t-1 / t-2 along the chain's lineage. Enough alarm stake still reverts a finalized round on
+chain (the contract's own check).
 
 Every Siren default is defined once, in `flchain.siren_defaults` (torch-free, so the configs can
 import it), and re-exported here.
@@ -36,6 +40,7 @@ import it), and re-exported here.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -74,7 +79,9 @@ __all__ = [
     "client_alarm",
     "credit_limit",
     "fresh_credits",
+    "replay",
     "run",
+    "settle",
     "validation_split",
 ]
 
@@ -158,6 +165,53 @@ class Rollback:
             return 0
         self.previous, self.current = self.current, False
         return 0
+
+
+def settle(
+    credits: dict[int, float],
+    submitted: Sequence[int],
+    accepted: Sequence[int],
+    *,
+    max_credit: float,
+    penalty: float = PENALTY,
+    forgive: float = FORGIVE,
+) -> tuple[bool, bool]:
+    """One round's outcome applied to `credits` (member -> credit; a member not in it has
+    max_credit) in place, as `run` moves them: a submitter that is not blacklisted loses
+    `penalty` when it was not accepted and regains `forgive` (up to max_credit) when it was.
+    Returns (dropped_any, dropped_eligible) for `Rollback.step`. A submitter whose update
+    was missing or invalid counts as rejected: the chain records only who was accepted."""
+    taken = set(accepted)
+    for m in submitted:
+        credit = credits.get(m, max_credit)
+        if credit <= 0:
+            continue
+        credits[m] = min(max_credit, credit + forgive) if m in taken else credit - penalty
+    dropped = [m for m in submitted if m not in taken]
+    eligible = any(credits.get(m, max_credit) > 0 for m in dropped)
+    return bool(dropped), eligible
+
+
+def replay(
+    rounds: Iterable[tuple[Sequence[int], Sequence[int]]],
+    *,
+    max_credit: float,
+    penalty: float = PENALTY,
+    forgive: float = FORGIVE,
+) -> tuple[dict[int, float], Rollback]:
+    """Siren's server state after `rounds`, the (submitted, accepted) members of each round
+    that built the current global model, oldest first: the credits (`settle`) and the
+    rollback state (`Rollback.step` with t = the round's position). On the network every
+    honest node replays the same finalized rounds from the chain, so all derive the same
+    state without trusting anyone's memory."""
+    credits: dict[int, float] = {}
+    rollback = Rollback()
+    for t, (submitted, accepted) in enumerate(rounds):
+        dropped_any, dropped_eligible = settle(
+            credits, submitted, accepted, max_credit=max_credit, penalty=penalty, forgive=forgive
+        )
+        rollback.step(t, dropped_any, dropped_eligible)
+    return credits, rollback
 
 
 def fresh_credits(n: int, max_credit: float = DEFAULT_MAX_CREDIT) -> torch.Tensor:
@@ -301,15 +355,15 @@ def run(
     )
 
 
-# The server's check scores every update on data the server holds (public_data), which no node
-# of the network has, so the rule runs in `simulate` (network=False; on the network the clients'
-# alarms run on chain). In secure mode only the sum is revealed: FedAvg plus the alarms.
+# The server's check scores every update on public data: on the network every node scores on
+# the public validation set the task config names. In secure mode only the sum is revealed:
+# FedAvg plus the alarms.
 SPEC = RuleSpec(
     name="siren",
     run=run,
     inputs=INPUTS,
     optional_inputs=OPTIONAL_INPUTS,
-    network=False,
+    network=True,
     secure=True,
     public_data=True,
 )

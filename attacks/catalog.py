@@ -21,7 +21,8 @@ PROTOCOL_ATTACKS: tuple[str, ...] = (
     "falsealarm",
     "novote",
 )
-ATTACKS: tuple[str, ...] = UPDATE_ATTACKS + DATA_ATTACKS + PROTOCOL_ATTACKS
+SECURE_ATTACKS: tuple[str, ...] = ("ringshift",)
+ATTACKS: tuple[str, ...] = UPDATE_ATTACKS + DATA_ATTACKS + PROTOCOL_ATTACKS + SECURE_ATTACKS
 
 DESCRIPTIONS: dict[str, str] = {
     "signflip": "send -factor x the honest update (factor=4)",
@@ -57,12 +58,18 @@ DESCRIPTIONS: dict[str, str] = {
     "falsealarm": "raise a Siren alarm on every finalized round within its alarm window, "
     "whatever the model (griefing; bonds its reputation each time)",
     "novote": "train and commit honestly but never vote (a blocking minority)",
+    "ringshift": "secure mode only: encrypt any value of the masking ring instead of the "
+    "quantized update, aiming the decrypted mean at target x the range's half-width on every "
+    "coordinate (target=0.9), shifting it by shift x the half-width (shift=S), or aiming it at "
+    "norm N against its own update, inside the aggregate bound (oppose=N)",
 }
 
 _WHERE = {
     "update": "an update attack: use flchain.attacks.apply() on the trained update",
     "data": "a data attack: use flchain.attacks.poison_dataset() on the node's training data",
     "protocol": "a protocol attack: the network node (flchain.node) carries it out",
+    "secure": "a secure-mode attack: a member of a secure round carries it out on its quantized "
+    "levels (flchain.attacks.ringshift), in `simulate --secure` and on a secure devnet",
 }
 
 
@@ -81,8 +88,13 @@ def is_protocol_attack(name: str) -> bool:
     return name in PROTOCOL_ATTACKS
 
 
+def is_secure_attack(name: str) -> bool:
+    """True for attacks on the ring arithmetic of secure aggregation (secure mode only)."""
+    return name in SECURE_ATTACKS
+
+
 def kind_of(name: str) -> str:
-    """'update', 'data' or 'protocol'; AttackError naming the known attacks otherwise."""
+    """'update', 'data', 'protocol' or 'secure'; AttackError naming the known ones otherwise."""
     if not isinstance(name, str):
         raise AttackError(f"attack name must be a string, got {name!r}")
     if is_update_attack(name):
@@ -91,6 +103,8 @@ def kind_of(name: str) -> str:
         return "data"
     if is_protocol_attack(name):
         return "protocol"
+    if is_secure_attack(name):
+        return "secure"
     raise AttackError(f"unknown attack {name!r}; known attacks: {', '.join(ATTACKS)}")
 
 

@@ -31,7 +31,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from safetensors.torch import load as st_load
@@ -42,6 +42,9 @@ from flchain import safe_json
 from flchain.attacks.collusion import alie_z
 from flchain.attacks.context import AttackContext, AttackError
 from flchain.attacks.registry import apply
+
+if TYPE_CHECKING:
+    from flchain.pipeline import AttackHook
 
 log = logging.getLogger("flchain.attacks.channel")
 
@@ -205,7 +208,14 @@ class CollusionChannel:
 
 
 class _Trainer(Protocol):
-    def train(self, global_blob: bytes, round_: int) -> Any: ...
+    def train(
+        self,
+        global_blob: bytes,
+        round_: int,
+        *,
+        attack: AttackHook | None = None,
+        local_noise: bool = True,
+    ) -> Any: ...
 
     def decode_update(self, blob: bytes) -> Tensor: ...
 
@@ -216,12 +226,15 @@ class ColludingTrainer:
     """A node's learner as a colluder (or, in omniscient mode, a leaking honest node) sees it.
 
     Wraps the node's `Learner` (built without the update attack) and delegates everything
-    to it except `train`: the honest update is trained as usual (DP clipping and noise
-    included, as an honest node's is), shared over the channel, and, for a colluder,
-    replaced by `attack` crafted from the colluders' estimate (`AttackContext` with
-    num_clients = the task's members, num_byzantine = the colluders). `members` and
-    `deadline` are callables the engine's state answers: the task's member count and the
-    latest time (time.time()) by which the crafted update must be ready.
+    to it except `train`, which runs the learner's pipeline (`flchain.pipeline`: train ->
+    attack -> clip -> noise) with the channel as its attack hook: the honestly trained update
+    (before clipping and noise, the stage at which the simulation's attackers see the honest
+    updates) is shared over the channel and, for a colluder, replaced by `attack` crafted
+    from the colluders' estimate (`AttackContext` with num_clients = the task's members,
+    num_byzantine = the colluders); the crafted update is then clipped and noised like any
+    other. `members` and `deadline` are callables the engine's state answers: the task's
+    member count and the latest time (time.time()) by which the crafted update must be
+    ready.
     """
 
     def __init__(
@@ -247,18 +260,30 @@ class ColludingTrainer:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._learner, name)
 
-    def train(self, global_blob: bytes, round_: int) -> Any:
-        update = self._learner.train(global_blob, round_)
-        honest = self._learner.decode_update(update.blob)
-        if self.attack is None:  # an honest node of an omniscient test run
-            if self.channel.spec.omniscient:
-                self.channel.share(round_, honest, honest=True)
-            return update
-        crafted = self.craft(honest, round_)
-        return dataclasses.replace(update, blob=self._learner.encode_update(crafted))
+    def train(self, global_blob: bytes, round_: int, *, local_noise: bool = True) -> Any:
+        """The learner's pipeline with `hook(round_)` as its attack step."""
+        return self._learner.train(
+            global_blob, round_, attack=self.hook(round_), local_noise=local_noise
+        )
 
-    def craft(self, honest: Tensor, round_: int) -> Tensor:
-        """Share `honest`, gather the estimate, and return the attack's update."""
+    def hook(self, round_: int) -> AttackHook:
+        """The pipeline's attack step of `round_`: leak (an honest node of an omniscient
+        run) or craft from the channel (a colluder); otherwise the update passes as is."""
+
+        def step(own: Tensor | None, generator: torch.Generator) -> Tensor:
+            if own is None:
+                raise AttackError("a colluder shares its trained update: it must train")
+            if self.attack is not None:
+                return self.craft(own, round_, generator)
+            if self.channel.spec.omniscient:
+                self.channel.share(round_, own, honest=True)
+            return own
+
+        return step
+
+    def craft(self, honest: Tensor, round_: int, generator: torch.Generator) -> Tensor:
+        """Share `honest`, gather the estimate, and return the attack's update (the attack's
+        random draws come from `generator`, the pipeline's attack stream)."""
         spec = self.channel.spec
         self.channel.share(round_, honest)
         deadline = min(float(self.deadline()), time.time() + spec.wait)
@@ -276,7 +301,7 @@ class ColludingTrainer:
             honest_updates=estimate.to(honest.dtype),
             num_clients=n,
             num_byzantine=spec.colluders,
-            generator=torch.Generator().manual_seed(self.seed * 7919 + round_),
+            generator=generator,
             params=self.params,
         )
         self.last_context = context

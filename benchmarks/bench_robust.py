@@ -41,6 +41,10 @@ def rule_params(rule: str) -> dict:
         "multikrum": {"f": f, "m": NODES - f},
         "bulyan": {"f": (NODES - 3) // 4},
         "trimmed_mean": {"beta": 0.3},
+        # The paper's entropy threshold (1) filters every model of a barely trained net in
+        # the first rounds; the reference then stalls, so the benchmark lets the loss
+        # weighting alone decide in such a round (aggregation/sageflow.py).
+        "sageflow": {"entropy_fallback": True},
     }.get(rule, {})
 
 

@@ -538,12 +538,12 @@ def task_config_command(
     it, so `task create --config FILE` needs nothing else.
     """
     from flchain.config import ConfigError, parse_key_values
-    from flchain.taskconfig import TaskConfig, TaskConfigError, initial_model_digest
+    from flchain.taskconfig import TaskConfigError, build_task_config, initial_model_digest
 
     try:
         rule = rule or ("fedavg" if fields["secure"] else "multikrum")
         params = parse_key_values(rule_param, "--rule-param")
-        config = TaskConfig(rule=rule, rule_params=params, **fields)
+        config = build_task_config(rule=rule, rule_params=params, **fields)
         initial = initial_model_digest(config)
     except (TaskConfigError, ConfigError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc

@@ -31,6 +31,7 @@ from typing import Any
 from flchain.contracts.client import FLChainClient
 from flchain.contracts.errors import ContractRevert, FLChainError
 from flchain.contracts.types import (
+    LOSS_WITHHELD,
     REP_UNIT,
     FailReason,
     MemberStatus,
@@ -117,7 +118,7 @@ class UpdateRecord:
     digest: bytes
     samples: int
     base_round: int
-    loss: float
+    loss: float | None  # None: withheld under DP (LOSS_WITHHELD)
     verdict: str | None
 
 
@@ -552,7 +553,7 @@ def _read_rounds(
                     digest=commit.digest,
                     samples=commit.samples,
                     base_round=commit.base_round,
-                    loss=decode_loss(commit.loss),
+                    loss=None if commit.loss == LOSS_WITHHELD else decode_loss(commit.loss),
                     verdict=verdict,
                 )
             )

@@ -29,6 +29,9 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # The training loss goes on chain as an int64 in millionths, so that every node and the
 # ledger read the same figure.
 LOSS_SCALE = 1_000_000
+LOSS_WITHHELD = INT64_MIN
+"""The loss a node posts instead of its training loss while DP is on: the loss is an unnoised
+statistic of its data (docs/security.md, "Privacy"). The ledger shows it as no loss."""
 
 
 class TaskStatus(IntEnum):

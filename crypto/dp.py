@@ -4,12 +4,32 @@ Each round a node clips its update to L2 norm C and adds N(0, (sigma*C)^2) per c
 Gaussian mechanism of DP-FedAvg, McMahan et al. 2018). Its privacy loss over T rounds, when it is
 picked with probability q each round, is accounted with Google's `dp-accounting` library.
 
-Accountant: RDP (Renyi DP, Mironov 2017) with `PoissonSampledDpEvent(q, GaussianDpEvent(sigma))`
-composed T times, converted to (epsilon, delta). Why RDP rather than PLD: RDP composes by scaling
-one vector, so the cost does not grow with T and every node computes the same float from the same
-inputs; PLD is somewhat tighter (it never reports more than RDP) but its cost and its
-discretisation error depend on T and on a discretisation interval we would have to pick. RDP is
-also what Opacus and TensorFlow Privacy report, so the figures are comparable.
+Adjacency: the unit of privacy is one node's whole data set (user-level DP, as in DP-FedAvg).
+The default is replace-one (`REPLACE_ONE`): two worlds differ in the data of one node, replaced
+by any other data. That is the relation that holds here, because each node's noised update is
+released attributed to it (its digest and blob, under its member index), and a member takes part
+whatever its data: swapping one node's data moves that node's release by up to 2C (from one
+clipped vector to its opposite), so the Gaussian release is accounted with L2 sensitivity 2C,
+i.e. noise multiplier sigma / 2. The sum that secure aggregation decrypts moves by the same 2C.
+`ADD_REMOVE` (sensitivity C, noise multiplier sigma) is what DP-FedAvg papers report: one user
+more or fewer in an unattributed sum. It is offered for comparison only; it does not describe
+an attributed per-node release, whose neighbour must keep the member.
+
+Sampling: with replace-one, dp-accounting amplifies only sampling without replacement, not
+Poisson sampling; every node here takes part in every round (q = 1), so replace-one accepts
+q = 1 only and add/remove keeps Poisson subsampling.
+
+Accountant: RDP (Renyi DP, Mironov 2017) with `GaussianDpEvent(sigma / sensitivity)` (or
+`PoissonSampledDpEvent(q, ...)` under add/remove) composed T times, converted to
+(epsilon, delta). Why RDP rather than PLD: RDP composes by scaling one vector, so the cost does
+not grow with T and every node computes the same float from the same inputs; PLD is somewhat
+tighter (it never reports more than RDP) but its cost and its discretisation error depend on T
+and on a discretisation interval we would have to pick. RDP is also what Opacus and TensorFlow
+Privacy report, so the figures are comparable.
+
+What the accountant does not cover (docs/security.md, "Privacy"): the Siren alarm bit a node
+posts on chain is a deterministic function of its held-out data, so it has no finite epsilon;
+the training loss is not posted while DP is on (node/engine.py).
 """
 
 from __future__ import annotations
@@ -23,7 +43,26 @@ from torch import Tensor
 
 from flchain.crypto.errors import DPError
 
-__all__ = ["PrivacyAccountant", "clip_and_noise", "epsilon"]
+__all__ = [
+    "ADD_REMOVE",
+    "REPLACE_ONE",
+    "SENSITIVITY",
+    "PrivacyAccountant",
+    "accounted_noise_multiplier",
+    "clip_and_noise",
+    "epsilon",
+]
+
+REPLACE_ONE = "replace-one"
+"""One node's whole data replaced by any other data (the default; module docstring)."""
+ADD_REMOVE = "add-remove"
+"""One node's whole data added or removed (DP-FedAvg's figure; for comparison only)."""
+SENSITIVITY: dict[str, float] = {REPLACE_ONE: 2.0, ADD_REMOVE: 1.0}
+"""L2 sensitivity of a release of one clipped update (or of a sum of them), in units of C."""
+_RELATION = {
+    REPLACE_ONE: dp_accounting.NeighboringRelation.REPLACE_ONE,
+    ADD_REMOVE: dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE,
+}
 
 
 def _check_positive(name: str, value: float) -> float:
@@ -92,47 +131,91 @@ def clip_and_noise(
     return x.to(dtype=update.dtype, device=update.device)
 
 
-def _event(noise_multiplier: float, sample_rate: float) -> dp_accounting.DpEvent:
-    return dp_accounting.PoissonSampledDpEvent(
-        sampling_probability=sample_rate,
-        event=dp_accounting.GaussianDpEvent(noise_multiplier=noise_multiplier),
+def _check_adjacency(adjacency: str, sample_rate: float) -> str:
+    if adjacency not in SENSITIVITY:
+        raise DPError(f"adjacency must be one of {', '.join(SENSITIVITY)}, got {adjacency!r}")
+    if adjacency == REPLACE_ONE and 0.0 < sample_rate < 1.0:
+        raise DPError(
+            "replace-one adjacency is accounted for nodes that take part in every round "
+            f"(sample_rate 1); got sample_rate {sample_rate!r} (use add-remove for Poisson "
+            "subsampling)"
+        )
+    return adjacency
+
+
+def accounted_noise_multiplier(noise_multiplier: float, adjacency: str = REPLACE_ONE) -> float:
+    """The Gaussian mechanism's noise multiplier as the accountant sees it: noise std over L2
+    sensitivity, (sigma * C) / (SENSITIVITY[adjacency] * C); sigma / 2 under replace-one."""
+    sigma = _check_noise_multiplier(noise_multiplier)
+    if adjacency not in SENSITIVITY:
+        raise DPError(f"adjacency must be one of {', '.join(SENSITIVITY)}, got {adjacency!r}")
+    return sigma / SENSITIVITY[adjacency]
+
+
+def _event(noise_multiplier: float, sample_rate: float, adjacency: str) -> dp_accounting.DpEvent:
+    gaussian = dp_accounting.GaussianDpEvent(
+        noise_multiplier=accounted_noise_multiplier(noise_multiplier, adjacency)
     )
+    if sample_rate == 1.0:
+        return gaussian
+    return dp_accounting.PoissonSampledDpEvent(sampling_probability=sample_rate, event=gaussian)
 
 
-def epsilon(noise_multiplier: float, sample_rate: float, rounds: int, delta: float) -> float:
-    """Epsilon at `delta` after `rounds` Poisson-sampled Gaussian steps (RDP accountant).
+def _rdp_accountant(adjacency: str) -> rdp.RdpAccountant:
+    return rdp.RdpAccountant(neighboring_relation=_RELATION[adjacency])
+
+
+def epsilon(
+    noise_multiplier: float,
+    sample_rate: float,
+    rounds: int,
+    delta: float,
+    *,
+    adjacency: str = REPLACE_ONE,
+) -> float:
+    """Epsilon at `delta` after `rounds` Gaussian releases of a clipped update (RDP accountant).
 
     `noise_multiplier` is sigma (noise std / clip norm), `sample_rate` the probability q that
-    the node takes part in a round. sigma == 0 gives `math.inf` (no privacy), not an error;
-    zero rounds or q == 0 give 0.0.
+    the node takes part in a round, `adjacency` the neighbouring relation (module docstring):
+    the accountant's noise multiplier is sigma / SENSITIVITY[adjacency]. sigma == 0 gives
+    `math.inf` (no privacy), not an error; zero rounds or q == 0 give 0.0.
     """
     sigma = _check_noise_multiplier(noise_multiplier)
     q = _check_sample_rate(sample_rate)
     T = _check_rounds(rounds)
     d = _check_delta(delta)
+    _check_adjacency(adjacency, q)
     if T == 0 or q == 0.0:
         return 0.0
     if sigma == 0.0:
         return math.inf
-    accountant = rdp.RdpAccountant()
-    accountant.compose(_event(sigma, q), T)
+    accountant = _rdp_accountant(adjacency)
+    accountant.compose(_event(sigma, q, adjacency), T)
     return float(accountant.get_epsilon(d))
 
 
 class PrivacyAccountant:
-    """Running (epsilon, delta) of one node with fixed sigma, q and delta across rounds.
+    """Running (epsilon, delta) of one node with fixed sigma, q, delta and adjacency.
 
-    >>> acc = PrivacyAccountant(noise_multiplier=1.1, sample_rate=0.1, delta=1e-5)
+    >>> acc = PrivacyAccountant(noise_multiplier=1.1, sample_rate=1.0, delta=1e-5)
     >>> acc.step(); acc.step(rounds=9); acc.rounds
     10
     """
 
-    def __init__(self, noise_multiplier: float, sample_rate: float, delta: float) -> None:
+    def __init__(
+        self,
+        noise_multiplier: float,
+        sample_rate: float,
+        delta: float,
+        *,
+        adjacency: str = REPLACE_ONE,
+    ) -> None:
         self.noise_multiplier = _check_noise_multiplier(noise_multiplier)
         self.sample_rate = _check_sample_rate(sample_rate)
         self.delta = _check_delta(delta)
+        self.adjacency = _check_adjacency(adjacency, self.sample_rate)
         self._rounds = 0
-        self._accountant = rdp.RdpAccountant()
+        self._accountant = _rdp_accountant(adjacency)
 
     @property
     def rounds(self) -> int:
@@ -140,13 +223,15 @@ class PrivacyAccountant:
         return self._rounds
 
     def step(self, rounds: int = 1) -> None:
-        """Account for `rounds` more rounds (each a Poisson-sampled Gaussian release)."""
+        """Account for `rounds` more rounds (each a Gaussian release, Poisson-sampled if q < 1)."""
         T = _check_rounds(rounds)
         if T == 0:
             return
         self._rounds += T
         if self.noise_multiplier > 0 and self.sample_rate > 0:
-            self._accountant.compose(_event(self.noise_multiplier, self.sample_rate), T)
+            self._accountant.compose(
+                _event(self.noise_multiplier, self.sample_rate, self.adjacency), T
+            )
 
     @property
     def epsilon(self) -> float:
@@ -165,6 +250,6 @@ class PrivacyAccountant:
     def __repr__(self) -> str:
         return (
             f"PrivacyAccountant(noise_multiplier={self.noise_multiplier}, "
-            f"sample_rate={self.sample_rate}, delta={self.delta}, rounds={self._rounds}, "
-            f"epsilon={self.epsilon:.4g})"
+            f"sample_rate={self.sample_rate}, delta={self.delta}, adjacency={self.adjacency!r}, "
+            f"rounds={self._rounds}, epsilon={self.epsilon:.4g})"
         )

@@ -16,7 +16,7 @@ import torch
 
 from flchain.crypto.errors import QuantizationError
 
-__all__ = ["MAX_QUANT_BITS", "Quantizer", "as_float64_vector"]
+__all__ = ["MAX_QUANT_BITS", "Quantizer", "as_float64_vector", "ring_add"]
 
 MAX_QUANT_BITS = 52  # float64 has a 53-bit significand: more levels than that are not exact
 
@@ -104,3 +104,15 @@ class Quantizer:
                 f"{count} quantized values"
             )
         return levels.astype(np.float64) * self.step + count * self.lo
+
+
+def ring_add(levels: np.ndarray, noise: np.ndarray, ring_bits: int) -> np.ndarray:
+    """(levels + noise) mod 2^ring_bits as uint64: signed integer noise added in the masking
+    ring, where it stays exact (the decrypted sum reduces mod 2^k; distributed DP)."""
+    if not 1 <= ring_bits <= 63:
+        raise QuantizationError(f"ring_bits must be in [1, 63], got {ring_bits}")
+    q, z = np.asarray(levels), np.asarray(noise)
+    if q.shape != z.shape or q.ndim != 1 or z.dtype.kind != "i" or q.dtype.kind not in "ui":
+        raise QuantizationError(f"levels {q.shape} and integer noise {z.shape} must be 1-D alike")
+    modulus = np.int64(1) << np.int64(ring_bits)
+    return np.mod(q.astype(np.int64) + z, modulus).astype(np.uint64)

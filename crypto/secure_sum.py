@@ -15,13 +15,18 @@ The ring is k = bits + ceil(log2 N) bits, N the number of members registered for
 so the true sum of up to N quantized values fits and the reduction mod 2^k is exact. N stays
 fixed across retries: when a member fails to deliver, the survivors re-mask over the live set
 (fresh context) with new shares and re-encrypt; the first attempt's ciphertexts are discarded.
+
+Distributed DP (`SecureAggregationConfig.noise`, crypto/distributed_dp.py): each member adds
+its integer Skellam share to its levels in the ring before masking, so the decrypted mean
+carries the central noise sigma*C*s_max; the range is widened by the noise's tail margin so
+the noisy sum still decodes.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from phe.paillier import PaillierPrivateKey, PaillierPublicKey
 
 from flchain.crypto.ciphertext import PackedCiphertext, sum_ciphertexts
+from flchain.crypto.distributed_dp import DistributedNoise
 from flchain.crypto.errors import MaskingError, PaillierError, QuantizationError
 from flchain.crypto.masking import MaskingSession, generate_mask_key, public_key_bytes
 from flchain.crypto.obfuscators import (
@@ -48,15 +54,22 @@ from flchain.crypto.paillier import (
     open_plaintexts,
     verify_decryption,
 )
-from flchain.crypto.quantize import as_float64_vector
+from flchain.crypto.quantize import as_float64_vector, ring_add
 
 __all__ = [
+    "RingAttack",
     "SecureAggregate",
     "SecureAggregationConfig",
     "encrypt_contribution",
     "secure_fedavg",
     "weight_shares",
 ]
+
+
+RingAttack = Callable[[np.ndarray, PackingSpec, int], np.ndarray]
+"""A Byzantine member's replacement of its quantized levels by any values in Z_{2^k} (called
+with the levels, the packing spec and the number of members in the sum), before masking: what
+nobody can check, since masked values are uniform (`flchain.attacks.ringshift`)."""
 
 
 def weight_shares(weights: Mapping[int, float]) -> dict[int, float]:
@@ -83,9 +96,14 @@ class SecureAggregationConfig:
     bits: int = 16
     key_bits: int = 2048
     clip: bool = False
+    # Distributed DP: each member adds its Skellam share in the ring (crypto/distributed_dp.py).
+    noise: DistributedNoise | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "value_range", normalize_range(self.value_range))
+        lo, hi = self.value_range
+        if self.noise is not None and not lo < 0 < hi:
+            raise QuantizationError(f"distributed DP needs a range around 0, got ({lo}, {hi})")
         self.spec({0: 1.0})  # validates bits, range, N and key size up front
 
     @property
@@ -94,8 +112,23 @@ class SecureAggregationConfig:
         return self.bits + (self.max_members - 1).bit_length()
 
     def spec(self, shares: Mapping[int, float]) -> PackingSpec:
-        """The masked packing spec for these weight shares (range scaled to cover s_i * x)."""
+        """The masked packing spec for these weight shares (range scaled to cover s_i * x);
+        with distributed DP, widened so that the noise sum stays inside it (`noise.margin`)."""
         lo, hi = self.value_range
+        spec = self._spec(shares, lo, hi)
+        if self.noise is None:
+            return spec
+        s_max = max(shares.values())
+        step = spec.quantizer.step
+        for _ in range(16):  # the margin's level term grows with the step it widens: settle it
+            m = self.noise.margin(s_max, self.max_members, step)
+            spec = self._spec(shares, lo - m, hi + m)
+            if spec.quantizer.step <= step:
+                return spec
+            step = spec.quantizer.step * 1.01
+        raise QuantizationError(f"{self.bits} bits leave no room for the DP noise's tail margin")
+
+    def _spec(self, shares: Mapping[int, float], lo: float, hi: float) -> PackingSpec:
         ends = [s * v for s in shares.values() for v in (lo, hi)]
         return PackingSpec(
             bits=self.bits,
@@ -105,6 +138,11 @@ class SecureAggregationConfig:
             clip=False,
             masked=True,
         )
+
+    def levels_per_unit(self, shares: Mapping[int, float]) -> float:
+        """u = s_max / step: levels per unit of an update for the member with the largest share
+        (distributed DP calibrates its noise in these units)."""
+        return max(shares.values()) / self.spec(shares).quantizer.step
 
     def prepare(self, vector: object, share: float) -> np.ndarray:
         """Range-check (or clip, if allowed) a member's update in its own units, then scale it."""
@@ -134,11 +172,16 @@ def encrypt_contribution(
     obfuscators: ObfuscatorPool | Sequence[int] | None = None,
     workers: int | None = None,
     method: ObfuscatorMethod = DEFAULT_METHOD,
+    ring_attack: RingAttack | None = None,
+    noise_rng: np.random.Generator | None = None,
 ) -> PackedCiphertext:
     """One member's ciphertext bundle: share-scaled, quantized, masked, packed, encrypted.
 
     `shares` must cover exactly the session's member set: the masks only cancel when the sum
-    holds every one of them.
+    holds every one of them. `ring_attack` (Byzantine members only) replaces the quantized
+    levels by any ring values just before masking. With `config.noise` the member adds its
+    Skellam share to the levels in the ring, drawn from `noise_rng` (None: fresh OS entropy,
+    as a node must: whoever knows the draw can subtract it).
     """
     if set(shares) != set(session.members):
         raise MaskingError(
@@ -150,6 +193,12 @@ def encrypt_contribution(
         )
     spec = config.spec(shares)
     levels = spec.quantizer.quantize(config.prepare(vector, shares[session.my_index]))
+    if config.noise is not None:
+        rng = noise_rng if noise_rng is not None else np.random.default_rng()
+        share = config.noise.sample(levels.shape[0], config.levels_per_unit(shares), rng)
+        levels = ring_add(levels, share, config.ring_bits)
+    if ring_attack is not None:
+        levels = ring_attack(levels, spec, len(shares))
     masked = session.mask(levels)
     return encrypt_slots(
         masked, public_key, spec, workers=workers, obfuscators=obfuscators, method=method
@@ -167,6 +216,10 @@ class SecureAggregate:
     error_bound: float
     verified: bool
     timings: dict[str, float] = field(default_factory=dict)
+    # Distributed DP: u (levels per unit, for the accountant) and the noise the members' shares
+    # put in `update`: known here only because one process plays every member.
+    levels_per_unit: float | None = None
+    noise: torch.Tensor | None = None
 
 
 def _as_matrix(vectors: object) -> np.ndarray:
@@ -206,13 +259,21 @@ def secure_fedavg(
     verify: bool = True,
     workers: int | None = None,
     method: ObfuscatorMethod = DEFAULT_METHOD,
+    ring_attacks: Mapping[int, RingAttack] | None = None,
+    noise: DistributedNoise | None = None,
+    noise_seed: int | None = None,
 ) -> SecureAggregate:
     """Weighted FedAvg of `vectors` [n, d] through the full secure-aggregation protocol.
 
     Simulates one round in one process: n members with their own X25519 keys, one decryptor
     with the Paillier key (`keypair`, generated when None). Members in `dropped` never deliver;
     the survivors re-mask and re-encrypt. `verify=True` also checks the decryptor's proof.
-    The result equals the plaintext weighted mean of the survivors within `error_bound`.
+    The result equals the plaintext weighted mean of the survivors within `error_bound`,
+    unless `ring_attacks` (member index -> its ring attack) makes Byzantine members encrypt
+    other ring values, exactly as a node's `SecureCodec.encrypt` would. With `noise` every
+    delivering member adds its Skellam share (distributed DP), drawn from a stream of
+    `noise_seed` (None: OS entropy), round, attempt and member; `noise` of the result is the
+    sum of those shares in the mean's units.
     """
     timings: dict[str, float] = {}
     matrix = _as_matrix(vectors)
@@ -221,7 +282,8 @@ def secure_fedavg(
     gone = sorted(set(dropped))
     if any(not 0 <= m < n for m in gone):
         raise MaskingError(f"dropped members {gone} must be indices in [0, {n})")
-    config = SecureAggregationConfig(value_range, n, bits, key_bits, clip)
+    config = SecureAggregationConfig(value_range, n, bits, key_bits, clip, noise)
+    seed = np.random.SeedSequence(noise_seed).entropy
     start = time.perf_counter()
     public_key, private_key = keypair if keypair is not None else generate_keypair(key_bits)
     keys = list(mask_keys) if mask_keys is not None else [generate_mask_key() for _ in range(n)]
@@ -255,6 +317,8 @@ def secure_fedavg(
                 config=config,
                 public_key=public_key,
                 obfuscators=supply[k * per_member : (k + 1) * per_member],
+                ring_attack=(ring_attacks or {}).get(i),
+                noise_rng=np.random.default_rng([seed, round_index, attempts, i]),
             )
             for k, i in enumerate(delivering)
         ]
@@ -265,6 +329,7 @@ def secure_fedavg(
             raise MaskingError(f"only {len(delivering)} member(s) delivered: need at least 2")
         live = delivering
         sessions = {i: sessions[i].remask(live) for i in live}
+    honest = [i for i in live if i not in (ring_attacks or {})]  # a ring attack drops its noise
     start = time.perf_counter()
     total = sum_ciphertexts(bundles)
     timings["sum"] = time.perf_counter() - start
@@ -289,4 +354,26 @@ def secure_fedavg(
         error_bound=result.error_bound,
         verified=verify,
         timings=timings,
+        **_noise_report(config, shares, d, seed, round_index, attempts, honest),
     )
+
+
+def _noise_report(
+    config: SecureAggregationConfig,
+    shares: Mapping[int, float],
+    length: int,
+    seed: int,
+    round_index: int,
+    attempt: int,
+    members: Sequence[int],
+) -> dict[str, object]:
+    """u and the summed noise shares of the final attempt, redrawn from the members' streams."""
+    if config.noise is None:
+        return {}
+    u = config.levels_per_unit(shares)
+    total = np.zeros(length, dtype=np.int64)
+    for i in members:
+        rng = np.random.default_rng([seed, round_index, attempt, i])
+        total += config.noise.sample(length, u, rng)
+    step = config.spec(shares).quantizer.step
+    return {"levels_per_unit": u, "noise": torch.from_numpy(total.astype(np.float64) * step)}

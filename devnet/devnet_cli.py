@@ -13,16 +13,16 @@ from rich.live import Live
 from rich.table import Table
 from web3 import Web3
 
+from flchain.advice import task_warnings
 from flchain.aggregation import (
     NETWORK_RULES,
     RULES,
-    SECURE_RULES,
     AggregationError,
     check_params,
     f_bounds_text,
     rule_parameters,
 )
-from flchain.attacks import ATTACKS
+from flchain.attacks import ATTACKS, SECURE_ATTACKS
 from flchain.cli_options import (
     economics_options,
     format_eth,
@@ -50,6 +50,7 @@ from flchain.devnet.launcher import (
     tolerance_warning,
     up,
 )
+from flchain.taskconfig import SECURE_NETWORK_RULES
 
 _DIR = click.option(
     "--dir",
@@ -119,7 +120,8 @@ def devnet() -> None:
     "--alarm-window",
     default=0,
     show_default=True,
-    help="Seconds after finalization for Siren alarms (0: off).",
+    help="Seconds after finalization for Siren alarms (0: off) [default with --rule siren: "
+    "--submit-window].",
 )
 @economics_options(default_reward_eth=DEFAULT_REWARD_ETH)
 @click.option("--dp-clip", type=float, default=None, help="DP: L2 clip norm C of each update.")
@@ -179,7 +181,14 @@ def up_command(
     money = pop_economics(opts)
     if opts["byzantine"] and not opts["attacks"]:
         raise click.UsageError("--byzantine K needs --attack NAME")
+    ring = [a for a in opts["attacks"] if a in SECURE_ATTACKS]
+    if ring and not opts["secure"]:
+        raise click.UsageError(f"--attack {ring[0]} attacks secure aggregation: it needs --secure")
     rule_params = _rule_params(ctx, opts, f, rule_param)
+    if opts["rule"] == "siren" and ctx.get_parameter_source("alarm_window").name == "DEFAULT":
+        # Siren's server side needs its clients' alarms: members raise them on chain as the
+        # next round opens, so a window as long as a submit phase is enough.
+        opts["alarm_window"] = opts["submit_window"]
     plan = DevnetPlan(
         directory=directory,
         rule_params=rule_params,
@@ -190,11 +199,12 @@ def up_command(
         **opts,  # type: ignore[arg-type]
     )
     try:
-        plan.task_config()  # the task config the plan would create, checked before any start
+        config = plan.task_config()  # the task config the plan would create, checked first
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    warning = tolerance_warning(plan)
-    if warning:
+    warnings = [tolerance_warning(plan)]
+    warnings += task_warnings(config, nodes=plan.nodes, rounds=plan.rounds)
+    for warning in filter(None, warnings):
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     err = Console(stderr=True)
     try:
@@ -239,12 +249,11 @@ def _rule_params(
         params["f"] = f
     if rule not in NETWORK_RULES:
         raise click.UsageError(
-            f"{rule} judges candidates on server-held data; it runs in `flchain simulate`. "
-            f"On the network: {', '.join(NETWORK_RULES)}; Siren alarms run on chain "
-            "(--alarm-window)."
+            f"{rule} does not run on the network; it runs in `flchain simulate`. "
+            f"On the network: {', '.join(NETWORK_RULES)}."
         )
     if opts["secure"]:
-        runs = [r for r in SECURE_RULES if r in NETWORK_RULES]
+        runs = SECURE_NETWORK_RULES
         if explicit and rule not in runs:
             raise click.UsageError(
                 f"--secure runs {' or '.join(runs)}: the decryptor only sees the sum, so --rule "

@@ -38,7 +38,7 @@ from flchain.config import (
 from flchain.contracts import FLChainClient, TaskParams
 from flchain.node.blobstore import DEFAULT_KEEP_ROUNDS
 from flchain.node.identity import init_node_dir
-from flchain.taskconfig import TaskConfig, initial_model_digest
+from flchain.taskconfig import TaskConfig, build_task_config, initial_model_digest
 
 MANIFEST = "devnet.json"
 # Bound on the JSON files and /status answers the launcher reads (safe_json's depth default).
@@ -96,7 +96,8 @@ class DevnetPlan:
         # trimmed_mean's beta is its other way of saying how many to trim per side.
         if rule_spec(self.rule).takes_f and "f" not in params and "beta" not in params:
             params["f"] = auto_f(self.rule, self.nodes, self.byzantine)
-        return TaskConfig(
+        # SageFlow / Siren: the public validation set is named, with its digest, here.
+        return build_task_config(
             model=self.model,
             dataset=self.dataset,
             rule=self.rule,

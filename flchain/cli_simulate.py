@@ -10,12 +10,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flchain.advice import setting_warnings
 from flchain.aggregation import RULES, SECURE_RULES, f_bounds_text
-from flchain.attacks import DATA_ATTACKS, DESCRIPTIONS, UPDATE_ATTACKS
+from flchain.attacks import DATA_ATTACKS, DESCRIPTIONS, SECURE_ATTACKS, UPDATE_ATTACKS
 from flchain.cli_options import weight_options
 from flchain.config import (
     DEFAULT_SECURE_RANGE,
-    NOISE_TAIL,
     ConfigError,
     SimulationConfig,
     parse_key_values,
@@ -24,7 +24,7 @@ from flchain.models import MODEL_NAMES, PARTITION_SCHEMES
 from flchain.simulation import RoundRecord, Simulation, SimulationResult
 from flchain.siren_defaults import CLIENT_THRESHOLD
 
-_SIM_ATTACKS = (*UPDATE_ATTACKS, *DATA_ATTACKS)
+_SIM_ATTACKS = (*UPDATE_ATTACKS, *DATA_ATTACKS, *SECURE_ATTACKS)
 _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACKS)
 
 
@@ -95,9 +95,16 @@ _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACK
     "--stragglers",
     default=0.0,
     show_default=True,
-    help="Probability that a peer's update is stale (asynchronous path SageFlow handles).",
+    help="Probability that a peer's update arrives late (SageFlow's asynchronous setup): it "
+    "arrives 1..--max-delay rounds after the peer started, and the peer starts nothing new "
+    "until then.",
 )
-@click.option("--max-delay", default=0, show_default=True, help="Largest staleness in rounds.")
+@click.option(
+    "--max-delay",
+    default=0,
+    show_default=True,
+    help="Most rounds a late update takes to arrive (its largest staleness).",
+)
 @click.option(
     "--alarm-threshold",
     default=CLIENT_THRESHOLD,
@@ -125,8 +132,10 @@ _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACK
     default=0.0,
     show_default=True,
     metavar="SIGMA",
-    help="DP: Gaussian noise multiplier; each honest update gets N(0, (SIGMA*C)^2) per "
-    "coordinate. Needs --dp-clip. The running epsilon is reported per round.",
+    help="DP noise multiplier (needs --dp-clip). Without --secure each peer adds N(0, "
+    "(SIGMA*C)^2) per coordinate to its own update; with --secure the peers share one SIGMA*C "
+    "on the sum (distributed DP), sqrt(n) times less noise in the mean. The running epsilon "
+    "is reported per round.",
 )
 @click.option(
     "--dp-delta",
@@ -164,7 +173,8 @@ _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACK
     default=None,
     metavar="R",
     help="Secure mode: every coordinate travels in [-R, R] (values outside are clamped and "
-    f"counted). Default: C * (1 + {NOISE_TAIL:g} * SIGMA) with --dp-clip, else "
+    "counted). Default: the clip C with --dp-clip (distributed DP widens the ring for its "
+    f"noise by itself), else "
     f"{DEFAULT_SECURE_RANGE:g}.",
 )
 @weight_options
@@ -192,7 +202,7 @@ def simulate_command(**opts: object) -> None:
 
         flchain simulate --nodes 10 --byzantine 3 --attack signflip --rule multikrum
 
-        flchain simulate --model mlp --dp-clip 1 --dp-noise 0.8 --secure --rule siren
+        flchain simulate --model mlp --dp-clip 1 --dp-noise 0.8 --secure
     """
     as_json = bool(opts.pop("as_json"))
     plot = opts.pop("plot")
@@ -203,6 +213,16 @@ def simulate_command(**opts: object) -> None:
     except (ConfigError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
     err = Console(stderr=True)
+    for warning in setting_warnings(
+        rule=config.rule,
+        nodes=config.nodes,
+        rounds=config.rounds,
+        dimension=int(sim.global_params.numel()),
+        secure=config.secure,
+        dp_clip=config.dp_clip,
+        dp_noise=config.dp_noise,
+    ):
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     result = _run_with_progress(sim, err, quiet=as_json)
     if save_model is not None:
         save_model.write_bytes(result.model_bytes)
@@ -307,7 +327,8 @@ def _print_summary(result: SimulationResult, console: Console) -> None:
     if cfg.dp_enabled:
         console.print(
             f"differential privacy: clip {cfg.dp_clip:g}, noise multiplier {cfg.dp_noise:g}; "
-            f"each honest peer spent epsilon [bold]{_fmt_epsilon(result.final_epsilon)}[/] "
+            f"{'the decrypted sum' if cfg.secure else 'each honest peer'} spent epsilon "
+            f"[bold]{_fmt_epsilon(result.final_epsilon)}[/] "
             f"at delta {cfg.dp_delta:g} over {len(result.rounds)} rounds"
         )
     if cfg.secure:
@@ -323,6 +344,13 @@ def _print_summary(result: SimulationResult, console: Console) -> None:
             console.print(
                 f"[yellow]{clamped} coordinate(s) fell outside +-{cfg.secure_value_range:g} and "
                 "were clamped[/]: widen --secure-range if honest peers are among them"
+            )
+        rejected = [r for r in result.rounds if r.secure_rejected]
+        if rejected:
+            console.print(
+                f"[yellow]{len(rejected)} round(s) rejected by every member[/] (the decrypted "
+                f"mean did not decode or broke the aggregate bound), first: "
+                f"{rejected[0].secure_rejected}"
             )
 
 

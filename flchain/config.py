@@ -33,9 +33,6 @@ def __getattr__(name: str) -> Any:
 # zoo's models at the default learning rates stay well inside +-1, so 4 leaves ample headroom
 # while 16 bits still resolve about 1e-4 of it.
 DEFAULT_SECURE_RANGE = 4.0
-# With DP the range is C * (1 + NOISE_TAIL * sigma): a clipped coordinate is at most C and
-# Gaussian noise exceeds 6 standard deviations with probability 2e-9 per coordinate.
-NOISE_TAIL = 6.0
 # The sample count an update weighs with at most, unless the task says otherwise: what
 # `consensus_weights` caps claims at on chain (TaskParams, the task config) and what the
 # simulation uses, so a member claiming 2**64 - 1 samples weighs no more than an honest one.
@@ -114,6 +111,11 @@ class SimulationConfig:
         _check(
             self.stragglers == 0.0 or self.max_delay >= 1,
             "--stragglers P needs --max-delay D >= 1 (how many rounds late an update may be)",
+        )
+        _check(
+            self.stragglers == 0.0 or not self.secure,
+            "--stragglers cannot run with --secure: secure aggregation sums the updates of one "
+            "round's full member set, and late updates arrive in a later round",
         )
         _check(0.0 < self.public_fraction < 0.5, "--public-fraction must be in (0, 0.5)")
         _check(self.server_lr > 0, "--server-lr must be > 0")
@@ -195,11 +197,7 @@ class SimulationConfig:
     @property
     def secure_value_range(self) -> float:
         """Per-coordinate bound c of the agreed quantization range (-c, c) in secure mode."""
-        if self.secure_range is not None:
-            return float(self.secure_range)
-        if self.dp_clip is not None:
-            return float(self.dp_clip) * (1.0 + NOISE_TAIL * self.dp_noise)
-        return DEFAULT_SECURE_RANGE
+        return secure_value_range(self.secure_range, self.dp_clip)
 
     @property
     def byzantine_fraction(self) -> float:
@@ -210,6 +208,17 @@ class SimulationConfig:
 
     def replace(self, **changes: Any) -> SimulationConfig:
         return dataclasses.replace(self, **changes)
+
+
+def secure_value_range(secure_range: float | None, dp_clip: float | None) -> float:
+    """The per-coordinate bound c of secure mode's quantization range (-c, c): explicit, else
+    the clip C (a clipped update has no coordinate beyond C; distributed DP's integer noise
+    widens the ring by itself, `crypto.distributed_dp`), else DEFAULT_SECURE_RANGE."""
+    if secure_range is not None:
+        return float(secure_range)
+    if dp_clip is not None:
+        return float(dp_clip)
+    return DEFAULT_SECURE_RANGE
 
 
 def _positive(value: float) -> bool:

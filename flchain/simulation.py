@@ -7,16 +7,21 @@ training, `flchain.attacks` for Byzantine peers, `flchain.aggregation` for the r
 and the wire.
 
 Privacy, as on a node:
-- DP (`dp_clip`, `dp_noise`): every honest peer clips its update to L2 norm C and adds
-  N(0, (sigma*C)^2) noise before it leaves the peer; Byzantine peers send what they like. Every
-  peer takes part every round, so the running epsilon is that of T Gaussian releases (q = 1).
+- DP (`dp_clip`, `dp_noise`): every peer builds its update with the node's pipeline
+  (`flchain.pipeline`: train -> attack -> clip -> noise), so it is clipped to L2 norm C and gets
+  N(0, (sigma*C)^2) noise before it leaves the peer, a Byzantine peer's crafted update too.
+  Every peer takes part every round, so the running epsilon is that of T Gaussian releases
+  (q = 1) under replace-one adjacency (`flchain.crypto.dp`: sensitivity 2C).
 - Secure mode (`secure`): the round's updates are summed by `secure_fedavg` (quantize, pairwise
   masks, pack, Paillier-encrypt, add, decrypt, verify), so nobody sees a single update. Robust
   rules need plaintext updates, so the rule is FedAvg, or FedAvg plus alarms for `siren`: after
   the sum is decrypted every peer compares the candidate global model with its own fresh local
   model on its validation split, and when a majority raises an alarm the candidate is rejected
   and the global model stays. Each coordinate travels in the agreed range (-c, c): values
-  outside it (a Byzantine scale attack) are clamped to it and counted.
+  outside it (a Byzantine scale attack) are clipped by their sender, as a node does, and
+  counted. A `ringshift` peer encrypts ring values of its choice instead; a mean that does not
+  decode or breaks the aggregate bound (`flchain.crypto.aggregate_bound`) fails the round for
+  everyone, as on the network.
 
 Siren (`rule="siren"`) as published (`flchain.aggregation.siren`): each peer holds out a tenth of
 its data for its alarms and never trains on it; an alarm is local > global + C_l * local on that
@@ -30,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,15 +45,19 @@ import torch
 from flchain.aggregation import (
     RULES,
     aggregate,
+    fit_params,
     optional_inputs,
     required_inputs,
     rule_parameters,
 )
-from flchain.aggregation.siren import Rollback, client_alarm, validation_split
+from flchain.aggregation.sageflow import ASYNC_GAMMA_EVERY
+from flchain.aggregation.siren import Rollback, client_alarm, fresh_credits, validation_split
 from flchain.attacks import (
     DATA_ATTACKS,
+    SECURE_ATTACKS,
     UPDATE_ATTACKS,
     AttackContext,
+    RingShift,
     apply,
     attack_success_rate,
     poison_dataset,
@@ -65,28 +74,30 @@ from flchain.models import (
     flatten_params,
     load_dataset,
     load_flat_params,
-    local_update,
     model_to_bytes,
     partition,
     pick_device,
     split_public,
 )
-from flchain.taskconfig import capped_samples, rule_weights
+from flchain.pipeline import AttackHook, Peer, Privacy, finish, own_model, train_step
+from flchain.pipeline import stream_seed as _stream_seed
+from flchain.stragglers import Arrival, StragglerSchedule
+from flchain.taskconfig import capped_samples, claimed_samples, raises_alarms, rule_weights
 
 # Update attacks whose output does not depend on the attacker's own honest update: the
 # attacker need not train, which keeps large benchmark matrices affordable.
 _ATTACKS_WITHOUT_OWN_TRAINING = frozenset({"zero", "gaussian", "alie", "ipm"})
 # Public-set loss reported for a candidate model whose evaluation is not finite.
 _WORST_LOSS = 1e30
-# Stream tag of the per-peer, per-round DP noise generators (apart from training's seeds).
-_DP_STREAM = 0xD9
 # Stream tag of each peer's Siren validation split.
 _SIREN_VALIDATION_STREAM = 0x5A1
+_SKELLAM_STREAM = 0x5CE  # distributed DP's noise shares in secure mode (_SecureAggregator)
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from phe.paillier import PaillierPrivateKey, PaillierPublicKey
 
+    from flchain.crypto.distributed_dp import DistributedAccountant
     from flchain.crypto.dp import PrivacyAccountant
     from flchain.crypto.secure_sum import SecureAggregationConfig
 
@@ -116,6 +127,8 @@ class RoundRecord:
     secure_error: float | None = None
     secure_bound: float | None = None
     secure_clipped: int | None = None
+    # Secure mode: why every member rejected the decrypted mean (None: it was not rejected).
+    secure_rejected: str | None = None
     # Siren: how many global versions this round's update was applied back from (0, 1, 2).
     rollback: int = 0
 
@@ -223,13 +236,21 @@ def validate_config(config: SimulationConfig) -> None:
         raise ConfigError(
             f"unknown partition {config.partition!r}; choose one of {', '.join(PARTITION_SCHEMES)}"
         )
-    if config.attack is not None and config.attack not in (*UPDATE_ATTACKS, *DATA_ATTACKS):
+    simulated = (*UPDATE_ATTACKS, *DATA_ATTACKS, *SECURE_ATTACKS)
+    if config.attack is not None and config.attack not in simulated:
         raise ConfigError(
             f"attack {config.attack!r} cannot run in a simulation; choose one of "
-            f"{', '.join((*UPDATE_ATTACKS, *DATA_ATTACKS))}"
+            f"{', '.join(simulated)}"
         )
+    if config.attack in SECURE_ATTACKS and not config.secure:
+        raise ConfigError(f"attack {config.attack!r} attacks secure aggregation: it needs --secure")
     if config.secure:
         _secure_parameters(config)
+        if config.attack in SECURE_ATTACKS:
+            try:
+                RingShift.of(config.attack_params, config.secure_value_range)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
 
 
 def _secure_parameters(config: SimulationConfig) -> SecureAggregationConfig:
@@ -253,13 +274,16 @@ def _secure_parameters(config: SimulationConfig) -> SecureAggregationConfig:
 
 @dataclass(frozen=True)
 class _SecureOutcome:
-    """One secure round: the decrypted weighted mean and how far it is from plaintext FedAvg."""
+    """One secure round: the decrypted weighted mean and how far it is from plaintext FedAvg,
+    or why every member rejects it (`rejected`: the sum does not decode, or its norm breaks
+    `flchain.crypto.aggregate_bound`), as a node's secure engine does."""
 
-    update: torch.Tensor
+    update: torch.Tensor | None
     decryptor: int
-    error: float
+    error: float | None
     bound: float
     clipped: int
+    rejected: str | None = None
 
 
 class _SecureAggregator:
@@ -281,55 +305,112 @@ class _SecureAggregator:
         )
         self.mask_keys: list[X25519PrivateKey] = [generate_mask_key() for _ in range(config.nodes)]
         self.task = f"flchain-simulate/{config.seed}"
+        self.ring_attack = (
+            RingShift.of(config.attack_params, self.bound) if config.attack == "ringshift" else None
+        )
+        # Distributed DP (crypto/distributed_dp.py): the peers only clip; each adds its Skellam
+        # share of sigma*C in the ring, sized for every peer (a simulated round has no dropouts).
+        from flchain.crypto.distributed_dp import distributed_noise
+
+        self.noise = distributed_noise(config.dp_noise, config.dp_clip, config.nodes)
+        self.dp_accountant: DistributedAccountant | None = None
 
     def decryptor(self, r: int) -> int:
         """Round-robin from a seed-dependent start: every peer takes its turn at decrypting."""
         return (self.config.seed + r - 1) % self.config.nodes
 
-    def aggregate(self, updates: torch.Tensor, weights: torch.Tensor, r: int) -> _SecureOutcome:
-        from flchain.crypto.secure_sum import secure_fedavg
+    def _account(self, levels_per_unit: float, members: int, dimension: int) -> None:
+        """One more distributed-DP release (the decrypted sum), whether or not it decodes."""
+        if self.noise is None:
+            return
+        if self.dp_accountant is None:
+            from flchain.crypto.distributed_dp import DistributedAccountant
+
+            self.dp_accountant = DistributedAccountant(self.noise, dimension, self.config.dp_delta)
+        self.dp_accountant.step(levels_per_unit, members)
+
+    def aggregate(
+        self, updates: torch.Tensor, weights: torch.Tensor, r: int, byzantine: Sequence[int] = ()
+    ) -> _SecureOutcome:
+        """The round as the network runs it: each peer clips its own update into the agreed
+        range (`clip=True`, as `node.secure.SecureCodec` does; a non-finite value goes as the
+        range's edge or 0), Byzantine peers with a ring attack encrypt their ring values, and
+        the decrypted mean is rejected when it does not decode or breaks the aggregate bound."""
+        from flchain.crypto.aggregate_bound import bound_for
+        from flchain.crypto.secure_sum import (
+            SecureAggregationConfig,
+            secure_fedavg,
+            weight_shares,
+        )
 
         raw = updates.detach().to(device="cpu", dtype=torch.float64)
         c = self.bound
         outside = ~torch.isfinite(raw) | (raw.abs() > c)
-        sent = torch.nan_to_num(raw, nan=0.0, posinf=c, neginf=-c).clamp(-c, c)
-        result = secure_fedavg(
-            sent,
-            weights,
-            value_range=c,
-            bits=self.config.secure_bits,
-            key_bits=self.config.secure_key_bits,
-            keypair=self.keypair,
-            mask_keys=self.mask_keys,
-            task=self.task,
-            round_index=r,
-            verify=True,
+        sent = torch.nan_to_num(raw, nan=0.0, posinf=c, neginf=-c)
+        attacks = dict.fromkeys(byzantine, self.ring_attack) if self.ring_attack else None
+        shares = weight_shares({i: float(w) for i, w in enumerate(weights.tolist())})
+        config = SecureAggregationConfig(
+            c,
+            len(shares),
+            self.config.secure_bits,
+            self.config.secure_key_bits,
+            clip=True,
+            noise=self.noise,
         )
+        # A ring attacker replaces its noisy levels: only the other members' shares are in.
+        self._account(
+            config.levels_per_unit(shares), len(shares) - len(attacks or {}), raw.shape[1]
+        )
+        outcome = dict(decryptor=self.decryptor(r), bound=0.0, clipped=int(outside.sum()))
+        try:
+            result = secure_fedavg(
+                sent,
+                weights,
+                value_range=c,
+                bits=self.config.secure_bits,
+                key_bits=self.config.secure_key_bits,
+                clip=True,
+                keypair=self.keypair,
+                mask_keys=self.mask_keys,
+                task=self.task,
+                round_index=r,
+                verify=True,
+                ring_attacks=attacks,
+                noise=self.noise,
+                noise_seed=_stream_seed(self.config.seed, _SKELLAM_STREAM),
+            )
+        except CryptoError as exc:  # a ring value pushed a slot sum past the range's edge
+            return _SecureOutcome(update=None, error=None, rejected=str(exc), **outcome)
+        outcome["bound"] = float(result.error_bound)
         # Plaintext FedAvg of what the peers meant to send (inf/NaN there make the error so).
-        shares = weights.to(torch.float64) / weights.to(torch.float64).sum()
-        plain = shares @ raw
+        plain = torch.tensor(list(shares.values()), dtype=torch.float64) @ raw
         secure = result.update.to(torch.float64)
-        return _SecureOutcome(
-            update=secure,
-            decryptor=self.decryptor(r),
-            error=float((secure - plain).abs().max()),
-            bound=float(result.error_bound),
-            clipped=int(outside.sum()),
+        noise = result.noise if result.noise is not None else torch.zeros_like(secure)
+        error = float((secure - noise - plain).abs().max())
+        limit = bound_for(
+            self.config.dp_clip,
+            self.config.dp_noise,
+            list(shares.values()),
+            result.error_bound,
+            self.noise.min_members if self.noise is not None else None,
         )
+        rejected = None
+        if limit is not None:
+            try:
+                limit.check(secure)
+            except CryptoError as exc:
+                rejected = str(exc)
+        return _SecureOutcome(update=secure, error=error, rejected=rejected, **outcome)
 
 
 def _privacy_accountant(config: SimulationConfig) -> PrivacyAccountant | None:
+    """Each peer's running epsilon: one Gaussian release a round, replace-one adjacency (the
+    accountant's default, sensitivity 2C: `flchain.crypto.dp`)."""
     if not config.dp_enabled:
         return None
     from flchain.crypto.dp import PrivacyAccountant
 
     return PrivacyAccountant(config.dp_noise, sample_rate=1.0, delta=config.dp_delta)
-
-
-def _stream_seed(*words: int) -> int:
-    """A 63-bit torch seed from a tuple of non-negative ints (independent streams per tuple)."""
-    state = np.random.SeedSequence(list(words)).generate_state(1, dtype=np.uint64)[0]
-    return int(state) >> 1
 
 
 class Simulation:
@@ -352,6 +433,9 @@ class Simulation:
         self._rolled_back = 0
         self.accountant = _privacy_accountant(config)
         self.secure = _SecureAggregator(config) if config.secure else None
+        self.stragglers = StragglerSchedule(
+            config.nodes, config.stragglers, config.max_delay, config.seed
+        )
 
     # ----------------------------------------------------------------- set-up
     def _pick_byzantine(self) -> list[int]:
@@ -425,49 +509,61 @@ class Simulation:
         )
 
     def run_round(self, r: int) -> RoundRecord:
-        """Round r (1-based) starts from global version r-1 and produces version r."""
+        """Round r (1-based) starts from global version r-1 and produces version r.
+
+        Stragglers (`flchain.stragglers`): only the peers not in flight start, from version
+        r-1; each update is built in the round it starts in and delivered `delay` rounds later,
+        and the round aggregates what arrives: the fresh updates and the late ones that
+        started 1..D rounds ago. Without stragglers every peer starts and arrives each round.
+        """
         cfg = self.config
         started = time.perf_counter()
         alarms = self._client_alarms()
-        staleness = self._draw_staleness(r)
+        delays = self.stragglers.start(r)
+        senders = [c for c in self.clients if c.index in delays]
         updates: list[torch.Tensor | None] = []
-        losses, samples = [], []
-        for client in self.clients:
-            base_version = (r - 1) - int(staleness[client.index])
+        losses = []
+        for client in senders:
             if client.byzantine and cfg.attack in _ATTACKS_WITHOUT_OWN_TRAINING:
                 updates.append(None)
-                samples.append(len(client.y))
                 continue
             try:
-                delta, loss = self._train(client, base_version, r)
+                delta, loss = self._train(client, r - 1, r)
             except TrainingError:
                 # The global model is so far gone that honest training blows up: the attack won.
-                return self._record(
-                    r,
-                    torch.zeros(cfg.nodes, dtype=torch.bool),
-                    losses,
-                    staleness,
-                    alarms,
-                    started,
-                    diverged=True,
-                )
+                none = torch.zeros(cfg.nodes, dtype=torch.bool)
+                return self._record(r, none, losses, torch.zeros(0), alarms, started, diverged=True)
             updates.append(delta)
             losses.append(loss)
-            samples.append(len(client.y))
-        updates = self._privatize(updates, r)
-        stacked = self._apply_update_attacks(updates, r)
-        # Weighted as on the network: capped sample counts, uniform for robust rules (secure
-        # mode aggregates as FedAvg, siren included: its alarms judge the aggregate only).
-        capped = [capped_samples(s, cfg.max_samples) for s in samples]
-        rule = "fedavg" if self.secure is not None else cfg.rule
-        chosen = rule_weights(rule, cfg.robust_weights, capped)
-        weights = torch.tensor(chosen, dtype=torch.float32)
+        if senders:
+            sent = self._finish(updates, r, senders)
+            for client, row in zip(senders, sent, strict=True):
+                self.stragglers.post(client.index, r, delays[client.index], row)
+        arrivals = self.stragglers.collect(r)
+        staleness = torch.tensor([a.staleness for a in arrivals], dtype=torch.long)
+        accepted = torch.zeros(cfg.nodes, dtype=torch.bool)
         secure = None
-        if self.secure is not None:
-            secure = self.secure.aggregate(stacked, weights, r)
-            accepted, alarms = self._secure_step(secure)
-        else:
-            accepted = self._plaintext_step(r, stacked, weights, staleness, alarms)
+        if arrivals:
+            stacked = torch.stack([a.update for a in arrivals])
+            # Weighted as on the network: capped sample counts, uniform for robust rules
+            # (secure mode aggregates as FedAvg, siren included: its alarms judge the aggregate
+            # only).
+            capped = [
+                capped_samples(
+                    claimed_samples(len(self.clients[a.peer].y), cfg.dp_noise), cfg.max_samples
+                )
+                for a in arrivals
+            ]
+            chosen = rule_weights(cfg.rule, cfg.robust_weights, capped)
+            if self.secure is not None:  # equal shares, as node/secure.py weighs the mask set
+                chosen = [1.0] * len(arrivals)
+            weights = torch.tensor(chosen, dtype=torch.float32)
+            if self.secure is not None:  # no stragglers (config): every peer arrives, in order
+                secure = self.secure.aggregate(stacked, weights, r, self.byzantine_ids)
+                accepted, alarms = self._secure_step(secure)
+            else:
+                peers = [a.peer for a in arrivals]
+                accepted[peers] = self._plaintext_step(r, arrivals, weights, alarms[peers]).cpu()
         self._remember(r)
         diverged = not bool(torch.isfinite(self.global_params).all())
         return self._record(
@@ -477,19 +573,30 @@ class Simulation:
     def _plaintext_step(
         self,
         r: int,
-        stacked: torch.Tensor,
+        arrivals: list[Arrival],
         weights: torch.Tensor,
-        staleness: torch.Tensor,
         alarms: torch.Tensor,
     ) -> torch.Tensor:
-        """Apply the configured rule to the visible updates; returns who was accepted."""
+        """Apply the configured rule to the round's arrived updates; returns who of them was
+        accepted. Fewer arrivals than peers (stragglers in flight) degrade the rule's
+        parameters as on the network (`fit_params`)."""
         cfg = self.config
-        side = self._side_inputs(stacked, staleness, alarms)
-        params = dict(cfg.rule_params)
-        if cfg.rule == "siren":
+        peers = [a.peer for a in arrivals]
+        side = self._side_inputs(arrivals, alarms)
+        stacked = self._rule_updates(arrivals)
+        rule, params = cfg.rule, dict(cfg.rule_params)
+        if len(arrivals) < cfg.nodes:
+            rule, params = fit_params(rule, params, len(arrivals))
+        if rule == "siren":
             params.setdefault("rounds", cfg.rounds)  # credit limit int(0.45 * T), T this run's
+        if rule == "sageflow":
+            # The reference's gamma schedule runs in its asynchronous setup only (its
+            # synchronous one mixes nothing in); round_index is its 0-based epoch.
+            params["round_index"] = r - 1
+            if cfg.stragglers > 0:
+                params.setdefault("gamma_every", ASYNC_GAMMA_EVERY)
         result = aggregate(
-            cfg.rule,
+            rule,
             stacked,
             weights,
             deterministic=cfg.deterministic,
@@ -497,7 +604,9 @@ class Simulation:
             **side,
         )
         if "credits" in result.info:
-            self.credits = torch.as_tensor(result.info["credits"])
+            if self.credits is None:
+                self.credits = fresh_credits(cfg.nodes, result.info["max_credit"])
+            self.credits[peers] = torch.as_tensor(result.info["credits"], dtype=torch.float64)
         base = self.global_params
         self._rolled_back = 0
         if cfg.rule == "siren":
@@ -515,15 +624,24 @@ class Simulation:
         """FedAvg through secure aggregation, plus Siren's alarms when the rule is siren.
 
         The aggregate is all anyone learns, so the alarms are about the candidate global model:
-        a majority of alarms rejects it (nobody is accepted and the global model stays).
+        a majority of alarms rejects it (nobody is accepted and the global model stays). A
+        mean every member rejects (it does not decode, or breaks the aggregate bound) fails the
+        round the same way, as on the network.
         """
         cfg = self.config
+        if outcome.update is None or outcome.rejected is not None:
+            for client in self.clients:
+                client.resume_local = False
+            none = torch.zeros(cfg.nodes, dtype=torch.bool)
+            return none, none.clone()
         step = outcome.update.to(device=self.global_params.device, dtype=torch.float32)
         candidate = self.global_params + cfg.server_lr * step
         accepted = torch.ones(cfg.nodes, dtype=torch.bool)
         alarms = torch.zeros(cfg.nodes, dtype=torch.bool)
         if cfg.rule == "siren":
             alarms = self._candidate_alarms(candidate)
+            if cfg.attack in SECURE_ATTACKS:  # a ring attacker wants its mean applied
+                alarms[self.byzantine_ids] = False
             if 2 * int(alarms.sum()) > cfg.nodes:
                 # Rejected: the global model stays, so nobody needs to resume from its own.
                 for client in self.clients:
@@ -532,91 +650,93 @@ class Simulation:
         self.global_params = candidate
         return accepted, alarms
 
-    def _privatize(self, updates: list[torch.Tensor | None], r: int) -> list[torch.Tensor | None]:
-        """DP at each honest peer: clip to C and add N(0, (sigma*C)^2) before the update leaves;
-        Byzantine peers send theirs untouched. Accounts one more release for every peer."""
-        cfg = self.config
-        if self.accountant is None or cfg.dp_clip is None:
-            return updates
-        from flchain.crypto.dp import clip_and_noise
-
-        out: list[torch.Tensor | None] = []
-        for client, update in zip(self.clients, updates, strict=True):
-            if client.byzantine or update is None:
-                out.append(update)
-                continue
-            generator = torch.Generator().manual_seed(
-                _stream_seed(cfg.seed, _DP_STREAM, r, client.index)
-            )
-            out.append(clip_and_noise(update, cfg.dp_clip, cfg.dp_noise, generator))
-        self.accountant.step()
-        return out
-
     def _train(self, client: _Client, base_version: int, r: int) -> tuple[torch.Tensor, float]:
-        """The peer's update against global version `base_version`. A Siren peer whose last
-        alarm was raised trains from its own previous local model instead and still reports
+        """The peer's pipeline up to its trained update (`flchain.pipeline.train_step`, the
+        node's), against global version `base_version`. A Siren peer whose last alarm was
+        raised trains from its own previous local model instead and still reports
         local - global, as the reference's `agents.py` (`agent`) does."""
-        generator = torch.Generator().manual_seed(
-            (self.config.seed * 1_000_003 + r) * 1_009 + client.index
-        )
-        global_base = self._history[base_version]
-        start = global_base
-        if client.resume_local and client.last_local is not None:
-            start = client.last_local
+        start = client.last_local if client.resume_local else None
         client.resume_local = False
-        _, local, trained = local_update(
-            self.model,
-            start,
-            client.x,
-            client.y,
-            self.train_config,
-            generator=generator,
-            device=self.device,
+        trained = train_step(
+            Peer(self.model, client.x, client.y, self.train_config, self.device),
+            self._history[base_version],
+            start=start,
+            seed=self.config.seed,
+            index=client.index,
+            round_=r,
         )
-        client.last_local = local
-        return local - global_base, trained.loss
+        client.last_local = own_model(trained, self._history[base_version], self.config.dp_clip)
+        return trained.update, trained.loss
 
-    def _apply_update_attacks(self, updates: list[torch.Tensor | None], r: int) -> torch.Tensor:
+    def _finish(
+        self,
+        updates: list[torch.Tensor | None],
+        r: int,
+        clients: Sequence[_Client] | None = None,
+    ) -> torch.Tensor:
+        """The rest of every peer's pipeline (`flchain.pipeline.finish`, the node's): attack
+        -> clip -> noise, one row per update of `clients` (default all; stragglers in flight
+        send nothing). A Byzantine peer's attack crafts from the honest trained updates of the
+        same peers (before their clipping and noise, the stage its own update is at). Every
+        peer is clipped and noised, Byzantine ones too, as nodes running this code are; in
+        secure mode the peers only clip (distributed DP adds the noise in the secure sum,
+        `_SecureAggregator`). Accounts one more release."""
         cfg = self.config
-        if cfg.attack not in UPDATE_ATTACKS or not self.byzantine_ids:
-            return torch.stack([u for u in updates if u is not None])
-        honest = torch.stack(
-            [u for c, u in zip(self.clients, updates, strict=True) if not c.byzantine]
-        )
+        clients = clients or self.clients
+        privacy = Privacy(cfg.dp_clip, 0.0 if self.secure is not None else cfg.dp_noise)
+        honest = [u for c, u in zip(clients, updates, strict=True) if not c.byzantine]
+        benign = torch.stack([u for u in honest if u is not None]) if honest else None
         out = []
-        for client, update in zip(self.clients, updates, strict=True):
-            if not client.byzantine:
-                out.append(update)
-                continue
-            context = AttackContext(
-                honest_updates=honest,
-                num_clients=cfg.nodes,
-                num_byzantine=cfg.byzantine,
-                generator=torch.Generator().manual_seed(cfg.seed * 7919 + r * 131 + client.index),
-                params=cfg.attack_params,
+        for client, update in zip(clients, updates, strict=True):
+            attack = None
+            if client.byzantine and cfg.attack in UPDATE_ATTACKS:
+                attack = self._attack_hook(benign)
+            sent = finish(
+                update, attack=attack, privacy=privacy, seed=cfg.seed, index=client.index, round_=r
             )
-            own = update if update is not None else torch.zeros_like(honest[0])
-            out.append(apply(cfg.attack, own, context))
+            out.append(sent)
+        if self.accountant is not None:
+            self.accountant.step()
         return torch.stack(out)
 
-    def _draw_staleness(self, r: int) -> torch.Tensor:
-        """Stragglers: with probability P a peer's update is based on a global model up to D
-        rounds old (never older than the initial model)."""
+    def _attack_hook(self, benign: torch.Tensor | None) -> AttackHook:
+        """`_finish`'s attack step: the configured update attack with the simulation's
+        omniscient view (the honest trained updates of the round; the peer's own when no
+        honest peer sends this round). An attacker that skipped training crafts from zeros."""
         cfg = self.config
-        staleness = torch.zeros(cfg.nodes, dtype=torch.long)
-        if cfg.stragglers <= 0 or r == 1:
-            return staleness
-        rng = np.random.Generator(np.random.PCG64([cfg.seed, 0x57A1E, r]))
-        late = rng.random(cfg.nodes) < cfg.stragglers
-        delays = rng.integers(1, cfg.max_delay + 1, size=cfg.nodes)
-        for i in range(cfg.nodes):
-            if late[i]:
-                staleness[i] = min(int(delays[i]), r - 1)
-        return staleness
+
+        def hook(own: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+            if own is None:
+                like = benign[0] if benign is not None else self.global_params
+                own = torch.zeros_like(like)
+            context = AttackContext(
+                honest_updates=benign if benign is not None else own.unsqueeze(0),
+                num_clients=cfg.nodes,
+                num_byzantine=cfg.byzantine,
+                generator=generator,
+                params=cfg.attack_params,
+            )
+            return apply(str(cfg.attack), own, context)
+
+        return hook
+
+    def _rule_updates(self, arrivals: list[Arrival]) -> torch.Tensor:
+        """The arrived updates as the rule takes them. SageFlow averages MODELS per staleness
+        group (`flchain.aggregation.sageflow`), so a late update, sent relative to the global
+        version it trained from, is shifted to model - current global; other rules take every
+        update as sent and apply it to the current model (delayed-gradient semantics)."""
+        current = self.global_params
+        rows = []
+        for a in arrivals:
+            update = a.update
+            if self.config.rule == "sageflow" and a.staleness > 0:
+                update = update + (self._history[a.base_version] - current).to(update.device)
+            rows.append(update)
+        return torch.stack(rows)
 
     def _remember(self, r: int) -> None:
         self._history[r] = self.global_params
-        # Siren's rollback may go back to the global model of t-2.
+        # Late updates come from up to D versions back; Siren's rollback may go back to t-2.
         keep = max(self.config.max_delay, 2 if self.config.rule == "siren" else 0)
         oldest = r - keep
         for version in [v for v in self._history if v < oldest]:
@@ -643,7 +763,10 @@ class Simulation:
         return alarms
 
     def _alarm(self, client: _Client, global_params: torch.Tensor) -> bool:
-        """One peer's Siren alarm on `global_params`, judged on its validation split."""
+        """One peer's Siren alarm on `global_params`, judged on its validation split (never
+        under DP noise: `taskconfig.raises_alarms`)."""
+        if not raises_alarms(self.config.dp_noise):
+            return False
         if client.last_local is None or client.val_x is None or len(client.val_y) == 0:
             return False
         load_flat_params(self.model, global_params)
@@ -668,22 +791,25 @@ class Simulation:
         return alarms
 
     def _side_inputs(
-        self, updates: torch.Tensor, staleness: torch.Tensor, alarms: torch.Tensor
+        self, arrivals: list[Arrival], alarms: torch.Tensor
     ) -> dict[str, torch.Tensor]:
+        """The rule's per-update inputs for the arrived updates: staleness, the arrivals'
+        alarms and credits, and each sender's model (its base version plus its update) scored
+        on the public split."""
         rule = self.config.rule
         needed = set(required_inputs(rule)) | set(optional_inputs(rule))
         side: dict[str, torch.Tensor] = {}
         if "staleness" in needed:
-            side["staleness"] = staleness
+            side["staleness"] = torch.tensor([a.staleness for a in arrivals], dtype=torch.long)
         if "alarms" in needed:
             side["alarms"] = alarms
         if "credits" in needed and self.credits is not None:
-            side["credits"] = self.credits
+            side["credits"] = self.credits[[a.peer for a in arrivals]]
         if needed & {"public_loss", "public_entropy", "public_accuracy"}:
             loss, entropy, accuracy = [], [], []
-            for client, update in zip(self.clients, updates, strict=True):
-                base = self._history[max(self._history) - int(staleness[client.index])]
-                load_flat_params(self.model, base + update.to(torch.float32))
+            for a in arrivals:
+                base = self._history[a.base_version]
+                load_flat_params(self.model, base + a.update.to(torch.float32))
                 ev = evaluate(self.model, self.public_x, self.public_y, device=self.device)
                 if math.isfinite(ev.loss) and math.isfinite(ev.entropy):
                     loss.append(ev.loss)
@@ -700,6 +826,14 @@ class Simulation:
         return side
 
     # ----------------------------------------------------------------- metrics
+    def _epsilon(self) -> float | None:
+        """The running epsilon a user is told: in secure mode with DP noise, the decrypted
+        sum's (distributed Skellam noise, `crypto.distributed_dp`); otherwise each peer's own
+        release's (the Gaussian accountant); None without DP."""
+        if self.secure is not None and self.secure.dp_accountant is not None:
+            return self.secure.dp_accountant.epsilon
+        return self.accountant.epsilon if self.accountant is not None else None
+
     def _record(
         self,
         r: int,
@@ -742,11 +876,12 @@ class Simulation:
             attack_success_rate=asr,
             seconds=time.perf_counter() - started,
             diverged=diverged,
-            epsilon=self.accountant.epsilon if self.accountant is not None else None,
+            epsilon=self._epsilon(),
             decryptor=secure.decryptor if secure is not None else None,
             secure_error=secure.error if secure is not None else None,
             secure_bound=secure.bound if secure is not None else None,
             secure_clipped=secure.clipped if secure is not None else None,
+            secure_rejected=secure.rejected if secure is not None else None,
             rollback=self._rolled_back,
         )
 

@@ -28,16 +28,22 @@ from flchain.aggregation import (
     AggregationError,
     check_params,
     rule_parameters,
+    rule_spec,
 )
 from flchain.config import (
     DEFAULT_MAX_SAMPLES,
-    DEFAULT_SECURE_RANGE,
     MAX_SAMPLES_LIMIT,
-    NOISE_TAIL,
     ROBUST_WEIGHTS,
+    secure_value_range,
 )
 from flchain.models import build_model, load_dataset, model_to_bytes
+from flchain.public_set import DEFAULT_PUBLIC_FRACTION, PublicData, PublicSetError, describe
 
+# What secure mode runs on the network: the secure rules that need no per-update scores. Siren
+# in secure mode is FedAvg plus its members' alarms on chain, so such a task says fedavg.
+SECURE_NETWORK_RULES: tuple[str, ...] = tuple(
+    r for r in SECURE_RULES if r in NETWORK_RULES and not rule_spec(r).public_data
+)
 # A task config is a few hundred bytes of flat JSON (rule_params is the deepest part).
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_CONFIG_DEPTH = 8
@@ -75,6 +81,9 @@ class TaskConfig:
     seed: int = 0
     max_samples: int = DEFAULT_MAX_SAMPLES  # on chain: claims above it weigh as it (0: unused)
     robust_weights: str = "uniform"
+    # SageFlow and Siren score updates on a public validation set: `PublicData` as a dict
+    # (dataset, fraction, seed, sha256 of its samples); None for every other rule.
+    public_data: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -97,6 +106,7 @@ class TaskConfig:
             )
         if self.dp_noise > 0 and self.dp_clip is None:
             raise TaskConfigError("DP noise needs a clipping norm (dp_clip)")
+        self._check_public_data()
         if (
             isinstance(self.max_samples, bool)
             or not isinstance(self.max_samples, int)
@@ -113,11 +123,34 @@ class TaskConfig:
         if self.secure:
             self._check_secure()
 
+    def _check_public_data(self) -> None:
+        if self.public_data is not None:
+            try:
+                spec = PublicData.from_dict(self.public_data)
+            except PublicSetError as exc:
+                raise TaskConfigError(str(exc)) from exc
+            if spec.dataset != self.dataset:
+                raise TaskConfigError(
+                    f"public_data is cut from the task's dataset {self.dataset!r}, not "
+                    f"{spec.dataset!r}"
+                )
+        elif needs_public_data(self.rule, self.secure):
+            raise TaskConfigError(
+                f"rule {self.rule!r} scores every update on a public validation set, which the "
+                "task config must name (public_data, with the digest of its samples): build the "
+                "config with `build_task_config` or `flchain task config`"
+            )
+
+    @property
+    def public_spec(self) -> PublicData | None:
+        """The public validation set the task names (`public_data`), parsed."""
+        return None if self.public_data is None else PublicData.from_dict(self.public_data)
+
     def _check_secure(self) -> None:
         # The decryptor only ever sees the sum, so a rule that looks at single updates has
         # nothing to work on; Siren's alarms still run on chain. Which rules secure mode runs,
         # and which the network runs, are facts of the rule specs.
-        runs = [r for r in SECURE_RULES if r in NETWORK_RULES]
+        runs = SECURE_NETWORK_RULES
         if self.rule not in runs or self.rule_params:
             raise TaskConfigError(
                 f"secure mode on the network runs {' or '.join(runs)} (FedAvg, plus Siren alarms "
@@ -140,15 +173,14 @@ class TaskConfig:
     @property
     def secure_value_range(self) -> float:
         """Per-coordinate bound c of the agreed quantization range (-c, c) in secure mode:
-        explicit, else the DP clip plus the noise tail, else the simulation's default."""
-        if self.secure_range is not None:
-            return float(self.secure_range)
-        if self.dp_clip is not None:
-            return float(self.dp_clip) * (1.0 + NOISE_TAIL * self.dp_noise)
-        return DEFAULT_SECURE_RANGE
+        `flchain.config.secure_value_range`."""
+        return secure_value_range(self.secure_range, self.dp_clip)
 
     def to_json_bytes(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        fields = dataclasses.asdict(self)
+        if fields["public_data"] is None:  # configs without one keep the digests they had
+            del fields["public_data"]
+        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
     @property
     def digest(self) -> bytes:
@@ -178,6 +210,38 @@ class TaskConfig:
         return cls.from_json_bytes(read_config_bytes(path))
 
 
+def needs_public_data(rule: str, secure: bool) -> bool:
+    """Whether a task with `rule` must name a public validation set: the rule's spec says it
+    scores updates on one (SageFlow, Siren), and it sees single updates (not secure mode,
+    where Siren is FedAvg plus the members' alarms)."""
+    return rule in RULES and rule_spec(rule).public_data and not secure
+
+
+def build_task_config(
+    *,
+    public_fraction: float = DEFAULT_PUBLIC_FRACTION,
+    public_seed: int | None = None,
+    **fields: Any,
+) -> TaskConfig:
+    """A TaskConfig from its fields that also names the public validation set when the rule
+    needs one and `fields` does not: a stratified `public_fraction` of the dataset's training
+    split drawn with `public_seed` (default: the task seed, as `flchain simulate` draws it),
+    with the digest of its samples. Loads the dataset for that (the creator's side; every
+    node derives the same set and checks the digest)."""
+    rule = fields.get("rule", TaskConfig.rule)
+    if fields.get("public_data") is None and needs_public_data(rule, bool(fields.get("secure"))):
+        seed = int(fields.get("seed", TaskConfig.seed))
+        name = str(fields.get("dataset", TaskConfig.dataset))
+        data = load_dataset(name, seed=seed)
+        try:
+            draw = seed if public_seed is None else public_seed
+            spec = describe(data, public_fraction, draw, name=name)
+        except ValueError as exc:
+            raise TaskConfigError(f"public validation set: {exc}") from exc
+        fields["public_data"] = spec.to_dict()
+    return TaskConfig(**fields)
+
+
 def read_config_bytes(path: str | os.PathLike[str]) -> bytes:
     """A task config file's bytes, refusing one larger than any config before reading it
     whole (TaskConfigError); OSError when it cannot be read."""
@@ -193,6 +257,21 @@ def capped_samples(samples: int, max_samples: int) -> int:
     before multiplying by reputation: min(samples, max_samples), or 1 when max_samples is 0
     (sample counts unused)."""
     return 1 if max_samples == 0 else min(samples, max_samples)
+
+
+def claimed_samples(samples: int, dp_noise: float) -> int:
+    """The sample count an honest node commits: its shard's size, or 1 under DP noise. The
+    size of a node's data is private too, and the chain would publish it unnoised every
+    round; with every claim equal, FedAvg weighs the members by reputation alone."""
+    return 1 if dp_noise > 0 else samples
+
+
+def raises_alarms(dp_noise: float) -> bool:
+    """Whether an honest node raises Siren alarms: not under DP noise. An alarm is a bit on
+    chain computed from the node's private validation split, unnoised, so no epsilon would
+    cover it; under DP only Siren's server side (on the public set) and the alarms of
+    members without DP judge the global model."""
+    return dp_noise <= 0
 
 
 def rule_weights(rule: str, robust_weights: str, weights: Sequence[float]) -> list[float]:

@@ -14,7 +14,7 @@ import click
 import trio
 
 from flchain import safe_json
-from flchain.attacks import DATA_ATTACKS, UPDATE_ATTACKS
+from flchain.attacks import DATA_ATTACKS, SECURE_ATTACKS, UPDATE_ATTACKS
 from flchain.cli_options import keep_rounds_option
 from flchain.config import ConfigError, parse_key_values
 from flchain.node.daemon import RUNTIME_FILE, NodeError, NodeSettings, run_node
@@ -27,7 +27,7 @@ from flchain.taskconfig import DataSpec, TaskConfigError
 _MAX_RUNTIME_BYTES = 64 * 1024
 _MAX_STATUS_BYTES = 8 * 1024 * 1024
 _MAX_STATUS_DEPTH = 8
-_NODE_ATTACKS = (*UPDATE_ATTACKS, *DATA_ATTACKS, *sorted(PROTOCOL_ATTACKS))
+_NODE_ATTACKS = (*UPDATE_ATTACKS, *DATA_ATTACKS, *sorted(PROTOCOL_ATTACKS), *SECURE_ATTACKS)
 
 
 @click.group("node")

@@ -20,6 +20,7 @@ import trio
 from phe.paillier import PaillierPrivateKey, PaillierPublicKey
 from web3 import Web3
 
+from flchain.attacks import SECURE_ATTACKS, AttackError, RingShift
 from flchain.attacks.channel import COLLUDING_ATTACKS, ColludingTrainer, CollusionChannel
 from flchain.contracts import FLChainClient
 from flchain.crypto.wire import encode_public_key
@@ -90,12 +91,25 @@ def load_task_config(settings: NodeSettings, on_chain_digest: bytes) -> TaskConf
 
 
 def split_attacks(names: tuple[str, ...]) -> tuple[str | None, frozenset[str]]:
-    """One learning attack (update or data) and any number of protocol attacks."""
+    """One learning attack (update or data) and any number of protocol attacks (secure-mode
+    attacks are neither: `ring_attack` builds them)."""
     protocol = frozenset(n for n in names if n in PROTOCOL_ATTACKS)
-    learning = [n for n in names if n not in PROTOCOL_ATTACKS]
+    learning = [n for n in names if n not in PROTOCOL_ATTACKS and n not in SECURE_ATTACKS]
     if len(learning) > 1:
         raise NodeError(f"at most one update or data attack per node, got {learning}")
     return (learning[0] if learning else None), protocol
+
+
+def ring_attack(settings: NodeSettings, config: TaskConfig) -> RingShift | None:
+    """The ring attack this member of a secure task runs (`ringshift`), or None."""
+    if "ringshift" not in settings.attacks:
+        return None
+    if not config.secure:
+        raise NodeError("--attack ringshift attacks secure aggregation: this task is not secure")
+    try:
+        return RingShift.of(settings.attack_params, config.secure_value_range)
+    except AttackError as exc:
+        raise NodeError(str(exc)) from exc
 
 
 def colluder_attack(settings: NodeSettings, attack: str | None) -> str | None:
@@ -139,6 +153,7 @@ async def run_node(
         ) from exc
     config = load_task_config(settings, task.config_digest)
     attack, protocol_attacks = split_attacks(settings.attacks)
+    ring = ring_attack(settings, config)
     # A colluder trains honestly; `ColludingTrainer` crafts its attack from the channel.
     colluding = colluder_attack(settings, attack)
     learner: Any = await trio.to_thread.run_sync(
@@ -186,7 +201,7 @@ async def run_node(
             engine: RoundEngine = RoundEngine(**engine_kwargs)
         else:
             engine = SecureRoundEngine(
-                codec=secure.codec, he_keypair=secure.keypair, **engine_kwargs
+                codec=secure.codec, he_keypair=secure.keypair, ring_attack=ring, **engine_kwargs
             )
         # Commit, then reveal: our own update is served only once its round's submit phase
         # has closed on chain (requests before that are answered NOT_REVEALED).

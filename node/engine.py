@@ -23,6 +23,7 @@ A round:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -48,10 +49,11 @@ from flchain.contracts import (
     bitmap_indices,
     encode_loss,
 )
+from flchain.contracts.types import LOSS_WITHHELD
 from flchain.crypto.dp import PrivacyAccountant
 from flchain.node.blobstore import BlobStore, sha256
 from flchain.node.gossip import Quarantine
-from flchain.node.learner import Learner, LocalUpdate
+from flchain.node.learner import Learner, LocalUpdate, SirenRound
 from flchain.node.messages import Announcement, encode
 from flchain.node.metrics import Metrics, MetricSpec
 from flchain.node.p2p import BlobNotFound, Delivery, P2PNode
@@ -59,6 +61,7 @@ from flchain.node.peer_proof import sign as sign_peer_proof
 from flchain.node.peer_proof import verify as verify_peer_proof
 from flchain.node.protocol_attacks import ProtocolAttacker
 from flchain.siren_defaults import CLIENT_THRESHOLD
+from flchain.taskconfig import claimed_samples
 
 log = logging.getLogger("flchain.node.engine")
 T = TypeVar("T")
@@ -140,6 +143,10 @@ class EngineState:
     timings: dict[str, float] = field(default_factory=dict)
     accuracy_history: dict[int, float] = field(default_factory=dict)  # round -> test accuracy
     epsilon: float | None = None  # DP budget spent so far, at `dp_delta`
+
+
+# Rounds whose global model the members judged (and may have alarmed on).
+_JUDGED = (RoundStatus.FINALIZED, RoundStatus.REVERTED)
 
 
 class RoundEngine:
@@ -564,11 +571,11 @@ class RoundEngine:
                 self.task_id,
                 r,
                 digest,
-                update.samples
+                claimed_samples(update.samples, self.learner.dp_noise)
                 if self.attacker is None
                 else self.attacker.claimed_samples(update.samples),
                 info.base_round,
-                encode_loss(update.loss),
+                self._loss_on_chain(update.loss),
             )
         except ContractRevert as exc:  # e.g. the window closed while we trained
             log.info("round %d: submit refused (%s); joining the vote", r, exc)
@@ -584,6 +591,13 @@ class RoundEngine:
             await self._spam(r)
         timings["gossip"] = time.perf_counter() - t0
         return True
+
+    def _loss_on_chain(self, loss: float) -> int:
+        """The training loss as committed: withheld (`LOSS_WITHHELD`) while DP is on, since
+        an unnoised statistic of our data on chain would escape the DP guarantee."""
+        if self.learner.dp_noise > 0:
+            return LOSS_WITHHELD
+        return encode_loss(loss)
 
     def _kept(self, r: int, blob: bytes) -> bytes | None:
         """Store a blob this node is about to commit to; its digest, or None (and the reason
@@ -619,13 +633,74 @@ class RoundEngine:
         self.state.phase = "aggregating"
         t0 = time.perf_counter()
         weights = await self._chain(self.client.consensus_weights, self.task_id, r)
-        outcome = await trio.to_thread.run_sync(
-            self.learner.aggregate, base, blobs, dict(enumerate(weights))
-        )
+        aggregate = functools.partial(self.learner.aggregate, base, blobs, dict(enumerate(weights)))
+        config = getattr(self.learner, "config", None)
+        if config is not None and config.rule == "siren":  # its server side reads the chain
+            aggregate = functools.partial(aggregate, siren=await self._siren_round(r, info))
+        outcome = await trio.to_thread.run_sync(aggregate)
         if outcome.invalid:
             self.metrics.inc("updates_invalid_total", len(outcome.invalid))
         timings["aggregate"] = time.perf_counter() - t0
         await self._cast_vote(r, info, outcome.model_blob, outcome.accepted, timings)
+
+    async def _siren_round(self, r: int, info: Any) -> SirenRound:
+        """Siren's server-side state for round r, read from the chain so that every honest
+        node derives the same (`Learner.aggregate`):
+        - the lineage: the finalized rounds that built the round's base model, found by
+          following base_round back to the initial model (reverted and failed rounds are
+          not in it), with who submitted and who was accepted in each: the credits and the
+          rollback state are replayed from them (`aggregation.siren.replay`);
+        - the global models of t-1 and t-2 along it (what a rollback applies the update to);
+        - the alarms: those raised on the latest round whose model the members judged (the
+          base round, or the round their alarms just reverted on chain: the attacker is still
+          among this round's members), each counting when the member's AlarmRaised event
+          comes before its UpdateCommitted event of round r. Honest nodes alarm before they
+          train (`_maybe_alarm`), and an alarm raised after the commit cannot make honest
+          nodes that read the chain at different moments disagree."""
+        rounds = {}
+        if r > 1:
+            infos = await self._chain(self.client.get_rounds, self.task_id, list(range(1, r)))
+            rounds = {ri.round: ri for ri in infos}
+        chain = []
+        b = info.base_round
+        while b >= 1 and b in rounds:
+            chain.append(rounds[b])
+            b = rounds[b].base_round
+        chain.reverse()
+        history = []
+        for ri in reversed(chain[-2:]):  # the models of t-1, then t-2
+            try:
+                history.append(await self._model_blob(ri.base_digest))
+            except BlobNotFound:
+                break  # no rollback beyond what we can fetch (the vote says if others differ)
+        task = await self._chain(self.client.get_task, self.task_id)
+        judged = max(
+            (k for k, ri in rounds.items() if ri.status in _JUDGED), default=info.base_round
+        )
+        alarms: set[int] = set()
+        if judged >= 1:
+            raised = await self._chain(self._positions, "AlarmRaised", judged)
+            if raised:
+                commits = await self._chain(self._positions, "UpdateCommitted", r)
+                alarms = {m for m, at in raised.items() if m in commits and at < commits[m]}
+        return SirenRound(
+            alarms=frozenset(alarms),
+            submitted=tuple(bitmap_indices(info.submitted)),
+            lineage=tuple(
+                (tuple(bitmap_indices(ri.submitted)), tuple(bitmap_indices(ri.accepted)))
+                for ri in chain
+            ),
+            history=tuple(history),
+            rounds=max(1, int(task.max_rounds)),
+        )
+
+    def _positions(self, event: str, round_: int) -> dict[int, tuple[int, int]]:
+        """Member -> (block, log index) of its first `event` log of round `round_`."""
+        out: dict[int, tuple[int, int]] = {}
+        for ev in self.client.events(self.task_id, event=event):
+            if int(ev["args"]["round"]) == round_:
+                out.setdefault(int(ev["args"]["member"]), (ev["block_number"], ev["log_index"]))
+        return out
 
     async def _cast_vote(
         self,

@@ -7,6 +7,8 @@ before use (size, names, dtype, shape, finiteness); nothing is unpickled.
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,8 +17,23 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from flchain.aggregation import NETWORK_RULES, AggregateResult, aggregate, fit_params
-from flchain.aggregation.siren import CLIENT_THRESHOLD, client_alarm, validation_split
+from flchain.aggregation import (
+    NETWORK_RULES,
+    AggregateResult,
+    aggregate,
+    fit_params,
+    optional_inputs,
+    required_inputs,
+)
+from flchain.aggregation.siren import (
+    CLIENT_THRESHOLD,
+    Rollback,
+    client_alarm,
+    credit_limit,
+    replay,
+    settle,
+    validation_split,
+)
 from flchain.attacks import (
     DATA_ATTACKS,
     UPDATE_ATTACKS,
@@ -24,7 +41,6 @@ from flchain.attacks import (
     apply,
     poison_dataset,
 )
-from flchain.crypto.dp import clip_and_noise
 from flchain.models import (
     TrainConfig,
     build_model,
@@ -32,13 +48,22 @@ from flchain.models import (
     flatten_params,
     load_dataset,
     load_flat_params,
-    local_update,
     model_from_bytes,
     model_to_bytes,
     partition,
     pick_device,
 )
-from flchain.taskconfig import DataSpec, TaskConfig, initial_model_bytes, rule_weights
+from flchain.pipeline import AttackHook, Peer, Privacy, own_model, peer_update
+from flchain.public_set import PublicSet, PublicSetError, derive, update_scores
+from flchain.siren_defaults import DEFAULT_ROUNDS, FORGIVE, PENALTY
+from flchain.taskconfig import (
+    DataSpec,
+    TaskConfig,
+    initial_model_bytes,
+    needs_public_data,
+    raises_alarms,
+    rule_weights,
+)
 
 UPDATE_KEY = "update"
 
@@ -55,10 +80,27 @@ class LocalUpdate:
 
 
 @dataclass(frozen=True)
+class SirenRound:
+    """What Siren's server side needs besides the round's updates, as every honest node reads
+    it from the chain (node/engine.py): the members whose alarm counts this round, who
+    committed an update, the (submitted, accepted) members of each round that built the
+    current global model (oldest first; credits and rollback state are replayed from them),
+    the global models of t-1 and t-2 along that lineage (nearest first, as many as exist),
+    and the task's number of rounds (the credit limit int(0.45 * T))."""
+
+    alarms: frozenset[int] = frozenset()
+    submitted: tuple[int, ...] = ()
+    lineage: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = ()
+    history: tuple[bytes, ...] = ()
+    rounds: int = DEFAULT_ROUNDS
+
+
+@dataclass(frozen=True)
 class AggregateOutcome:
     model_blob: bytes
     accepted: list[int]  # member indices whose updates went into the model
     invalid: list[int] = field(default_factory=list)  # blobs that were not valid updates
+    rollback: int = 0  # Siren: the update went onto the global model of t - rollback
 
 
 class Learner:
@@ -76,17 +118,19 @@ class Learner:
         dp_clip: float | None = None,
         dp_noise: float | None = None,
         siren_validation: bool = False,
+        noise_seed: int | None = None,
     ) -> None:
         """siren_validation: hold out Siren's validation split now (`hold_out_validation`);
-        the engine does it before the first training of a task whose alarm window is open."""
-        # Rules whose server side judges candidates on data a server holds (rule_spec's
-        # `network` fact): on the network each node would judge on its own data and honest
-        # nodes would derive different models. Siren's client-side alarms run on chain.
+        the engine does it before the first training of a task whose alarm window is open.
+        noise_seed: seeds the DP noise; None (what a node runs with) draws a secret one from
+        the OS, since anyone who knows it could subtract the noise (tests pass one to compare
+        with the simulation)."""
+        # Rules that run on the network (rule_spec's `network` fact): every honest node must
+        # derive the same model from the peers' blobs and public facts alone.
         if config.rule not in NETWORK_RULES:
             raise ValueError(
-                f"rule {config.rule!r} evaluates candidates on server-held data, which a "
-                "decentralized network has not got; on the network use one of "
-                f"{', '.join(NETWORK_RULES)} (Siren alarms run on chain)"
+                f"rule {config.rule!r} does not run on the network; on the network use one of "
+                f"{', '.join(NETWORK_RULES)}"
             )
         self.config = config
         # A node may protect its data more than the task demands, never less: the tighter clip
@@ -100,10 +144,25 @@ class Learner:
         self.attack = attack
         self.attack_params = dict(attack_params or {})
         self.seed = seed
+        self.noise_seed = secrets.randbits(62) if noise_seed is None else noise_seed
         self.dataset = load_dataset(data.dataset, seed=config.seed)
-        labels = self.dataset.y_train.numpy()
+        # SageFlow / Siren: the public validation set the task names, derived here and checked
+        # against its digest (a mismatch refuses to run); the shards are cut from the rest, as
+        # `flchain simulate` cuts them.
+        self.public: PublicSet | None = None
+        rest = np.arange(len(self.dataset.y_train), dtype=np.int64)
+        spec = config.public_spec
+        if spec is not None and needs_public_data(config.rule, config.secure):
+            if data.dataset != config.dataset:
+                raise PublicSetError(
+                    f"the task's public set is cut from {config.dataset!r}; this node's data "
+                    f"spec names {data.dataset!r}"
+                )
+            self.public = derive(spec, self.dataset)
+            rest = self.public.rest
+        labels = self.dataset.y_train.numpy()[rest]
         shards = partition(labels, data.shards, data.partition, alpha=data.alpha, seed=config.seed)
-        idx = torch.from_numpy(np.asarray(shards[data.shard]))
+        idx = torch.from_numpy(rest[np.asarray(shards[data.shard])])
         self.x, self.y = self.dataset.x_train[idx], self.dataset.y_train[idx]
         if attack in DATA_ATTACKS:
             self.x, self.y = poison_dataset(
@@ -163,46 +222,61 @@ class Learner:
         return tensor
 
     # ------------------------------------------------------------------ training
-    def train(self, global_blob: bytes, round_: int) -> LocalUpdate:
-        """Train on the local shard from the global model; apply this node's attack, if any.
+    def train(
+        self,
+        global_blob: bytes,
+        round_: int,
+        *,
+        attack: AttackHook | None = None,
+        local_noise: bool = True,
+    ) -> LocalUpdate:
+        """Train on the local shard from the global model, then attack, clip and noise:
+        `flchain.pipeline.peer_update`, the simulation's pipeline, seeded with this node's
+        seed and its shard as the peer's index.
 
-        After a Siren alarm (`siren_alarm` returned True) training starts from our own previous
-        local model instead, and the update is still local - global, as the reference's
-        `agents.py` (`agent`) does."""
+        `attack` is the attack hook (`attacks.channel.ColludingTrainer` passes its channel's);
+        without one this node's own update attack, if any, crafts from its own update alone.
+        `local_noise=False` clips without noise: secure mode with distributed DP adds the noise
+        after quantization. After a Siren alarm (`siren_alarm` returned True) training starts
+        from our own previous local model instead, and the update is still local - global, as
+        the reference's `agents.py` (`agent`) does."""
         base = self.model_params(global_blob)
-        start = base
-        if self.resume_local and self.last_local is not None:
-            start = self.last_local
+        start = self.last_local if self.resume_local else None
         self.resume_local = False
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + round_)
-        _, local, result = local_update(
-            self.model,
-            start,
-            self.x,
-            self.y,
-            self.train_config,
-            generator=generator,
-            device=self.device,
+        out = peer_update(
+            Peer(self.model, self.x, self.y, self.train_config, self.device),
+            base,
+            seed=self.seed,
+            index=self._shard,
+            round_=round_,
+            start=start,
+            attack=attack if attack is not None else self._own_attack(),
+            privacy=Privacy(self.dp_clip, self.dp_noise if local_noise else 0.0),
+            noise_seed=self.noise_seed,
         )
-        update = local - base
-        self.last_local = local
-        if self.attack in UPDATE_ATTACKS:
+        assert out.trained is not None
+        self.last_local = own_model(out.trained, base, self.dp_clip)
+        return LocalUpdate(self.encode_update(out.update), len(self.y), out.trained.loss)
+
+    def _own_attack(self) -> AttackHook | None:
+        """This node's update attack crafted from its own update alone (n = 2, f = 1), or None.
+        Attacks that craft from the honest statistics collude instead (`ColludingTrainer`)."""
+        if self.attack not in UPDATE_ATTACKS:
+            return None
+        name, params = self.attack, self.attack_params
+
+        def hook(own: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+            assert own is not None
             context = AttackContext(
-                honest_updates=update.unsqueeze(0),
+                honest_updates=own.unsqueeze(0),
                 num_clients=2,
                 num_byzantine=1,
-                generator=torch.Generator().manual_seed(self.seed * 7919 + round_),
-                params=self.attack_params,
+                generator=generator,
+                params=params,
             )
-            update = apply(self.attack, update, context)
-        if self.dp_clip is not None:
-            update = clip_and_noise(
-                update,
-                self.dp_clip,
-                self.dp_noise,
-                torch.Generator().manual_seed(self.seed * 104_729 + round_),
-            )
-        return LocalUpdate(self.encode_update(update), len(self.y), result.loss)
+            return apply(name, own, context)
+
+        return hook
 
     # ------------------------------------------------------------------ aggregation
     def aggregate(
@@ -210,6 +284,8 @@ class Learner:
         global_blob: bytes,
         updates: dict[int, bytes],
         weights: dict[int, float],
+        *,
+        siren: SirenRound | None = None,
     ) -> AggregateOutcome:
         """Deterministic aggregation of the verified updates (member index -> blob).
 
@@ -217,7 +293,12 @@ class Learner:
         max_samples, times reputation); robust rules weigh the updates uniformly unless the
         task config says robust_weights="consensus" (`rule_weights`). Invalid blobs are left
         out (never accepted). The result is bit-identical on every node that fetched the
-        same blobs: float64 CPU aggregation, fixed member order.
+        same blobs: float64 CPU aggregation, fixed member order, and for SageFlow and Siren
+        quantized float64 scores on the task's public set (`flchain.public_set`).
+
+        SageFlow runs as on a synchronous server: every update is fresh (staleness 0) and
+        relative to the current global model. Siren needs `siren` (its alarms, credits and
+        rollback state, `SirenRound`; without it: no alarms, fresh credits, no history).
         """
         base = self.model_params(global_blob)
         valid: dict[int, torch.Tensor] = {}
@@ -236,11 +317,17 @@ class Learner:
         w = torch.tensor(chosen, dtype=torch.float64)
         if float(w.sum()) <= 0:
             w = torch.ones(len(order), dtype=torch.float64)
-        result = self._robust_aggregate(stacked, w)
+        side = self._side_inputs(base, stacked, order, siren)
+        result = self._robust_aggregate(stacked, w, side)
+        accepted = [i for i, ok in zip(order, result.accepted.tolist(), strict=True) if ok]
+        lag = 0
+        if self.config.rule == "siren":
+            lag = self._siren_rollback(siren or SirenRound(), order, accepted)
+            if lag:  # Siren's rollback: the update goes onto the model of t-1 or t-2
+                base = self.model_params((siren or SirenRound()).history[lag - 1])
         new = base + result.update.to(torch.float32)
         load_flat_params(self.model, new)
-        accepted = [i for i, ok in zip(order, result.accepted.tolist(), strict=True) if ok]
-        return AggregateOutcome(model_to_bytes(self.model), accepted, invalid)
+        return AggregateOutcome(model_to_bytes(self.model), accepted, invalid, lag)
 
     def apply_update(self, global_blob: bytes, update: torch.Tensor) -> bytes:
         """The next global model: base + update, rounded to float32 exactly as `aggregate` does
@@ -252,13 +339,85 @@ class Learner:
         load_flat_params(self.model, base + flat.to(torch.float32))
         return model_to_bytes(self.model)
 
-    def _robust_aggregate(self, stacked: torch.Tensor, weights: torch.Tensor) -> AggregateResult:
+    def _robust_aggregate(
+        self,
+        stacked: torch.Tensor,
+        weights: torch.Tensor,
+        side: dict[str, object] | None = None,
+    ) -> AggregateResult:
         """The task's rule with its parameters fitted to the updates that arrived
         (`fit_params`, from the rule's spec: Krum-family f lowered to n > 2f + 2, the median
-        below three updates, a trimmed mean's beta that trims nothing trims one per side).
-        Every honest node takes the same step, so the model stays bit-identical."""
+        below three updates, a trimmed mean's beta that trims nothing trims one per side),
+        plus the side inputs and task facts the rule needs (`_side_inputs`). Every honest
+        node takes the same step, so the model stays bit-identical."""
         rule, params = fit_params(self.config.rule, self.config.rule_params, int(stacked.shape[0]))
-        return aggregate(rule, stacked, weights, deterministic=True, **params)
+        return aggregate(rule, stacked, weights, deterministic=True, **params, **(side or {}))
+
+    def _side_inputs(
+        self,
+        base: torch.Tensor,
+        stacked: torch.Tensor,
+        order: list[int],
+        siren: SirenRound | None,
+    ) -> dict[str, object]:
+        """SageFlow's and Siren's inputs, as every honest node derives them: scores of
+        base + update_i on the public set; SageFlow's staleness (all 0: the network is
+        synchronous); Siren's alarms, credits (replayed from the lineage) and the task's
+        rounds (unless its rule_params fix them)."""
+        names = set(required_inputs(self.config.rule)) | set(optional_inputs(self.config.rule))
+        side: dict[str, object] = {}
+        if names & {"public_loss", "public_entropy", "public_accuracy"}:
+            if self.public is None:
+                raise PublicSetError(f"rule {self.config.rule!r} needs the task's public set")
+            side.update(update_scores(self.model, base, stacked, self.public).side_inputs(names))
+        if "staleness" in names:
+            side["staleness"] = torch.zeros(len(order), dtype=torch.long)
+        if self.config.rule == "siren":
+            siren = siren or SirenRound()
+            credits, _ = self._siren_state(siren)
+            limit = self._siren_limit(siren)
+            side["alarms"] = torch.tensor([i in siren.alarms for i in order], dtype=torch.bool)
+            side["credits"] = torch.tensor(
+                [credits.get(i, limit) for i in order], dtype=torch.float64
+            )
+            if "max_credit" not in self.config.rule_params:
+                side["max_credit"] = limit
+        return side
+
+    def _siren_limit(self, siren: SirenRound) -> float:
+        """The credit limit: rule_params' max_credit, else int(0.45 * rounds) with the rounds
+        of rule_params or of the task on chain."""
+        params = self.config.rule_params
+        if "max_credit" in params:
+            return float(params["max_credit"])
+        return credit_limit(int(params.get("rounds", siren.rounds)))
+
+    def _siren_state(self, siren: SirenRound) -> tuple[dict[int, float], Rollback]:
+        """Credits and rollback state replayed from the rounds that built the global model."""
+        params = self.config.rule_params
+        return replay(
+            siren.lineage,
+            max_credit=self._siren_limit(siren),
+            penalty=float(params.get("penalty", PENALTY)),
+            forgive=float(params.get("forgive", FORGIVE)),
+        )
+
+    def _siren_rollback(self, siren: SirenRound, order: list[int], accepted: list[int]) -> int:
+        """How many global models back this round's update goes (`Rollback.step`, 0..2),
+        from the replayed state and this round's outcome, settled as the replay will settle
+        it once the round is on chain; never further back than the history reaches."""
+        params = self.config.rule_params
+        credits, rollback = self._siren_state(siren)
+        flags = settle(
+            credits,
+            siren.submitted or tuple(order),
+            accepted,
+            max_credit=self._siren_limit(siren),
+            penalty=float(params.get("penalty", PENALTY)),
+            forgive=float(params.get("forgive", FORGIVE)),
+        )
+        lag = dataclasses.replace(rollback).step(len(siren.lineage), *flags)
+        return min(lag, len(siren.history))
 
     # ------------------------------------------------------------------ evaluation
     def test_accuracy(self, model_blob: bytes) -> float:
@@ -282,9 +441,12 @@ class Learner:
         (local > global + C_l * local)? If so, the next `train` starts from our own model.
 
         The split is held out here if the engine has not done so yet; the engine does it
-        before the task's first training, so the split is never trained on."""
+        before the task's first training, so the split is never trained on. Under DP noise
+        it is always False (`taskconfig.raises_alarms`)."""
         self.hold_out_validation()
         self.resume_local = False
+        if not raises_alarms(self.dp_noise):
+            return False
         if self.last_local is None or self.val_y is None or len(self.val_y) == 0:
             return False
         load_flat_params(self.model, self.model_params(model_blob))

@@ -26,12 +26,15 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from phe.paillier import PaillierPrivateKey, PaillierPublicKey
 
+from flchain.crypto.aggregate_bound import AggregateBound, bound_for
 from flchain.crypto.ciphertext import PackedCiphertext, sum_ciphertexts
+from flchain.crypto.distributed_dp import DistributedNoise, distributed_noise
 from flchain.crypto.errors import CryptoError
 from flchain.crypto.masking import MaskingSession
 from flchain.crypto.packing import PackingSpec
 from flchain.crypto.paillier import decryption_proof, open_plaintexts
 from flchain.crypto.secure_sum import (
+    RingAttack,
     SecureAggregationConfig,
     encrypt_contribution,
     weight_shares,
@@ -90,7 +93,15 @@ class SecureCodec:
             bits=self.config.secure_bits,
             key_bits=self.config.secure_key_bits,
             clip=True,  # an update outside the agreed range is clipped by its own sender
+            noise=self.noise(n_eligible),
         )
+
+    def noise(self, n_eligible: int) -> DistributedNoise | None:
+        """Distributed DP (`flchain.crypto.distributed_dp`) when the task asks for DP noise:
+        the members only clip and each adds a Skellam share sized for all `n_eligible`
+        members, so a full round's sum carries the task's sigma*C; a round that re-masks
+        over fewer carries less, and its epsilon is reported for the members in the sum."""
+        return distributed_noise(self.config.dp_noise, self.config.dp_clip, max(2, n_eligible))
 
     def spec(self, shares: Mapping[int, float], n_eligible: int) -> PackingSpec:
         return self.aggregation_config(n_eligible).spec(shares)
@@ -114,9 +125,11 @@ class SecureCodec:
         mask_set: Mapping[int, bytes],
         n_eligible: int,
         public_key: PaillierPublicKey,
+        ring_attack: RingAttack | None = None,
     ) -> bytes:
         """This member's bundle: its update scaled by its share, quantized, masked against
-        every other member of `mask_set` (index -> registered X25519 key), encrypted."""
+        every other member of `mask_set` (index -> registered X25519 key), encrypted.
+        `ring_attack`: a Byzantine member's ring values instead of its levels (`ringshift`)."""
         cfg = self.aggregation_config(n_eligible)
         session = MaskingSession(
             my_index,
@@ -134,6 +147,7 @@ class SecureCodec:
             config=cfg,
             public_key=public_key,
             workers=_WORKERS,
+            ring_attack=ring_attack,
         )
         return bundle.to_bytes()
 
@@ -167,6 +181,19 @@ class SecureCodec:
         if bad:
             raise BundleError(bad, "; ".join(reasons))
         return sum_ciphertexts(bundles)
+
+    def aggregate_bound(self, members: Iterable[int], n_eligible: int) -> AggregateBound | None:
+        """What an honest mean of `members` cannot exceed (`flchain.crypto.aggregate_bound`):
+        from the task's clip and noise multiplier, equal shares and the round's packing."""
+        shares = equal_shares(members)
+        noise = self.noise(n_eligible)
+        return bound_for(
+            self.config.dp_clip,
+            self.config.dp_noise,
+            list(shares.values()),
+            self.spec(shares, n_eligible).quantizer.error_bound(len(shares)),
+            noise.min_members if noise is not None else None,
+        )
 
     def prove(self, total: PackedCiphertext, private_key: PaillierPrivateKey) -> bytes:
         """The decryptor's proof blob: every plaintext of the sum with its randomness."""

@@ -13,8 +13,14 @@ A secure round, on top of the plain one (engine.py):
 5. everyone fetches the proof, checks it against its own sum, opens the mean update, applies
    it to the base model and votes on the result (accepted = the mask set).
 Siren alarms work as in plain rounds: they judge the finalized global model, which every member
-holds in the clear. A bundle that is malformed or withheld stalls the round (its masks cannot be
-removed without it); the round then fails at its vote deadline and the next one starts.
+holds in the clear. Nobody can check what one member encrypted, so every member checks the
+decrypted mean instead (`flchain.crypto.aggregate_bound`: with the task's clip, an honest mean
+has norm <= C plus noise and quantization slack): beyond it, it votes for the unchanged model
+and an empty bitmap (`aggregates_out_of_bound_total`), as every honest member does, so the
+round finalizes without a change. A Byzantine member running `ringshift` encrypts ring values
+of its choice instead. A bundle that is malformed or withheld stalls the round (its masks
+cannot be removed without it); the round then fails at its vote deadline and the next one
+starts.
 """
 
 from __future__ import annotations
@@ -30,13 +36,16 @@ import trio
 from phe.paillier import PaillierPrivateKey, PaillierPublicKey
 
 from flchain.contracts import ContractRevert, RoundStatus, bitmap_indices
+from flchain.crypto.aggregate_bound import AggregateBoundError
+from flchain.crypto.distributed_dp import DistributedAccountant
 from flchain.crypto.errors import CryptoError
+from flchain.crypto.secure_sum import RingAttack
 from flchain.crypto.wire import decode_public_key
 from flchain.node.engine import RoundEngine
 from flchain.node.learner import BlobError
 from flchain.node.metrics import MetricSpec
 from flchain.node.p2p import BlobNotFound
-from flchain.node.secure import BundleError, SecureCodec
+from flchain.node.secure import BundleError, SecureCodec, equal_shares
 
 log = logging.getLogger("flchain.node.secure_engine")
 
@@ -51,18 +60,39 @@ class SecureRoundEngine(RoundEngine):
         *,
         codec: SecureCodec,
         he_keypair: tuple[PaillierPublicKey, PaillierPrivateKey],
+        ring_attack: RingAttack | None = None,
         **kwargs: Any,
     ) -> None:
+        """ring_attack: this member is Byzantine and encrypts these ring values (`ringshift`)."""
         super().__init__(**kwargs)
         self.codec = codec
+        self.ring_attack = ring_attack
         self.he_public, self.he_private = he_keypair
         self._keys: dict[int, PaillierPublicKey] = {}  # member index -> its Paillier key
         self._plain: dict[int, torch.Tensor] = {}  # round -> our plaintext update (for remask)
+        # Distributed DP: we only clip, the codec adds our Skellam share after quantizing, and
+        # the epsilon reported is the decrypted sum's (crypto/distributed_dp.py), not a
+        # Gaussian release of our own update. Shares are sized per round (`_account`).
+        self._distributed = codec.noise(2) is not None
+        self._sum_accountant: DistributedAccountant | None = None
+        self._accounted: set[int] = set()
+        if self._distributed and self._accountant is not None:
+            self._sum_accountant = DistributedAccountant(
+                codec.noise(2), codec.num_params, self._accountant.delta
+            )
+            self._accountant = None
         self.metrics.register(
             MetricSpec(
                 "sums_rejected_total",
                 "counter",
                 "Decrypted sums whose proof did not verify against our own ciphertext sum.",
+            )
+        )
+        self.metrics.register(
+            MetricSpec(
+                "aggregates_out_of_bound_total",
+                "counter",
+                "Decrypted means beyond the norm clipped honest updates allow: voted down.",
             )
         )
 
@@ -132,7 +162,29 @@ class SecureRoundEngine(RoundEngine):
                 mask_set=mask_set,
                 n_eligible=n_eligible,
                 public_key=key,
+                ring_attack=self.ring_attack,
             )
+        )
+
+    def _train(self, base: bytes, r: int) -> Any:
+        """Our update for round r: clipped, and noised here only without distributed DP."""
+        return self.learner.train(base, r, local_noise=not self._distributed)
+
+    def _account(self, r: int, members: list[int], n_eligible: int) -> None:
+        """One more distributed-DP release: round r's decrypted sum of `members`' shares."""
+        if self._sum_accountant is None or r in self._accounted:
+            return
+        self._accounted.add(r)
+        shares = equal_shares(members)
+        u = self.codec.aggregation_config(n_eligible).levels_per_unit(shares)
+        self._sum_accountant.step(u, len(members), min_members=max(2, n_eligible))
+        self.state.epsilon = self._sum_accountant.epsilon
+        log.info(
+            "distributed DP: epsilon %.4g for the sum, %.4g for our own share against the "
+            "other %d members",
+            self.state.epsilon,
+            self._sum_accountant.member_epsilon,
+            len(members) - 1,
         )
 
     def _providers(self, first: int) -> list[str]:
@@ -145,7 +197,7 @@ class SecureRoundEngine(RoundEngine):
         """Our update for round r; retrained after a restart (training is seeded per round,
         so it is the same vector we encrypted before)."""
         if r not in self._plain:
-            update = await trio.to_thread.run_sync(self.learner.train, base, r)
+            update = await trio.to_thread.run_sync(self._train, base, r)
             self._plain = {r: self.learner.decode_update(update.blob)}
         return self._plain[r]
 
@@ -162,7 +214,7 @@ class SecureRoundEngine(RoundEngine):
             await self.refresh_members()
         self.state.phase = "training"
         t0 = time.perf_counter()
-        update = await trio.to_thread.run_sync(self.learner.train, base, r)
+        update = await trio.to_thread.run_sync(self._train, base, r)
         vector = self.learner.decode_update(update.blob)
         self._plain = {r: vector}
         timings["train"] = time.perf_counter() - t0
@@ -217,10 +269,25 @@ class SecureRoundEngine(RoundEngine):
         proof = await self._fetch_proof(r, decryptor, len(eligible))
         if proof is None:
             return
+        self._account(r, sorted(digests), len(eligible))  # the sum is public from here on
         t0 = time.perf_counter()
         try:
             mean = await trio.to_thread.run_sync(self.codec.open, total, proof, key)
+            bound = self.codec.aggregate_bound(digests, len(eligible))
+            if bound is not None and self.ring_attack is None:  # an attacker wants its mean
+                await trio.to_thread.run_sync(bound.check, mean)
             model = await trio.to_thread.run_sync(self.learner.apply_update, base, mean)
+        except AggregateBoundError as exc:
+            self.metrics.inc("aggregates_out_of_bound_total")
+            self.state.last_error = f"round {r}: the decrypted mean is rejected: {exc}"
+            log.warning("%s", self.state.last_error)
+            # Every honest member reaches this verdict from the same floats, so they all vote
+            # for the model they hold and no update: the round finalizes unchanged, instead of
+            # failing with only the attacker's vote cast (which would cost each honest
+            # non-voter REP_NO_VOTE while the attacker keeps its reputation).
+            if not (await self._chain(self.client.get_vote, self.task_id, r, me)).voted:
+                await self._cast_vote(r, info, base, [], timings)
+            return
         except (CryptoError, BlobError) as exc:
             self.metrics.inc("sums_rejected_total")
             self.state.last_error = f"round {r}: the decryptor's sum is rejected: {exc}"

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from flchain.aggregation import AggregationError, aggregate
+from flchain.aggregation.sageflow import ASYNC_GAMMA_EVERY, gamma_at
 from flchain.aggregation.siren import (
     DEFAULT_MAX_CREDIT,
     Rollback,
@@ -82,13 +83,74 @@ def test_sageflow_respects_staleness():
     assert res.accepted.tolist() == [True, True, False]
 
 
-def test_sageflow_when_entropy_filters_everyone_it_falls_back_to_loss_weighting():
-    # Both models are uncertain (entropy over the threshold): loss weights 1/1 and 1/3.
+def test_sageflow_when_entropy_filters_everyone_the_global_model_stays():
+    # The reference has no average to use then (it crashes); the global model stays.
     res = sage(col(4.0, 8.0), [0, 0], [1.0, 3.0], [3.0, 4.0])
+    assert res.update.tolist() == [0.0]
+    assert res.accepted.tolist() == [False, False]
+    assert res.info["empty"] is True
+    assert res.info["entropy_fallback"] is False
+
+
+def test_sageflow_entropy_fallback_is_an_explicit_option():
+    # Both models are uncertain (entropy over the threshold): loss weights 1/1 and 1/3.
+    res = sage(col(4.0, 8.0), [0, 0], [1.0, 3.0], [3.0, 4.0], entropy_fallback=True)
     assert res.update.item() == pytest.approx(4.0 * 0.75 + 8.0 * 0.25)
     assert res.accepted.tolist() == [True, True]
     assert res.info["entropy_fallback"] is True
     assert res.info["empty"] is False
+
+
+def test_sageflow_averages_models_per_staleness_group():
+    # Global w_t = 10. Fresh models 12 and 14 (from w_t); one model 7 trained from w_{t-1} = 6
+    # (its own delta +1). Callers pass model - w_t for every update, stale ones included, so
+    # w_t + update is the paper's sum_s p_s * (group s's average model), p_s ~ (s+1)^-lam * |s|.
+    w_t = 10.0
+    models = [12.0, 14.0, 7.0]
+    res = sage(col(*(m - w_t for m in models)), [0, 0, 1], [1.0] * 3, [0.1] * 3, lam=0.5)
+    p0, p1 = 2.0, 2.0**-0.5
+    expected = (p0 * 13.0 + p1 * 7.0) / (p0 + p1)
+    assert w_t + res.update.item() == pytest.approx(expected, abs=1e-12)
+    # not the stale delta (+1) added to the current model
+    assert w_t + res.update.item() < (p0 * 13.0 + p1 * (w_t + 1.0)) / (p0 + p1)
+
+
+def test_sageflow_group_weights_follow_staleness_to_the_minus_lambda():
+    res = sage(col(1.0, 2.0, 3.0, 4.0), [0, 0, 1, 2], [1.0] * 4, [0.1] * 4, lam=0.5)
+    raw = {0: 2.0, 1: 2.0**-0.5, 2: 3.0**-0.5}
+    total = sum(raw.values())
+    assert res.info["groups"] == pytest.approx({s: w / total for s, w in raw.items()}, abs=1e-15)
+
+
+def test_sageflow_gamma_schedule_halves_as_the_reference_does():
+    # The reference's MNIST run: gamma = 0.5 ** (epoch // 15) over 150 rounds.
+    assert ASYNC_GAMMA_EVERY == 15
+    assert [gamma_at(1.0, 15, e) for e in (0, 14, 15, 29, 30, 149)] == [
+        1.0,
+        1.0,
+        0.5,
+        0.5,
+        0.25,
+        0.5**9,
+    ]
+    assert gamma_at(0.8, 0, 1000) == 0.8  # gamma_every 0: constant (the synchronous setup)
+    base = sage(col(4.0), [0], [1.0], [0.1])
+    late = sage(col(4.0), [0], [1.0], [0.1], gamma_every=2, round_index=5)
+    assert base.info["gamma"] == 1.0 and late.info["gamma"] == 0.25
+    assert late.update.item() == 1.0  # (1 - gamma) * w_t + gamma * model, as an update
+
+
+def test_sageflow_group_without_usable_models_has_no_weight():
+    # Group 1's only model has a public loss of 2000: its loss score 1/2000 <= 1e-3, so the
+    # group is empty as in the reference's Eflow, and group 0 takes all the weight.
+    res = sage(col(2.0, 4.0, 100.0), [0, 0, 1], [1.0, 1.0, 2000.0], [0.1] * 3)
+    assert res.info["empty_groups"] == [1]
+    assert res.info["groups"] == {0: 1.0}
+    assert res.accepted.tolist() == [True, True, False]
+    assert res.update.item() == pytest.approx(3.0, abs=1e-12)
+    # a group whose every model the entropy filter drops likewise gets no weight
+    res = sage(col(2.0, 100.0), [0, 2], [1.0, 1.0], [0.1, 1.5])
+    assert res.info["groups"] == {0: 1.0} and res.update.item() == pytest.approx(2.0)
 
 
 def test_sageflow_with_nothing_usable_gives_a_zero_update():
@@ -118,6 +180,9 @@ def test_sageflow_zero_loss_does_not_divide_by_zero():
         ({"entropy_threshold": 0.0}, "entropy_threshold must be > 0.0"),
         ({"delta": -1.0}, "delta must be >= 0.0"),
         ({"max_staleness": -1}, "max_staleness must be >= 0"),
+        ({"gamma_every": -1}, "gamma_every must be >= 0"),
+        ({"round_index": -1}, "round_index must be >= 0"),
+        ({"entropy_fallback": "yes"}, "entropy_fallback must be true or false"),
     ],
 )
 def test_sageflow_bad_params(params, message):

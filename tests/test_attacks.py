@@ -13,6 +13,7 @@ from flchain.attacks import (
     DATA_ATTACKS,
     DESCRIPTIONS,
     PROTOCOL_ATTACKS,
+    SECURE_ATTACKS,
     UPDATE_ATTACKS,
     AttackContext,
     AttackError,
@@ -20,6 +21,7 @@ from flchain.attacks import (
     apply,
     is_data_attack,
     is_protocol_attack,
+    is_secure_attack,
     is_update_attack,
     kind_of,
 )
@@ -268,12 +270,14 @@ def test_catalogue_partitions_all_attack_names() -> None:
     }
     assert set(UPDATE_ATTACKS) == {"signflip", "scale", "gaussian", "zero", "alie", "ipm"}
     assert set(DATA_ATTACKS) == {"labelflip", "backdoor"}
-    assert len(set(ATTACKS)) == len(ATTACKS) == 21
+    assert set(SECURE_ATTACKS) == {"ringshift"}
+    assert len(set(ATTACKS)) == len(ATTACKS) == 22
     assert set(UPDATE_FUNCTIONS) == set(UPDATE_ATTACKS)
     assert set(DESCRIPTIONS) == set(ATTACKS)
     assert all(DESCRIPTIONS[name] for name in ATTACKS)
     for name in ATTACKS:
         kinds = [is_update_attack(name), is_data_attack(name), is_protocol_attack(name)]
+        kinds.append(is_secure_attack(name))
         assert kinds.count(True) == 1
     assert [kind_of(n) for n in ("alie", "backdoor", "spam")] == ["update", "data", "protocol"]
     assert not is_update_attack("nope")

@@ -53,8 +53,13 @@ class _Learner:
     def decode_update(self, blob: bytes) -> torch.Tensor:
         return st_load(blob)["update"]
 
-    def train(self, global_blob: bytes, round_: int) -> _Update:
-        return _Update(self.encode_update(self.vector), 100, 0.5)
+    def train(
+        self, global_blob: bytes, round_: int, *, attack=None, local_noise: bool = True
+    ) -> _Update:  # the pipeline without DP: train (to `vector`) -> attack
+        update = self.vector
+        if attack is not None:
+            update = attack(update, torch.Generator().manual_seed(round_))
+        return _Update(self.encode_update(update), 100, 0.5)
 
 
 def _vectors(k: int, seed: int = 0) -> list[torch.Tensor]:

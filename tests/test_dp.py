@@ -1,4 +1,5 @@
-"""flchain.crypto.dp: clipping and noise, and the accountant against dp-accounting."""
+"""flchain.crypto.dp: clipping and noise, and the accountant against dp-accounting: replace-one
+adjacency of one node's whole data (sensitivity 2C) by default, add/remove (C) on request."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ import pytest
 import torch
 from dp_accounting import pld, rdp
 
-from flchain.crypto.dp import PrivacyAccountant, clip_and_noise, epsilon
+from flchain.crypto.dp import (
+    ADD_REMOVE,
+    REPLACE_ONE,
+    SENSITIVITY,
+    PrivacyAccountant,
+    accounted_noise_multiplier,
+    clip_and_noise,
+    epsilon,
+)
 from flchain.crypto.errors import CryptoError, DPError
 
 
@@ -90,60 +99,102 @@ def test_dp_error_is_a_value_error() -> None:
     assert issubclass(DPError, CryptoError) and issubclass(DPError, ValueError)
 
 
-# --- epsilon ----------------------------------------------------------------------------------
+# --- epsilon: adjacency and sensitivity ------------------------------------------------------
+
+
+def _library_replace_one(sigma: float, rounds: int, delta: float) -> float:
+    """Google's accountant under REPLACE_ONE: the Gaussian release of a clipped update has
+    L2 sensitivity 2C, so its noise multiplier is (sigma*C) / (2C) = sigma / 2."""
+    acc = rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+    acc.compose(dp_accounting.GaussianDpEvent(sigma / 2), rounds)
+    return acc.get_epsilon(delta)
+
+
+def test_replacing_one_nodes_data_moves_its_clipped_release_by_up_to_2c() -> None:
+    """The sensitivity the accountant uses is attained: two data sets whose updates point in
+    opposite directions give clipped releases 2C apart (noise aside)."""
+    C = 1.5
+    u = torch.randn(1000, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 9
+    apart = clip_and_noise(u, C, 0.0) - clip_and_noise(-u, C, 0.0)
+    assert float(torch.linalg.vector_norm(apart)) == pytest.approx(2 * C, rel=1e-12)
+    assert SENSITIVITY == {REPLACE_ONE: 2.0, ADD_REMOVE: 1.0}
+    assert accounted_noise_multiplier(1.6) == 0.8
+    assert accounted_noise_multiplier(1.6, ADD_REMOVE) == 1.6
+
+
+@pytest.mark.parametrize(
+    ("sigma", "rounds", "delta"), [(0.8, 3, 1e-5), (1.1, 100, 1e-5), (4.0, 1, 1e-6)]
+)
+def test_replace_one_epsilon_is_the_library_at_sensitivity_2c(sigma, rounds, delta) -> None:
+    ours = epsilon(sigma, 1.0, rounds, delta)  # replace-one is the default
+    assert ours == _library_replace_one(sigma, rounds, delta)
+    # the same as add/remove at half the noise, and above add/remove at the same noise
+    assert ours == epsilon(sigma / 2, 1.0, rounds, delta, adjacency=ADD_REMOVE)
+    assert ours > epsilon(sigma, 1.0, rounds, delta, adjacency=ADD_REMOVE)
+
+
+def test_replace_one_is_for_nodes_that_take_part_in_every_round() -> None:
+    with pytest.raises(DPError, match="every round"):
+        epsilon(1.0, 0.5, 10, 1e-5)
+    with pytest.raises(DPError, match="every round"):
+        PrivacyAccountant(1.0, 0.5, 1e-5)
+    with pytest.raises(DPError, match="adjacency"):
+        epsilon(1.0, 1.0, 10, 1e-5, adjacency="add-one")
 
 
 @pytest.mark.parametrize(
     ("sigma", "q", "rounds", "delta"),
     [(1.1, 256 / 60000, 14062, 1e-5), (0.8, 0.1, 100, 1e-6), (4.0, 1.0, 1, 1e-5)],
 )
-def test_epsilon_agrees_with_the_library(sigma, q, rounds, delta) -> None:
-    assert epsilon(sigma, q, rounds, delta) == _library_rdp(sigma, q, rounds, delta)
+def test_add_remove_epsilon_agrees_with_the_library(sigma, q, rounds, delta) -> None:
+    ours = epsilon(sigma, q, rounds, delta, adjacency=ADD_REMOVE)
+    assert ours == _library_rdp(sigma, q, rounds, delta)
 
 
 def test_epsilon_is_an_upper_bound_of_the_tighter_pld_accountant() -> None:
     acc = pld.PLDAccountant()
     acc.compose(dp_accounting.PoissonSampledDpEvent(0.05, dp_accounting.GaussianDpEvent(1.0)), 200)
     tight = acc.get_epsilon(1e-5)
-    ours = epsilon(1.0, 0.05, 200, 1e-5)
+    ours = epsilon(1.0, 0.05, 200, 1e-5, adjacency=ADD_REMOVE)
     assert tight <= ours <= 1.5 * tight
 
 
 def test_single_full_gaussian_step_between_exact_and_classic_rdp_bound() -> None:
     sigma, delta = 2.0, 1e-5
-    # Gaussian RDP is alpha / (2 sigma^2); the classic conversion adds log(1/delta)/(alpha-1).
+    s = sigma / 2  # replace-one: noise sigma*C over sensitivity 2C
+    # Gaussian RDP is alpha / (2 s^2); the classic conversion adds log(1/delta)/(alpha-1).
     classic = min(
-        a / (2 * sigma**2) + math.log(1 / delta) / (a - 1) for a in np.linspace(1.01, 200, 20000)
+        a / (2 * s**2) + math.log(1 / delta) / (a - 1) for a in np.linspace(1.01, 200, 20000)
     )
-    exact = dp_accounting.get_epsilon_gaussian(sigma, delta)
+    exact = dp_accounting.get_epsilon_gaussian(s, delta)
     ours = epsilon(sigma, 1.0, 1, delta)
     assert exact <= ours <= classic + 1e-9
 
 
 def test_epsilon_grows_with_rounds_and_sample_rate_and_falls_with_noise() -> None:
-    by_rounds = [epsilon(1.0, 0.1, t, 1e-5) for t in (1, 10, 100, 1000)]
-    by_rate = [epsilon(1.0, q, 100, 1e-5) for q in (0.01, 0.05, 0.2, 1.0)]
-    by_sigma = [epsilon(s, 0.1, 100, 1e-5) for s in (0.7, 1.0, 2.0, 5.0)]
+    by_rounds = [epsilon(1.0, 1.0, t, 1e-5) for t in (1, 10, 100, 1000)]
+    by_rate = [epsilon(1.0, q, 100, 1e-5, adjacency=ADD_REMOVE) for q in (0.01, 0.05, 0.2, 1.0)]
+    by_sigma = [epsilon(s, 1.0, 100, 1e-5) for s in (0.7, 1.0, 2.0, 5.0)]
     assert by_rounds == sorted(by_rounds) and len(set(by_rounds)) == 4
     assert by_rate == sorted(by_rate) and len(set(by_rate)) == 4
     assert by_sigma == sorted(by_sigma, reverse=True) and len(set(by_sigma)) == 4
 
 
 def test_epsilon_edge_cases() -> None:
-    assert epsilon(0.0, 0.1, 10, 1e-5) == math.inf
-    assert epsilon(1.0, 0.1, 0, 1e-5) == 0.0
+    assert epsilon(0.0, 1.0, 10, 1e-5) == math.inf
+    assert epsilon(1.0, 1.0, 0, 1e-5) == 0.0
     assert epsilon(1.0, 0.0, 10, 1e-5) == 0.0
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ((-1.0, 0.1, 10, 1e-5), "noise_multiplier"),
+        ((-1.0, 1.0, 10, 1e-5), "noise_multiplier"),
         ((1.0, 1.5, 10, 1e-5), "sample_rate"),
-        ((1.0, 0.1, -1, 1e-5), "rounds"),
-        ((1.0, 0.1, 2.5, 1e-5), "rounds"),
-        ((1.0, 0.1, 10, 0.0), "delta"),
-        ((1.0, 0.1, 10, 1.0), "delta"),
+        ((1.0, 1.0, -1, 1e-5), "rounds"),
+        ((1.0, 1.0, 2.5, 1e-5), "rounds"),
+        ((1.0, 1.0, 10, 0.0), "delta"),
+        ((1.0, 1.0, 10, 1.0), "delta"),
     ],
 )
 def test_epsilon_rejects_bad_arguments(args, message) -> None:
@@ -155,29 +206,35 @@ def test_epsilon_rejects_bad_arguments(args, message) -> None:
 
 
 def test_accountant_tracks_the_running_epsilon() -> None:
-    acc = PrivacyAccountant(noise_multiplier=1.1, sample_rate=0.2, delta=1e-5)
-    assert acc.epsilon == 0.0 and acc.rounds == 0
+    acc = PrivacyAccountant(noise_multiplier=1.1, sample_rate=1.0, delta=1e-5)
+    assert acc.epsilon == 0.0 and acc.rounds == 0 and acc.adjacency == REPLACE_ONE
     previous = 0.0
     for t in range(1, 6):
         acc.step()
         assert acc.rounds == t
-        assert acc.epsilon == pytest.approx(epsilon(1.1, 0.2, t, 1e-5), rel=1e-9)
+        assert acc.epsilon == pytest.approx(_library_replace_one(1.1, t, 1e-5), rel=1e-9)
         assert acc.epsilon > previous
         previous = acc.epsilon
     acc.step(rounds=20)
     assert acc.rounds == 25
-    assert acc.spent == (pytest.approx(epsilon(1.1, 0.2, 25, 1e-5), rel=1e-9), 1e-5)
+    assert acc.spent == (pytest.approx(epsilon(1.1, 1.0, 25, 1e-5), rel=1e-9), 1e-5)
+
+
+def test_add_remove_accountant_keeps_poisson_subsampling() -> None:
+    acc = PrivacyAccountant(1.1, 0.2, 1e-5, adjacency=ADD_REMOVE)
+    acc.step(rounds=7)
+    assert acc.epsilon == pytest.approx(_library_rdp(1.1, 0.2, 7, 1e-5), rel=1e-9)
 
 
 def test_accountant_without_noise_reports_infinity() -> None:
-    acc = PrivacyAccountant(noise_multiplier=0.0, sample_rate=0.5, delta=1e-5)
+    acc = PrivacyAccountant(noise_multiplier=0.0, sample_rate=1.0, delta=1e-5)
     acc.step()
     assert acc.epsilon == math.inf
 
 
 def test_accountant_rejects_bad_arguments() -> None:
     with pytest.raises(DPError, match="delta"):
-        PrivacyAccountant(1.0, 0.1, delta=2.0)
-    acc = PrivacyAccountant(1.0, 0.1, 1e-5)
+        PrivacyAccountant(1.0, 1.0, delta=2.0)
+    acc = PrivacyAccountant(1.0, 1.0, 1e-5)
     with pytest.raises(DPError, match="rounds"):
         acc.step(-2)

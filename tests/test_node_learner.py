@@ -94,6 +94,53 @@ def test_a_node_may_add_privacy_but_not_remove_it() -> None:
     assert update.norm() > 0.5  # noise sigma*C = 1 per coordinate dwarfs the clipped update
 
 
+def test_a_nodes_dp_noise_is_secret_not_derived_from_its_public_seed() -> None:
+    """Two nodes with the same data, seed and round train the same update, but their noise
+    differs: it is seeded from the OS, or anyone knowing `--seed` could subtract it."""
+    config = TaskConfig(model="logreg", local_epochs=1, dp_clip=1.0, dp_noise=0.5)
+    a, b = (Learner(config, DataSpec("digits", 0, 2), device="cpu", seed=7) for _ in range(2))
+    base = a.initial_model()
+    sent_a = a.decode_update(a.train(base, 1).blob)
+    sent_b = b.decode_update(b.train(base, 1).blob)
+    assert torch.equal(a.last_local, b.last_local)  # the training itself is reproducible
+    assert not torch.equal(sent_a, sent_b)
+    twin = Learner(config, DataSpec("digits", 0, 2), device="cpu", seed=7, noise_seed=a.noise_seed)
+    assert torch.equal(twin.decode_update(twin.train(base, 1).blob), sent_a)
+
+
+def test_no_training_loss_or_sample_count_goes_on_chain_under_dp() -> None:
+    """The loss and the shard's size are unnoised statistics of the node's data: with DP on
+    the node commits LOSS_WITHHELD, which the contract takes and the ledger shows as no loss,
+    and claims 1 sample, so FedAvg weighs members by reputation alone."""
+    from types import SimpleNamespace
+
+    from flchain.contracts import encode_loss
+    from flchain.contracts.ledger import read_round
+    from flchain.contracts.types import LOSS_WITHHELD
+    from flchain.node.engine import RoundEngine
+    from flchain.taskconfig import claimed_samples
+
+    def on_chain(dp_noise: float, loss: float) -> int:
+        engine = SimpleNamespace(learner=SimpleNamespace(dp_noise=dp_noise))
+        return RoundEngine._loss_on_chain(engine, loss)  # type: ignore[arg-type]
+
+    assert on_chain(0.5, 0.6931) == LOSS_WITHHELD
+    assert on_chain(0.0, 0.6931) == encode_loss(0.6931)
+    chain = eth_tester_chain()
+    owner_key, private_key, public_key = chain.new_accounts(3)
+    owner = FLChainClient.deploy(chain.w3, owner_key)
+    private, public = (FLChainClient(chain.w3, owner.address, k) for k in (private_key, public_key))
+    params = TaskParams(CONFIG.digest, b"\x01" * 32, 2, 2, 600, 600)
+    task_id = owner.create_task(params)
+    for i, member in enumerate((private, public)):
+        member.join(task_id, f"peer-{i}".encode(), bytes([i + 1]) * 32)
+    private.submit(task_id, 1, b"\x0a" * 32, claimed_samples(100, 0.5), 0, on_chain(0.5, 0.6931))
+    public.submit(task_id, 1, b"\x0b" * 32, claimed_samples(100, 0.0), 0, on_chain(0.0, 0.6931))
+    updates = read_round(owner, task_id, 1).updates
+    assert [u.loss for u in updates] == [None, pytest.approx(0.6931)]
+    assert [u.samples for u in updates] == [1, 100]
+
+
 def test_task_config_digest_is_canonical_and_checked() -> None:
     data = CONFIG.to_json_bytes()
     assert TaskConfig.from_json_bytes(data) == CONFIG
@@ -203,6 +250,38 @@ def test_multikrum_keeps_uniform_weights_against_a_sample_claim() -> None:
 # --- Siren's client side on the node --------------------------------------------------
 
 
+def test_siren_replays_credits_from_the_lineage_and_rolls_back_onto_t_minus_1() -> None:
+    """The network Learner's Siren: credits replayed from the rounds that built the model
+    blacklist a member rejected once under a one-credit limit (T = 4); a round whose check
+    rejects an eligible member applies the accepted mean to the model of t-1."""
+    from flchain.node.learner import SirenRound
+    from flchain.taskconfig import build_task_config
+
+    config = build_task_config(model="logreg", rule="siren", local_epochs=1)
+    learner = Learner(config, DataSpec("digits", 0, 2), device="cpu")
+    base = learner.initial_model()
+    step = learner.decode_update(learner.train(base, 1).blob)
+    older = learner.apply_update(base, -step)  # the global model of t-1
+    updates = {0: step, 1: step, 2: -step}
+    blobs = {i: learner.encode_update(u) for i, u in updates.items()}
+    rejected_before = SirenRound(
+        submitted=(0, 1, 2), lineage=(((0, 1, 2), (0, 1)),), history=(older,), rounds=4
+    )
+    blacklisted = learner.aggregate(base, blobs, {}, siren=rejected_before)
+    assert blacklisted.accepted == [0, 1] and blacklisted.rollback == 0  # no alarm needed
+    assert blacklisted.model_blob == learner.apply_update(base, step)
+    alarmed = SirenRound(
+        alarms=frozenset({0}),
+        submitted=(0, 1, 2),
+        lineage=(((0, 1, 2), (0, 1, 2)),),
+        history=(older,),
+        rounds=10,
+    )
+    outcome = learner.aggregate(base, blobs, {}, siren=alarmed)
+    assert outcome.accepted == [0, 1] and outcome.rollback == 1
+    assert outcome.model_blob == learner.apply_update(older, step)
+
+
 def test_siren_validation_split_is_held_out_from_training() -> None:
     full = Learner(CONFIG, DataSpec("digits", 0, 4), device="cpu")
     learner = Learner(CONFIG, DataSpec("digits", 0, 4), device="cpu", siren_validation=True)
@@ -240,13 +319,15 @@ def test_siren_alarm_is_judged_on_the_validation_split_and_resumes_from_our_mode
     assert learner.siren_alarm(initial) is True and learner.resume_local is True
     assert len(seen) == 2 and all(x is learner.val_x for x in seen)
     starts: list[torch.Tensor] = []
-    real_update = learner_module.local_update
+    import flchain.pipeline as pipeline_module
+
+    real_update = pipeline_module.local_update
 
     def spy_update(model, base, *args, **kwargs):  # type: ignore[no-untyped-def]
         starts.append(base.clone())
         return real_update(model, base, *args, **kwargs)
 
-    monkeypatch.setattr(learner_module, "local_update", spy_update)
+    monkeypatch.setattr(pipeline_module, "local_update", spy_update)
     blob = learner.train(initial, 2).blob
     assert torch.equal(starts[0], own)  # trained from our own previous model ...
     base = learner.model_params(initial)

@@ -185,5 +185,6 @@ def test_secure_task_config_runs_fedavg_only() -> None:
         TaskConfig(secure=True, rule="krum")
     with pytest.raises(TaskConfigError, match="key_bits"):
         TaskConfig(secure=True, secure_key_bits=256)
-    assert TaskConfig(secure=True, dp_clip=1.0, dp_noise=0.5).secure_value_range == 4.0
+    # Members only clip: the range is C; distributed DP widens the ring for its noise itself.
+    assert TaskConfig(secure=True, dp_clip=1.0, dp_noise=0.5).secure_value_range == 1.0
     assert TaskConfig(secure=True, secure_range=0.5).secure_value_range == 0.5

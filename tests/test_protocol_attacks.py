@@ -466,11 +466,11 @@ def test_deepjson_commits_a_nested_header_bundle_in_secure_mode() -> None:
     learner = SimpleNamespace(
         dp_noise=0.0,
         num_params=4,
-        train=lambda base, r: LocalUpdate(b"update", 10, 0.1),
+        train=lambda base, r, **options: LocalUpdate(b"update", 10, 0.1),
         decode_update=lambda blob: torch.zeros(4),
     )
     engine = SecureRoundEngine(
-        codec=SimpleNamespace(),  # type: ignore[arg-type]
+        codec=SimpleNamespace(noise=lambda members: None),  # type: ignore[arg-type]
         he_keypair=(None, None),  # type: ignore[arg-type]
         client=chain,  # type: ignore[arg-type]
         task_id=1,

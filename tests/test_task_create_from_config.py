@@ -15,13 +15,17 @@ from flchain.devnet.chain import DevChain
 from flchain.devnet.genesis import GenesisConfig
 from flchain.devnet.rpc_server import DevnetServer
 from flchain.node.learner import Learner
-from flchain.taskconfig import DataSpec, TaskConfig
+from flchain.taskconfig import DataSpec, TaskConfig, build_task_config
 
 
 def test_initial_digest_is_derived_from_a_task_config(tmp_path: Path) -> None:
     config = TaskConfig(model="logreg", rule="median", seed=7, max_samples=500)
     path = tmp_path / "task-config.json"
     path.write_bytes(config.to_json_bytes())
+    # SageFlow names its public validation set (and that set's digest) in the config.
+    sageflow = build_task_config(model="logreg", rule="sageflow", seed=7)
+    sageflow_path = tmp_path / "sageflow.json"
+    sageflow_path.write_bytes(sageflow.to_json_bytes())
     not_a_config = tmp_path / "other.json"
     not_a_config.write_bytes(b'{"rule": "multikrum", "color": "red"}')
     runner = CliRunner()
@@ -33,6 +37,7 @@ def test_initial_digest_is_derived_from_a_task_config(tmp_path: Path) -> None:
         result = runner.invoke(task, [*base, "--config", str(path)])
         assert result.exit_code == 0, result.output
         created = json.loads(result.output)
+        with_public_set = runner.invoke(task, [*base, "--config", str(sageflow_path)])
         refused = runner.invoke(task, [*base, "--config", str(not_a_config)])
         contradicted = runner.invoke(task, [*base, "--config", str(path), "--max-samples", "9"])
         # Not a flchain config: the cap is --max-samples (or the default), as for a digest.
@@ -44,6 +49,15 @@ def test_initial_digest_is_derived_from_a_task_config(tmp_path: Path) -> None:
     assert created["initial_digest"] == "0x" + expected
     assert created["config_digest"] == "0x" + config.digest.hex()
     assert created["max_samples"] == 500  # the cap the nodes assume goes on chain
+    assert with_public_set.exit_code == 0, with_public_set.output
+    on_chain = json.loads(with_public_set.output)
+    assert (
+        on_chain["config_digest"] == "0x" + hashlib.sha256(sageflow_path.read_bytes()).hexdigest()
+    )
+    assert sageflow.public_data is not None
+    assert sageflow.public_data["sha256"].encode() in sageflow_path.read_bytes()
+    node = Learner(sageflow, DataSpec("digits", 0, 2), device="cpu")  # checks the set's digest
+    assert on_chain["initial_digest"] == "0x" + hashlib.sha256(node.initial_model()).hexdigest()
     assert contradicted.exit_code == 2
     assert "contradicts" in contradicted.output
     assert json.loads(other.output)["max_samples"] == 10_000
