@@ -44,8 +44,11 @@ demo: $(STAMP)
 demo-simulate: $(STAMP)
 	$(BIN)/flchain simulate --nodes 10 --rounds 10 --byzantine 3 --attack signflip --rule multikrum
 
+# Two workers, one test file each at a time (module-scoped devnets stay in one worker): the
+# devnet tests spend most of their time waiting out phase windows, so the other worker's
+# CPU-bound tests fill that time.
 test: $(STAMP) tools
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check flchain aggregation attacks models contracts devnet node crypto tests benchmarks
