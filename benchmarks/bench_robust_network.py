@@ -98,8 +98,8 @@ def _key(kind: str, rule: str, attack: str, rounds: int, omniscient: bool) -> st
             "partition": PARTITION,
             "seed": SEED,
             "omniscient": omniscient and colluding and kind == "net",
-            "rule_params": list(RULE_PARAMS.get(rule, ())),
-        },
+        }
+        | ({"rule_params": list(RULE_PARAMS[rule])} if rule in RULE_PARAMS else {}),
         sort_keys=True,
     )
 
