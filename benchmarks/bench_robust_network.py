@@ -104,38 +104,33 @@ def _key(kind: str, rule: str, attack: str, rounds: int, omniscient: bool) -> st
     )
 
 
+FLCHAIN = [sys.executable, "-m", "flchain.cli"]
+
+
 # ----------------------------------------------------------------------------- simulation
-def simulate_command(rule: str, attack: str, rounds: int) -> list[str]:
-    """`flchain simulate` with the devnet cell's settings (the CLI's defaults for local
-    epochs, batch size and learning rate are the task config's)."""
+def cell_args(rule: str, attack: str, rounds: int) -> list[str]:
+    """The options a cell's simulation and devnet share: nodes, rounds, rule and its f and
+    parameters, model, partition, seed, and the attack."""
+    cmd = ["--nodes", str(NODES), "--rounds", str(rounds), "--rule", rule, "--model", MODEL]
+    cmd += ["--partition", PARTITION, "--seed", str(SEED)]
     f = defender_f(rule)
-    cmd = [
-        sys.executable,
-        "-m",
-        "flchain.cli",
-        "simulate",
-        "--nodes",
-        str(NODES),
-        "--rounds",
-        str(rounds),
-        "--rule",
-        rule,
-        "--model",
-        MODEL,
-        "--partition",
-        PARTITION,
-        "--seed",
-        str(SEED),
-        "--device",
-        "cpu",
-        "--json",
-    ]
     if f is not None:
         cmd += ["--f", str(f)]
     cmd += rule_param_args(rule)
     if attack != CLEAN:
         cmd += ["--byzantine", str(BYZANTINE), "--attack", attack]
     return cmd
+
+
+def simulate_command(rule: str, attack: str, rounds: int) -> list[str]:
+    """`flchain simulate` with the devnet cell's settings (the CLI's defaults for local
+    epochs, batch size and learning rate are the task config's)."""
+    return [
+        *FLCHAIN,
+        "simulate",
+        *cell_args(rule, attack, rounds),
+        *("--device", "cpu", "--json"),
+    ]
 
 
 def run_simulation(rule: str, attack: str, rounds: int) -> dict[str, Any]:
@@ -165,38 +160,10 @@ def _last_line(result: subprocess.CompletedProcess) -> str:
 
 # ----------------------------------------------------------------------------- network
 def devnet_command(rule: str, attack: str, rounds: int, workdir: Path, omniscient: bool) -> list:
-    f = defender_f(rule)
-    cmd = [
-        sys.executable,
-        "-m",
-        "flchain.cli",
-        "devnet",
-        "up",
-        "--dir",
-        str(workdir),
-        "--nodes",
-        str(NODES),
-        "--rounds",
-        str(rounds),
-        "--rule",
-        rule,
-        "--model",
-        MODEL,
-        "--partition",
-        PARTITION,
-        "--seed",
-        str(SEED),
-        "--timeout",
-        str(time_limit(rounds)),
-        "--json",
-    ]
-    if f is not None:
-        cmd += ["--f", str(f)]
-    cmd += rule_param_args(rule)
-    if attack != CLEAN:
-        cmd += ["--byzantine", str(BYZANTINE), "--attack", attack]
-        if omniscient and attack in COLLUDING_ATTACKS:
-            cmd.append("--omniscient")
+    cmd = [*FLCHAIN, "devnet", "up", "--dir", str(workdir), *cell_args(rule, attack, rounds)]
+    cmd += ["--timeout", str(time_limit(rounds)), "--json"]
+    if omniscient and attack in COLLUDING_ATTACKS:
+        cmd.append("--omniscient")
     if rule == "siren":
         cmd += ["--alarm-window", str(SIREN_ALARM_WINDOW)]
     return cmd
