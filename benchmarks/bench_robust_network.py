@@ -56,8 +56,11 @@ ROUNDS = 5
 AGREE_POINTS = 3.0  # network and simulation agree when their accuracies differ by at most this
 BITE_POINTS = 10.0  # an attack bites a rule when it costs more than this against the clean run
 # Siren's clients raise their alarms on chain within this many seconds of a finalization.
-SIREN_ALARM_WINDOW = 10
-JOBS = 2
+SIREN_ALARM_WINDOW = 20
+JOBS = 2  # devnets at a time; the simulations run one at a time beside them
+# Bumped when a change makes earlier cached runs incomparable (2: the simulation and the devnet
+# hold the same peers' data and Byzantine set, `flchain.peer_data`).
+CACHE_VERSION = 2
 CACHE = Path(__file__).resolve().parents[1] / ".bench-cache" / "robust_network.jsonl"
 
 
@@ -97,6 +100,7 @@ def _key(kind: str, rule: str, attack: str, rounds: int, omniscient: bool) -> st
             "model": MODEL,
             "partition": PARTITION,
             "seed": SEED,
+            "version": CACHE_VERSION,
             "omniscient": omniscient and colluding and kind == "net",
         }
         | ({"rule_params": list(RULE_PARAMS[rule])} if rule in RULE_PARAMS else {}),
@@ -148,6 +152,7 @@ def run_simulation(rule: str, attack: str, rounds: int) -> dict[str, Any]:
     return {
         "accuracy": out["final_accuracy"],
         "history": [r["accuracy"] for r in out["rounds"]],
+        "digests": [r["global_digest"] for r in out["rounds"]],
         "diverged_round": out["diverged_round"],
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -199,6 +204,8 @@ def run_network(rule: str, attack: str, rounds: int, omniscient: bool) -> dict[s
     return {
         "accuracy": accuracies[len(accuracies) // 2],
         "history": [history[k] for k in sorted(history, key=int)],
+        # The global model each round finalized ("" for a round that did not).
+        "digests": [r["global_digest"] or "" for r in summary["rounds"]],
         "honest_agree": len(digests) == 1 and len(accuracies) == 1,
         "finalized": finalized,
         # Byzantine updates that reached the chain, and those the rule accepted, over all rounds
@@ -262,8 +269,12 @@ def run_matrix(
     print(f"{len(todo)} runs to do, {jobs} at a time", flush=True)
     CACHE.parent.mkdir(exist_ok=True)
     started = time.perf_counter()
-    with CACHE.open("a") as sink, ThreadPoolExecutor(jobs) as pool:
-        futures = {pool.submit(_run_cell, job): job for job in todo}
+    with (
+        CACHE.open("a") as sink,
+        ThreadPoolExecutor(jobs) as nets,
+        ThreadPoolExecutor(1) as sims,
+    ):
+        futures = {(sims if job[0] == "sim" else nets).submit(_run_cell, job): job for job in todo}
         for i, future in enumerate(as_completed(futures), 1):
             kind, rule, attack, *_ = job = futures[future]
             result = {**future.result(), "jobs": jobs}

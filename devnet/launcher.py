@@ -38,6 +38,7 @@ from flchain.config import (
 from flchain.contracts import FLChainClient, TaskParams
 from flchain.node.blobstore import DEFAULT_KEEP_ROUNDS
 from flchain.node.identity import init_node_dir
+from flchain.peer_data import byzantine_indices
 from flchain.taskconfig import TaskConfig, build_task_config, initial_model_digest
 
 MANIFEST = "devnet.json"
@@ -235,6 +236,9 @@ def prepare_nodes(plan: DevnetPlan, rpc_url: str, funder_key: str, config: TaskC
     funder = Account.from_key(funder_key)
     nodes = []
     nonce = w3.eth.get_transaction_count(funder.address, "pending")
+    # The Byzantine nodes are the simulation's Byzantine peers for the same seed
+    # (`flchain.peer_data`), each given the plan's attacks in turn.
+    byzantine = byzantine_indices(plan.nodes, plan.byzantine, plan.seed)
     for i in range(plan.nodes):
         node_dir = (plan.directory / f"node-{i}").resolve()
         node_dir.mkdir(parents=True, exist_ok=True)
@@ -256,7 +260,7 @@ def prepare_nodes(plan: DevnetPlan, rpc_url: str, funder_key: str, config: TaskC
         }
         nonce += 1
         w3.eth.send_raw_transaction(funder.sign_transaction(tx).raw_transaction)
-        k = i - (plan.nodes - plan.byzantine)  # the last K nodes are the Byzantine ones
+        k = byzantine.index(i) if i in byzantine else -1
         nodes.append(
             {
                 "name": f"node-{i}",
@@ -266,6 +270,9 @@ def prepare_nodes(plan: DevnetPlan, rpc_url: str, funder_key: str, config: TaskC
                 "port": _free_port(),
                 "attack": plan.attacks[k % len(plan.attacks)] if k >= 0 and plan.attacks else None,
                 "data": f"{config.dataset}#shard={i}/{plan.nodes},partition={plan.partition}",
+                # The run seed, as `simulate --seed` uses it for every peer: a node's draws
+                # differ from the others' by its shard index (`flchain.pipeline.stream`).
+                "seed": plan.seed,
             }
         )
     _collusion_channel(plan, nodes)
@@ -309,7 +316,7 @@ def start_node(manifest: dict, node: dict) -> subprocess.Popen[bytes]:
         "--device",
         "cpu",
         "--seed",
-        str(int(node["name"].split("-")[1])),
+        str(node.get("seed", 0)),
         "-v",
     ]
     for peer in peers:

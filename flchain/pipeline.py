@@ -9,6 +9,9 @@ updates) and then calls `finish` for each: the same two functions, in the same o
 same seeds, so a simulated peer and a node with the same data, seed, index, round and attack
 send the bit-identical update.
 
+A Byzantine peer's attack output is made unique to it (`distinct`, one ulp), so colluders
+that craft one vector still commit distinct digests.
+
 Byzantine peers run the whole pipeline: their update is clipped and noised like everyone's,
 as a node running this code is. That is the attacker the simulation and the devnet model. An
 attacker that runs modified code can skip clipping and noise: its update's norm is then
@@ -154,13 +157,27 @@ def finish(
     without it). The noise stream is seeded with `noise_seed` (a secret), else with `seed`."""
     update = trained
     if attack is not None:
-        update = attack(trained, stream(seed, ATTACK_STREAM, round_, index))
+        update = distinct(attack(trained, stream(seed, ATTACK_STREAM, round_, index)), index)
     if update is None:
         raise ValueError("a peer that skipped training needs an attack that crafts its update")
     if privacy.clip is not None:
         noise = stream(seed if noise_seed is None else noise_seed, DP_STREAM, round_, index)
         update = clip_and_noise(update, privacy.clip, privacy.noise, noise)
     return update
+
+
+def distinct(update: Tensor | None, index: int) -> Tensor | None:
+    """A Byzantine update made unique to its sender: coordinate `index` moves by one float32
+    ulp. Colluders that send one crafted vector (ALIE, IPM, zero) would otherwise commit the
+    same digest, which the contract takes once a round, and three attackers would count as
+    one; the papers' aggregators see all f copies, and so do ours (simulation and network
+    alike, since both call this)."""
+    if update is None or update.numel() == 0:
+        return update
+    out = update.detach().clone().reshape(-1)
+    k = index % out.numel()
+    out[k] = torch.nextafter(out[k], torch.tensor(float("inf"), dtype=out.dtype))
+    return out.reshape(update.shape)
 
 
 def peer_update(

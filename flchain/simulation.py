@@ -51,7 +51,7 @@ from flchain.aggregation import (
     rule_parameters,
 )
 from flchain.aggregation.sageflow import ASYNC_GAMMA_EVERY
-from flchain.aggregation.siren import Rollback, client_alarm, fresh_credits, validation_split
+from flchain.aggregation.siren import Rollback, client_alarm, fresh_credits
 from flchain.attacks import (
     DATA_ATTACKS,
     SECURE_ATTACKS,
@@ -60,7 +60,6 @@ from flchain.attacks import (
     RingShift,
     apply,
     attack_success_rate,
-    poison_dataset,
 )
 from flchain.config import ConfigError, SimulationConfig
 from flchain.crypto.errors import CryptoError
@@ -75,22 +74,26 @@ from flchain.models import (
     load_dataset,
     load_flat_params,
     model_to_bytes,
-    partition,
     pick_device,
     split_public,
 )
+from flchain.peer_data import byzantine_indices, poisoned, shard_indices, siren_validation
 from flchain.pipeline import AttackHook, Peer, Privacy, finish, own_model, train_step
 from flchain.pipeline import stream_seed as _stream_seed
 from flchain.stragglers import Arrival, StragglerSchedule
-from flchain.taskconfig import capped_samples, claimed_samples, raises_alarms, rule_weights
+from flchain.taskconfig import (
+    capped_samples,
+    claimed_samples,
+    needs_public_data,
+    raises_alarms,
+    rule_weights,
+)
 
 # Update attacks whose output does not depend on the attacker's own honest update: the
 # attacker need not train, which keeps large benchmark matrices affordable.
 _ATTACKS_WITHOUT_OWN_TRAINING = frozenset({"zero", "gaussian", "alie", "ipm"})
 # Public-set loss reported for a candidate model whose evaluation is not finite.
 _WORST_LOSS = 1e30
-# Stream tag of each peer's Siren validation split.
-_SIREN_VALIDATION_STREAM = 0x5A1
 _SKELLAM_STREAM = 0x5CE  # distributed DP's noise shares in secure mode (_SecureAggregator)
 
 if TYPE_CHECKING:
@@ -131,6 +134,9 @@ class RoundRecord:
     secure_rejected: str | None = None
     # Siren: how many global versions this round's update was applied back from (0, 1, 2).
     rollback: int = 0
+    # sha256 of the global model's bytes after the round, "0x"-prefixed as on chain: a devnet
+    # with the same settings and seed finalizes the same digest (`flchain.peer_data`).
+    global_digest: str = ""
 
 
 @dataclass
@@ -422,7 +428,7 @@ class Simulation:
         self.device = pick_device(config.device)
         self.dataset = load_dataset(config.dataset, seed=config.seed)
         self.train_config = TrainConfig.of(config)
-        self.byzantine_ids = self._pick_byzantine()
+        self.byzantine_ids = byzantine_indices(config.nodes, config.byzantine, config.seed)
         self.public_x, self.public_y, self.clients = self._split_data()
         torch.manual_seed(config.seed)
         self.model = build_model(config.model, self.dataset.input_shape, self.dataset.num_classes)
@@ -438,45 +444,45 @@ class Simulation:
         )
 
     # ----------------------------------------------------------------- set-up
-    def _pick_byzantine(self) -> list[int]:
-        rng = np.random.Generator(np.random.PCG64([self.config.seed, 0xB1]))
-        chosen = rng.choice(self.config.nodes, size=self.config.byzantine, replace=False)
-        return sorted(int(i) for i in chosen)
-
     def _split_data(self) -> tuple[torch.Tensor, torch.Tensor, list[_Client]]:
+        """Every peer's shard, cut as a node cuts its own (`flchain.peer_data`): the public
+        set comes off first only where the rule scores on one, as on the network."""
         cfg, data = self.config, self.dataset
         labels = data.y_train.numpy()
-        public_idx, rest_idx = split_public(
-            len(labels), cfg.public_fraction, seed=cfg.seed, labels=labels
-        )
-        shards = partition(
-            labels[rest_idx],
-            cfg.nodes,
-            cfg.partition,
-            alpha=cfg.alpha,
-            classes_per_client=cfg.classes_per_client,
-            seed=cfg.seed,
-        )
+        public_idx = np.zeros(0, dtype=np.int64)
+        rest_idx = np.arange(len(labels), dtype=np.int64)
+        if needs_public_data(cfg.rule, cfg.secure):
+            public_idx, rest_idx = split_public(
+                len(labels), cfg.public_fraction, seed=cfg.seed, labels=labels
+            )
         clients = []
-        for i, shard in enumerate(shards):
-            idx = torch.from_numpy(rest_idx[shard])
-            x, y = data.x_train[idx], data.y_train[idx]
-            byzantine = i in self.byzantine_ids
-            if byzantine and cfg.attack in DATA_ATTACKS:
-                x, y = poison_dataset(
-                    cfg.attack,
-                    x,
-                    y,
-                    num_classes=data.num_classes,
-                    generator=torch.Generator().manual_seed(cfg.seed * 1000 + i),
-                    params=cfg.attack_params,
+        for i in range(cfg.nodes):
+            idx = torch.from_numpy(
+                shard_indices(
+                    labels,
+                    rest_idx,
+                    cfg.nodes,
+                    i,
+                    cfg.partition,
+                    alpha=cfg.alpha,
+                    classes_per_client=cfg.classes_per_client,
+                    seed=cfg.seed,
                 )
+            )
+            byzantine = i in self.byzantine_ids
+            x, y = poisoned(
+                cfg.attack if byzantine else None,
+                data.x_train[idx],
+                data.y_train[idx],
+                num_classes=data.num_classes,
+                seed=cfg.seed,
+                index=i,
+                params=cfg.attack_params,
+            )
             client = _Client(i, x, y, byzantine)
             if cfg.rule == "siren":
                 # Siren's clients hold out a tenth of their data for their alarms.
-                val, train = validation_split(
-                    len(y), _stream_seed(cfg.seed, _SIREN_VALIDATION_STREAM, i)
-                )
+                val, train = siren_validation(len(y), cfg.seed, i)
                 client.val_x, client.val_y = x[val], y[val]
                 client.x, client.y = x[train], y[train]
             clients.append(client)
@@ -557,7 +563,7 @@ class Simulation:
             chosen = rule_weights(cfg.rule, cfg.robust_weights, capped)
             if self.secure is not None:  # equal shares, as node/secure.py weighs the mask set
                 chosen = [1.0] * len(arrivals)
-            weights = torch.tensor(chosen, dtype=torch.float32)
+            weights = torch.tensor(chosen, dtype=torch.float64)  # as the node weighs
             if self.secure is not None:  # no stragglers (config): every peer arrives, in order
                 secure = self.secure.aggregate(stacked, weights, r, self.byzantine_ids)
                 accepted, alarms = self._secure_step(secure)
@@ -883,6 +889,7 @@ class Simulation:
             secure_clipped=secure.clipped if secure is not None else None,
             secure_rejected=secure.rejected if secure is not None else None,
             rollback=self._rolled_back,
+            global_digest="0x" + hashlib.sha256(model_to_bytes(self.model)).hexdigest(),
         )
 
 

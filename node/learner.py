@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from flchain import peer_data
 from flchain.aggregation import (
     NETWORK_RULES,
     AggregateResult,
@@ -32,14 +33,11 @@ from flchain.aggregation.siren import (
     credit_limit,
     replay,
     settle,
-    validation_split,
 )
 from flchain.attacks import (
-    DATA_ATTACKS,
     UPDATE_ATTACKS,
     AttackContext,
     apply,
-    poison_dataset,
 )
 from flchain.models import (
     TrainConfig,
@@ -50,7 +48,6 @@ from flchain.models import (
     load_flat_params,
     model_from_bytes,
     model_to_bytes,
-    partition,
     pick_device,
 )
 from flchain.pipeline import AttackHook, Peer, Privacy, own_model, peer_update
@@ -160,19 +157,25 @@ class Learner:
                 )
             self.public = derive(spec, self.dataset)
             rest = self.public.rest
-        labels = self.dataset.y_train.numpy()[rest]
-        shards = partition(labels, data.shards, data.partition, alpha=data.alpha, seed=config.seed)
-        idx = torch.from_numpy(rest[np.asarray(shards[data.shard])])
-        self.x, self.y = self.dataset.x_train[idx], self.dataset.y_train[idx]
-        if attack in DATA_ATTACKS:
-            self.x, self.y = poison_dataset(
-                attack,
-                self.x,
-                self.y,
-                num_classes=self.dataset.num_classes,
-                generator=torch.Generator().manual_seed(seed),
-                params=self.attack_params,
-            )
+        idx = peer_data.shard_indices(
+            self.dataset.y_train.numpy(),
+            rest,
+            data.shards,
+            data.shard,
+            data.partition,
+            alpha=data.alpha,
+            seed=config.seed,
+        )
+        picked = torch.from_numpy(idx)
+        self.x, self.y = peer_data.poisoned(
+            attack,
+            self.dataset.x_train[picked],
+            self.dataset.y_train[picked],
+            num_classes=self.dataset.num_classes,
+            seed=seed,
+            index=data.shard,
+            params=self.attack_params,
+        )
         self.model = build_model(config.model, self.dataset.input_shape, self.dataset.num_classes)
         self.num_params = int(flatten_params(self.model).numel())
         self.train_config = TrainConfig.of(config)
@@ -427,10 +430,10 @@ class Learner:
 
     def hold_out_validation(self) -> None:
         """Set Siren's validation split aside: a seeded tenth of the shard that this node
-        never trains on from now on (`aggregation.siren.validation_split`). Idempotent."""
+        never trains on from now on (`flchain.peer_data.siren_validation`). Idempotent."""
         if self.val_x is not None:
             return
-        val, train = validation_split(len(self.y), self.config.seed * 1_000_003 + self._shard)
+        val, train = peer_data.siren_validation(len(self.y), self.config.seed, self._shard)
         self.val_x, self.val_y = self.x[val], self.y[val]
         self.x, self.y = self.x[train], self.y[train]
 

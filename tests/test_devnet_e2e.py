@@ -40,21 +40,26 @@ def _honest(summary: dict) -> list[dict]:
     return [n for n in summary["nodes"] if not n["attack"]]
 
 
+def _simulate(*args: str) -> dict:
+    """`flchain simulate --json` on one torch thread, as devnet nodes train."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [*FLCHAIN, "simulate", "--device", "cpu", "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
 def test_five_nodes_reject_a_signflip_peer_and_agree_every_round(tmp_path: Path) -> None:
     # Multi-Krum's guarantee needs n > 2f + 2: five nodes are the fewest that tolerate one.
-    summary = _devnet_up(
-        tmp_path,
-        "--nodes",
-        "5",
-        "--rounds",
-        "3",
-        "--byzantine",
-        "1",
-        "--attack",
-        "signflip",
-        "--rule",
-        "multikrum",
-    )
+    # `devnet up` and `simulate` take the same settings; see the end of the test.
+    common = ["--nodes", "5", "--rounds", "3", "--byzantine", "1", "--attack", "signflip"]
+    common += ["--rule", "multikrum", "--f", "1", "--model", "cnn", "--seed", "3"]
+    summary = _devnet_up(tmp_path, *common)
     assert summary["status"] == "finished"
     assert [r["status"] for r in summary["rounds"]] == ["finalized"] * 3
     (byzantine,) = summary["byzantine_members"]
@@ -73,6 +78,15 @@ def test_five_nodes_reject_a_signflip_peer_and_agree_every_round(tmp_path: Path)
     # Rejected every round, the attacker's reputation fell below every honest member's.
     reputations = summary["reputations"]
     assert all(reputations[byzantine] < reputations[i] for i in range(5) if i != byzantine)
+    # The simulation with the same settings and seed is the same run, bit for bit: the same
+    # peer attacks, every peer holds the same data and trains from the same streams, and the
+    # rule aggregates alike, so each round's global model has the digest finalized on chain.
+    simulated = _simulate(*common)
+    attacker = next(n for n in summary["nodes"] if n["attack"])
+    assert simulated["byzantine_ids"] == [int(attacker["name"].split("-")[1])]
+    assert [r["global_digest"] for r in simulated["rounds"]] == [
+        r["global_digest"] for r in summary["rounds"]
+    ]
 
 
 def test_garbage_oversize_nan_wrong_digest_withheld_and_bad_votes_crash_nobody(

@@ -147,3 +147,19 @@ def test_siren_judges_and_resumes_from_the_model_the_peer_contributes() -> None:
     clipped = own_model(trained, base, 1.0)
     assert float((clipped - base).double().norm()) == pytest.approx(1.0)
     assert torch.allclose(clipped, base + update / update.norm())
+
+
+def test_colluders_that_craft_one_vector_still_send_distinct_updates() -> None:
+    # ALIE/IPM/zero colluders all craft the same vector; the contract takes a digest once a
+    # round, so without `distinct` three attackers would count as one.
+    crafted = torch.zeros(50)
+
+    def attack(own: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+        return crafted.clone()
+
+    sent = [finish(None, attack=attack, seed=0, index=i, round_=1) for i in (7, 8, 9)]
+    blobs = {bytes(u.numpy().tobytes()) for u in sent}
+    assert len(blobs) == 3
+    for i, update in zip((7, 8, 9), sent, strict=True):
+        moved = torch.nonzero(update != crafted).flatten().tolist()
+        assert moved == [i] and 0 < float(update[i]) < 1e-40  # one float32 ulp, nothing else
