@@ -4,16 +4,19 @@ Byzantine, side by side with `flchain simulate` on the same settings and seed.
 
 Each cell runs `flchain devnet up --json` (py-evm chain, one process per node) and the
 simulation with the same nodes, Byzantine count, rounds, model, partition, seed and rule
-parameters, and compares the final test accuracy. Two checks: every cell agrees within
-AGREE_POINTS; every attack that bites FedAvg in simulation (costs it more than BITE_POINTS
-against the clean run) bites it on the network too. The two runs are not bit-identical (the
-simulation holds out a public set, draws its Byzantine peers at random and seeds training per
-peer its own way), so the agreement is statistical: it shows the network carries the attacks
-and defences the simulation measures. Protocol attacks (the catalogue's third kind) are not
-accuracy attacks and are left out. Two runs go at a time (--jobs; a devnet waits on its chain
-much of the time, a simulation fills the cores meanwhile); finished runs are cached in
-.bench-cache/ so an interrupted matrix resumes, and a failed run (a rule the network does not
-run yet, say) is reported and retried next time, not cached. `--jobs 0` only reports.
+parameters, and compares the final test accuracy and each round's global model digest. The
+two are meant to be the same run: the same peers attack and every peer holds the same data
+(`flchain.peer_data`), trains from the same seeded streams and goes through the same pipeline
+(`flchain.pipeline`), and the rules aggregate alike in float64 (the simulations run on one
+torch thread, as devnet nodes do). A cell whose digests match round for round is marked
+identical; one that does not says where the network did something the simulation does not
+model (a member that missed a window, say). Two checks: every cell agrees within AGREE_POINTS;
+every attack that bites FedAvg in simulation (costs it more than BITE_POINTS against the clean
+run) bites it on the network too. Protocol attacks (the catalogue's third kind) are not
+accuracy attacks and are left out. Two devnets go at a time (--jobs; a devnet waits on its
+chain much of the time), and the simulations one at a time beside them; finished runs are
+cached in .bench-cache/ so an interrupted matrix resumes, and a failed run is reported and
+retried next time, not cached. `--jobs 0` only reports.
 
     python benchmarks/bench_robust_network.py [--quick] [--rules R ...] [--attacks A ...]
         [--rounds 5] [--jobs 2] [--json PATH] [--out PATH] [--fresh]
@@ -298,6 +301,7 @@ def collect(
             sim = done.get(_key("sim", rule, attack, rounds, omniscient), {"error": "not run"})
             net = done.get(_key("net", rule, attack, rounds, omniscient), {"error": "not run"})
             both = "accuracy" in sim and "accuracy" in net
+            same = both and bool(sim.get("digests")) and sim.get("digests") == net.get("digests")
             rows.append(
                 {
                     "rule": rule,
@@ -308,6 +312,8 @@ def collect(
                     "gap_points": round(100 * (net["accuracy"] - sim["accuracy"]), 2)
                     if both
                     else None,
+                    # every round finalized the simulation's global model, bit for bit
+                    "identical": same,
                 }
             )
     return rows
@@ -343,6 +349,7 @@ def checks(rows: list[dict]) -> dict[str, Any]:
     return {
         "cells": len(rows),
         "compared": len(gaps),
+        "identical": [(r["rule"], r["attack"]) for r in rows if r["identical"]],
         "complete": len(gaps) == len(rows),
         "agree_points": AGREE_POINTS,
         "disagree": [(r["rule"], r["attack"], r["gap_points"]) for r in disagree],
@@ -357,8 +364,17 @@ def _cell(row: dict) -> str:
     net, sim = row["net"], row["sim"]
     shown = [f"{100 * x['accuracy']:.1f}" if "accuracy" in x else "—" for x in (net, sim)]
     off = row["gap_points"] is not None and abs(row["gap_points"]) > AGREE_POINTS
-    flag = " **!**" if off else ""
+    flag = " **!**" if off else " ≡" if row["identical"] else ""
     return f"{shown[0]} / {shown[1]}{flag}"
+
+
+def _first_difference(row: dict) -> int:
+    """The first round whose network digest is not the simulation's (1-based)."""
+    sim, net = row["sim"].get("digests") or [], row["net"].get("digests") or []
+    for i, (a, b) in enumerate(zip(sim, net, strict=False), 1):
+        if a != b:
+            return i
+    return min(len(sim), len(net)) + 1
 
 
 def report(rows: list[dict], verdict: dict, rounds: int, omniscient: bool) -> str:
@@ -391,8 +407,7 @@ def report(rows: list[dict], verdict: dict, rounds: int, omniscient: bool) -> st
         "",
         f"`make bench-robust-network` (`python benchmarks/bench_robust_network.py --rounds "
         f"{rounds}`): `flchain devnet up` with {NODES} node processes, {BYZANTINE} of them "
-        f"Byzantine (the last three; the simulation draws its three from the seed), against "
-        f"`flchain simulate` with the same settings: digits, "
+        f"Byzantine, against `flchain simulate` with the same settings: digits, "
         f"{MODEL.upper()}, {PARTITION}, {rounds} rounds, seed {SEED}, attack defaults. "
         + assumes
         + "ALIE and IPM colluders on the network "
@@ -403,8 +418,11 @@ def report(rows: list[dict], verdict: dict, rounds: int, omniscient: bool) -> st
             else "estimate the honest statistics from their own honestly trained updates"
         )
         + f"; Siren runs with a {SIREN_ALARM_WINDOW} s alarm window. Each cell: final test "
-        f"accuracy in percent, **network / simulation**; **!** marks a gap over "
-        f"{AGREE_POINTS:g} points. {machine()}. {timing}" + partial,
+        f"accuracy in percent, **network / simulation**; ≡ marks a cell whose devnet finalized "
+        f"the simulation's global model bit for bit in every round (the same peers attack, "
+        f"hold the same data and train from the same seeds: `flchain.peer_data`, "
+        f"`flchain.pipeline`); **!** marks a gap over {AGREE_POINTS:g} points. {machine()}. "
+        f"{timing}" + partial,
         "",
         "| rule | " + " | ".join("clean" if a == CLEAN else a for a in attacks) + " |",
         "|---|" + "---:|" * len(attacks),
@@ -412,6 +430,10 @@ def report(rows: list[dict], verdict: dict, rounds: int, omniscient: bool) -> st
     for rule in rules:
         lines.append(f"| {rule} | " + " | ".join(_cell(by[(rule, a)]) for a in attacks) + " |")
     lines += ["", "### Checks, evaluated on these figures", ""]
+    lines.append(
+        f"- Bit-identical to the simulation (every round's global digest): "
+        f"{len(verdict['identical'])} of {verdict['compared']} cells compared."
+    )
     n_dis = len(verdict["disagree"])
     listed = ", ".join(f"{r}/{a} ({g:+.1f})" for r, a, g in verdict["disagree"])
     lines.append(
@@ -443,9 +465,8 @@ def report(rows: list[dict], verdict: dict, rounds: int, omniscient: bool) -> st
     if short:
         lines += [
             "",
-            "Network cells where fewer Byzantine updates reached the chain (identical updates "
-            "share a digest, which the contract takes once a round; a slow node misses the "
-            "submit window):",
+            "Network cells where fewer Byzantine updates reached the chain (a node that misses "
+            "the submit window sends nothing that round):",
             "",
         ]
         for r in short:
@@ -467,12 +488,17 @@ def report(rows: list[dict], verdict: dict, rounds: int, omniscient: bool) -> st
     ]
     if odd:
         lines += ["", f"Network cells that did not run cleanly: {', '.join(odd)}."]
-    if "zero" in attacks:
+    different = [
+        f"{r['rule']}/{r['attack']} (from round {_first_difference(r)})"
+        for r in rows
+        if r["gap_points"] is not None and not r["identical"]
+    ]
+    if different:
         lines += [
             "",
-            "zero: the Byzantine nodes all send the same all-zero update, and the contract takes "
-            "each update digest once a round, so on the network one of them counts where the "
-            "simulation averages all three.",
+            "Cells whose devnet finalized a different model than the simulation: "
+            + ", ".join(different)
+            + ".",
         ]
     failed: dict[str, list[str]] = {}  # why -> the cells
     for r in rows:

@@ -46,6 +46,7 @@ from flchain.devnet.launcher import (
     DevnetPlan,
     down,
     node_status,
+    process_alive,
     read_manifest,
     tolerance_warning,
     up,
@@ -303,7 +304,7 @@ def _watch(manifest: dict, timeout: int, *, quiet: bool) -> bool:
             if live is not None:
                 live.update(_view(manifest, task))
             if task.status in (TaskStatus.FINISHED, TaskStatus.CLOSED):
-                time.sleep(1.0)  # let nodes adopt and report the last model
+                _wait_nodes_done(manifest, min(deadline, time.time() + NODES_DONE_SECONDS))
                 if live is not None:
                     live.update(_view(manifest, client.get_task(manifest["task_id"])))
                 break
@@ -313,6 +314,25 @@ def _watch(manifest: dict, timeout: int, *, quiet: bool) -> bool:
     if live is not None:
         console.print()
     return True
+
+
+NODES_DONE_SECONDS = 90.0
+"""How long `devnet up` waits, once the task ended, for the nodes to fetch the final model,
+test it and stop (each says phase "done"), before it summarizes what they hold."""
+
+
+def _wait_nodes_done(manifest: dict, deadline: float) -> None:
+    """Until every running node reports "done" (or the deadline): the summary then shows
+    what each node holds, not what it held a moment before the end."""
+    while time.time() < deadline:
+        waiting = [
+            node
+            for node in manifest["nodes"]
+            if process_alive(node.get("pid")) and (node_status(node) or {}).get("phase") != "done"
+        ]
+        if not waiting:  # a node that died says so in its last status; nothing to wait for
+            return
+        time.sleep(0.5)
 
 
 def _view(manifest: dict, task: object) -> Table:

@@ -341,7 +341,7 @@ def up(plan: DevnetPlan) -> dict:
     existing = plan.directory / MANIFEST
     if existing.exists():
         manifest = safe_json.load_file(existing, max_bytes=_JSON_MAX_BYTES)
-        if any(_alive(p) for p in _pids(manifest)):
+        if any(process_alive(p) for p in _pids(manifest)):
             raise DevnetError(
                 f"a devnet is already running in {plan.directory}; `devnet down` first"
             )
@@ -414,7 +414,8 @@ def _pids(manifest: dict) -> list[int]:
     return [p for p in pids if p]
 
 
-def _alive(pid: int | None) -> bool:
+def process_alive(pid: int | None) -> bool:
+    """Whether `pid` runs (a zombie, exited but not reaped, does not)."""
     if not pid:
         return False
     try:
@@ -437,15 +438,15 @@ def down(directory: Path, timeout: float = 10.0) -> list[int]:
     node_pids = [n.get("pid") for n in manifest["nodes"] if n.get("pid")]
     for group in (node_pids, [manifest.get("chain_pid")]):
         for pid in group:
-            if pid and _alive(pid):
+            if pid and process_alive(pid):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGTERM)
                 stopped.append(pid)
         deadline = time.time() + timeout
-        while any(_alive(p) for p in group if p) and time.time() < deadline:
+        while any(process_alive(p) for p in group if p) and time.time() < deadline:
             time.sleep(0.1)
         for pid in group:
-            if pid and _alive(pid):
+            if pid and process_alive(pid):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
     return stopped

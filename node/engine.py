@@ -470,12 +470,15 @@ class RoundEngine:
             task = await self._chain(self.client.get_task, self.task_id)
             self.state.task_status = task.status.name.lower()
             self.state.global_round = task.global_round
-            self.state.global_digest = "0x" + task.global_digest.hex()
             if task.status in (TaskStatus.FINISHED, TaskStatus.CLOSED):
-                self.state.phase = "done"
+                # global_digest names the model this node holds (set by `_adopt`), never just
+                # the chain's: a node that could not fetch the final model must not look as if
+                # it had it. "done" comes after the adoption, so whoever waits for it (`devnet
+                # up`'s summary) reads the final accuracy.
                 await self._adopt(task.global_digest)
                 if self.attacker is not None:  # falsealarm: the last round's alarm too
                     await self.attacker.at_task_end(task)
+                self.state.phase = "done"
                 return
             if task.status == TaskStatus.REGISTERING:
                 self.state.phase = "waiting for members"
