@@ -230,6 +230,13 @@ def deploy_task(plan: DevnetPlan, rpc_url: str, owner_key: str) -> tuple[str, in
     return client.address, task_id, config
 
 
+DEVNET_SCRYPT_N = 2**10
+"""scrypt cost of devnet node keys. Their passwords are 128 random bits (`prepare_nodes`), and
+no work factor makes such a password easier or harder to guess; the default cost (2^18, about a
+second per key) protects the passwords people choose at `node init`. At 2^18 the keys of a
+10-node devnet took some 20 s to create and 10 s more to unlock as the nodes started."""
+
+
 def prepare_nodes(plan: DevnetPlan, rpc_url: str, funder_key: str, config: TaskConfig) -> list:
     """Keys, funds, task config and a fixed listen port for every node."""
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
@@ -247,7 +254,7 @@ def prepare_nodes(plan: DevnetPlan, rpc_url: str, funder_key: str, config: TaskC
         fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(password)
-        identity = init_node_dir(node_dir, password, overwrite=True)
+        identity = init_node_dir(node_dir, password, overwrite=True, scrypt_n=DEVNET_SCRYPT_N)
         (node_dir / "task-config.json").write_bytes(config.to_json_bytes())
         tx = {
             "to": identity.address,
