@@ -13,7 +13,9 @@ in its spec; the CLI, the devnet launcher, the configs and the node read them fr
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -43,6 +45,7 @@ __all__ = [
     "AggregationError",
     "RuleSpec",
     "aggregate",
+    "canonical_order",
     "check_params",
     "f_bounds_text",
     "fit_params",
@@ -116,6 +119,21 @@ def check_params(rule: str, params: dict[str, Any], n: int | None = None) -> Non
         raise AggregationError(f"{rule} cannot run on {n} update(s): it needs {spec.f_bound}")
     if spec.check is not None:
         spec.check(dict(params), n)
+
+
+def canonical_order(updates: Sequence[Tensor]) -> list[int]:
+    """The order to aggregate `updates` in: by the SHA-256 of each one's float32 bytes, ties
+    (equal updates) by position. Floating-point sums depend on their order, and Krum-style
+    rules break ties by position, so an order taken from the caller would make the result
+    depend on who joined the task first (the network's member indices) or how the peers are
+    numbered (the simulation); by content, the result is a function of the set of updates, the
+    same for every honest node and for the simulation of the same run."""
+
+    def key(i: int) -> tuple[bytes, int]:
+        flat = updates[i].detach().to("cpu", torch.float32).contiguous().reshape(-1)
+        return hashlib.sha256(flat.numpy().tobytes()).digest(), i
+
+    return sorted(range(len(updates)), key=key)
 
 
 def fit_params(rule: str, params: dict[str, Any], n: int) -> tuple[str, dict[str, Any]]:

@@ -45,6 +45,7 @@ import torch
 from flchain.aggregation import (
     RULES,
     aggregate,
+    canonical_order,
     fit_params,
     optional_inputs,
     required_inputs,
@@ -80,6 +81,7 @@ from flchain.models import (
 from flchain.peer_data import byzantine_indices, poisoned, shard_indices, siren_validation
 from flchain.pipeline import AttackHook, Peer, Privacy, finish, own_model, train_step
 from flchain.pipeline import stream_seed as _stream_seed
+from flchain.public_set import PublicSet, Scores, update_scores
 from flchain.stragglers import Arrival, StragglerSchedule
 from flchain.taskconfig import (
     capped_samples,
@@ -92,8 +94,6 @@ from flchain.taskconfig import (
 # Update attacks whose output does not depend on the attacker's own honest update: the
 # attacker need not train, which keeps large benchmark matrices affordable.
 _ATTACKS_WITHOUT_OWN_TRAINING = frozenset({"zero", "gaussian", "alie", "ipm"})
-# Public-set loss reported for a candidate model whose evaluation is not finite.
-_WORST_LOSS = 1e30
 _SKELLAM_STREAM = 0x5CE  # distributed DP's noise shares in secure mode (_SecureAggregator)
 
 if TYPE_CHECKING:
@@ -546,6 +546,8 @@ class Simulation:
             for client, row in zip(senders, sent, strict=True):
                 self.stragglers.post(client.index, r, delays[client.index], row)
         arrivals = self.stragglers.collect(r)
+        if self.secure is None:  # aggregated in content order, as nodes do (secure sums exactly)
+            arrivals = [arrivals[k] for k in canonical_order([a.update for a in arrivals])]
         staleness = torch.tensor([a.staleness for a in arrivals], dtype=torch.long)
         accepted = torch.zeros(cfg.nodes, dtype=torch.bool)
         secure = None
@@ -812,22 +814,19 @@ class Simulation:
         if "credits" in needed and self.credits is not None:
             side["credits"] = self.credits[[a.peer for a in arrivals]]
         if needed & {"public_loss", "public_entropy", "public_accuracy"}:
+            # Scored as every node scores (`flchain.public_set.update_scores`: float64 on the
+            # CPU, quantized), each update against the model it was trained from.
+            public = PublicSet(
+                self.public_x, self.public_y, np.zeros(0, np.int64), self.dataset.num_classes
+            )
             loss, entropy, accuracy = [], [], []
             for a in arrivals:
                 base = self._history[a.base_version]
-                load_flat_params(self.model, base + a.update.to(torch.float32))
-                ev = evaluate(self.model, self.public_x, self.public_y, device=self.device)
-                if math.isfinite(ev.loss) and math.isfinite(ev.entropy):
-                    loss.append(ev.loss)
-                    entropy.append(ev.entropy)
-                    accuracy.append(ev.accuracy)
-                else:  # a model that evaluates to NaN/Inf is as bad as a model can be
-                    loss.append(_WORST_LOSS)
-                    entropy.append(math.log(self.dataset.num_classes))
-                    accuracy.append(0.0)
-            side["public_loss"] = torch.tensor(loss, dtype=torch.float64)
-            side["public_entropy"] = torch.tensor(entropy, dtype=torch.float64)
-            side["public_accuracy"] = torch.tensor(accuracy, dtype=torch.float64)
+                scores = update_scores(self.model, base, a.update.unsqueeze(0), public)
+                loss += scores.loss
+                entropy += scores.entropy
+                accuracy += scores.accuracy
+            side.update(Scores(loss, entropy, accuracy).side_inputs(sorted(needed)))
             side = {k: v for k, v in side.items() if k in needed}
         return side
 

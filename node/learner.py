@@ -22,6 +22,7 @@ from flchain.aggregation import (
     NETWORK_RULES,
     AggregateResult,
     aggregate,
+    canonical_order,
     fit_params,
     optional_inputs,
     required_inputs,
@@ -296,8 +297,9 @@ class Learner:
         max_samples, times reputation); robust rules weigh the updates uniformly unless the
         task config says robust_weights="consensus" (`rule_weights`). Invalid blobs are left
         out (never accepted). The result is bit-identical on every node that fetched the
-        same blobs: float64 CPU aggregation, fixed member order, and for SageFlow and Siren
-        quantized float64 scores on the task's public set (`flchain.public_set`).
+        same blobs: float64 CPU aggregation, updates in content order (`canonical_order`), and
+        for SageFlow and Siren quantized float64 scores on the task's public set
+        (`flchain.public_set`).
 
         SageFlow runs as on a synchronous server: every update is fresh (staleness 0) and
         relative to the current global model. Siren needs `siren` (its alarms, credits and
@@ -313,7 +315,8 @@ class Learner:
                 invalid.append(index)
         if not valid:
             return AggregateOutcome(global_blob, [], invalid)
-        order = sorted(valid)
+        members = sorted(valid)
+        order = [members[k] for k in canonical_order([valid[i] for i in members])]
         stacked = torch.stack([valid[i] for i in order])
         consensus = [float(weights.get(i, 0.0)) for i in order]
         chosen = rule_weights(self.config.rule, self.config.robust_weights, consensus)
@@ -322,7 +325,7 @@ class Learner:
             w = torch.ones(len(order), dtype=torch.float64)
         side = self._side_inputs(base, stacked, order, siren)
         result = self._robust_aggregate(stacked, w, side)
-        accepted = [i for i, ok in zip(order, result.accepted.tolist(), strict=True) if ok]
+        accepted = sorted(i for i, ok in zip(order, result.accepted.tolist(), strict=True) if ok)
         lag = 0
         if self.config.rule == "siren":
             lag = self._siren_rollback(siren or SirenRound(), order, accepted)

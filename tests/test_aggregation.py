@@ -314,3 +314,27 @@ def test_deterministic_mode_ignores_the_thread_count():
         torch.set_num_threads(threads)
     one, many = results.values()
     assert all(torch.equal(a, b) for a, b in zip(one, many, strict=True))
+
+
+@pytest.mark.parametrize("rule", ["fedavg", "multikrum", "bulyan", "trimmed_mean"])
+def test_in_canonical_order_the_aggregate_is_a_function_of_the_set_of_updates(rule: str) -> None:
+    # Nodes number members by join order and the simulation numbers peers its own way; in
+    # content order both aggregate the same sequence, so the same set gives the same bits.
+    from flchain.aggregation import canonical_order
+
+    g = torch.Generator().manual_seed(5)
+    updates = torch.randn(11, 300, generator=g) * (1 + torch.rand(11, 1, generator=g))
+    weights = torch.rand(11, generator=g, dtype=torch.float64) + 0.5
+    params = {"f": 2} if rule in ("multikrum", "bulyan") else {}
+
+    def run(perm: torch.Tensor) -> torch.Tensor:
+        u, w = updates[perm], weights[perm]
+        order = canonical_order(list(u))
+        return aggregate(rule, u[order], w[order], deterministic=True, **params).update
+
+    first = run(torch.arange(11))
+    shuffled = run(torch.randperm(11, generator=g))
+    assert torch.equal(first, shuffled)
+    if rule in ("fedavg", "trimmed_mean"):  # means: only the rounding depends on the order
+        plain = aggregate(rule, updates, weights, deterministic=True, **params).update
+        assert torch.allclose(first, plain, atol=1e-12)
