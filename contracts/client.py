@@ -53,6 +53,8 @@ FINALIZE_BASE_GAS = 480_000
 FINALIZE_GAS_PER_MEMBER = 44_000
 # Calls per JSON-RPC batch for the many-views helpers (endpoints commonly accept 100).
 VIEW_BATCH = 100
+CLOCK_LAG = 2.0
+"""Seconds the latest block may lag the wall clock before `keep_time` asks for a block."""
 
 
 def finalize_gas_bound(n_members: int) -> int:
@@ -113,6 +115,7 @@ class FLChainClient:
             if item["type"] == "event"
         }
         self._max_members_cache: dict[int, int] = {}
+        self._can_mine: bool | None = None  # evm_mine offered? (None: not tried yet)
 
     @classmethod
     def deploy(cls, w3: Web3, account: LocalAccount, **sender_options: Any) -> FLChainClient:
@@ -186,6 +189,30 @@ class FLChainClient:
             if decoded is not None:
                 out.append(decoded)
         return out
+
+    def keep_time(self, now: float) -> bool:
+        """Ask a chain whose clock stands still for a block, so its time catches up with `now`.
+
+        A chain that mines only when a transaction arrives (anvil's and the devnet's automine)
+        keeps the timestamp of its last block: once every member has committed, the vote
+        phase never opens on chain, each vote's gas estimate reverts ("phase") and is not
+        sent, and nothing moves time forward again. When the latest block is more than
+        CLOCK_LAG seconds behind `now`, this calls `evm_mine` (anvil, hardhat, ganache and
+        `flchain chain serve` offer it); an endpoint without it is a chain that makes blocks by
+        itself, and is left alone from then on. Returns whether a block was asked for."""
+        if self._can_mine is False:
+            return False
+        latest = self.sender.rpc(lambda: self.w3.eth.get_block("latest"), "latest block")
+        if int(latest["timestamp"]) >= now - CLOCK_LAG:
+            return False
+        try:
+            reply = self.sender.rpc(
+                lambda: self.w3.provider.make_request("evm_mine", []), "evm_mine"
+            )
+        except RPCError:  # refused outright (an HTTP error, say): the same answer as "no"
+            reply = {"error": "evm_mine refused"}
+        self._can_mine = "error" not in reply
+        return self._can_mine
 
     def _max_members(self, task_id: int) -> int:
         """The task's member cap: fixed at creation, so cached, and a safe gas-bound input."""

@@ -79,6 +79,12 @@ ENGINE_METRICS = (
         "updates count as missing).",
     ),
     MetricSpec("chain_errors_total", "counter", "Chain calls that failed and were retried."),
+    MetricSpec(
+        "clock_nudges_total",
+        "counter",
+        "Blocks this node asked a chain that mines only on transactions for (evm_mine), so "
+        "its clock caught up with a phase the wall clock says is over.",
+    ),
     MetricSpec("updates_missing_total", "counter", "Committed updates no peer delivered."),
     MetricSpec(
         "updates_invalid_total",
@@ -748,6 +754,7 @@ class RoundEngine:
                     await self._chain(self.client.close_round, self.task_id, r)
                 except ContractRevert as exc:
                     log.debug("close_round(%d): %s", r, exc)
+                    await self._keep_time()
             await trio.sleep(self.poll)
         timings["finalize"] = time.perf_counter() - t0
 
@@ -771,7 +778,16 @@ class RoundEngine:
                     return
                 if time.time() > info.vote_deadline:
                     return
+                await self._keep_time()  # the chain's clock may stand still (automine)
                 await trio.sleep(self.poll)
+
+    async def _keep_time(self) -> None:
+        """Our wall clock says a phase is over and the chain refused because its clock says
+        otherwise: ask a chain that mines only on transactions for a block
+        (`FLChainClient.keep_time`), or the round waits for a transaction nobody sends."""
+        keep_time = getattr(self.client, "keep_time", None)
+        if keep_time is not None and await self._chain(keep_time, time.time()):
+            self.metrics.inc("clock_nudges_total")
 
     async def _fetch_blobs(
         self, r: int, digests: dict[int, bytes], deadline: float, max_size: int

@@ -101,3 +101,27 @@ def test_serve_with_chain_anvil(anvil_bin: str) -> None:
         if process.poll() is None:
             process.kill()
         process.communicate(timeout=30)
+
+
+def test_keep_time_moves_an_automine_chains_clock_up_to_the_wall_clock(anvil_bin: str) -> None:
+    # anvil's automine makes a block only for a transaction: with nothing sent, its clock
+    # stands still and a phase the wall clock says is over never opens on chain.
+    import time
+
+    from eth_account import Account
+    from web3 import Web3
+
+    from flchain.contracts import FLChainClient
+
+    with spawn_anvil(accounts=1, binary=anvil_bin) as anvil:
+        w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+        owner = Account.from_key(derive_accounts(count=1)[0].private_key)
+        client = FLChainClient.deploy(w3, owner)
+        before = w3.eth.get_block("latest")
+        assert not client.keep_time(time.time())  # the deploy's block is current
+        later = before["timestamp"] + 30  # the wall clock runs 30 s ahead of the chain
+        assert client.keep_time(later)
+        after = w3.eth.get_block("latest")
+        assert after["number"] == before["number"] + 1
+        assert not client.keep_time(after["timestamp"] + 1)  # within CLOCK_LAG: no block
+        assert w3.eth.block_number == after["number"]
