@@ -290,8 +290,12 @@ class ColludingTrainer:
         names, estimate = self.channel.gather(round_, deadline, want=spec.colluders)
         rank = names.index(self.channel.name) if self.channel.name in names else 0
         if spec.omniscient:
+            # The worst case the simulation models: every honest update of the round, so the
+            # wait for them runs to the commit deadline, not the colluders' bounded wait.
             n_honest = max(1, int(self.members()) - spec.colluders)
-            _, benign = self.channel.gather(round_, deadline, honest=True, want=n_honest)
+            _, benign = self.channel.gather(
+                round_, float(self.deadline()), honest=True, want=n_honest
+            )
             if len(benign):
                 estimate = benign
         if not len(estimate):  # our own file vanished: our update is all we know

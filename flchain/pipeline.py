@@ -157,7 +157,9 @@ def finish(
     without it). The noise stream is seeded with `noise_seed` (a secret), else with `seed`."""
     update = trained
     if attack is not None:
-        update = distinct(attack(trained, stream(seed, ATTACK_STREAM, round_, index)), index)
+        update = distinct(
+            attack(trained, stream(seed, ATTACK_STREAM, round_, index)), index, round_
+        )
     if update is None:
         raise ValueError("a peer that skipped training needs an attack that crafts its update")
     if privacy.clip is not None:
@@ -166,17 +168,19 @@ def finish(
     return update
 
 
-def distinct(update: Tensor | None, index: int) -> Tensor | None:
-    """A Byzantine update made unique to its sender: coordinate `index` moves by one float32
-    ulp. Colluders that send one crafted vector (ALIE, IPM, zero) would otherwise commit the
-    same digest, which the contract takes once a round, and three attackers would count as
-    one; the papers' aggregators see all f copies, and so do ours (simulation and network
-    alike, since both call this)."""
+def distinct(update: Tensor | None, index: int, round_: int) -> Tensor | None:
+    """A Byzantine update made unique to its sender and round: coordinate `index` moves by
+    `round_` float32 ulps. Colluders that send one crafted vector (ALIE, IPM, zero) would
+    otherwise commit the same digest, which the contract takes once a task, and three
+    attackers would count as one (and `zero`, the same vector every round, would count only
+    in round 1); the papers' aggregators see all f copies every round, and so do ours
+    (simulation and network alike, since both call this)."""
     if update is None or update.numel() == 0:
         return update
-    out = update.detach().clone().reshape(-1)
+    out = update.detach().to(torch.float32).clone().reshape(-1)
     k = index % out.numel()
-    out[k] = torch.nextafter(out[k], torch.tensor(float("inf"), dtype=out.dtype))
+    bits = out.view(torch.int32)  # one ulp per unit of the float's bit pattern
+    bits[k] = bits[k] + int(round_)
     return out.reshape(update.shape)
 
 

@@ -150,16 +150,22 @@ def test_siren_judges_and_resumes_from_the_model_the_peer_contributes() -> None:
 
 
 def test_colluders_that_craft_one_vector_still_send_distinct_updates() -> None:
-    # ALIE/IPM/zero colluders all craft the same vector; the contract takes a digest once a
-    # round, so without `distinct` three attackers would count as one.
+    # ALIE/IPM/zero colluders all craft the same vector, and `zero` the same one every round;
+    # the contract takes a digest once a task, so without `distinct` three attackers would
+    # count as one, and only in round 1.
     crafted = torch.zeros(50)
 
     def attack(own: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
         return crafted.clone()
 
-    sent = [finish(None, attack=attack, seed=0, index=i, round_=1) for i in (7, 8, 9)]
-    blobs = {bytes(u.numpy().tobytes()) for u in sent}
-    assert len(blobs) == 3
-    for i, update in zip((7, 8, 9), sent, strict=True):
+    sent = {
+        (i, r): finish(None, attack=attack, seed=0, index=i, round_=r)
+        for i in (7, 8, 9)
+        for r in (1, 2, 3)
+    }
+    blobs = {bytes(u.numpy().tobytes()) for u in sent.values()}
+    assert len(blobs) == 9
+    for (i, r), update in sent.items():
         moved = torch.nonzero(update != crafted).flatten().tolist()
-        assert moved == [i] and 0 < float(update[i]) < 1e-40  # one float32 ulp, nothing else
+        assert moved == [i]  # one coordinate, moved by r ulps from 0.0
+        assert int(update.view(torch.int32)[i]) == r
