@@ -244,7 +244,6 @@ class ColludingTrainer:
         *,
         attack: str | None,
         params: dict[str, float] | None = None,
-        seed: int = 0,
     ) -> None:
         if attack is not None and attack not in COLLUDING_ATTACKS:
             raise AttackError(f"attack {attack!r} does not collude ({COLLUDING_ATTACKS})")
@@ -252,7 +251,6 @@ class ColludingTrainer:
         self.channel = channel
         self.attack = attack
         self.params = dict(params or {})
-        self.seed = seed
         self.members: Any = lambda: channel.spec.colluders + 1
         self.deadline: Any = lambda: time.time() + channel.spec.wait
         self.last_context: AttackContext | None = None

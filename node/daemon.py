@@ -131,9 +131,7 @@ def with_collusion(learner: Any, settings: NodeSettings, attack: str | None, nam
         channel = CollusionChannel(settings.collude_dir, name, learner.num_params)
     except ValueError as exc:
         raise NodeError(f"collusion channel: {exc}") from exc
-    return ColludingTrainer(
-        learner, channel, attack=colluding, params=settings.attack_params, seed=settings.seed
-    )
+    return ColludingTrainer(learner, channel, attack=colluding, params=settings.attack_params)
 
 
 async def run_node(

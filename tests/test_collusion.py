@@ -75,7 +75,6 @@ def _trainer(
         CollusionChannel(path, name, D),
         attack=attack,
         params=dict(params),
-        seed=1,
     )
     trainer.members = lambda: 10
     trainer.deadline = lambda: time.time() + 5.0
@@ -261,7 +260,6 @@ def test_colluding_nodes_wrap_the_real_learner(tmp_path: Path) -> None:
         learners[0],
         CollusionChannel(tmp_path, "colluder-a", learners[0].num_params),
         attack="alie",
-        seed=2,
     )
     trainer.members = lambda: 4  # n = 4, f = 2: s = 1, z = Phi^-1(3/4)
     crafted = trainer.decode_update(trainer.train(base, 1).blob)
@@ -291,7 +289,7 @@ def test_the_daemon_wraps_colluders_and_omniscient_honest_nodes_only(tmp_path: P
     assert colluder_attack(channel, "ipm") == "ipm"
     wrapped = with_collusion(learner, channel, "alie", "node-3")
     assert isinstance(wrapped, ColludingTrainer)
-    assert (wrapped.attack, wrapped.params, wrapped.seed) == ("alie", {"z": 1.0}, 4)
+    assert (wrapped.attack, wrapped.params) == ("alie", {"z": 1.0})
     honest = with_collusion(learner, channel, None, "node-0")
     assert isinstance(honest, ColludingTrainer) and honest.attack is None
     assert with_collusion(learner, channel, "signflip", "node-2") is learner
