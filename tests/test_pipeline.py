@@ -104,6 +104,24 @@ def test_an_omniscient_colluder_on_the_node_crafts_what_the_simulation_does(
     assert torch.equal(from_node, from_sim)
 
 
+def test_an_honest_node_that_leaks_in_the_omniscient_mode_sends_its_honest_update(
+    tmp_path: Path,
+) -> None:
+    """The omniscient test mode hands honest updates to the colluders; the honest node's own
+    update must stay the one it would send anyway (bit for bit), not be marked as crafted."""
+    _, node, _ = _pair(None, 0, 2.0, 0.0)
+    create_channel(tmp_path, colluders=1, omniscient=True)
+    leaking = ColludingTrainer(
+        node, CollusionChannel(tmp_path, "node-h", node.num_params), attack=None
+    )
+    base = node.initial_model()
+    assert leaking.train(base, ROUND).blob == node.train(base, ROUND).blob
+    names, leaked = CollusionChannel(tmp_path, "reader", node.num_params).gather(
+        ROUND, time.time(), honest=True, want=1
+    )
+    assert names == ["node-h"] and leaked.shape == (1, node.num_params)  # it did leak
+
+
 @pytest.mark.parametrize("factor", [50.0, 1e4])
 def test_an_attacked_update_is_clipped_after_the_attack(factor: float) -> None:
     """train -> attack -> clip: a scale attack's update leaves with norm <= C (before noise),
