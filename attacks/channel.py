@@ -39,6 +39,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from flchain import safe_json
+from flchain.aggregation import canonical_order
 from flchain.attacks.collusion import alie_z
 from flchain.attacks.context import AttackContext, AttackError
 from flchain.attacks.registry import apply
@@ -298,6 +299,9 @@ class ColludingTrainer:
                 estimate = benign
         if not len(estimate):  # our own file vanished: our update is all we know
             estimate = honest.unsqueeze(0)
+        # Content order (the files are named by peer id, a random order): the statistics'
+        # float sums then match the simulation's, which orders the same way.
+        estimate = estimate[canonical_order(list(estimate))]
         n = max(int(self.members()), spec.colluders)
         context = AttackContext(
             honest_updates=estimate.to(honest.dtype),

@@ -694,6 +694,8 @@ class Simulation:
         privacy = Privacy(cfg.dp_clip, 0.0 if self.secure is not None else cfg.dp_noise)
         honest = [u for c, u in zip(clients, updates, strict=True) if not c.byzantine]
         benign = torch.stack([u for u in honest if u is not None]) if honest else None
+        if benign is not None and len(benign):  # in content order, as a node's channel has them
+            benign = benign[canonical_order(list(benign))]
         out = []
         for client, update in zip(clients, updates, strict=True):
             attack = None
