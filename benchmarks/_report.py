@@ -6,6 +6,7 @@ so benchmarks can be re-run one at a time without clobbering each other's figure
 
 from __future__ import annotations
 
+import json
 import platform
 import re
 from datetime import UTC, datetime
@@ -40,3 +41,19 @@ def write_section(name: str, markdown: str) -> Path:
     DOCS.mkdir(exist_ok=True)
     REPORT.write_text(text)
     return REPORT
+
+
+def load_cells(cache: Path, fresh: bool = False) -> dict[str, dict]:
+    """The cached cells of a benchmark matrix (one JSON object with a "key" per line), by
+    key; a later line wins. Empty when `fresh` or no cache; a torn last line from an
+    interrupted run is skipped."""
+    if fresh or not cache.exists():
+        return {}
+    done = {}
+    for line in cache.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        done[row["key"]] = row
+    return done

@@ -21,9 +21,9 @@ from flchain.attacks import DATA_ATTACKS, UPDATE_ATTACKS
 from flchain.config import SimulationConfig
 
 try:
-    from benchmarks._report import DOCS, machine, write_section
+    from benchmarks._report import DOCS, load_cells, machine, write_section
 except ModuleNotFoundError:  # run as a script
-    from _report import DOCS, machine, write_section
+    from _report import DOCS, load_cells, machine, write_section
 
 NODES = 10
 ATTACKS = (*UPDATE_ATTACKS, *DATA_ATTACKS)
@@ -96,16 +96,7 @@ def _run(cfg: SimulationConfig) -> dict:
 
 
 def load_cache(fresh: bool) -> dict[str, dict]:
-    if fresh or not CACHE.exists():
-        return {}
-    done = {}
-    for line in CACHE.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line from an interrupted run
-        done[row["key"]] = row
-    return done
+    return load_cells(CACHE, fresh)
 
 
 def run_matrix(configs: list[SimulationConfig], workers: int, fresh: bool) -> dict[str, dict]:

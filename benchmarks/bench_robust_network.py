@@ -42,9 +42,9 @@ from flchain.attacks.channel import COLLUDING_ATTACKS
 from flchain.devnet.launcher import MANIFEST, auto_f, down
 
 try:
-    from benchmarks._report import machine, write_section
+    from benchmarks._report import load_cells, machine, write_section
 except ModuleNotFoundError:  # run as a script
-    from _report import machine, write_section
+    from _report import load_cells, machine, write_section
 
 NODES = 10
 BYZANTINE = 3
@@ -223,16 +223,7 @@ def run_network(rule: str, attack: str, rounds: int, omniscient: bool) -> dict[s
 
 # ----------------------------------------------------------------------------- matrix
 def load_cache(fresh: bool) -> dict[str, dict]:
-    if fresh or not CACHE.exists():
-        return {}
-    done = {}
-    for line in CACHE.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line from an interrupted run
-        done[row["key"]] = row["result"]
-    return done
+    return {key: row["result"] for key, row in load_cells(CACHE, fresh).items()}
 
 
 def _order(rules: list[str], attacks: list[str]) -> list[tuple[str, str]]:

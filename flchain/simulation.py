@@ -821,13 +821,18 @@ class Simulation:
             public = PublicSet(
                 self.public_x, self.public_y, np.zeros(0, np.int64), self.dataset.num_classes
             )
-            loss, entropy, accuracy = [], [], []
-            for a in arrivals:
-                base = self._history[a.base_version]
-                scores = update_scores(self.model, base, a.update.unsqueeze(0), public)
-                loss += scores.loss
-                entropy += scores.entropy
-                accuracy += scores.accuracy
+            # One scoring pass per base version (one in a synchronous round), rows kept in
+            # arrival order.
+            by_base: dict[int, list[int]] = {}
+            for k, a in enumerate(arrivals):
+                by_base.setdefault(a.base_version, []).append(k)
+            loss, entropy, accuracy = ([0.0] * len(arrivals) for _ in range(3))
+            for version, rows in by_base.items():
+                stacked = torch.stack([arrivals[k].update for k in rows])
+                scores = update_scores(self.model, self._history[version], stacked, public)
+                for j, k in enumerate(rows):
+                    loss[k], entropy[k] = scores.loss[j], scores.entropy[j]
+                    accuracy[k] = scores.accuracy[j]
             side.update(Scores(loss, entropy, accuracy).side_inputs(sorted(needed)))
             side = {k: v for k, v in side.items() if k in needed}
         return side
