@@ -78,6 +78,14 @@ def is_update_attack(name: str) -> bool:
     return name in UPDATE_ATTACKS
 
 
+def always_alarms(name: str | None) -> bool:
+    """True for attackers that raise a Siren alarm on every round they can judge: the update
+    attacks. Siren's reference (AISIGSJTU/Siren, `malicious_agent.py`) sets every malicious
+    client's alarm each round, so that the server's check runs and the alarmers' side can be
+    swayed; the simulation and the node both ask here."""
+    return name is not None and is_update_attack(name)
+
+
 def is_data_attack(name: str) -> bool:
     """True for attacks that poison a peer's training data before it trains."""
     return name in DATA_ATTACKS

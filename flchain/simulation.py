@@ -59,6 +59,7 @@ from flchain.attacks import (
     UPDATE_ATTACKS,
     AttackContext,
     RingShift,
+    always_alarms,
     apply,
     attack_success_rate,
 )
@@ -524,7 +525,7 @@ class Simulation:
         """
         cfg = self.config
         started = time.perf_counter()
-        alarms = self._client_alarms()
+        alarms = self._client_alarms(r)
         delays = self.stragglers.start(r)
         senders = [c for c in self.clients if c.index in delays]
         updates: list[torch.Tensor | None] = []
@@ -753,19 +754,20 @@ class Simulation:
             del self._history[version]
 
     # ----------------------------------------------------------------- side inputs
-    def _client_alarms(self) -> torch.Tensor:
-        """Siren's client-side check (`aggregation.siren.client_alarm`): does the peer's own
-        previous local model beat the current global model on its held-out validation split by
-        more than C_l times its own accuracy? A peer that alarms trains from its own model this
-        round. Byzantine peers with update attacks raise alarms regardless."""
+    def _client_alarms(self, r: int) -> torch.Tensor:
+        """Siren's client-side check (`aggregation.siren.client_alarm`) as round r opens, on
+        the model of round r - 1: does the peer's own previous local model beat it on its
+        held-out validation split by more than C_l times its own accuracy? A peer that alarms
+        trains from its own model this round. Byzantine peers with update attacks alarm from
+        round 2 on regardless (`attacks.always_alarms`), as on the network."""
         alarms = torch.zeros(self.config.nodes, dtype=torch.bool)
-        if self.config.secure or "alarms" not in required_inputs(self.config.rule):
+        if self.config.secure or "alarms" not in required_inputs(self.config.rule) or r == 1:
             return alarms
         for client in self.clients:
-            if client.last_local is None:
-                continue
-            if client.byzantine and self.config.attack in UPDATE_ATTACKS:
+            if client.byzantine and always_alarms(self.config.attack):
                 alarms[client.index] = True
+                continue
+            if client.last_local is None:
                 continue
             alarm = self._alarm(client, self.global_params)
             alarms[client.index] = alarm
@@ -792,7 +794,7 @@ class Simulation:
         cfg = self.config
         alarms = torch.zeros(cfg.nodes, dtype=torch.bool)
         for client in self.clients:
-            if client.byzantine and cfg.attack in UPDATE_ATTACKS:
+            if client.byzantine and always_alarms(cfg.attack):
                 alarms[client.index] = True
             elif client.last_local is not None:
                 alarm = self._alarm(client, candidate)

@@ -34,6 +34,7 @@ from flchain.node.p2p import P2PConfig, P2PNode
 from flchain.node.secure import SecureCodec, mask_task_label
 from flchain.node.secure_engine import SecureRoundEngine
 from flchain.node.status import StatusServer, redact_url
+from flchain.siren_defaults import CLIENT_THRESHOLD
 from flchain.taskconfig import DataSpec, TaskConfig
 
 log = logging.getLogger("flchain.node")
@@ -62,7 +63,7 @@ class NodeSettings:
     status_host: str = "127.0.0.1"
     status_port: int = 0
     poll_interval: float = 0.3
-    alarm_threshold: float = 0.05
+    alarm_threshold: float = CLIENT_THRESHOLD  # Siren's C_l, defined once
     seed: int = 0
     dp_clip: float | None = None
     dp_noise: float | None = None

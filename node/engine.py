@@ -857,10 +857,10 @@ class RoundEngine:
         """Siren's client side (`aggregation.siren`, as in the reference's `agents.py`): alarm
         on the latest finalized round if our own previous local model beats its model on our
         held-out validation split by more than C_l times its own accuracy; after an alarm we
-        train from our own model (`Learner.siren_alarm`). The network has no server holding
-        data, so the reference's server-side check and its rollback to t-1 / t-2 are the
-        contract's: enough alarm stake (the task's alarm_bps) reverts the finalized round to
-        the model it started from."""
+        train from our own model (`Learner.siren_alarm`). An update attacker alarms every
+        round without looking (`attacks.always_alarms`, the reference's malicious clients).
+        Every node plays the reference's server with these alarms (`_siren_round`); on top,
+        enough alarm stake (the task's alarm_bps) reverts the finalized round on chain."""
         hold_out = getattr(self.learner, "hold_out_validation", None)
         if task.alarm_window != 0 and hold_out is not None:
             # before the task's first training, so the validation split is never trained on
@@ -871,11 +871,15 @@ class RoundEngine:
         self._alarmed.add(prev)
         if self.attacker is not None and await self.attacker.alarm_instead(prev, task):
             return  # falsealarm: raised (or refused) whatever the model is
-        try:
-            blob = await self._model_blob(task.global_digest)
-        except BlobNotFound:
-            return
-        alarm = await trio.to_thread.run_sync(self.learner.siren_alarm, blob, self.alarm_threshold)
+        if catalog.always_alarms(getattr(self.learner, "attack", None)):
+            alarm = True  # an update attacker cries wolf every round, as in Siren's reference
+        else:
+            try:
+                blob = await self._model_blob(task.global_digest)
+            except BlobNotFound:
+                return
+            check = self.learner.siren_alarm
+            alarm = await trio.to_thread.run_sync(check, blob, self.alarm_threshold)
         if alarm:
             try:
                 await self._chain(self.client.raise_alarm, self.task_id, prev)

@@ -389,6 +389,7 @@ def test_siren_defaults_have_one_source():
     from flchain import siren_defaults as d
     from flchain.aggregation import siren as rule
     from flchain.config import SimulationConfig
+    from flchain.node.daemon import NodeSettings
     from flchain.node.engine import RoundEngine
     from flchain.node.learner import Learner
 
@@ -406,3 +407,5 @@ def test_siren_defaults_have_one_source():
     assert alarm.default == d.CLIENT_THRESHOLD
     engine = inspect.signature(RoundEngine.__init__).parameters["alarm_threshold"]
     assert engine.default == d.CLIENT_THRESHOLD
+    # the daemon's settings are what `node run` and every devnet node start with
+    assert NodeSettings.__dataclass_fields__["alarm_threshold"].default == d.CLIENT_THRESHOLD

@@ -413,6 +413,21 @@ def test_an_honest_node_alarms_only_when_siren_says_so() -> None:
         assert checked == [1] and chain.alarms == []
 
 
+def test_an_update_attacker_alarms_every_round_without_looking() -> None:
+    # Siren's reference has every malicious client raise its alarm each round; the simulation
+    # counts them the same way (`attacks.always_alarms`).
+    chain = FakeChain({}, revert=None)
+    engine, checked = _siren_engine(chain, set())
+    engine.learner.attack = "signflip"  # type: ignore[attr-defined]
+    trio.run(engine._maybe_alarm, _task(2))
+    trio.run(engine._maybe_alarm, _task(3))
+    trio.run(engine._maybe_alarm, _task(4, window=0))  # a task without alarms: none
+    assert checked == [] and chain.alarms == [(1, 2), (1, 3)]
+    engine.learner.attack = "labelflip"  # type: ignore[attr-defined]  # data attack: checks
+    trio.run(engine._maybe_alarm, _task(5))
+    assert checked == [1] and chain.alarms == [(1, 2), (1, 3)]
+
+
 def test_a_secure_bundle_gets_a_nested_header_only_under_deepjson() -> None:
     chain = FakeChain({}, revert=None)
     bundle = b"FLPK\x01" + (2).to_bytes(4, "big") + b"{}" + b"body"

@@ -88,6 +88,14 @@ def test_siren_receives_alarms_and_keeps_credits_across_rounds() -> None:
 SIREN = SMALL.replace(nodes=6, rounds=4, byzantine=2, attack="signflip", rule="siren")
 
 
+def test_siren_update_attackers_alarm_every_round_even_without_training() -> None:
+    # `zero` never trains, so it has no local model to compare; it still cries wolf from
+    # round 2 on, as Siren's reference has every malicious client do (and as nodes do).
+    result = Simulation(SIREN.replace(attack="zero", rounds=3)).run()
+    assert [r.alarms >= 2 for r in result.rounds] == [False, True, True]
+    assert result.rounds[0].alarms == 0
+
+
 def test_siren_peers_hold_out_a_validation_split_they_never_train_on() -> None:
     # SageFlow cuts the same shards (both take the public set off first) and trains on all.
     plain = Simulation(SIREN.replace(rule="sageflow"))
@@ -121,7 +129,7 @@ def test_siren_alarms_judge_the_validation_split_and_alarmers_resume_from_their_
     monkeypatch.setattr(simulation, "evaluate", spy_evaluate)
     sim.global_params = torch.zeros_like(sim.global_params)  # a useless global model
     sim._history[1] = sim.global_params
-    alarms = sim._client_alarms()
+    alarms = sim._client_alarms(2)
     assert bool(alarms.all()) and all(c.resume_local for c in sim.clients)
     assert seen and all(any(x is c.val_x for c in sim.clients) for x in seen)
     starts: list[torch.Tensor] = []
