@@ -286,8 +286,7 @@ class ColludingTrainer:
         spec = self.channel.spec
         self.channel.share(round_, honest)
         deadline = min(float(self.deadline()), time.time() + spec.wait)
-        names, estimate = self.channel.gather(round_, deadline, want=spec.colluders)
-        rank = names.index(self.channel.name) if self.channel.name in names else 0
+        _, estimate = self.channel.gather(round_, deadline, want=spec.colluders)
         if spec.omniscient:
             # The worst case the simulation models: every honest update of the round, so the
             # wait for them runs to the commit deadline, not the colluders' bounded wait.
@@ -326,18 +325,5 @@ class ColludingTrainer:
             n,
             spec.colluders,
         )
-        return _distinct(apply(self.attack, honest, context), rank)
-
-
-def _distinct(update: Tensor, rank: int) -> Tensor:
-    """The colluders craft the same vector, as in the papers, but the contract takes a digest
-    once per task: the colluder of `rank` (its place among the colluders' names) moves the
-    first coordinate by `rank` float32 ulps, so their updates differ in the last bit only."""
-    if rank <= 0:
-        return update
-    out = update.clone()
-    first = out[:1].to(torch.float32)
-    for _ in range(rank):
-        first = torch.nextafter(first, torch.tensor([math.inf]))
-    out[:1] = first.to(out.dtype)
-    return out
+        # the pipeline makes it distinct per sender and round (`pipeline.distinct`)
+        return apply(self.attack, honest, context)

@@ -15,6 +15,7 @@ from flchain.aggregation import RULES, SECURE_RULES, f_bounds_text
 from flchain.attacks import DATA_ATTACKS, DESCRIPTIONS, SECURE_ATTACKS, UPDATE_ATTACKS
 from flchain.cli_options import weight_options
 from flchain.config import (
+    DEFAULT_ALARM_BPS,
     DEFAULT_SECURE_RANGE,
     ConfigError,
     SimulationConfig,
@@ -111,6 +112,13 @@ _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACK
     show_default=True,
     help="Siren's C_l: a peer alarms when its own model's validation accuracy exceeds the "
     "global model's by more than C_l times its own.",
+)
+@click.option(
+    "--alarm-bps",
+    default=DEFAULT_ALARM_BPS,
+    show_default=True,
+    help="Siren: the share of peers (basis points) whose alarms on a round revert it and abort "
+    "the round running, as the contract does on the network with reputation weights.",
 )
 @click.option("--server-lr", default=1.0, show_default=True, help="Step size of the aggregate.")
 @click.option(

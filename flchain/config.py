@@ -78,6 +78,10 @@ class SimulationConfig:
     stragglers: float = 0.0
     max_delay: int = 0
     alarm_threshold: float = CLIENT_THRESHOLD  # Siren's C_l: alarm when local > global + C_l*local
+    # Share of the peers (basis points) whose alarms on a round revert it, as the contract's
+    # alarm_bps reverts a finalized round on the network (counted per head here: the
+    # simulation has no reputation; at 10000 both need every member).
+    alarm_bps: int = DEFAULT_ALARM_BPS
     server_lr: float = 1.0
     deterministic: bool = True
     seed: int = 0
@@ -108,6 +112,7 @@ class SimulationConfig:
         )
         _check(0.0 <= self.stragglers <= 1.0, "--stragglers is a probability in [0, 1]")
         _check(self.max_delay >= 0, "--max-delay must be >= 0 rounds")
+        _check(0 < self.alarm_bps <= 10_000, "--alarm-bps must be in 1..10000")
         _check(
             self.stragglers == 0.0 or self.max_delay >= 1,
             "--stragglers P needs --max-delay D >= 1 (how many rounds late an update may be)",

@@ -27,11 +27,15 @@ Siren (`rule="siren"`) as published (`flchain.aggregation.siren`): each peer hol
 its data for its alarms and never trains on it; an alarm is local > global + C_l * local on that
 split; a peer that alarmed trains from its own previous model next; the server's check runs on the
 public split, its credit limit is int(0.45 * rounds), and a round that catches an attacker is
-applied to the global model of t-1 or t-2 (`RoundRecord.rollback`).
+applied to the global model of t-1 or t-2 (`RoundRecord.rollback`). On top, as the contract
+does on the network, alarms from `alarm_bps` of the peers (per head; the chain weighs them by
+reputation) revert the round they judge and abort the running one (`RoundRecord.reverted`,
+`aborted`); the lineage of good rounds then drives the rollback, as a node follows base_round.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import time
@@ -135,6 +139,11 @@ class RoundRecord:
     secure_rejected: str | None = None
     # Siren: how many global versions this round's update was applied back from (0, 1, 2).
     rollback: int = 0
+    # Siren with the chain's revert (`SimulationConfig.alarm_bps`): the next round's alarms
+    # reverted this round's model; this round was aborted by them (its model is the restored
+    # one, no update was applied and its global_digest is "", as on chain).
+    reverted: bool = False
+    aborted: bool = False
     # sha256 of the global model's bytes after the round, "0x"-prefixed as on chain: a devnet
     # with the same settings and seed finalizes the same digest (`flchain.peer_data`).
     global_digest: str = ""
@@ -211,6 +220,22 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, list):
         return [_json_safe(v) for v in value]
     return value
+
+
+@dataclass(frozen=True)
+class _Good:
+    """A global model along Siren's lineage (the rounds that were not reverted, as a node
+    follows base_round on chain), with the server state right after it: the credits and the
+    rollback state a revert restores."""
+
+    index: int  # t: how many good rounds built it
+    model: torch.Tensor
+    credits: torch.Tensor | None
+    rollback: Rollback
+
+
+# Lineage entries kept: Siren's rollback reaches back two models; a revert pops one.
+_LINEAGE_KEPT = 8
 
 
 @dataclass
@@ -438,6 +463,10 @@ class Simulation:
         self.credits: torch.Tensor | None = None
         self.rollback = Rollback()
         self._rolled_back = 0
+        self._lineage = [_Good(0, self.global_params, None, Rollback())]
+        # The alarms that reverted the last round: they count in the next round's check, as a
+        # node counts the alarms raised on the round they reverted (and nobody judges again).
+        self._reverting_alarms: torch.Tensor | None = None
         self.accountant = _privacy_accountant(config)
         self.secure = _SecureAggregator(config) if config.secure else None
         self.stragglers = StragglerSchedule(
@@ -498,6 +527,8 @@ class Simulation:
         diverged_round = None
         for r in range(1, self.config.rounds + 1):
             record = self.run_round(r)
+            if record.aborted and records:
+                records[-1] = dataclasses.replace(records[-1], reverted=True)
             records.append(record)
             if on_round is not None:
                 on_round(record)
@@ -525,7 +556,12 @@ class Simulation:
         """
         cfg = self.config
         started = time.perf_counter()
-        alarms = self._client_alarms(r)
+        if self._reverting_alarms is not None:
+            alarms, self._reverting_alarms = self._reverting_alarms, None
+        else:
+            alarms = self._client_alarms(r)
+            if self._alarms_revert(alarms):
+                return self._revert(r, alarms, started)
         delays = self.stragglers.start(r)
         senders = [c for c in self.clients if c.index in delays]
         updates: list[torch.Tensor | None] = []
@@ -574,10 +610,48 @@ class Simulation:
                 peers = [a.peer for a in arrivals]
                 accepted[peers] = self._plaintext_step(r, arrivals, weights, alarms[peers]).cpu()
         self._remember(r)
+        if cfg.rule == "siren" and self.secure is None:
+            rollback = dataclasses.replace(self.rollback)
+            credits = None if self.credits is None else self.credits.clone()
+            t = self._lineage[-1].index + 1
+            self._lineage.append(_Good(t, self.global_params, credits, rollback))
+            del self._lineage[:-_LINEAGE_KEPT]
         diverged = not bool(torch.isfinite(self.global_params).all())
         return self._record(
             r, accepted, losses, staleness, alarms, started, diverged=diverged, secure=secure
         )
+
+    def _reverts_on_alarms(self) -> bool:
+        """Whether alarms can revert rounds here, as the contract's alarm_bps does on the
+        network: Siren in plaintext and synchronous (secure mode's alarms judge the candidate
+        aggregate instead; stragglers have no chain counterpart)."""
+        cfg = self.config
+        return cfg.rule == "siren" and not cfg.secure and cfg.stragglers == 0
+
+    def _alarms_revert(self, alarms: torch.Tensor) -> bool:
+        """The contract's test, per head: alarms * 10000 >= alarm_bps * members. With every
+        reputation equal (and at 10000, whatever they are) it is the chain's decision."""
+        if not self._reverts_on_alarms() or self._lineage[-1].index == 0:
+            return False
+        return int(alarms.sum()) * 10_000 >= self.config.alarm_bps * self.config.nodes
+
+    def _revert(self, r: int, alarms: torch.Tensor, started: float) -> RoundRecord:
+        """Round r - 1's model is reverted and round r aborted, as the contract does when the
+        alarms reach alarm_bps: the good model is again the one round r - 1 trained from, with
+        Siren's credits and rollback state as they were then. Nobody trains in round r (a node
+        forgets an aborted round's training), so a peer that alarmed still resumes from its own
+        model next round, and the next round's check counts these alarms."""
+        self._lineage.pop()
+        good = self._lineage[-1]
+        self.global_params = good.model
+        self.credits = None if good.credits is None else good.credits.clone()
+        self.rollback = dataclasses.replace(good.rollback)
+        self._rolled_back = 0
+        self._reverting_alarms = alarms
+        self._remember(r)
+        none = torch.zeros(self.config.nodes, dtype=torch.bool)
+        record = self._record(r, none, [], torch.zeros(0), alarms, started)
+        return dataclasses.replace(record, aborted=True, global_digest="")
 
     def _plaintext_step(
         self,
@@ -620,12 +694,12 @@ class Simulation:
         self._rolled_back = 0
         if cfg.rule == "siren":
             # Siren's rollback: a round that caught an attacker applies its accepted updates to
-            # the global model of t-1 or t-2 (aggregation.siren.Rollback); t = r - 1 here.
-            lag = self.rollback.step(
-                r - 1, result.info["dropped_any"], result.info["dropped_eligible"]
-            )
+            # the global model of t-1 or t-2 (aggregation.siren.Rollback); t counts the good
+            # rounds behind the current model (a reverted one is not among them, as on chain).
+            t = self._lineage[-1].index
+            lag = self.rollback.step(t, result.info["dropped_any"], result.info["dropped_eligible"])
             self._rolled_back = lag
-            base = self._history[max(0, r - 1 - lag)]
+            base = self._lineage[-1 - lag].model  # lag <= t, and t-2 is always kept
         self.global_params = base + cfg.server_lr * result.update.to(torch.float32)
         return result.accepted
 
@@ -747,9 +821,8 @@ class Simulation:
 
     def _remember(self, r: int) -> None:
         self._history[r] = self.global_params
-        # Late updates come from up to D versions back; Siren's rollback may go back to t-2.
-        keep = max(self.config.max_delay, 2 if self.config.rule == "siren" else 0)
-        oldest = r - keep
+        # Late updates come from up to D versions back (Siren's rollback reads its lineage).
+        oldest = r - self.config.max_delay
         for version in [v for v in self._history if v < oldest]:
             del self._history[version]
 
@@ -771,7 +844,7 @@ class Simulation:
                 continue
             alarm = self._alarm(client, self.global_params)
             alarms[client.index] = alarm
-            client.resume_local = alarm and not client.byzantine
+            client.resume_local = alarm  # a data attacker checks (and resumes) as a node does
         return alarms
 
     def _alarm(self, client: _Client, global_params: torch.Tensor) -> bool:
@@ -799,7 +872,7 @@ class Simulation:
             elif client.last_local is not None:
                 alarm = self._alarm(client, candidate)
                 alarms[client.index] = alarm
-                client.resume_local = alarm and not client.byzantine
+                client.resume_local = alarm  # a data attacker checks (and resumes) as a node does
         return alarms
 
     def _side_inputs(

@@ -498,6 +498,9 @@ class RoundEngine:
                 await trio.sleep(self.poll)
                 continue
             await self._maybe_alarm(task)
+            info = await self._chain(self.client.get_round, self.task_id, r)
+            if info.status != RoundStatus.OPEN:  # the alarms just reverted the last round
+                continue
             await self.run_round(r)
             if self.stop_after_round is not None and r >= self.stop_after_round:
                 return
@@ -554,13 +557,18 @@ class RoundEngine:
         """Train on the round's base model, keep the update blob, commit its digest, gossip."""
         self.state.phase = "training"
         t0 = time.perf_counter()
+        before = self.learner.siren_state()
         update = await trio.to_thread.run_sync(self.learner.train, base, r)
         if "spam" in self.attacks:  # commit a well-formed blob full of NaN
             nan = torch.full((self.learner.num_params,), math.nan)
             nan[0] = float(r)  # a new digest each round: the same one would be "digest taken"
             update = LocalUpdate(self.learner.encode_update(nan), update.samples, update.loss)
         timings["train"] = time.perf_counter() - t0
-        await self._commit(r, info, update, timings)
+        if not await self._commit(r, info, update, timings):
+            # An update that never reached the chain (the round was aborted by alarms, or its
+            # window closed) leaves no trace: Siren's next check and training start from the
+            # state before it, as the simulation's peers never trained in such a round.
+            self.learner.restore_siren_state(before)
 
     async def _commit(
         self, r: int, info: Any, update: LocalUpdate, timings: dict[str, float]

@@ -440,6 +440,15 @@ class Learner:
         self.val_x, self.val_y = self.x[val], self.y[val]
         self.x, self.y = self.x[train], self.y[train]
 
+    def siren_state(self) -> tuple[torch.Tensor | None, bool]:
+        """What Siren's client side carries between rounds: our last local model and whether
+        the next training resumes from it (`restore_siren_state` puts it back)."""
+        return self.last_local, self.resume_local
+
+    def restore_siren_state(self, state: tuple[torch.Tensor | None, bool]) -> None:
+        """Undo a training whose update never counted (`siren_state` took `state` before)."""
+        self.last_local, self.resume_local = state
+
     def siren_alarm(self, model_blob: bytes, threshold: float = CLIENT_THRESHOLD) -> bool:
         """Siren's client check (`aggregation.siren.client_alarm`, the reference's
         `agents.py` `alarm`): does our own previous local model beat the new global model on

@@ -36,7 +36,7 @@ from flchain.crypto.errors import PaillierError
 from flchain.node.blobstore import BlobStore, sha256
 from flchain.node.engine import PROTOCOL_ATTACKS as ENGINE_PROTOCOL_ATTACKS
 from flchain.node.engine import RoundEngine
-from flchain.node.learner import LocalUpdate
+from flchain.node.learner import Learner, LocalUpdate
 from flchain.node.messages import MAX_MESSAGE_BYTES, encode
 from flchain.node.metrics import Metrics
 from flchain.node.protocol_attacks import (
@@ -426,6 +426,30 @@ def test_an_update_attacker_alarms_every_round_without_looking() -> None:
     engine.learner.attack = "labelflip"  # type: ignore[attr-defined]  # data attack: checks
     trio.run(engine._maybe_alarm, _task(5))
     assert checked == [1] and chain.alarms == [(1, 2), (1, 3)]
+
+
+def test_a_training_whose_update_never_counts_leaves_no_siren_trace() -> None:
+    # A round the alarms abort (or whose window closed) refuses the commit: the node's Siren
+    # state goes back to before that training, as the simulation's peers never train then.
+    for refusal, kept in (("round not open", False), (None, True)):
+        chain = FakeChain({}, revert=refusal)
+        engine = _engine(chain, set())
+        learner = engine.learner
+        learner.last_local, learner.resume_local = "own model", True  # type: ignore[attr-defined]
+
+        def train(base: bytes, r: int, learner: Any = learner) -> LocalUpdate:
+            learner.last_local, learner.resume_local = "trained", False
+            return LocalUpdate(b"blob", samples=10, loss=0.5)
+
+        learner.train = train  # type: ignore[attr-defined]
+        learner.siren_state = lambda learner=learner: Learner.siren_state(learner)  # type: ignore[attr-defined]
+        learner.restore_siren_state = lambda state, learner=learner: (  # type: ignore[attr-defined]
+            Learner.restore_siren_state(learner, state)
+        )
+        trio.run(engine._train_and_commit, 2, chain.get_round(1, 2), b"model", {})
+        assert len(chain.submits) == 1
+        state = (learner.last_local, learner.resume_local)  # type: ignore[attr-defined]
+        assert state == (("trained", False) if kept else ("own model", True))
 
 
 def test_a_secure_bundle_gets_a_nested_header_only_under_deepjson() -> None:

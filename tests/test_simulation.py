@@ -79,6 +79,7 @@ def test_stragglers_send_stale_updates_that_sageflow_receives() -> None:
 def test_siren_receives_alarms_and_keeps_credits_across_rounds() -> None:
     cfg = SMALL.replace(nodes=6, rounds=4, byzantine=2, attack="signflip", rule="siren")
     sim = Simulation(cfg)
+    sim._alarms_revert = lambda alarms: False  # type: ignore[method-assign]  # keeps credits
     result = sim.run()
     assert sim.credits is not None and sim.credits.shape == (6,)
     assert sum(r.alarms for r in result.rounds[1:]) >= 2  # the attackers always cry wolf
@@ -86,6 +87,28 @@ def test_siren_receives_alarms_and_keeps_credits_across_rounds() -> None:
 
 
 SIREN = SMALL.replace(nodes=6, rounds=4, byzantine=2, attack="signflip", rule="siren")
+
+
+def test_siren_alarms_reaching_alarm_bps_revert_the_round_and_abort_the_next() -> None:
+    # As the contract does: one alarm in six (the bar here) reverts the round it judges. The
+    # signflip attackers alarm from round 2 on, so round 1 is reverted and round 2 aborted;
+    # round 3 trains from the initial model again and counts those alarms (nobody judges the
+    # restored model twice); round 4's alarms revert round 3.
+    sim = Simulation(SIREN.replace(alarm_bps=1, rounds=4))
+    initial = sim.global_params.clone()
+    records = [sim.run_round(1), sim.run_round(2)]
+    assert torch.equal(sim.global_params, initial) and records[1].aborted
+    assert records[1].global_digest == "" and records[1].accepted_honest == 0
+    records += [sim.run_round(3), sim.run_round(4)]
+    assert [r.aborted for r in records] == [False, True, False, True]
+    assert records[2].alarms == records[1].alarms >= 2
+    result = Simulation(SIREN.replace(alarm_bps=1, rounds=4)).run()
+    assert [r.reverted for r in result.rounds] == [True, False, True, False]
+    assert [r.global_digest for r in result.rounds] == [r.global_digest for r in records]
+    # unless every peer alarms, nothing is reverted at 100%
+    rounds = Simulation(SIREN.replace(alarm_bps=10_000)).run().rounds
+    fresh = [r.alarms == 6 and not (k and rounds[k - 1].aborted) for k, r in enumerate(rounds)]
+    assert [r.aborted for r in rounds] == fresh  # (a round after an abort reuses its alarms)
 
 
 def test_siren_update_attackers_alarm_every_round_even_without_training() -> None:
@@ -154,6 +177,7 @@ def test_siren_rollback_is_applied(monkeypatch: pytest.MonkeyPatch) -> None:
 
     # credits of a 40-round task, so a caught attacker is not blacklisted at once
     sim = Simulation(SIREN.replace(rule_params={"rounds": 40}))
+    monkeypatch.setattr(sim, "_alarms_revert", lambda alarms: False)  # the paper's rollback alone
     updates: list[torch.Tensor] = []
     real_aggregate = simulation.aggregate
 
@@ -165,9 +189,10 @@ def test_siren_rollback_is_applied(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(simulation, "aggregate", spy_aggregate)
     records = []
     for r in range(1, SIREN.rounds + 1):
-        before = dict(sim._history)
+        before = [good.model for good in sim._lineage]  # the models of t, t-1, ... last
         record = sim.run_round(r)
-        expected = before[r - 1 - record.rollback] + updates[-1].float()
+        assert not record.aborted
+        expected = before[-1 - record.rollback] + updates[-1].float()
         assert torch.equal(sim.global_params, expected)
         records.append(record)
     # round 1 has no alarms; in round 2 the signflip attackers alarm, the check rejects them
@@ -180,6 +205,7 @@ def test_siren_credit_limits_follow_the_rounds(monkeypatch: pytest.MonkeyPatch) 
     import flchain.simulation as simulation
 
     sim = Simulation(SIREN)
+    monkeypatch.setattr(sim, "_alarms_revert", lambda alarms: False)  # a revert resets credits
     real_aggregate = simulation.aggregate
 
     def spy_aggregate(*args, **kwargs):  # type: ignore[no-untyped-def]
