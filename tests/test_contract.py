@@ -853,6 +853,29 @@ def test_a_raiser_its_bond_takes_below_the_floor_is_ejected_until_a_revert(net: 
     assert (info.reward_pool, info.rewards_paid, info.slashed) == (REWARD, 0, 0)
 
 
+def test_raisers_their_bonds_eject_cannot_shrink_the_bar_for_later_alarms(net: Net) -> None:
+    """Siren's attackers alarm every round, and their bonds eject them. Their alarms still
+    count (a revert reinstates them), so their bonded reputation stays in the total the
+    round's later alarms are measured against. (Fails while an ejected raiser leaves only the
+    total: then 2990 of 2960 active reverts where 2990 of 5000 members' weight is 60%.)"""
+    task_id = net.task(n_join=5, min_members=5, rep_floor=950, alarm_bps=6666, quorum_bps=6000)
+    net.submit_all(task_id, 1, range(5))
+    for i in range(3):  # member 4's update rejected: 950, at the floor
+        net.members[i].vote(task_id, 1, digest("g1"), 0b01111)
+    for raiser in (4, 0, 1):  # each bond takes its raiser below the floor: ejected
+        result = net.members[raiser].raise_alarm(task_id, 1)
+        assert not reverted(result) and result.event("MemberEjected")["member"] == raiser
+    assert net.owner.get_round(task_id, 1).status == RoundStatus.FINALIZED
+    # 2990 + 1020 of 4630 (the two still active after the bond, 1940, and the three ejected
+    # raisers' 2690) reaches 66.66%: the fourth alarm reverts and reinstates all three.
+    fourth = net.members[2].raise_alarm(task_id, 1)
+    assert fourth.event("RoundReverted")["alarm_weight"] == 950 + 3 * (REP_UNIT + REP_ACCEPT)
+    reinstated = sorted(
+        e["args"]["member"] for e in fourth.events if e["event"] == "MemberReinstated"
+    )
+    assert reinstated == [0, 1, 4]
+
+
 def test_a_raiser_its_bond_ejects_still_counts_in_the_alarm_threshold(net: Net) -> None:
     """Plan: alarm_bps >= quorum_bps so that fewer members than agreed on a round cannot
     undo it. Both members of this task had to vote to finalize round 1 (quorum 60%); one

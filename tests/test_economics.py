@@ -137,6 +137,7 @@ class Economy:
         self.earned = [0] * self.n
         self.active = set(range(self.n))
         self.alarm_weight: dict[int, int] = {}
+        self.alarm_ejected_rep: dict[int, int] = {}
         self._open()
 
     @property
@@ -251,12 +252,14 @@ class Economy:
         self.reps[i] -= REP_ALARM
         rnd = self.good_round
         self.alarm_weight[rnd] = self.alarm_weight.get(rnd, 0) + weight
-        # The threshold counts the raiser's bonded reputation; its bond ejects it only when
-        # the alarm does not revert.
-        if self.alarm_weight[rnd] * BPS >= self.alarm_bps * self.total:
+        # The threshold counts the raiser's bonded reputation and that of the raisers this
+        # round's bonds ejected before; its bond ejects it only when the alarm does not revert.
+        ejected = self.alarm_ejected_rep.get(rnd, 0)
+        if self.alarm_weight[rnd] * BPS >= self.alarm_bps * (self.total + ejected):
             return True
         if self.reps[i] < self.floor:
             self._eject(self.good_round, i)
+            self.alarm_ejected_rep[rnd] = ejected + self.reps[i]
         return False
 
     def payout(self, i: int) -> int:
