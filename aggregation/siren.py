@@ -31,7 +31,13 @@ the rollback state are not carried in memory but replayed from the rounds that b
 current model (`replay`, from the chain's accepted bitmaps), so every honest node derives the
 same ones, a restarted node included; the rollback applies the update to the global model
 of t-1 / t-2 along the chain's lineage. Enough alarm stake still reverts a finalized round on
-chain (the contract's own check).
+chain (the contract's own check, on top of the paper's; the simulation models it per head).
+Malicious clients alarm every round, as the reference's do (`attacks.always_alarms`).
+
+Deviation: a member the contract ejects (its reputation fell below the task's floor) stops
+submitting, so the replay no longer sees it dropped each round, where the reference's
+blacklisted client keeps arming the rollback (`exist_mal`); the rounds it was rejected in still
+count. The simulation has no ejection.
 
 Every Siren default is defined once, in `flchain.siren_defaults` (torch-free, so the configs can
 import it), and re-exported here.
