@@ -52,7 +52,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
 
 from flchain.crypto.errors import DPError
 
@@ -206,6 +205,9 @@ class DistributedAccountant:
             return 0.0
         if not np.isfinite(rdp).all():
             return math.inf
+        # imported here: dp_accounting costs every node half a second to import (scipy.signal)
+        from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
+
         return float(compute_epsilon(ORDERS, rdp, float(self.delta))[0])
 
     @property

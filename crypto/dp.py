@@ -35,13 +35,16 @@ the training loss is not posted while DP is on (node/engine.py).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import dp_accounting
 import torch
-from dp_accounting import rdp
 from torch import Tensor
 
 from flchain.crypto.errors import DPError
+
+if TYPE_CHECKING:  # imported where used: half a second (scipy.signal) a node without DP skips
+    import dp_accounting
+    from dp_accounting import rdp
 
 __all__ = [
     "ADD_REMOVE",
@@ -59,10 +62,8 @@ ADD_REMOVE = "add-remove"
 """One node's whole data added or removed (DP-FedAvg's figure; for comparison only)."""
 SENSITIVITY: dict[str, float] = {REPLACE_ONE: 2.0, ADD_REMOVE: 1.0}
 """L2 sensitivity of a release of one clipped update (or of a sum of them), in units of C."""
-_RELATION = {
-    REPLACE_ONE: dp_accounting.NeighboringRelation.REPLACE_ONE,
-    ADD_REMOVE: dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE,
-}
+_RELATION = {REPLACE_ONE: "REPLACE_ONE", ADD_REMOVE: "ADD_OR_REMOVE_ONE"}
+"""dp_accounting's NeighboringRelation member for each adjacency."""
 
 
 def _check_positive(name: str, value: float) -> float:
@@ -153,6 +154,8 @@ def accounted_noise_multiplier(noise_multiplier: float, adjacency: str = REPLACE
 
 
 def _event(noise_multiplier: float, sample_rate: float, adjacency: str) -> dp_accounting.DpEvent:
+    import dp_accounting
+
     gaussian = dp_accounting.GaussianDpEvent(
         noise_multiplier=accounted_noise_multiplier(noise_multiplier, adjacency)
     )
@@ -162,7 +165,11 @@ def _event(noise_multiplier: float, sample_rate: float, adjacency: str) -> dp_ac
 
 
 def _rdp_accountant(adjacency: str) -> rdp.RdpAccountant:
-    return rdp.RdpAccountant(neighboring_relation=_RELATION[adjacency])
+    import dp_accounting
+    from dp_accounting import rdp
+
+    relation = getattr(dp_accounting.NeighboringRelation, _RELATION[adjacency])
+    return rdp.RdpAccountant(neighboring_relation=relation)
 
 
 def epsilon(

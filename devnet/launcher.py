@@ -300,12 +300,10 @@ def _collusion_channel(plan: DevnetPlan, nodes: list[dict]) -> None:
             node["collude_dir"] = str(directory)
 
 
-def start_node(manifest: dict, node: dict) -> subprocess.Popen[bytes]:
+def node_args(manifest: dict, node: dict) -> list[str]:
+    """The `flchain node run` arguments of one devnet node."""
     peers = [n for n in manifest["nodes"] if n["name"] != node["name"]][:2]
-    cmd = [
-        *_flchain_cmd(),
-        "node",
-        "run",
+    args = [
         "--dir",
         node["dir"],
         "--password-file",
@@ -327,19 +325,68 @@ def start_node(manifest: dict, node: dict) -> subprocess.Popen[bytes]:
         "-v",
     ]
     for peer in peers:
-        cmd += ["--bootstrap", f"/ip4/127.0.0.1/tcp/{peer['port']}/p2p/{peer['peer_id']}"]
+        args += ["--bootstrap", f"/ip4/127.0.0.1/tcp/{peer['port']}/p2p/{peer['peer_id']}"]
     if node.get("attack"):
-        cmd += ["--attack", node["attack"]]
+        args += ["--attack", node["attack"]]
         for pair in manifest.get("attack_params", ()):
-            cmd += ["--attack-param", pair]
+            args += ["--attack-param", pair]
     if node.get("collude_dir"):
-        cmd += ["--collude-dir", node["collude_dir"]]
-    cmd += ["--keep-rounds", str(manifest.get("keep_rounds", DEFAULT_KEEP_ROUNDS))]
-    log = (Path(node["dir"]) / "node.log").open("ab")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        args += ["--collude-dir", node["collude_dir"]]
+    args += ["--keep-rounds", str(manifest.get("keep_rounds", DEFAULT_KEEP_ROUNDS))]
+    return args
+
+
+# Devnet nodes train on one torch thread each: they share the machine, and a run is
+# bit-reproducible only at a fixed thread count (`flchain simulate` matches it).
+_NODE_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _node_log(node: dict) -> Path:
+    return Path(node["dir"]) / "node.log"
+
+
+def start_node(manifest: dict, node: dict) -> subprocess.Popen[bytes]:
+    """One node as its own `flchain node run` process (a restart of a single node)."""
+    cmd = [*_flchain_cmd(), "node", "run", *node_args(manifest, node)]
+    log = _node_log(node).open("ab")
+    env = {**os.environ, **_NODE_ENV}
     return subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
     )
+
+
+def spawn_node_host() -> subprocess.Popen[bytes]:
+    """The process that will fork the nodes (`flchain.devnet.nodehost`), started early so that
+    its imports overlap the chain's start-up; `start_nodes` hands it the nodes."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "flchain.devnet.nodehost"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **_NODE_ENV},
+    )
+
+
+def start_nodes(
+    host: subprocess.Popen[bytes], manifest: dict, nodes: list[dict], timeout: float = 120.0
+) -> list[int]:
+    """Every node at once, forked by `host` after one import of the node's modules; their
+    pids, in the order of `nodes`."""
+    specs = [{"args": node_args(manifest, n), "log": str(_node_log(n))} for n in nodes]
+    try:
+        out, err = host.communicate(json.dumps(specs).encode(), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        host.kill()
+        raise DevnetError(f"the node host did not start the nodes within {timeout:.0f} s") from None
+    lines = out.decode(errors="replace").strip().splitlines()
+    try:
+        pids = safe_json.loads(lines[-1], max_bytes=_JSON_MAX_BYTES)["pids"]
+    except (IndexError, ValueError, KeyError, TypeError):
+        tail = err.decode(errors="replace").strip()[-2000:]
+        raise DevnetError(f"the node host failed (exit {host.returncode}): {tail}") from None
+    if len(pids) != len(nodes) or not all(isinstance(p, int) for p in pids):
+        raise DevnetError(f"the node host started {len(pids)} of {len(nodes)} nodes")
+    return pids
 
 
 def up(plan: DevnetPlan) -> dict:
@@ -355,7 +402,12 @@ def up(plan: DevnetPlan) -> dict:
         # A stopped devnet of ours: `up` starts a new network, so its chain and nodes go.
         for old_dir in [plan.directory / "chain", *plan.directory.glob("node-*")]:
             shutil.rmtree(old_dir, ignore_errors=True)
-    chain_proc, chain = start_chain(plan, plan.directory / "chain.log")
+    host = spawn_node_host()
+    try:
+        chain_proc, chain = start_chain(plan, plan.directory / "chain.log")
+    except BaseException:
+        host.kill()
+        raise
     try:
         keys = [a["private_key"] for a in chain["accounts"]]
         contract, task_id, config = deploy_task(plan, chain["rpc_url"], keys[0])
@@ -377,11 +429,13 @@ def up(plan: DevnetPlan) -> dict:
             "nodes": nodes,
             "started": time.time(),
         }
-        for node in nodes:
-            node["pid"] = start_node(manifest, node).pid
+        for node, pid in zip(nodes, start_nodes(host, manifest, nodes), strict=True):
+            node["pid"] = pid
         write_manifest(plan.directory, manifest)
         return manifest
     except BaseException:
+        if host.poll() is None:
+            host.kill()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(chain_proc.pid, signal.SIGTERM)
         raise

@@ -464,6 +464,7 @@ class RoundEngine:
                     self.task_id, self.peer_id.encode(), x25519, he_key, peer_proof=proof
                 )
             )
+            log.info("joined task %d as member %d", self.task_id, index)
         self.state.member_index = index
         return index
 

@@ -1,0 +1,93 @@
+"""Start a devnet's node daemons from one process that imports once, then forks.
+
+Each `flchain node run` process pays seconds of imports (torch, web3, libp2p) before it does
+anything; ten of them on two cores took half a minute before the first node joined. The host
+imports the node's modules once, then forks one child per node. Each child starts a session of
+its own (so `devnet down` signals it as it did a `node run` process), writes to its node.log,
+reseeds Python's `random`, and runs `node run` with the arguments the launcher built. Nothing
+but imports runs before the forks, so no thread, event loop or connection is copied into a
+child.
+
+The launcher writes a JSON list of {"args": [...], "log": "path"} to the host's stdin; the host
+prints one JSON line, {"pids": [...]}, and exits. The children then belong to init, as the
+`start_new_session` children of a `devnet up` that exits always did.
+
+    python -m flchain.devnet.nodehost < specs.json
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import random
+import sys
+import traceback
+
+# A launch of a few hundred nodes is well below this; a larger stdin is not ours.
+MAX_SPEC_BYTES = 4 * 1024 * 1024
+# What `node run` imports on its way (torch, web3, libp2p, trio among them), and
+# scikit-learn's loaders, which the devnet's digits data set loads through (about 1 s each).
+_PRELOADED = ("flchain.node.cli", "flchain.node.daemon", "sklearn.datasets")
+
+
+def _run_child(args: list[str], log: str) -> int:
+    """In the forked child: detach, log to `log`, run `node run` with `args`."""
+    os.setsid()
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    random.seed()  # the parent's state would repeat in every child
+    from flchain.node.cli import run_command
+
+    try:
+        run_command.main(args=args, prog_name="flchain node run", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+def main() -> None:
+    # Imports first: the launcher starts the host before the chain, so they overlap its
+    # start-up, and writes the specs once the nodes' keys and funds are ready.
+    for module in _PRELOADED:  # the expensive imports, once, before any fork
+        importlib.import_module(module)
+    raw = sys.stdin.buffer.read(MAX_SPEC_BYTES + 1)
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SystemExit(f"node specs over {MAX_SPEC_BYTES} bytes")
+    specs = json.loads(raw)
+    if not isinstance(specs, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("log"), str) and isinstance(s.get("args"), list)
+        for s in specs
+    ):
+        raise SystemExit('expected a JSON list of {"args": [...], "log": "path"}')
+
+    pids = []
+    for spec in specs:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = _run_child([str(a) for a in spec["args"]], spec["log"])
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        pids.append(pid)
+    print(json.dumps({"pids": pids}), flush=True)
+    sys.stderr.flush()
+    # Straight out: an interpreter teardown with torch, web3 and libp2p loaded took seconds,
+    # and the launcher waits for it; the host holds nothing to clean up.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The devnet's node host: one process imports the node once and forks a `node run` per node."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from flchain.devnet.launcher import process_alive
+
+
+def _host(specs: object) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "flchain.devnet.nodehost"],
+        input=json.dumps(specs).encode(),
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def _wait_gone(pids: list[int], seconds: float = 30) -> None:
+    deadline = time.time() + seconds
+    while any(process_alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(process_alive(p) for p in pids)
+
+
+def test_each_forked_node_runs_node_run_and_logs_to_its_own_file(tmp_path: Path) -> None:
+    logs = [tmp_path / f"node-{i}.log" for i in range(3)]
+    # a bad --rpc-less command line: each child's `node run` refuses it in its own log
+    specs = [
+        {"args": ["--dir", str(tmp_path / f"n{i}")], "log": str(p)} for i, p in enumerate(logs)
+    ]
+    host = _host(specs)
+    assert host.returncode == 0, host.stderr.decode()[-2000:]
+    pids = json.loads(host.stdout.decode().strip().splitlines()[-1])["pids"]
+    assert len(set(pids)) == 3 and os.getpid() not in pids
+    _wait_gone(pids)
+    for log in logs:
+        text = log.read_text()
+        assert "Missing option" in text and "flchain node run" in text
+    assert host.stdout.decode().count("{") == 1  # nothing of the children on the host's pipe
+
+
+def test_the_host_refuses_what_is_not_a_list_of_node_specs() -> None:
+    for bad in ({"args": []}, [{"args": "x", "log": "y"}], [{"log": "y"}]):
+        host = _host(bad)
+        assert host.returncode != 0 and b"expected a JSON list" in host.stderr
