@@ -428,10 +428,11 @@ _round_paid: HashMap[uint256, uint256]
 _round_delta: HashMap[uint256, HashMap[uint256, uint256]]
 _round_ejected: HashMap[uint256, uint256]
 _alarm_ejected: HashMap[uint256, uint256]
-# The bonded reputation of the raisers a round's alarm bonds ejected: still in the total the
-# round's later alarms are measured against (their alarms still count, and a revert
-# reinstates them), so that leaving cannot shrink the bar the others' alarms must reach.
-_alarm_ejected_rep: HashMap[uint256, uint256]
+# The reputation a round's alarms took out of the active total: every raiser's bond, and the
+# bonded reputation of the raisers it ejected. It stays in the total the round's alarms are
+# measured against (their weights count before the bond, and a revert returns it all), so
+# raising or leaving cannot lower the bar: at alarm_bps 10000 only every member reverts.
+_alarm_held: HashMap[uint256, uint256]
 # Members that voted on a round after it finalized (late votes), keyed by rk.
 _round_late: HashMap[uint256, uint256]
 # Rewards credited to each member (by index); kept as the forfeited amount when ejected.
@@ -1435,18 +1436,19 @@ def _raise_alarm(task_id: uint256, round: uint256):
     log AlarmRaised(
         task_id=task_id, round=round, member=index, weight=weight, alarm_weight=alarm_weight
     )
-    # The threshold counts the reputation active now, bonds taken excluded, plus the bonded
-    # reputation of the earlier raisers their bonds ejected; the raiser's own is in it too (an
-    # ejection by this bond comes only after the check): else raisers could shrink the total
-    # by their own weight while their alarms still count, and revert with less than alarm_bps.
-    ejected_rep: uint256 = self._alarm_ejected_rep[rk]
-    total: uint256 = ((new_st >> S_REP) & M32) + ejected_rep
+    # The threshold counts the reputation active now plus what this round's alarms took out
+    # of it (`_alarm_held`, this bond included): the weights count before their bonds, so the
+    # total does too, and a raiser its bond ejects (after this check) stays in it. Else bonds
+    # and ejections would shrink the total while the alarms still count in full.
+    held: uint256 = self._alarm_held[rk] + REP_ALARM
+    total: uint256 = ((new_st >> S_REP) & M32) + held
     threshold: uint256 = ((self._cfg[task_id] >> C_ALARM) & M16) * total
     if alarm_weight * BPS < threshold:
         if bonded < (cfg2 >> C2_FLOOR) & M32:
             new_st = self._eject(task_id, new_st, round, index, bonded)
             self._alarm_ejected[rk] |= bit
-            self._alarm_ejected_rep[rk] = ejected_rep + bonded
+            held += bonded
+        self._alarm_held[rk] = held
         self._round_hdr[rk] = hdr
         self._state[task_id] = new_st
         return

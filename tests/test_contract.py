@@ -839,11 +839,19 @@ def test_a_raiser_its_bond_takes_below_the_floor_is_ejected_until_a_revert(net: 
     second = net.members[0].raise_alarm(task_id, 1)
     assert not reverted(second)
     assert second.event("MemberEjected")["member"] == 0
+    # Member 1's alarm brings 2990 of the 5030 there were before the alarms: short of 60%
+    # (the ejected raisers and the bonds still count in the total), and ejects member 1 too.
     third = net.members[1].raise_alarm(task_id, 1)
-    assert third.event("RoundReverted")["alarm_weight"] == low + 2 * (REP_UNIT + REP_ACCEPT)
-    reinstated = [e["args"] for e in third.events if e["event"] == "MemberReinstated"]
+    assert not reverted(third) and third.event("MemberEjected")["member"] == 1
+    fourth = net.members[2].raise_alarm(task_id, 1)
+    assert fourth.event("RoundReverted")["alarm_weight"] == low + 3 * (REP_UNIT + REP_ACCEPT)
+    reinstated = [e["args"] for e in fourth.events if e["event"] == "MemberReinstated"]
     # Round 1's share was clawed back first, so each gets back its stake alone.
-    assert sorted((e["member"], e["restored"]) for e in reinstated) == [(0, STAKE), (4, STAKE)]
+    assert sorted((e["member"], e["restored"]) for e in reinstated) == [
+        (0, STAKE),
+        (1, STAKE),
+        (4, STAKE),
+    ]
     # Back to the state before round 1's settlement: stakes, pool and reputations.
     assert [(m.status, m.reputation, m.earned) for m in net.owner.members(task_id)] == [
         (MemberStatus.ACTIVE, REP_UNIT, 0)
@@ -855,9 +863,10 @@ def test_a_raiser_its_bond_takes_below_the_floor_is_ejected_until_a_revert(net: 
 
 def test_raisers_their_bonds_eject_cannot_shrink_the_bar_for_later_alarms(net: Net) -> None:
     """Siren's attackers alarm every round, and their bonds eject them. Their alarms still
-    count (a revert reinstates them), so their bonded reputation stays in the total the
-    round's later alarms are measured against. (Fails while an ejected raiser leaves only the
-    total: then 2990 of 2960 active reverts where 2990 of 5000 members' weight is 60%.)"""
+    count (a revert reinstates them), so what the alarms took out of the active reputation
+    (bonds, ejected raisers) stays in the total the round's later alarms are measured
+    against. (Fails while an ejected raiser leaves only the total: then 2990 of 2960 active
+    reverts, where 2990 is 59% of the 5030 there were.)"""
     task_id = net.task(n_join=5, min_members=5, rep_floor=950, alarm_bps=6666, quorum_bps=6000)
     net.submit_all(task_id, 1, range(5))
     for i in range(3):  # member 4's update rejected: 950, at the floor
@@ -866,8 +875,8 @@ def test_raisers_their_bonds_eject_cannot_shrink_the_bar_for_later_alarms(net: N
         result = net.members[raiser].raise_alarm(task_id, 1)
         assert not reverted(result) and result.event("MemberEjected")["member"] == raiser
     assert net.owner.get_round(task_id, 1).status == RoundStatus.FINALIZED
-    # 2990 + 1020 of 4630 (the two still active after the bond, 1940, and the three ejected
-    # raisers' 2690) reaches 66.66%: the fourth alarm reverts and reinstates all three.
+    # 2990 + 1020 of the 5030 there were before the alarms reaches 66.66%: the fourth alarm
+    # reverts and reinstates all three.
     fourth = net.members[2].raise_alarm(task_id, 1)
     assert fourth.event("RoundReverted")["alarm_weight"] == 950 + 3 * (REP_UNIT + REP_ACCEPT)
     reinstated = sorted(
@@ -889,7 +898,7 @@ def test_a_raiser_its_bond_ejects_still_counts_in_the_alarm_threshold(net: Net) 
     net.members[1].vote(task_id, 1, digest("g1"), 0b11)
     result = net.members[0].raise_alarm(task_id, 1)  # 1020 - 100 is below the floor
     assert result.event("MemberEjected")["member"] == 0
-    assert not reverted(result)  # 1020 < 60% of 1940 (920 + 1020)
+    assert not reverted(result)  # 1020 < 60% of 2040 (its 920 and 100 bond, and 1020)
     assert net.owner.get_round(task_id, 1).status == RoundStatus.FINALIZED
 
 

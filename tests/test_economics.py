@@ -137,7 +137,7 @@ class Economy:
         self.earned = [0] * self.n
         self.active = set(range(self.n))
         self.alarm_weight: dict[int, int] = {}
-        self.alarm_ejected_rep: dict[int, int] = {}
+        self.alarm_held: dict[int, int] = {}
         self._open()
 
     @property
@@ -252,14 +252,16 @@ class Economy:
         self.reps[i] -= REP_ALARM
         rnd = self.good_round
         self.alarm_weight[rnd] = self.alarm_weight.get(rnd, 0) + weight
-        # The threshold counts the raiser's bonded reputation and that of the raisers this
-        # round's bonds ejected before; its bond ejects it only when the alarm does not revert.
-        ejected = self.alarm_ejected_rep.get(rnd, 0)
-        if self.alarm_weight[rnd] * BPS >= self.alarm_bps * (self.total + ejected):
+        # The threshold's total is the active reputation plus what the round's alarms took
+        # out of it (bonds, and raisers their bonds ejected); a bond ejects its raiser only
+        # when the alarm does not revert.
+        held = self.alarm_held.get(rnd, 0) + REP_ALARM
+        if self.alarm_weight[rnd] * BPS >= self.alarm_bps * (self.total + held):
             return True
         if self.reps[i] < self.floor:
             self._eject(self.good_round, i)
-            self.alarm_ejected_rep[rnd] = ejected + self.reps[i]
+            held += self.reps[i]
+        self.alarm_held[rnd] = held
         return False
 
     def payout(self, i: int) -> int:
