@@ -320,7 +320,8 @@ def collect(
                     "gap_points": round(100 * (net["accuracy"] - sim["accuracy"]), 2)
                     if both
                     else None,
-                    # every round finalized the simulation's global model, bit for bit
+                    # every round finalized the simulation's global model, bit for bit (or
+                    # was reverted or aborted where the simulation's was)
                     "identical": same,
                 }
             )
@@ -478,7 +479,8 @@ def report(rows: list[dict], verdict: dict, rounds: int, omniscient: bool) -> st
         lines += [
             "",
             "Network cells where fewer Byzantine updates reached the chain (a node that misses "
-            "the submit window sends nothing that round):",
+            "the submit window sends nothing that round, and the contract ejects a member whose "
+            "reputation falls below the floor; Siren's attackers pay an alarm bond every round):",
             "",
         ]
         for r in short:
@@ -496,7 +498,11 @@ def report(rows: list[dict], verdict: dict, rounds: int, omniscient: bool) -> st
         + ("" if r["net"]["honest_agree"] else " (honest nodes ended on different models)")
         for r in rows
         if "accuracy" in r["net"]
-        and (r["net"]["finalized"] < rounds or not r["net"]["honest_agree"])
+        # a round that Siren's alarms reverted or aborted is clean when the simulation's
+        # were the same rounds (the digests say so)
+        and (
+            (r["net"]["finalized"] < rounds and not r["identical"]) or not r["net"]["honest_agree"]
+        )
     ]
     if odd:
         lines += ["", f"Network cells that did not run cleanly: {', '.join(odd)}."]
