@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TOOLS  := .tools/node_modules/@foundry-rs
 FOUNDRY_VERSION ?= 1.7.1
 
-.PHONY: all setup tools demo demo-simulate bench-devnet bench-paillier test lint format bench bench-robust bench-robust-network bench-agg bench-gas bench-secure bench-incentives bench-dp fuzz clean
+.PHONY: all setup tools demo demo-simulate bench-devnet bench-paillier test lint format bench bench-robust bench-robust-network bench-vs-flower bench-agg bench-gas bench-secure bench-incentives bench-dp fuzz clean
 
 all: test
 
@@ -58,7 +58,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix flchain aggregation attacks models contracts devnet node crypto tests benchmarks
 	$(BIN)/ruff format flchain aggregation attacks models contracts devnet node crypto tests benchmarks
 
-bench: bench-agg bench-robust bench-robust-network bench-gas bench-paillier bench-devnet bench-secure bench-incentives
+bench: bench-agg bench-robust bench-robust-network bench-vs-flower bench-gas bench-paillier bench-devnet bench-secure bench-incentives
 
 bench-robust: $(STAMP)
 	$(BIN)/python benchmarks/bench_robust.py
@@ -71,6 +71,21 @@ bench-robust: $(STAMP)
 # interrupted run resumes). `python benchmarks/bench_robust_network.py --quick`: 8 cells, ~20 min.
 bench-robust-network: $(STAMP)
 	$(BIN)/python benchmarks/bench_robust_network.py
+
+# Flower lives in its own environment (its pins differ from ours; `make test` never needs it).
+# Its clients train with flchain's pipeline, so flchain goes in without dependencies.
+FLOWER_VENV := .venv-flower
+$(FLOWER_VENV)/.installed: constraints.txt pyproject.toml
+	$(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FLOWER_VENV)/bin/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(FLOWER_VENV)/bin/python -m pip install -q -c constraints.txt "flwr[simulation]==1.42.0" \
+		numpy scikit-learn safetensors dp-accounting
+	$(FLOWER_VENV)/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
+bench-vs-flower: $(STAMP) $(FLOWER_VENV)/.installed
+	$(BIN)/python benchmarks/bench_vs_flower.py --flower-python $(FLOWER_VENV)/bin/python
 
 bench-agg: $(STAMP)
 	$(BIN)/python benchmarks/bench_aggregation.py
