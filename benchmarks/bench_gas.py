@@ -296,22 +296,22 @@ class Scaling:
             self.needed[case], self.worst[case] = needed, used
 
 
-def alarm_reverts(net: Net, task_id: int, rnd: int, index: int) -> bool:
-    """Whether member `index`'s alarm on round `rnd` reaches the threshold (the contract's
-    arithmetic), so that its limit is measured before it is sent."""
+def alarm_reverts(net: Net, task_id: int, rnd: int, index: int, total: int) -> bool:
+    """Whether member `index`'s alarm on round `rnd` reaches the threshold, so that its limit
+    is measured before it is sent. `total`: the active reputation before the round's first
+    alarm, which the contract's total keeps (the bonds and bond-ejected raisers it holds)."""
     task, info = net.owner.get_task(task_id), net.owner.get_round(task_id, rnd)
     weight = net.owner.reputation(task_id, index)
-    bonded = weight - 100  # REP_ALARM
-    total = task.total_reputation - 100 - (bonded if bonded < task.rep_floor else 0)
     return (info.alarm_weight + weight) * 10_000 >= task.alarm_bps * total
 
 
 def alarm_until_revert(net: Net, out: Scaling, task_id: int, rnd: int, raisers: list[int]) -> None:
     """`raisers` alarm round `rnd` in turn; the alarm that reverts it is measured (the
     costlier of this and an earlier measurement is kept)."""
+    total = net.owner.get_task(task_id).total_reputation
     for i in raisers:
         sender = net.members[i]
-        if alarm_reverts(net, task_id, rnd, i):
+        if alarm_reverts(net, task_id, rnd, i, total):
             needed = net.limit_needed(sender, "raise_alarm", [task_id, rnd])
             result = sender.raise_alarm(task_id, rnd)
             assert reverted(result), "the threshold arithmetic disagrees with the contract"
