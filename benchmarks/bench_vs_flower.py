@@ -31,14 +31,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 try:
+    from benchmarks._chainwatch import ChainWatch
     from benchmarks._report import machine, write_section
 except ModuleNotFoundError:  # run as a script
+    from _chainwatch import ChainWatch
     from _report import machine, write_section
 
 NODES = 10
@@ -185,54 +186,20 @@ def run_simulate(rounds: int) -> dict[str, Any]:
     return _figures(accuracies, ends, wall)
 
 
-def _watch_chain(workdir: Path, started: float, seen: dict[int, float], stop: threading.Event):
-    """Note the wall time (since `started`) at which each round of the devnet's task
-    finalized, as the chain reports it to a reader polling every 0.2 s."""
-    from eth_account import Account
-    from web3 import Web3
-
-    from flchain.contracts import FLChainClient
-    from flchain.devnet.launcher import MANIFEST
-
-    client = None
-    while not stop.is_set():
-        if client is None:
-            try:
-                manifest = json.loads((workdir / MANIFEST).read_text())
-                w3 = Web3(Web3.HTTPProvider(manifest["rpc_url"], request_kwargs={"timeout": 5}))
-                client = FLChainClient(w3, manifest["contract"], Account.create())
-                task_id = int(manifest["task_id"])
-            except (OSError, ValueError, KeyError):
-                stop.wait(0.2)
-                continue
-        try:
-            done = client.get_task(task_id).global_round
-        except Exception:  # the chain is starting or gone: look again
-            stop.wait(0.2)
-            continue
-        now = time.time() - started
-        for r in range(1, done + 1):
-            seen.setdefault(r, now)
-        stop.wait(0.2)
-
-
 def run_devnet(rounds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-vs-flower-") as tmp:
         workdir = Path(tmp) / "devnet"
         cmd = [*FLCHAIN, "devnet", "up", "--dir", str(workdir), "--nodes", str(NODES)]
         cmd += ["--rounds", str(rounds), "--rule", "fedavg", "--model", MODEL]
         cmd += ["--seed", str(SEED), "--json"]
-        seen: dict[int, float] = {}
-        stop = threading.Event()
         started = time.time()
-        watcher = threading.Thread(target=_watch_chain, args=(workdir, started, seen, stop))
-        watcher.start()
+        watch = ChainWatch(workdir, started).start()
         try:
             result = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
         finally:
-            stop.set()
-            watcher.join()
+            watch.stop()
         wall = time.time() - started
+        seen = watch.finalized
     if result.returncode != 0:
         raise SystemExit(f"flchain devnet up failed:\n{result.stderr[-3000:]}")
     summary = json.loads(result.stdout)

@@ -1,0 +1,68 @@
+"""Wall-clock round times of a running devnet, as a reader of its chain sees them.
+
+Block timestamps are the chain's clock, not the wall clock (the devnet's blocks are at least a
+second apart and run ahead under load), so benchmarks time rounds with this watcher instead:
+it polls the task's finalized round every `interval` seconds and notes the wall time
+(`time.time()`) at which each round first shows as finalized.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+POLL_SECONDS = 0.2
+
+
+class ChainWatch:
+    """Start with `start()` before `devnet up` runs in `workdir`; `stop()` after it ends.
+    `finalized[r]` is the wall time, in seconds since `started`, at which round r finalized."""
+
+    def __init__(self, workdir: Path, started: float, interval: float = POLL_SECONDS) -> None:
+        self.workdir = workdir
+        self.started = started
+        self.interval = interval
+        self.finalized: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> ChainWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _client(self) -> tuple[object, int] | None:
+        from eth_account import Account
+        from web3 import Web3
+
+        from flchain.contracts import FLChainClient
+        from flchain.devnet.launcher import MANIFEST
+
+        try:
+            manifest = json.loads((self.workdir / MANIFEST).read_text())
+            w3 = Web3(Web3.HTTPProvider(manifest["rpc_url"], request_kwargs={"timeout": 5}))
+            return FLChainClient(w3, manifest["contract"], Account.create()), int(
+                manifest["task_id"]
+            )
+        except (OSError, ValueError, KeyError):
+            return None  # not written yet
+
+    def _run(self) -> None:
+        found = None
+        while not self._stop.is_set():
+            found = found or self._client()
+            if found is not None:
+                client, task_id = found
+                try:
+                    done = client.get_task(task_id).global_round  # type: ignore[attr-defined]
+                except Exception:  # the chain is starting or gone: look again
+                    done = 0
+                now = time.time() - self.started
+                for r in range(1, done + 1):
+                    self.finalized.setdefault(r, now)
+            self._stop.wait(self.interval)
