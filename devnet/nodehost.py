@@ -51,20 +51,31 @@ def _run_child(args: list[str], log: str) -> int:
     return 0
 
 
+def parse_specs(raw: bytes) -> list[dict]:
+    """The launcher's node specs: a JSON list of {"args": [str, ...], "log": str}."""
+    if len(raw) > MAX_SPEC_BYTES:
+        raise ValueError(f"node specs over {MAX_SPEC_BYTES} bytes")
+    specs = json.loads(raw)
+    if not isinstance(specs, list) or not all(
+        isinstance(s, dict)
+        and isinstance(s.get("log"), str)
+        and isinstance(s.get("args"), list)
+        and all(isinstance(a, str) for a in s["args"])
+        for s in specs
+    ):
+        raise ValueError('expected a JSON list of {"args": [...], "log": "path"}')
+    return specs
+
+
 def main() -> None:
     # Imports first: the launcher starts the host before the chain, so they overlap its
     # start-up, and writes the specs once the nodes' keys and funds are ready.
     for module in _PRELOADED:  # the expensive imports, once, before any fork
         importlib.import_module(module)
-    raw = sys.stdin.buffer.read(MAX_SPEC_BYTES + 1)
-    if len(raw) > MAX_SPEC_BYTES:
-        raise SystemExit(f"node specs over {MAX_SPEC_BYTES} bytes")
-    specs = json.loads(raw)
-    if not isinstance(specs, list) or not all(
-        isinstance(s, dict) and isinstance(s.get("log"), str) and isinstance(s.get("args"), list)
-        for s in specs
-    ):
-        raise SystemExit('expected a JSON list of {"args": [...], "log": "path"}')
+    try:
+        specs = parse_specs(sys.stdin.buffer.read(MAX_SPEC_BYTES + 1))
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
     pids = []
     for spec in specs:
@@ -74,7 +85,7 @@ def main() -> None:
         if pid == 0:
             code = 1
             try:
-                code = _run_child([str(a) for a in spec["args"]], spec["log"])
+                code = _run_child(spec["args"], spec["log"])
             except BaseException:
                 traceback.print_exc()
             finally:

@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from flchain.devnet.launcher import process_alive
+from flchain.devnet.nodehost import MAX_SPEC_BYTES, parse_specs
 
 
 def _host(specs: object) -> subprocess.CompletedProcess[bytes]:
@@ -46,6 +49,11 @@ def test_each_forked_node_runs_node_run_and_logs_to_its_own_file(tmp_path: Path)
 
 
 def test_the_host_refuses_what_is_not_a_list_of_node_specs() -> None:
-    for bad in ({"args": []}, [{"args": "x", "log": "y"}], [{"log": "y"}]):
-        host = _host(bad)
-        assert host.returncode != 0 and b"expected a JSON list" in host.stderr
+    bad = ({"args": []}, [{"args": "x", "log": "y"}], [{"log": "y"}], [{"args": [1], "log": "y"}])
+    for specs in bad:
+        with pytest.raises(ValueError, match="expected a JSON list"):
+            parse_specs(json.dumps(specs).encode())
+    with pytest.raises(ValueError, match="over"):
+        parse_specs(b" " * (MAX_SPEC_BYTES + 1))
+    host = _host(bad[0])  # and the host says so and starts nothing
+    assert host.returncode != 0 and b"expected a JSON list" in host.stderr and not host.stdout
