@@ -204,7 +204,7 @@ async def run_node(
             )
         # Commit, then reveal: our own update is served only once its round's submit phase
         # has closed on chain (requests before that are answered NOT_REVEALED).
-        p2p.sealed = engine.sealed
+        p2p.sealed = engine.sealed_now
         if isinstance(learner, ColludingTrainer):
             learner.members = engine.training_members
             learner.deadline = engine.collusion_deadline

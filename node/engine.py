@@ -109,6 +109,10 @@ COMMIT_RECHECK = 2.0
 # owner does (each polls the chain), so an update refused as not revealed yet is asked for
 # again every REVEAL_RETRY seconds for at most REVEAL_GRACE seconds (then it is missing).
 REVEAL_RETRY = 0.5
+# A sealed request makes the owner read the round from chain (`sealed_now`): at most once per
+# REVEAL_CHECK seconds a round, each read given REVEAL_CHECK_TIMEOUT seconds.
+REVEAL_CHECK = 0.2
+REVEAL_CHECK_TIMEOUT = 2.0
 REVEAL_GRACE = 15.0
 # The owner's answers that mean "ask again" once it has said not revealed (its per-peer serve
 # slots may be taken by our other fetches for a moment).
@@ -206,6 +210,7 @@ class RoundEngine:
         # once that round's submit phase has closed; the rounds we saw it close in.
         self._sealed: dict[bytes, tuple[int, float]] = {}
         self._revealed: set[int] = set()
+        self._reveal_checked: dict[int, float] = {}  # round -> trio time of the last check
         self._fetching: set[bytes] = set()  # digests `_fetch_blobs` is fetching now
         # The round being trained for: its eligible members and submit deadline (what a
         # colluding attacker needs: attacks/channel.py's ColludingTrainer asks below).
@@ -253,6 +258,34 @@ class RoundEngine:
             return False
         r, deadline = entry
         return not self.revealed(r) and time.time() < deadline
+
+    async def sealed_now(self, digest: bytes) -> bool:
+        """`sealed`, checked against the chain before a refusal: whoever asks has seen the
+        submit phase close, often before our own poll does, so we read the round ourselves
+        (at most once per REVEAL_CHECK seconds a round) and reveal when it has closed. The
+        asker's word counts for nothing; a chain that does not answer leaves it sealed."""
+        if not self.sealed(digest):
+            return False
+        r = self._sealed[digest][0]
+        now = trio.current_time()
+        if now - self._reveal_checked.get(r, -math.inf) < REVEAL_CHECK:
+            return True
+        self._reveal_checked = {k: t for k, t in self._reveal_checked.items() if k >= r - 2}
+        self._reveal_checked[r] = now
+        try:
+            with trio.fail_after(REVEAL_CHECK_TIMEOUT):
+                info = await trio.to_thread.run_sync(
+                    self.client.get_round, self.task_id, r, abandon_on_cancel=True
+                )
+            everyone = info.submitted & info.eligible == info.eligible
+            closed = info.status != RoundStatus.OPEN or time.time() >= info.submit_deadline
+        except Exception as exc:  # the serve path never fails on the chain: stay sealed
+            log.debug("round %d: reveal check failed: %s", r, exc)
+            return True
+        if everyone or closed:
+            self._reveal(r)
+            return False
+        return True
 
     def revealed(self, r: int) -> bool:
         """Whether this node saw round r's submit phase close (or the task moved past r)."""

@@ -247,8 +247,9 @@ class P2PNode:
         # Digests this node does not serve at all (None: everything in the store).
         self.serve_filter: Callable[[bytes], bool] | None = None
         # Commit, then reveal: True for a digest served only later (the node's own update of
-        # a round whose submit phase is still open; see `RoundEngine.sealed`).
-        self.sealed: Callable[[bytes], bool] | None = None
+        # a round whose submit phase is still open; see `RoundEngine.sealed_now`, which asks the
+        # chain before it refuses).
+        self.sealed: Callable[[bytes], Awaitable[bool]] | None = None
         self._first_seen: dict[ID, float] = {}
         self._stack: contextlib.AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
@@ -703,7 +704,7 @@ class P2PNode:
             with trio.fail_after(self.config.request_timeout):
                 await blobs.write_response(stream, blobs.Status.NOT_FOUND)
             return
-        if self.sealed is not None and self.sealed(digest):
+        if self.sealed is not None and await self.sealed(digest):
             self.metrics.inc("blob_failures_total", reason="not_revealed")
             with trio.fail_after(self.config.request_timeout):
                 await blobs.write_response(stream, blobs.Status.NOT_REVEALED)

@@ -19,6 +19,7 @@ import trio
 from test_p2p_budgets import _FakeClient, _FakeP2P, _update
 from test_p2p_network import TASK, Net, _blob_failures, _eventually, _run
 
+from flchain.contracts import RoundStatus, bitmap
 from flchain.node import engine as engine_module
 from flchain.node.blobstore import BlobStore, sha256
 from flchain.node.engine import RoundEngine
@@ -55,7 +56,7 @@ def _engine(p2p: Any, store: Any, client: Any = None) -> RoundEngine:
     engine.state.round = ROUND
     engine.state.member_index = 1
     if isinstance(p2p, P2PNode):
-        p2p.sealed = engine.sealed  # as the daemon wires it
+        p2p.sealed = engine.sealed_now  # as the daemon wires it
     return engine
 
 
@@ -86,6 +87,43 @@ def test_a_node_asking_for_an_update_before_the_reveal_gets_nothing(tmp_path: Pa
         assert not owner.sealed(digest)
         assert await c.fetch_blob(digest, [b.peer_id], try_connected=False) == update.blob
         assert _blob_failures(b) == {"not_revealed": 1}
+
+    _run(tmp_path, scenario)
+
+
+class _ClosedChain(_Chain):
+    """A chain on which every eligible member has submitted round ROUND."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def get_round(self, task_id: int, r: int) -> SimpleNamespace:
+        self.reads += 1
+        return SimpleNamespace(
+            status=RoundStatus.OPEN,
+            submitted=bitmap([0, 1]),
+            eligible=bitmap([0, 1]),
+            submit_deadline=time.time() + 60,
+        )
+
+
+def test_an_owner_that_has_not_seen_the_phase_close_asks_the_chain_and_serves(
+    tmp_path: Path,
+) -> None:
+    # The asker saw everyone commit before the owner's own poll did: the owner reads the
+    # round itself, finds the phase closed and serves at once (no retry, no waiting).
+    async def scenario(net: Net) -> None:
+        _, b, c = net.members
+        chain = _ClosedChain()
+        owner = _engine(b, b.store, client=chain)
+        update = LocalUpdate(b"b's update, everyone has committed", samples=10, loss=0.5)
+        assert await owner._commit(ROUND, _round(time.time() + 60), update, {}) is True
+        digest = sha256(update.blob)
+        assert owner.sealed(digest)  # its own poll has not seen the phase close
+        assert await c.fetch_blob(digest, [b.peer_id], try_connected=False) == update.blob
+        assert owner.revealed(ROUND) and chain.reads == 1
+        assert _blob_failures(b) == {}
 
     _run(tmp_path, scenario)
 
