@@ -24,6 +24,8 @@ import random
 import sys
 import traceback
 
+from flchain import safe_json
+
 # A launch of a few hundred nodes is well below this; a larger stdin is not ours.
 MAX_SPEC_BYTES = 4 * 1024 * 1024
 # What `node run` imports on its way (torch, web3, libp2p, trio among them), and
@@ -53,9 +55,7 @@ def _run_child(args: list[str], log: str) -> int:
 
 def parse_specs(raw: bytes) -> list[dict]:
     """The launcher's node specs: a JSON list of {"args": [str, ...], "log": str}."""
-    if len(raw) > MAX_SPEC_BYTES:
-        raise ValueError(f"node specs over {MAX_SPEC_BYTES} bytes")
-    specs = json.loads(raw)
+    specs = safe_json.loads(raw, max_bytes=MAX_SPEC_BYTES)  # ValueErrors: oversize, too deep
     if not isinstance(specs, list) or not all(
         isinstance(s, dict)
         and isinstance(s.get("log"), str)
