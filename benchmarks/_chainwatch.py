@@ -8,7 +8,9 @@ it polls the task's finalized round every `interval` seconds and notes the wall 
 
 from __future__ import annotations
 
+import itertools
 import json
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -66,3 +68,19 @@ class ChainWatch:
                 for r in range(1, done + 1):
                     self.finalized.setdefault(r, now)
             self._stop.wait(self.interval)
+
+
+def median_round(finalized: dict[int, float], rounds: int) -> float:
+    """Median wall time between consecutive finalizations, rounds 2..`rounds` (round 1 would
+    include the start-up)."""
+    ends = [finalized[r] for r in range(1, rounds + 1)]
+    return statistics.median(b - a for a, b in itertools.pairwise(ends))
+
+
+def slowest_training(summary: dict, rounds: int) -> float:
+    """The slowest node's mean training seconds per round (from `devnet up --json`'s node
+    metrics): the part of a round no protocol can save, since every update waits for it."""
+    return max(
+        n["metrics"].get("round_seconds_total", {}).get("train", 0.0) / rounds
+        for n in summary["nodes"]
+    )

@@ -11,7 +11,6 @@ the steps are every node's own timers from its final status.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import statistics
 import subprocess
@@ -21,10 +20,10 @@ import time
 from pathlib import Path
 
 try:
-    from benchmarks._chainwatch import ChainWatch
+    from benchmarks._chainwatch import ChainWatch, median_round, slowest_training
     from benchmarks._report import machine, write_section
 except ModuleNotFoundError:  # run as a script
-    from _chainwatch import ChainWatch
+    from _chainwatch import ChainWatch, median_round, slowest_training
     from _report import machine, write_section
 
 STEPS = ("train", "commit", "gossip", "wait", "fetch", "aggregate", "vote", "finalize")
@@ -72,15 +71,6 @@ def _devnet_up(nodes: int, rounds: int, workdir: Path) -> subprocess.CompletedPr
     return result
 
 
-def slowest_training(summary: dict, rounds: int) -> float:
-    """The slowest node's mean training seconds per round: the part of a round no protocol
-    can save, since every update waits for it."""
-    return max(
-        n["metrics"].get("round_seconds_total", {}).get("train", 0.0) / rounds
-        for n in summary["nodes"]
-    )
-
-
 def split(summary: dict, rounds: int) -> dict[str, float]:
     """Median over nodes of seconds per round in each step."""
     per_step = {}
@@ -104,10 +94,7 @@ def main() -> None:
             summary, wall, finalized = run_devnet(n, args.rounds, Path(tmp))
         rounds = summary["rounds"]
         assert all(r["status"] == "finalized" for r in rounds), rounds
-        # Round r's wall time: between the finalizations of r - 1 and r (round 1 would
-        # include the start-up).
-        ends = [finalized[r] for r in range(1, args.rounds + 1)]
-        round_time = statistics.median(b - a for a, b in itertools.pairwise(ends))
+        round_time = median_round(finalized, args.rounds)
         steps = split(summary, args.rounds)
         overhead = round_time - slowest_training(summary, args.rounds)
         not_training = 1 - steps["train"] / round_time if round_time else float("nan")
