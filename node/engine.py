@@ -531,10 +531,10 @@ class RoundEngine:
                 self.state.phase = "waiting for round"
                 await trio.sleep(self.poll)
                 continue
-            await self._maybe_alarm(task)
-            info = await self._chain(self.client.get_round, self.task_id, r)
-            if info.status != RoundStatus.OPEN:  # the alarms just reverted the last round
-                continue
+            if await self._maybe_alarm(task):  # ours may have reverted the last round
+                info = await self._chain(self.client.get_round, self.task_id, r)
+                if info.status != RoundStatus.OPEN:
+                    continue
             await self.run_round(r)
             if self.stop_after_round is not None and r >= self.stop_after_round:
                 return
@@ -895,31 +895,32 @@ class RoundEngine:
         self.metrics.set("accuracy", self.state.accuracy)
         self.metrics.set("round", self.state.round)
 
-    async def _maybe_alarm(self, task: Any) -> None:
+    async def _maybe_alarm(self, task: Any) -> bool:
         """Siren's client side (`aggregation.siren`, as in the reference's `agents.py`): alarm
         on the latest finalized round if our own previous local model beats its model on our
         held-out validation split by more than C_l times its own accuracy; after an alarm we
         train from our own model (`Learner.siren_alarm`). An update attacker alarms every
         round without looking (`attacks.always_alarms`, the reference's malicious clients).
         Every node plays the reference's server with these alarms (`_siren_round`); on top,
-        enough alarm stake (the task's alarm_bps) reverts the finalized round on chain."""
+        enough alarm stake (the task's alarm_bps) reverts the finalized round on chain.
+        True when an alarm of ours went on chain (it may have aborted the round running)."""
         hold_out = getattr(self.learner, "hold_out_validation", None)
         if task.alarm_window != 0 and hold_out is not None:
             # before the task's first training, so the validation split is never trained on
             await trio.to_thread.run_sync(hold_out)
         prev = task.global_round
         if task.alarm_window == 0 or prev == 0 or prev in self._alarmed:
-            return
+            return False
         self._alarmed.add(prev)
         if self.attacker is not None and await self.attacker.alarm_instead(prev, task):
-            return  # falsealarm: raised (or refused) whatever the model is
+            return True  # falsealarm: raised (or refused) whatever the model is
         if catalog.always_alarms(getattr(self.learner, "attack", None)):
             alarm = True  # an update attacker cries wolf every round, as in Siren's reference
         else:
             try:
                 blob = await self._model_blob(task.global_digest)
             except BlobNotFound:
-                return
+                return False
             check = self.learner.siren_alarm
             alarm = await trio.to_thread.run_sync(check, blob, self.alarm_threshold)
         if alarm:
@@ -927,8 +928,10 @@ class RoundEngine:
                 await self._chain(self.client.raise_alarm, self.task_id, prev)
                 self.metrics.inc("alarms_raised_total")
                 await self._announce("alarm", prev, task.global_digest, 0)
+                return True
             except ContractRevert as exc:
                 log.info("alarm on round %d refused: %s", prev, exc)
+        return False
 
     async def _announce(self, kind: str, r: int, digest: bytes, size: int) -> None:
         message = Announcement(
