@@ -347,8 +347,11 @@ class RoundEngine:
                 log.warning("member %d's peer-id proof does not verify; ignoring it", m.index)
 
     async def members_loop(self) -> None:
+        """Keep the member list fresh and the members' libp2p mesh dialed (each pair once,
+        `P2PNode.connect_mesh`), so a round's fetches find every member connected."""
         while True:
             await self.refresh_members()
+            await self.p2p.connect_mesh(self._members)
             self.metrics.set("peers_connected", len(self.p2p.connected_peers()))
             await trio.sleep(2.0)
 

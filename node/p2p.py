@@ -26,7 +26,7 @@ import functools
 import json
 import logging
 import struct
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
@@ -72,6 +72,8 @@ _MAX_ADDRS: Final = 16
 _MAX_ADDRS_BYTES: Final = 4096
 _EQUIVOCATION_CACHE_LIMIT: Final = 10_000
 _MAX_BUDGET_PEERS: Final = 100_000
+# `connect_mesh`: how many members it dials at once
+MESH_DIALS: Final = 4
 
 log = logging.getLogger(__name__)
 
@@ -357,6 +359,36 @@ class P2PNode:
         except Exception as exc:
             raise P2PError(f"cannot connect to {addr}: {exc}") from exc
         return info.peer_id.to_base58()
+
+    async def connect_mesh(self, peers: Iterable[str]) -> int:
+        """Connect to the members in `peers` this node should dial; returns how many new.
+
+        Of each pair of members only the one with the smaller peer id dials (the other waits
+        for it): when two py-libp2p hosts dial each other at the same moment, each may keep a
+        different one of the two connections and the other side's end goes dead, so a pair
+        that first met in a round's fetch could not reach each other for the whole provider
+        timeout. Dialing the mesh ahead of the rounds, one way per pair, leaves no dial on the
+        fetch path. Addresses come from connected members (`_discover`), at most
+        MESH_DIALS at a time, each bounded by `dial_timeout`."""
+        host = self._running_host()
+        connected = {peer.to_base58() for peer in host.get_connected_peers()}
+        wanted = sorted(
+            {p for p in peers if p > self.peer_id and p not in connected and _is_peer_id(p)}
+        )
+        made = 0
+        limit = trio.Semaphore(MESH_DIALS)
+
+        async def dial(peer: str) -> None:
+            nonlocal made
+            async with limit:
+                with contextlib.suppress(Exception):  # the fetch path dials again if need be
+                    if await self._discover(ID.from_base58(peer)):
+                        made += 1
+
+        async with trio.open_nursery() as nursery:
+            for peer in wanted:
+                nursery.start_soon(dial, peer)
+        return made
 
     # -- per-round budgets -------------------------------------------------------------
 
@@ -962,3 +994,11 @@ def _parse_peer_addr(addr: str) -> PeerInfo:
         raise P2PConfigError(
             f"{addr!r} is not a full peer address (/ip4/1.2.3.4/tcp/4001/p2p/12D3Koo...): {exc}"
         ) from exc
+
+
+def _is_peer_id(peer: str) -> bool:
+    try:
+        ID.from_base58(peer)
+    except Exception:
+        return False
+    return True

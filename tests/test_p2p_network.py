@@ -444,6 +444,36 @@ def test_unknown_provider_is_found_through_connected_members(tmp_path: Path) -> 
     _trio_run(main)
 
 
+def test_the_member_mesh_is_dialed_once_per_pair_by_the_smaller_peer_id(tmp_path: Path) -> None:
+    """Two members that both dial each other at once could each keep a different connection
+    and find the other end dead; `connect_mesh` leaves each pair's dial to one side."""
+
+    async def main() -> None:
+        keys = [create_new_key_pair() for _ in range(3)]
+        ids = {ID.from_pubkey(k.public_key).to_base58() for k in keys}
+        async with P2PNode(keys[0], BlobStore(tmp_path / "hub"), config=P2PConfig(**FAST)) as hub:
+            star = P2PConfig(bootstrap=(hub.addrs[0],), **FAST)
+            async with (
+                P2PNode(keys[1], BlobStore(tmp_path / "b"), config=star) as b,
+                P2PNode(keys[2], BlobStore(tmp_path / "c"), config=star) as c,
+            ):
+                for node in (hub, b, c):
+                    await node.join_task(TASK, is_member=ids.__contains__, round_ok=lambda r: True)
+                await _eventually(lambda: hub.peer_id in b.connected_peers())
+                await _eventually(lambda: hub.peer_id in c.connected_peers())
+                low, high = sorted((b, c), key=lambda n: n.peer_id)
+                assert await high.connect_mesh(ids) == 0  # not its dial: it waits
+                assert low.peer_id not in high.connected_peers()
+                assert await low.connect_mesh(ids) == 1
+                assert high.peer_id in low.connected_peers()
+                await _eventually(lambda: low.peer_id in high.connected_peers())
+                assert await low.connect_mesh(ids) == 0  # connected: nothing to dial
+                digest = high.store.put(b"over the mesh")
+                assert await low.fetch_blob(digest, [high.peer_id]) == b"over the mesh"
+
+    _trio_run(main)
+
+
 # --- start-up and shutdown -------------------------------------------------------------
 
 
