@@ -278,6 +278,7 @@ async def run_node(
             )
             try:
                 async with trio.open_nursery() as nursery:
+                    await nursery.start(engine.view.follow)  # new blocks wake the engine
                     nursery.start_soon(engine.members_loop)
                     nursery.start_soon(engine.consume, deliveries)
                     if engine.attacker is not None:

@@ -41,7 +41,6 @@ from flchain.attacks import catalog
 from flchain.contracts import (
     ContractRevert,
     FLChainClient,
-    FLChainError,
     MemberStatus,
     RoundStatus,
     TaskStatus,
@@ -52,6 +51,7 @@ from flchain.contracts import (
 from flchain.contracts.types import LOSS_WITHHELD
 from flchain.crypto.dp import PrivacyAccountant
 from flchain.node.blobstore import BlobStore, sha256
+from flchain.node.chainview import DEFAULT_RETRY, ChainView, RetryPolicy
 from flchain.node.gossip import Quarantine
 from flchain.node.learner import Learner, LocalUpdate, SirenRound
 from flchain.node.messages import Announcement, encode
@@ -120,6 +120,12 @@ REVEAL_RETRYABLE = frozenset({"not_revealed", "busy"})
 # Colluding attackers (attacks/channel.py) stop waiting for each other this many seconds
 # before the submit deadline of the round they train for, to leave time to commit.
 COLLUSION_MARGIN = 5.0
+# `members_loop`: the member list is read at most every MEMBERS_EVERY seconds (on new blocks
+# only), and the mesh re-dialed at least every MESH_EVERY seconds.
+MEMBERS_EVERY = 1.0
+MESH_EVERY = 5.0
+# A chain that refused to close a stalled round (its clock lags ours) is asked again this often.
+CLOSE_RETRY = 1.0
 
 
 @dataclass
@@ -181,6 +187,7 @@ class RoundEngine:
         alarm_threshold: float = CLIENT_THRESHOLD,
         stop_after_round: int | None = None,
         dp_delta: float = 1e-5,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         self.client = client
         self.task_id = task_id
@@ -194,6 +201,7 @@ class RoundEngine:
         self.alarm_threshold = alarm_threshold
         self.stop_after_round = stop_after_round
         self.state = EngineState()
+        self.view = ChainView(client, task_id, retry=retry, on_error=self._chain_error)
         # Every member takes part in every round, so the sampling rate is 1.
         self._accountant = (
             PrivacyAccountant(learner.dp_noise, 1.0, dp_delta) if learner.dp_noise > 0 else None
@@ -223,20 +231,14 @@ class RoundEngine:
 
     # ------------------------------------------------------------------ helpers
     async def _chain(self, fn: Callable[..., T], *args: Any) -> T:
-        """A web3 call in a worker thread; transient trouble (chain down) is retried forever,
-        reverts are raised to the caller. The node never dies because the chain hiccups."""
-        delay = 0.5
-        while True:
-            try:
-                return await trio.to_thread.run_sync(fn, *args)
-            except ContractRevert:
-                raise
-            except (FLChainError, OSError, ConnectionError, TimeoutError) as exc:
-                self.state.last_error = f"chain: {exc}"
-                self.metrics.inc("chain_errors_total")
-                log.warning("chain call %s failed (%s); retrying in %.1fs", fn.__name__, exc, delay)
-                await trio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        """A chain call under the view's retry policy (`ChainView.call`): transient trouble
+        (chain down) is retried, reverts go to the caller; the node never dies because the
+        chain hiccups. Never cached: reads the rounds wait on go through `self.view`."""
+        return await self.view.call(fn, *args)
+
+    def _chain_error(self, error: str) -> None:
+        self.state.last_error = error
+        self.metrics.inc("chain_errors_total")
 
     def is_member(self, peer_id: str) -> bool:
         return peer_id in self._members
@@ -274,9 +276,7 @@ class RoundEngine:
         self._reveal_checked[r] = now
         try:
             with trio.fail_after(REVEAL_CHECK_TIMEOUT):
-                info = await trio.to_thread.run_sync(
-                    self.client.get_round, self.task_id, r, abandon_on_cancel=True
-                )
+                info = await self.view.round(r)  # read once per block, however many ask
             everyone = info.submitted & info.eligible == info.eligible
             closed = info.status != RoundStatus.OPEN or time.time() >= info.submit_deadline
         except Exception as exc:  # the serve path never fails on the chain: stay sealed
@@ -312,7 +312,7 @@ class RoundEngine:
     async def refresh_members(self) -> None:
         """Read the members from chain; only those whose peer-id proof verifies become
         gossip and blob peers (peer ids are not unique on chain: see node/peer_proof.py)."""
-        members = await self._chain(self.client.members, self.task_id)
+        members = await self.view.read(self.client.members, self.task_id)
         if any(m.index not in self._proven for m in members):
             await self._check_proofs(members)
         active = {}
@@ -348,12 +348,16 @@ class RoundEngine:
 
     async def members_loop(self) -> None:
         """Keep the member list fresh and the members' libp2p mesh dialed (each pair once,
-        `P2PNode.connect_mesh`), so a round's fetches find every member connected."""
+        `P2PNode.connect_mesh`), so a round's fetches find every member connected. Members
+        change only in blocks: this re-reads on a new head, at most every MEMBERS_EVERY
+        seconds, and dials again (members that did not answer) every MESH_EVERY seconds."""
         while True:
+            seen = self.view.head
             await self.refresh_members()
             await self.p2p.connect_mesh(self._members)
             self.metrics.set("peers_connected", len(self.p2p.connected_peers()))
-            await trio.sleep(2.0)
+            await trio.sleep(MEMBERS_EVERY)
+            await self.view.wait(seen, until=time.time() + MESH_EVERY)
 
     async def consume(self, deliveries: trio.MemoryReceiveChannel[Delivery]) -> None:
         """Announcements are hints: fetch announced updates early, but only digests the chain
@@ -445,7 +449,7 @@ class RoundEngine:
         with trio.move_on_after(COMMIT_CHECK_TIMEOUT):
             try:
                 if known is None:
-                    update = await self._chain(
+                    update = await self.view.read(
                         self.client.get_update, self.task_id, message.round, index
                     )
                     if not update.submitted:
@@ -455,7 +459,7 @@ class RoundEngine:
                         return "committed"
                     if not self.remasks:
                         return "other"
-                remask = await self._chain(
+                remask = await self.view.read(
                     self.client.get_remask, self.task_id, message.round, index
                 )
             except ContractRevert:
@@ -495,7 +499,7 @@ class RoundEngine:
             proof = sign_peer_proof(
                 peer_key, chain_id, self.client.address, self.task_id, self.client.account
             )
-            index = await self._chain(
+            index = await self.view.send(
                 lambda: self.client.join(
                     self.task_id, self.peer_id.encode(), x25519, he_key, peer_proof=proof
                 )
@@ -510,7 +514,8 @@ class RoundEngine:
         me = self.state.member_index
         assert me is not None, "call ensure_member first"
         while True:
-            task = await self._chain(self.client.get_task, self.task_id)
+            seen = self.view.head  # before the reads: a block during them wakes the waits
+            task = await self.view.task()
             self.state.task_status = task.status.name.lower()
             self.state.global_round = task.global_round
             if task.status in (TaskStatus.FINISHED, TaskStatus.CLOSED):
@@ -525,17 +530,17 @@ class RoundEngine:
                 return
             if task.status == TaskStatus.REGISTERING:
                 self.state.phase = "waiting for members"
-                await trio.sleep(self.poll)
+                await self.view.wait(seen)
                 continue
             r = task.current_round
             self.state.round = r
-            info = await self._chain(self.client.get_round, self.task_id, r)
+            info = await self.view.round(r)
             if info.status != RoundStatus.OPEN or me not in bitmap_indices(info.eligible):
                 self.state.phase = "waiting for round"
-                await trio.sleep(self.poll)
+                await self.view.wait(seen)
                 continue
             if await self._maybe_alarm(task):  # ours may have reverted the last round
-                info = await self._chain(self.client.get_round, self.task_id, r)
+                info = await self.view.round(r)
                 if info.status != RoundStatus.OPEN:
                     continue
             await self.run_round(r)
@@ -546,14 +551,14 @@ class RoundEngine:
         me = self.state.member_index
         assert me is not None
         timings: dict[str, float] = {}
-        info = await self._chain(self.client.get_round, self.task_id, r)
+        info = await self.view.round(r)
         try:
             base = await self._model_blob(info.base_digest)
         except BlobNotFound as exc:
             self.state.last_error = str(exc)
-            await trio.sleep(self.poll)
+            await trio.sleep(self.poll)  # the peers' answer: no block marks it
             return
-        mine = await self._chain(self.client.get_update, self.task_id, r, me)
+        mine = await self.view.read(self.client.get_update, self.task_id, r, me)
         everyone = info.submitted & info.eligible == info.eligible
         submit_open = not everyone and time.time() < info.submit_deadline
         if mine.submitted and submit_open:  # restarted after committing: still sealed
@@ -572,14 +577,15 @@ class RoundEngine:
         self.state.phase = "waiting for updates"
         t0 = time.perf_counter()
         while True:
-            info = await self._chain(self.client.get_round, self.task_id, r)
+            seen = self.view.head
+            info = await self.view.round(r)
             if info.status != RoundStatus.OPEN:
                 self._reveal(r)
                 return
             everyone = info.submitted & info.eligible == info.eligible
             if everyone or time.time() >= info.submit_deadline:
                 break
-            await trio.sleep(self.poll)
+            await self.view.wait(seen, until=info.submit_deadline)
         self._reveal(r)  # the submit phase is over: our update may be served now
         timings["wait"] = time.perf_counter() - t0
         await self._aggregate_and_vote(r, info, base, timings)
@@ -620,7 +626,7 @@ class RoundEngine:
         self._seal(r, digest, info.submit_deadline)
         self.state.phase = "committing"
         try:
-            await self._chain(
+            await self.view.send(
                 self.client.submit,
                 self.task_id,
                 r,
@@ -676,17 +682,17 @@ class RoundEngine:
             await self.refresh_members()
         # A member without a valid peer-id proof is ignored: its update counts as missing.
         indices = [i for i in bitmap_indices(info.submitted) if self._proven.get(i)]
-        commits = {}
-        for i in indices:
-            commits[i] = (await self._chain(self.client.get_update, self.task_id, r, i)).digest
+        keys = [(r, i) for i in indices]
+        updates = await self._chain(self.client.get_updates, self.task_id, keys)
+        commits = {i: u.digest for i, u in zip(indices, updates, strict=True)}
         blobs = await self._fetch_blobs(r, commits, info.vote_deadline, self._max_update_bytes())
         timings["fetch"] = time.perf_counter() - t0
-        mine_vote = await self._chain(self.client.get_vote, self.task_id, r, me)
+        mine_vote = await self.view.read(self.client.get_vote, self.task_id, r, me)
         if mine_vote.voted:
             return
         self.state.phase = "aggregating"
         t0 = time.perf_counter()
-        weights = await self._chain(self.client.consensus_weights, self.task_id, r)
+        weights = await self.view.read(self.client.consensus_weights, self.task_id, r)
         aggregate = functools.partial(self.learner.aggregate, base, blobs, dict(enumerate(weights)))
         config = getattr(self.learner, "config", None)
         if config is not None and config.rule == "siren":  # its server side reads the chain
@@ -783,7 +789,8 @@ class RoundEngine:
         self.state.phase = "waiting for quorum"
         t0 = time.perf_counter()
         while True:
-            info = await self._chain(self.client.get_round, self.task_id, r)
+            seen = self.view.head
+            info = await self.view.round(r)
             if info.status == RoundStatus.FINALIZED:
                 await self._adopt(info.global_digest)
                 await self._retain(r, info.global_digest)
@@ -794,13 +801,16 @@ class RoundEngine:
             if info.status != RoundStatus.OPEN:
                 log.info("round %d ended %s", r, info.status.name)
                 break
-            if time.time() > info.vote_deadline + 1:
-                try:
-                    await self._chain(self.client.close_round, self.task_id, r)
-                except ContractRevert as exc:
-                    log.debug("close_round(%d): %s", r, exc)
-                    await self._keep_time()
-            await trio.sleep(self.poll)
+            stall = info.vote_deadline + 1
+            if time.time() <= stall:
+                await self.view.wait(seen, until=stall)
+                continue
+            try:
+                await self.view.send(self.client.close_round, self.task_id, r)
+            except ContractRevert as exc:
+                log.debug("close_round(%d): %s", r, exc)
+                await self._keep_time()
+                await self.view.wait(seen, until=time.time() + CLOSE_RETRY)
         timings["finalize"] = time.perf_counter() - t0
 
     async def _retain(self, r: int, digest: bytes) -> None:
@@ -813,25 +823,26 @@ class RoundEngine:
     async def _vote(self, r: int, digest: bytes, accepted: int) -> None:
         """Vote once the chain agrees the vote phase started (its clock may lag ours)."""
         while True:
+            seen = self.view.head
             try:
-                await self._chain(self.client.vote, self.task_id, r, digest, accepted)
+                await self.view.send(self.client.vote, self.task_id, r, digest, accepted)
                 return
             except ContractRevert as exc:
-                info = await self._chain(self.client.get_round, self.task_id, r)
+                info = await self.view.round(r)
                 if "phase" not in str(exc) or info.status != RoundStatus.OPEN:
                     log.info("round %d: vote refused (%s)", r, exc)
                     return
                 if time.time() > info.vote_deadline:
                     return
                 await self._keep_time()  # the chain's clock may stand still (automine)
-                await trio.sleep(self.poll)
+                await self.view.wait(seen, until=time.time() + self.poll)
 
     async def _keep_time(self) -> None:
         """Our wall clock says a phase is over and the chain refused because its clock says
         otherwise: ask a chain that mines only on transactions for a block
         (`FLChainClient.keep_time`), or the round waits for a transaction nobody sends."""
         keep_time = getattr(self.client, "keep_time", None)
-        if keep_time is not None and await self._chain(keep_time, time.time()):
+        if keep_time is not None and await self.view.send(keep_time, time.time()):
             self.metrics.inc("clock_nudges_total")
 
     async def _fetch_blobs(
@@ -928,7 +939,7 @@ class RoundEngine:
             alarm = await trio.to_thread.run_sync(check, blob, self.alarm_threshold)
         if alarm:
             try:
-                await self._chain(self.client.raise_alarm, self.task_id, prev)
+                await self.view.send(self.client.raise_alarm, self.task_id, prev)
                 self.metrics.inc("alarms_raised_total")
                 await self._announce("alarm", prev, task.global_digest, 0)
                 return True

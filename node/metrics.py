@@ -54,11 +54,17 @@ DEFAULT_METRICS: Final = (
         "byte budget for the round, not_committed: a digest this node does not serve, "
         "not_revealed: this node's own update before its round's submit phase closed) and "
         "responses it discarded or did not get (bad_key: a Paillier key blob that does not "
-        "parse).",
+        "parse; stalled: no progress for `stall_timeout`).",
         ("reason",),
     ),
     MetricSpec("peers_connected", "gauge", "Peers with an open libp2p connection."),
     MetricSpec("dial_failures_total", "counter", "Connection attempts that failed."),
+    MetricSpec(
+        "connections_dropped_total",
+        "counter",
+        "Connections this node closed because a blob transfer on them stalled (no stream "
+        "opened, or no byte for `stall_timeout`); the next transfer dials afresh.",
+    ),
     MetricSpec(
         "stream_errors_total",
         "counter",

@@ -29,7 +29,7 @@ import struct
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Self, TypeVar
 
 import multiaddr
 import trio
@@ -72,6 +72,7 @@ _MAX_ADDRS: Final = 16
 _MAX_ADDRS_BYTES: Final = 4096
 _EQUIVOCATION_CACHE_LIMIT: Final = 10_000
 _MAX_BUDGET_PEERS: Final = 100_000
+T = TypeVar("T")
 # `connect_mesh`: how many members it dials at once
 MESH_DIALS: Final = 4
 
@@ -136,6 +137,9 @@ class P2PConfig:
     max_blob_bytes: the largest blob served or fetched.
     fetch_timeout: default overall deadline of `fetch_blob`.
     provider_timeout: the most one provider may take to deliver a blob.
+    stall_timeout: the most a provider may go without a byte (stream open included); a
+        stalled transfer drops that connection, since py-libp2p's yamux can leave one dead
+        while it still looks established, and the next attempt dials afresh.
     request_timeout: how long the server waits for a client's 32-byte request.
     max_concurrent_serves: transfers served at once; more get a BUSY answer.
     max_serves_per_peer: of those, how many one peer may hold (counted from the moment its
@@ -162,6 +166,7 @@ class P2PConfig:
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
     fetch_timeout: float = 120.0
     provider_timeout: float = 60.0
+    stall_timeout: float = 10.0
     request_timeout: float = 5.0
     max_concurrent_serves: int = 8
     max_serves_per_peer: int = 2
@@ -181,6 +186,7 @@ class P2PConfig:
             "max_blob_bytes": self.max_blob_bytes,
             "fetch_timeout": self.fetch_timeout,
             "provider_timeout": self.provider_timeout,
+            "stall_timeout": self.stall_timeout,
             "request_timeout": self.request_timeout,
             "max_concurrent_serves": self.max_concurrent_serves,
             "max_serves_per_peer": self.max_serves_per_peer,
@@ -560,21 +566,34 @@ class P2PNode:
         except Exception as exc:
             raise _FetchError("bad_peer_id", f"{peer!r} is not a peer id") from exc
         stream: INetStream | None = None
+        paced: _Paced | None = None
         done = False
+        stall = self.config.stall_timeout
         try:
             with trio.fail_after(self.config.provider_timeout):
-                stream = await self._open_stream(peer_id, blobs.PROTOCOL_ID)
-                await blobs.write_request(stream, digest)
-                data = await blobs.read_response(stream, limit)
+                with trio.move_on_after(self.config.dial_timeout + stall):
+                    stream = await self._open_stream(peer_id, blobs.PROTOCOL_ID)
+                if stream is None:
+                    raise _StalledError("no stream opened")
+                paced = _Paced(stream, stall)
+                await blobs.write_request(paced, digest)
+                data = await blobs.read_response(paced, limit)
             done = True
         except trio.TooSlowError as exc:
             limit_s = self.config.provider_timeout
             raise _FetchError("timeout", f"no blob within {limit_s:g}s") from exc
-        except blobs.BlobProtocolError as exc:
-            raise _FetchError(exc.reason, str(exc)) from exc
         except _FetchError:
             raise
-        except Exception as exc:  # a stream error py-libp2p raises mid-transfer
+        except Exception as exc:  # protocol errors, stalls, py-libp2p's stream errors
+            stalled = isinstance(exc, _StalledError) or (paced is not None and paced.stalled)
+            if stalled or stream is None:
+                # a connection that cannot open a stream or carry bytes is dead, even if
+                # py-libp2p still counts it established: drop it, the next try dials afresh
+                await self._drop_connection(peer_id)
+            if stalled:
+                raise _FetchError("stalled", f"no progress for {stall:g}s") from exc
+            if isinstance(exc, blobs.BlobProtocolError):
+                raise _FetchError(exc.reason, str(exc)) from exc
             raise _FetchError("stream_error", repr(exc)) from exc
         finally:  # also on cancellation by the caller's overall deadline
             await (_close(stream) if done else _abort(stream))
@@ -582,6 +601,13 @@ class P2PNode:
         if sha256(data) != digest:
             raise _FetchError("digest_mismatch", f"got sha256 0x{sha256(data).hex()}")
         return data
+
+    async def _drop_connection(self, peer_id: ID) -> None:
+        """Close our connections to `peer_id` (bounded by `dial_timeout`); counted."""
+        self.metrics.inc("connections_dropped_total")
+        log.info("dropping the connection to %s: it stalled", peer_id)
+        with trio.move_on_after(self.config.dial_timeout), contextlib.suppress(Exception):
+            await self._running_host().disconnect(peer_id)
 
     async def _open_stream(self, peer_id: ID, protocol: str) -> INetStream:
         """A stream to `peer_id`, dialing it first, and asking other members for its
@@ -1002,3 +1028,37 @@ def _is_peer_id(peer: str) -> bool:
     except Exception:
         return False
     return True
+
+
+class _StalledError(Exception):
+    """A provider sent nothing for `stall_timeout` seconds."""
+
+
+class _Paced:
+    """A stream whose every read and write must finish within `stall` seconds: a transfer
+    may be long, but one that stops moving is over."""
+
+    def __init__(self, stream: INetStream, stall: float) -> None:
+        self._stream = stream
+        self._stall = stall
+        self.stalled = False
+
+    async def read(self, n: int | None = None) -> bytes:
+        return await self._paced(self._stream.read(n))
+
+    async def write(self, data: bytes) -> None:
+        await self._paced(self._stream.write(data))
+
+    async def close(self) -> None:
+        await self._stream.close()
+
+    async def reset(self) -> None:
+        await self._stream.reset()
+
+    async def _paced(self, step: Awaitable[T]) -> T:
+        try:
+            with trio.fail_after(self._stall):
+                return await step
+        except trio.TooSlowError as exc:
+            self.stalled = True
+            raise _StalledError(f"no progress for {self._stall:g}s") from exc

@@ -115,14 +115,15 @@ class ProtocolAttacker:
         me = e.state.member_index
         e.state.phase = "copying"
         while True:
-            info = await e._chain(e.client.get_round, e.task_id, r)
+            seen = e.view.head
+            info = await e.view.round(r)
             others = [i for i in bitmap_indices(info.submitted) if i != me]
             if others:
                 break
             if info.status != RoundStatus.OPEN or time.time() >= info.submit_deadline:
                 self._count("copy", "no_victim")
                 return
-            await trio.sleep(e.poll)
+            await e.view.wait(seen, until=info.submit_deadline)
         victim = others[0]
         commit = await e._chain(e.client.get_update, e.task_id, r, victim)
         log.info("round %d: copying member %d's digest 0x%s", r, victim, commit.digest.hex())
@@ -166,7 +167,7 @@ class ProtocolAttacker:
         """Commit on chain; a revert is logged and counted, and the node carries on."""
         e = self.engine
         try:
-            await e._chain(e.client.submit, e.task_id, r, digest, samples, base_round, loss)
+            await e.view.send(e.client.submit, e.task_id, r, digest, samples, base_round, loss)
         except ContractRevert as exc:
             log.info("round %d: %s commit refused: %s", r, attack, exc)
             self._count(attack, "refused")
@@ -198,7 +199,7 @@ class ProtocolAttacker:
             self._count("falsealarm", "window_closed")
             return True
         try:
-            await e._chain(e.client.raise_alarm, e.task_id, r)
+            await e.view.send(e.client.raise_alarm, e.task_id, r)
         except ContractRevert as exc:
             log.info("round %d: false alarm refused: %s", r, exc)
             self._count("falsealarm", "refused")

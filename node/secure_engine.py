@@ -112,11 +112,11 @@ class SecureRoundEngine(RoundEngine):
                 log.warning("round %d: giving up on the decryptor's key: %s", r, outcome)
                 return None
             log.info("round %d: %s; retrying", r, outcome)
-            await trio.sleep(1.0)
+            await trio.sleep(1.0)  # a peer's answer, not the chain's: no block marks it
             await self.refresh_members()
 
     async def _try_decryptor(self, r: int) -> tuple[int, PaillierPublicKey | str]:
-        index = await self._chain(self.client.decryptor, self.task_id, r)
+        index = await self.view.read(self.client.decryptor, self.task_id, r)
         if index is None:
             return -1, "no eligible member registered a Paillier key"
         if index in self._keys:
@@ -285,7 +285,7 @@ class SecureRoundEngine(RoundEngine):
             # for the model they hold and no update: the round finalizes unchanged, instead of
             # failing with only the attacker's vote cast (which would cost each honest
             # non-voter REP_NO_VOTE while the attacker keeps its reputation).
-            if not (await self._chain(self.client.get_vote, self.task_id, r, me)).voted:
+            if not (await self.view.read(self.client.get_vote, self.task_id, r, me)).voted:
                 await self._cast_vote(r, info, base, [], timings)
             return
         except (CryptoError, BlobError) as exc:
@@ -294,7 +294,7 @@ class SecureRoundEngine(RoundEngine):
             log.warning("round %d: %s", r, self.state.last_error)
             return
         timings["open"] = time.perf_counter() - t0
-        mine_vote = await self._chain(self.client.get_vote, self.task_id, r, me)
+        mine_vote = await self.view.read(self.client.get_vote, self.task_id, r, me)
         if not mine_vote.voted:
             await self._cast_vote(r, info, model, sorted(digests), timings)
 
@@ -305,20 +305,20 @@ class SecureRoundEngine(RoundEngine):
         submitted; otherwise the re-masked commitments of every submitter (we re-mask first)."""
         me = self.state.member_index
         if submitted == eligible:
-            updates = [
-                await self._chain(self.client.get_update, self.task_id, r, i) for i in eligible
-            ]
+            keys = [(r, i) for i in eligible]
+            updates = await self._chain(self.client.get_updates, self.task_id, keys)
             return {i: u.digest for i, u in zip(eligible, updates, strict=True)}
         if me in submitted:
             await self._remask(r, base, eligible, submitted, key)
         self.state.phase = "waiting for re-masks"
         while True:
-            info = await self._chain(self.client.get_round, self.task_id, r)
+            seen = self.view.head
+            info = await self.view.round(r)
             if info.status != RoundStatus.OPEN or time.time() > info.vote_deadline:
                 return None
             if set(submitted) <= set(bitmap_indices(info.remasked)):
                 break
-            await trio.sleep(self.poll)
+            await self.view.wait(seen, until=info.vote_deadline)
         digests = {}
         for i in submitted:
             digests[i] = await self._chain(self.client.get_remask, self.task_id, r, i)
@@ -328,7 +328,7 @@ class SecureRoundEngine(RoundEngine):
         self, r: int, base: bytes, eligible: list[int], submitted: list[int], key: Any
     ) -> None:
         me = self.state.member_index
-        if await self._chain(self.client.get_remask, self.task_id, r, me) is not None:
+        if await self.view.read(self.client.get_remask, self.task_id, r, me) is not None:
             return
         self.state.phase = "re-masking"
         dropped = sorted(set(eligible) - set(submitted))
@@ -339,7 +339,7 @@ class SecureRoundEngine(RoundEngine):
         if digest is None:
             return
         try:
-            await self._chain(self.client.remask, self.task_id, r, digest)
+            await self.view.send(self.client.remask, self.task_id, r, digest)
         except ContractRevert as exc:
             log.info("round %d: re-mask refused (%s)", r, exc)
             return
@@ -347,7 +347,7 @@ class SecureRoundEngine(RoundEngine):
 
     async def _publish_sum(self, r: int, total: Any, timings: dict[str, float]) -> None:
         """As the round's decryptor: decrypt the sum only, publish it with its proof."""
-        info = await self._chain(self.client.get_round, self.task_id, r)
+        info = await self.view.round(r)
         if info.sum_digest != bytes(32):
             return
         self.state.phase = "decrypting"
@@ -358,7 +358,7 @@ class SecureRoundEngine(RoundEngine):
         if digest is None:
             return
         try:
-            await self._chain(self.client.publish_sum, self.task_id, r, digest)
+            await self.view.send(self.client.publish_sum, self.task_id, r, digest)
         except ContractRevert as exc:
             log.info("round %d: publish_sum refused (%s)", r, exc)
             return
@@ -368,12 +368,13 @@ class SecureRoundEngine(RoundEngine):
         """Wait for the decryptor's sum digest on chain, then fetch that blob."""
         self.state.phase = "waiting for the sum"
         while True:
-            info = await self._chain(self.client.get_round, self.task_id, r)
+            seen = self.view.head
+            info = await self.view.round(r)
             if info.status != RoundStatus.OPEN or time.time() > info.vote_deadline:
                 return None
             if info.sum_digest != bytes(32):
                 break
-            await trio.sleep(self.poll)
+            await self.view.wait(seen, until=info.vote_deadline)
         try:
             return self.store.get(info.sum_digest) or await self.p2p.fetch_blob(
                 info.sum_digest,

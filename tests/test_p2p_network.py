@@ -381,6 +381,37 @@ def test_garbage_on_the_blob_protocol_crashes_nobody(tmp_path: Path) -> None:
     _run(tmp_path, scenario)
 
 
+def test_a_transfer_that_stops_moving_drops_its_connection_and_the_next_dials_afresh(
+    tmp_path: Path,
+) -> None:
+    """A connection py-libp2p still counts established can carry no more bytes; a fetch
+    gives up on it after `stall_timeout`, not the whole provider timeout, and drops it."""
+
+    async def scenario(net: Net) -> None:
+        _, b, c = net.members
+        payload = os.urandom(200_000)
+        digest = b.store.put(payload)
+
+        async def stall_midway(stream: Any) -> None:
+            await blobs.read_request(stream)
+            header = blobs.HEADER.pack(blobs.Status.OK, len(payload))
+            await stream.write(header + payload[:50_000])
+            await trio.sleep_forever()
+
+        b.host.set_stream_handler(TProtocol(blobs.PROTOCOL_ID), stall_midway)
+        started = trio.current_time()
+        with pytest.raises(BlobNotFound) as info:
+            await c.fetch_blob(digest, [b.peer_id], try_connected=False)
+        assert info.value.attempts == {b.peer_id: "stalled"}
+        assert trio.current_time() - started < 4.0  # stall_timeout 1 s, not provider's 5 s
+        assert c.metrics.get("connections_dropped_total") == 1
+        assert _blob_failures(c) == {"stalled": 1}
+        b.host.set_stream_handler(TProtocol(blobs.PROTOCOL_ID), b._serve_blob)
+        assert await c.fetch_blob(digest, [b.peer_id], try_connected=False) == payload
+
+    _run(tmp_path, scenario, stall_timeout=1.0)
+
+
 def test_busy_provider_says_so_and_a_stalled_reader_is_cut_off(tmp_path: Path) -> None:
     async def scenario(net: Net) -> None:
         a, b, c = net.members

@@ -144,6 +144,9 @@ class FakeChain:
     def get_update(self, task_id: int, r: int, i: int) -> UpdateCommit:
         return self.commits.get((r, i), UpdateCommit(False, bytes(32), 0, 0, 0))
 
+    def get_updates(self, task_id: int, keys: list[tuple[int, int]]) -> list[UpdateCommit]:
+        return [self.get_update(task_id, r, i) for r, i in keys]
+
     def submit(self, *args: Any) -> None:
         self.submits.append(args)
         if self.revert:
