@@ -52,6 +52,9 @@ from flchain.devnet.txargs import TxArgs
 
 JOURNAL_VERSION = 1
 MAX_MINE_BLOCKS = 10_000
+# eth_call answers kept until the next state change (`DevChain.call`): N nodes that read the
+# same round at the same block cost one EVM run, not N.
+CALL_CACHE_SIZE = 4096
 _BLOB_TX_TYPE = 3
 
 _log = logging.getLogger(__name__)
@@ -97,6 +100,7 @@ class DevChain:
         self._journal: Journal | None = None
         self._records: list[dict[str, Any]] = []
         self._failure: str | None = None
+        self._call_cache: dict[Any, bytes] = {}
 
     # ------------------------------------------------------------------ persistence
 
@@ -210,9 +214,11 @@ class DevChain:
         with self.lock:
             if self._failure is not None:
                 raise RpcError(f"the chain is read-only: {self._failure}")
+            self._call_cache.clear()
             try:
                 yield
             finally:
+                self._call_cache.clear()
                 self._flush()
 
     def _emit(self, record: dict[str, Any]) -> None:
@@ -377,8 +383,19 @@ class DevChain:
         with self.lock:
             state = self._call_state(tag)
             gas = min(args.gas or state.gas_limit, limits.gas_cap)
+            # The answer depends on the state (unchanged until the cache is cleared), the
+            # environment's block and time, and the call: N nodes reading the same view at
+            # the same block get one EVM run.
+            key = (tag, state.block_number, state.timestamp, args, gas)
+            cached = self._call_cache.get(key)
+            if cached is not None:
+                return cached
             tx = self._call_transaction(state, args, gas)
-            return run_call(state, tx, timeout=limits.timeout)
+            output = run_call(state, tx, timeout=limits.timeout)
+            if len(self._call_cache) >= CALL_CACHE_SIZE:
+                self._call_cache.clear()
+            self._call_cache[key] = output
+            return output
 
     def estimate_gas(self, args: TxArgs, tag: BlockTag = "pending") -> int:
         """The least gas limit with which the transaction succeeds (eth_estimateGas).
@@ -535,10 +552,13 @@ class DevChain:
         self._pending.append(tx)
 
     def _fresh_timestamp(self) -> int:
+        """The wall clock's second (plus the time-travel offset): blocks may share a second
+        (`genesis._same_second_blocks`), so block time follows the wall clock however many
+        transactions arrive, and never goes backwards."""
         head_ts = self._head().timestamp
         if self._next_timestamp is not None:
-            return max(self._next_timestamp, head_ts + 1)
-        return max(head_ts + 1, int(self._clock()) + self._time_offset)
+            return max(self._next_timestamp, head_ts)
+        return max(head_ts, int(self._clock()) + self._time_offset)
 
     def _ensure_open(self) -> None:
         # An empty pending block is re-opened so that its timestamp is the time of use.
@@ -559,9 +579,9 @@ class DevChain:
     def _open_pending(self, timestamp: int) -> None:
         """Start the pending block afresh at `timestamp`, re-applying its transactions."""
         head = self._head()
-        if timestamp <= head.timestamp:
+        if timestamp < head.timestamp:
             raise InvalidParamsError(
-                f"block timestamp {timestamp} is not after the latest block's {head.timestamp}"
+                f"block timestamp {timestamp} is before the latest block's {head.timestamp}"
             )
         chain = self._chain
         chain.header = chain.create_header_from_parent(

@@ -81,24 +81,42 @@ def run_call(state: StateAPI, tx: SpoofTransaction, *, timeout: float) -> bytes:
     return bytes(computation.output)
 
 
-def estimate_gas(state: StateAPI, tx: SpoofTransaction, cap: int, *, timeout: float) -> int:
-    """The least gas limit (at most `cap`) with which `tx` succeeds, by exact binary search.
+# Gas estimation stops once its bracket is within this fraction of the answer, as geth's and
+# anvil's do (1.5%): an exact search runs the transaction about 25 times, this one two or three.
+ESTIMATE_ERROR_RATIO = 0.015
+# What a CALL with value adds that the unconstrained run may have refunded (EIP-150's 63/64 is
+# applied on top), as in geth's optimistic first guess.
+_CALL_STIPEND = 2300
 
-    The whole search shares one deadline of `timeout` seconds.
+
+def estimate_gas(state: StateAPI, tx: SpoofTransaction, cap: int, *, timeout: float) -> int:
+    """A gas limit (at most `cap`) with which `tx` succeeds, within ESTIMATE_ERROR_RATIO of the
+    least one, found as geth finds it.
+
+    One unconstrained run gives the gas used, which bounds the answer from below (a contract
+    that reads its remaining gas aside); that exact amount is tried first, as it is the answer
+    for any transaction without refunds or 63/64 effects, then geth's optimistic guess
+    (used + refund + stipend) * 64/63; a binary search closes what is left. The whole search
+    shares one deadline of `timeout` seconds.
     """
     with evm_deadline(state, timeout):
         low = tx.intrinsic_gas
         if low > cap:
             raise ExecutionFailedError(f"intrinsic gas {low} exceeds allowance ({cap})")
-        if _succeeds(state, tx, low):
-            return low
         highest = _apply(state, SpoofTransaction(tx, gas=cap))
         if highest.is_error:
             if isinstance(highest.error, Revert):
                 raise_execution_error(highest.error, bytes(highest.output))
             raise ExecutionFailedError(f"gas required exceeds allowance ({cap}): {highest.error}")
-        high = cap
-        while high - low > 1:
+        used = min(cap, max(low, cap - highest.get_gas_remaining()))
+        refund = highest.get_gas_refund()
+        if _succeeds(state, tx, used):
+            return used
+        low, high = used, cap
+        optimistic = (used + refund + _CALL_STIPEND) * 64 // 63
+        if optimistic < cap and _succeeds(state, tx, optimistic):
+            high = optimistic
+        while high - low > 1 and (high - low) / high >= ESTIMATE_ERROR_RATIO:
             middle = (low + high) // 2
             if _succeeds(state, tx, middle):
                 high = middle

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from eth.abc import BlockHeaderAPI
+from eth.vm.base import VM
 from eth_keys import keys
 from eth_tester import PyEVMBackend
 
@@ -105,8 +107,33 @@ def build_backend(config: GenesisConfig) -> tuple[PyEVMBackend, list[DevAccount]
     )
     backend = PyEVMBackend(genesis_parameters=params, genesis_state=state)
     chain_class = type(backend.chain).configure(
-        __name__="FlchainDevChain", chain_id=config.chain_id
+        __name__="FlchainDevChain",
+        chain_id=config.chain_id,
+        vm_configuration=tuple(
+            (block, _same_second_blocks(vm)) for block, vm in backend.chain.vm_configuration
+        ),
     )
     backend.chain = chain_class(backend.chain.chaindb.db)
     backend.account_keys = tuple(keys.PrivateKey(account.private_key) for account in accounts)
     return backend, accounts
+
+
+def _same_second_blocks(vm_class: type[VM]) -> type[VM]:
+    """`vm_class`, letting a block share its parent's timestamp (Hardhat's
+    allowBlocksWithSameTimestamp; Ethereum itself wants later timestamps).
+
+    Block timestamps count whole seconds; with one block per transaction, a chain that insisted
+    on parent + 1 ran ahead of the wall clock under load (195 chain seconds in 76 wall seconds),
+    so phase windows closed early in real time. Blocks here carry the wall-clock second, however
+    many are mined in it. Timestamps still never go backwards."""
+
+    class SameSecond(vm_class):  # type: ignore[valid-type,misc]
+        @classmethod
+        def validate_header(cls, header: BlockHeaderAPI, parent_header: BlockHeaderAPI) -> None:
+            if parent_header is not None and header.timestamp == parent_header.timestamp:
+                # the base check wants a strictly later timestamp; it reads nothing else of it
+                parent_header = parent_header.copy(timestamp=header.timestamp - 1)
+            super().validate_header(header, parent_header)
+
+    SameSecond.__name__ = SameSecond.__qualname__ = vm_class.__name__
+    return SameSecond

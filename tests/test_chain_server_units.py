@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import vyper
 from click.testing import CliRunner
+from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_utils import function_signature_to_4byte_selector
 
@@ -33,7 +35,7 @@ from flchain.devnet.errors import (
     InvalidParamsError,
     TransactionRejectedError,
 )
-from flchain.devnet.execution import revert_reason
+from flchain.devnet.execution import ESTIMATE_ERROR_RATIO, revert_reason
 from flchain.devnet.fees import fee_history
 from flchain.devnet.filters import LogQuery, parse_log_query
 from flchain.devnet.genesis import GenesisConfig, GenesisError
@@ -359,7 +361,10 @@ def test_block_timestamps_follow_time_travel(counter_code: bytes) -> None:
     genesis_ts = chain.get_block(0).header.timestamp
     assert genesis_ts == 1_700_000_000
     (first,) = chain.mine()
-    assert first.header.timestamp == genesis_ts + 1  # never two blocks in the same second
+    assert first.header.timestamp == genesis_ts  # blocks share the wall clock's second
+    clock.now += 0.9
+    (again,) = chain.mine()
+    assert again.header.timestamp == genesis_ts  # ... however many: block time never runs ahead
     clock.now += 100
     (second,) = chain.mine()
     assert second.header.timestamp == 1_700_000_100
@@ -369,6 +374,7 @@ def test_block_timestamps_follow_time_travel(counter_code: bytes) -> None:
     chain.set_next_block_timestamp(1_800_000_000)
     (fourth,) = chain.mine()
     assert fourth.header.timestamp == 1_800_000_000
+    clock.now += 1
     (fifth,) = chain.mine()
     assert fifth.header.timestamp == 1_800_000_001  # time continues from the set timestamp
     with pytest.raises(InvalidParamsError, match="not after"):
@@ -376,11 +382,14 @@ def test_block_timestamps_follow_time_travel(counter_code: bytes) -> None:
     (sixth,) = chain.mine(timestamp=1_900_000_000)
     assert sixth.header.timestamp == 1_900_000_000
     spaced = chain.mine(3, interval=60)
-    assert [b.header.timestamp for b in spaced] == [1_900_000_001 + 60 * k for k in range(3)]
+    assert [b.header.timestamp for b in spaced] == [1_900_000_000 + 60 * k for k in range(3)]
     # A view call runs in the next block's environment, clock offset included.
     contract = deploy(chain, counter_code)
     stamp = int.from_bytes(chain.call(TxArgs(to=contract, data=selector("stamp()"))), "big")
-    assert stamp > chain.get_block("latest").header.timestamp
+    assert stamp == chain.get_block("latest").header.timestamp  # the same wall-clock second
+    clock.now += 5
+    stamp = int.from_bytes(chain.call(TxArgs(to=contract, data=selector("stamp()"))), "big")
+    assert stamp == chain.get_block("latest").header.timestamp + 5
 
 
 def test_manual_mining_keeps_transactions_pending(counter_code: bytes) -> None:
@@ -403,6 +412,10 @@ def test_calls_and_estimates(counter_code: bytes) -> None:
     bump(chain, contract)
     count = TxArgs(to=contract, data=selector("count()"))
     assert int.from_bytes(chain.call(count), "big") == 1
+    assert int.from_bytes(chain.call(count), "big") == 1  # answered from the call cache
+    bump(chain, contract)  # a state change empties it
+    assert int.from_bytes(chain.call(count), "big") == 2
+    assert int.from_bytes(chain.call(count, 2), "big") == 1  # state as of block 2
     assert int.from_bytes(chain.call(count, 1), "big") == 0  # state as of block 1
     transfer = TxArgs(sender=chain.accounts[0].canonical_address, to=b"\x01" * 20, value=1)
     assert chain.estimate_gas(transfer) == 21000
@@ -412,6 +425,56 @@ def test_calls_and_estimates(counter_code: bytes) -> None:
     assert revert_reason(b"\x08\xc3\x79\xa0garbage") is None
     panic = bytes.fromhex("4e487b71") + (0x11).to_bytes(32, "big")
     assert revert_reason(panic) == "panic code 0x11"
+
+
+RELAY_SOURCE = """
+interface Burner:
+    def burn(rounds: uint256): nonpayable
+
+total: public(uint256)
+
+@external
+def burn(rounds: uint256):
+    for i: uint256 in range(rounds, bound=1000):
+        self.total += i
+
+@external
+def relay(target: address, rounds: uint256):
+    extcall Burner(target).burn(rounds)
+"""
+
+
+def _least_gas(chain: DevChain, args: TxArgs) -> int:
+    """The least gas limit with which `args` succeeds, by exact binary search over eth_call."""
+    low, high = 21_000, 10_000_000
+    while high - low > 1:
+        middle = (low + high) // 2
+        try:
+            chain.call(replace(args, gas=middle), "pending")
+            high = middle
+        except Exception:
+            low = middle
+    return high
+
+
+def test_gas_estimates_succeed_and_stay_within_the_error_ratio_of_the_least() -> None:
+    """Estimates are found as geth's are: enough to succeed, at most ESTIMATE_ERROR_RATIO
+    above the least (the nested call here needs more than it uses: EIP-150's 63/64)."""
+    out = vyper.compile_code(RELAY_SOURCE, output_formats=["bytecode"])
+    chain = DevChain(GenesisConfig(accounts=1))
+    contract = deploy(chain, bytes.fromhex(out["bytecode"].removeprefix("0x")))
+    sender = chain.accounts[0].canonical_address
+    for rounds in (0, 5, 200):
+        call = [("0x" + contract.hex()), rounds]
+        data = selector("relay(address,uint256)") + abi_encode(["address", "uint256"], call)
+        args = TxArgs(sender=sender, to=contract, data=data)
+        estimate = chain.estimate_gas(args)
+        least = _least_gas(chain, args)
+        assert least <= estimate <= least * (1 + ESTIMATE_ERROR_RATIO)
+        receipt_hash = send_transaction(chain, replace(args, gas=estimate))
+        location = chain.find_transaction(receipt_hash)
+        assert location is not None
+        assert chain.get_receipts(location.block)[location.index].state_root == b"\x01"
 
 
 def test_fee_history_shape_and_validation(counter_code: bytes) -> None:
