@@ -28,9 +28,11 @@ from flchain import safe_json
 
 # A launch of a few hundred nodes is well below this; a larger stdin is not ours.
 MAX_SPEC_BYTES = 4 * 1024 * 1024
-# What `node run` imports on its way (torch, web3, libp2p, trio among them), and
-# scikit-learn's loaders, which the devnet's digits data set loads through (about 1 s each).
-_PRELOADED = ("flchain.node.cli", "flchain.node.daemon", "sklearn.datasets")
+# What `node run` imports on its way (torch, web3, libp2p, trio among them), scikit-learn's
+# loaders, which the devnet's digits data set loads through (about 1 s each), and what torch
+# imports lazily the first time an optimizer is built (torch._dynamo, 1.4 s: ten nodes paid it
+# at once in the first round's training, 5 s of it on two cores).
+_PRELOADED = ("flchain.node.cli", "flchain.node.daemon", "sklearn.datasets", "torch._dynamo")
 
 
 def _run_child(args: list[str], log: str) -> int:
