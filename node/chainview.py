@@ -55,6 +55,9 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+# A view whose head nobody follows (before `follow` starts, or an engine driven by hand) has
+# its waiters look again this often.
+UNFOLLOWED_RECHECK = 0.3
 
 
 @dataclass(frozen=True)
@@ -142,10 +145,14 @@ class ChainView:
 
         `after` is the head a caller saw before its reads (`self.head`): a block that came
         while it was reading would otherwise wake nobody, and the caller would sleep through
-        the last block of a phase until the phase's deadline."""
+        the last block of a phase until the phase's deadline. While `follow` does not run,
+        this returns after UNFOLLOWED_RECHECK seconds at most (callers read again)."""
         while self.head <= after:
             timeout = math.inf if until is None else until - time.time()
             if timeout <= 0:
+                return
+            if not self.following:  # nobody would wake us: look again after a moment
+                await trio.sleep(min(timeout, UNFOLLOWED_RECHECK))
                 return
             changed = self._changed
             with trio.move_on_after(timeout):

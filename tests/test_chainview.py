@@ -200,3 +200,14 @@ def test_an_endpoint_without_filters_is_followed_by_block_number() -> None:
 def test_retry_policy_is_checked() -> None:
     with pytest.raises(ValueError, match="retry policy"):
         RetryPolicy(first=2.0, largest=1.0)
+
+
+def test_without_the_follower_waits_return_soon_so_callers_look_again() -> None:
+    client = FakeClient()
+
+    async def scenario(view: ChainView) -> None:
+        start = time.time()
+        await view.wait(view.head, until=start + 30)
+        assert time.time() - start < 1.0
+
+    _run(scenario, client, follow=False)
