@@ -42,15 +42,21 @@ TRANSIENT = (FLChainError, OSError, ConnectionError, TimeoutError, trio.TooSlowE
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How chain calls are retried: backoff from `first` doubling up to `largest` seconds, each
-    attempt given at most `attempt_timeout` seconds (a hung HTTP call is abandoned)."""
+    """How chain calls are retried: backoff from `first` doubling up to `largest` seconds; a
+    read is given at most `read_timeout` seconds per attempt, a transaction (mined, receipt
+    read) `send_timeout`: a hung HTTP call is abandoned and tried afresh.
+
+    The bounds are short so that a node whose host was cut off notices within seconds that
+    its link is back: a call stuck in a TCP connect made during the cut would wait for the
+    kernel's next SYN retry, up to tens of seconds, and the rounds go on without it."""
 
     first: float = 0.5
-    largest: float = 10.0
-    attempt_timeout: float = 60.0
+    largest: float = 2.0
+    read_timeout: float = 10.0
+    send_timeout: float = 120.0
 
     def __post_init__(self) -> None:
-        if not 0 < self.first <= self.largest or not self.attempt_timeout > 0:
+        if not 0 < self.first <= self.largest or not 0 < self.read_timeout <= self.send_timeout:
             raise ValueError(f"bad retry policy: {self}")
 
 
@@ -93,12 +99,14 @@ class ChainView:
         self._changed = trio.Event()
 
     # ------------------------------------------------------------------ calls
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` in a worker thread under the retry policy; never cached."""
+    async def call(self, fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+        """`fn(*args)` in a worker thread under the retry policy, each attempt bounded by
+        `timeout` (default: the policy's read timeout); never cached."""
         delay = self.retry.first
+        limit = self.retry.read_timeout if timeout is None else timeout
         while True:
             try:
-                with trio.fail_after(self.retry.attempt_timeout):
+                with trio.fail_after(limit):
                     return await trio.to_thread.run_sync(lambda: fn(*args), abandon_on_cancel=True)
             except ContractRevert:
                 raise
@@ -114,7 +122,7 @@ class ChainView:
         """A transaction (`call`), after which cached reads are dropped: the block that
         holds it may reach us before the head follower sees it."""
         try:
-            return await self.call(fn, *args)
+            return await self.call(fn, *args, timeout=self.retry.send_timeout)
         finally:
             self._cache.clear()
 
@@ -216,8 +224,8 @@ class ChainView:
         return installed.filter_id
 
     async def _attempt(self, fn: Callable[[], T]) -> T:
-        """One try of a follower call, bounded like any other attempt."""
-        with trio.fail_after(self.retry.attempt_timeout):
+        """One try of a follower call, bounded like any read."""
+        with trio.fail_after(self.retry.read_timeout):
             return await trio.to_thread.run_sync(fn, abandon_on_cancel=True)
 
     def _block_number(self) -> int:

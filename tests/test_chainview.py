@@ -13,7 +13,7 @@ import trio
 from flchain.contracts import ContractRevert, FLChainError
 from flchain.node.chainview import ChainView, HeadFollowing, RetryPolicy
 
-FAST_RETRY = RetryPolicy(first=0.01, largest=0.02, attempt_timeout=1.0)
+FAST_RETRY = RetryPolicy(first=0.01, largest=0.02, read_timeout=1.0)
 FAST_HEADS = HeadFollowing(interval=0.01)
 
 
@@ -178,7 +178,7 @@ def test_a_hung_call_is_abandoned_at_the_attempt_deadline_and_retried() -> None:
         return "answer"
 
     async def main() -> None:
-        view = ChainView(FakeClient(), 1, retry=RetryPolicy(0.01, 0.02, attempt_timeout=0.1))  # type: ignore[arg-type]
+        view = ChainView(FakeClient(), 1, retry=RetryPolicy(0.01, 0.02, read_timeout=0.1))  # type: ignore[arg-type]
         assert await view.call(slow_then_fast) == "answer"
         assert len(calls) == 2
 
