@@ -17,7 +17,7 @@ from flchain import safe_json
 from flchain.attacks import DATA_ATTACKS, SECURE_ATTACKS, UPDATE_ATTACKS
 from flchain.cli_options import keep_rounds_option
 from flchain.config import ConfigError, parse_key_values
-from flchain.node.daemon import RUNTIME_FILE, NodeError, NodeSettings, run_node
+from flchain.node.daemon import DEFAULT_LINGER_S, RUNTIME_FILE, NodeError, NodeSettings, run_node
 from flchain.node.engine import PROTOCOL_ATTACKS
 from flchain.node.identity import IdentityError, init_node_dir, load_node_identity, read_password
 from flchain.taskconfig import DataSpec, TaskConfigError
@@ -134,6 +134,14 @@ def init_command(directory: Path, password_file: Path | None, force: bool, as_js
 )
 @click.option("--dp-delta", type=float, default=None, help="DP: delta the epsilon refers to.")
 @keep_rounds_option
+@click.option(
+    "--linger",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_LINGER_S,
+    show_default=True,
+    help="Seconds to keep serving blobs after the task ends, so members a step behind can "
+    "still fetch the final model.",
+)
 @click.option("-v", "--verbose", count=True)
 def run_command(
     directory: Path,
@@ -156,6 +164,7 @@ def run_command(
     dp_noise: float | None,
     dp_delta: float | None,
     keep_rounds: int,
+    linger: float,
     verbose: int,
 ) -> None:
     """Run the node daemon: train, exchange updates over libp2p, commit and vote on chain,
@@ -186,6 +195,7 @@ def run_command(
             dp_noise=dp_noise,
             dp_delta=dp_delta,
             keep_rounds=keep_rounds,
+            linger=linger,
         )
         password = read_password(password_file)
         identity = load_node_identity(directory, password)

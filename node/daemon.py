@@ -38,6 +38,8 @@ from flchain.siren_defaults import CLIENT_THRESHOLD
 from flchain.taskconfig import DataSpec, TaskConfig
 
 log = logging.getLogger("flchain.node")
+# How long a node keeps serving blobs after its task ended (`node run --linger`).
+DEFAULT_LINGER_S = 10.0
 TASK_CONFIG_FILE = "task-config.json"
 RUNTIME_FILE = "runtime.json"
 STATUS_FILE = "status.json"
@@ -69,6 +71,7 @@ class NodeSettings:
     dp_noise: float | None = None
     dp_delta: float | None = None
     keep_rounds: int = DEFAULT_KEEP_ROUNDS
+    linger: float = DEFAULT_LINGER_S
     # The devnet's collusion channel (attacks/channel.py): a Byzantine node running alie or
     # ipm estimates the benign statistics there with the other colluders; an honest node is
     # given it only in the omniscient test mode, where it leaks its update there.
@@ -285,6 +288,12 @@ async def run_node(
                         nursery.start_soon(engine.attacker.run)
                     nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
                     await engine.run()
+                    # Members a step behind (a restart, a slow link) fetch the final model from
+                    # us: serve blobs a little longer before leaving. /status says "done".
+                    log.info(
+                        "task %d is over; serving for %g s more", settings.task_id, settings.linger
+                    )
+                    await trio.sleep(settings.linger)
                     log.info("task %d is over; node stops", settings.task_id)
                     nursery.cancel_scope.cancel()
             finally:

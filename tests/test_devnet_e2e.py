@@ -144,7 +144,7 @@ def test_a_node_killed_mid_round_restarts_and_takes_part_again(tmp_path: Path) -
             "--nodes",
             "4",
             "--rounds",
-            "4",
+            "8",  # an MLP round takes about a second: enough rounds to kill one mid-task
             "--rule",
             "fedavg",
             "--model",
@@ -165,10 +165,10 @@ def test_a_node_killed_mid_round_restarts_and_takes_part_again(tmp_path: Path) -
         manifest = read_manifest(tmp_path)
         client, task_id = _client(manifest), manifest["task_id"]
         victim = manifest["nodes"][1]
-        _wait(lambda: client.get_task(task_id).current_round >= 2, 180, "round 2")
-        _wait(lambda: (node_status(victim) or {}).get("round") == 2, 60, "victim in round 2")
+        _wait(lambda: (node_status(victim) or {}).get("round", 0) >= 2, 180, "victim in round 2")
         killed_round = client.get_task(task_id).current_round
         os.killpg(victim["pid"], signal.SIGKILL)
+        assert client.get_task(task_id).status == TaskStatus.RUNNING
         _wait(
             lambda: client.get_task(task_id).current_round > killed_round,
             120,
@@ -178,11 +178,14 @@ def test_a_node_killed_mid_round_restarts_and_takes_part_again(tmp_path: Path) -
         write_manifest(tmp_path, manifest)
         _wait(lambda: client.get_task(task_id).status == TaskStatus.FINISHED, 300, "task end")
         index = client.member_index(task_id, victim["address"])
+        # The round it died in ended: finalized, or failed when it had committed and some
+        # members fetched its update before it died while others could not.
         missed = client.get_round(task_id, killed_round)
-        assert missed.status == RoundStatus.FINALIZED
+        assert missed.status in (RoundStatus.FINALIZED, RoundStatus.FAILED)
+        assert client.get_round(task_id, killed_round + 1).status == RoundStatus.FINALIZED
         later = [
             r
-            for r in range(killed_round + 1, 5)
+            for r in range(killed_round + 1, 9)
             if index in bitmap_indices(client.get_round(task_id, r).submitted)
         ]
         assert later, "the restarted node never committed again"
