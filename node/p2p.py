@@ -166,7 +166,7 @@ class P2PConfig:
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
     fetch_timeout: float = 120.0
     provider_timeout: float = 60.0
-    stall_timeout: float = 10.0
+    stall_timeout: float = 5.0
     request_timeout: float = 5.0
     max_concurrent_serves: int = 8
     max_serves_per_peer: int = 2
@@ -571,7 +571,9 @@ class P2PNode:
         stall = self.config.stall_timeout
         try:
             with trio.fail_after(self.config.provider_timeout):
-                with trio.move_on_after(self.config.dial_timeout + stall):
+                # a stream on a live connection opens in milliseconds; a new one may dial first
+                connected = peer_id in self._running_host().get_connected_peers()
+                with trio.move_on_after(stall if connected else self.config.dial_timeout + stall):
                     stream = await self._open_stream(peer_id, blobs.PROTOCOL_ID)
                 if stream is None:
                     raise _StalledError("no stream opened")
