@@ -199,6 +199,9 @@ class ChainView:
                 if use_filter and filter_id is None:
                     filter_id = await self._install_filter(w3)
                     use_filter = filter_id is not None
+                    # a filter reports the blocks after its own: one mined since our last
+                    # look would go unseen until the next
+                    self.advance(await self._attempt(self._block_number))
                 if filter_id is not None:
                     changes = await self._attempt(lambda f=filter_id: w3.eth.get_filter_changes(f))
                     if not changes:

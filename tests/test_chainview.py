@@ -25,6 +25,7 @@ class FakeEth:
         self.filters = filters
         self.installed = 0
         self.pending: list[bytes] = []
+        self.on_install: Any = None  # runs as a filter is installed (a block may come then)
 
     def filter(self, kind: str) -> Any:
         assert kind == "latest"
@@ -33,6 +34,9 @@ class FakeEth:
                 {"code": -32601, "message": "the method eth_newBlockFilter does not exist"}
             )
         self.installed += 1
+        if self.on_install is not None:
+            self.on_install()
+        self.pending = []  # a new filter reports only the blocks after it
         return SimpleNamespace(filter_id=f"0x{self.installed}")
 
     def get_filter_changes(self, filter_id: str) -> list[bytes]:
@@ -211,3 +215,18 @@ def test_without_the_follower_waits_return_soon_so_callers_look_again() -> None:
         assert time.time() - start < 1.0
 
     _run(scenario, client, follow=False)
+
+
+def test_a_block_mined_as_the_filter_is_installed_is_not_missed() -> None:
+    """A filter reports the blocks after its own install; the block that came between the
+    follower's first look and the install must still wake the waiters."""
+    eth = FakeEth()
+    eth.on_install = eth.mine
+    client = FakeClient(eth)
+
+    async def scenario(view: ChainView) -> None:
+        with trio.fail_after(1):
+            await view.wait(after=7)
+        assert view.head == 8
+
+    _run(scenario, client)
