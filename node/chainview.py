@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import trio
+from web3.exceptions import Web3RPCError
 
 from flchain.contracts import ContractRevert, FLChainClient, FLChainError
 from flchain.contracts.types import RoundInfo, TaskInfo
@@ -209,7 +210,7 @@ class ChainView:
                         continue
                 self.advance(await self._attempt(self._block_number))
                 failures = 0
-            except (*TRANSIENT, ValueError) as exc:  # web3 raises ValueError for RPC errors
+            except (*TRANSIENT, ValueError, Web3RPCError) as exc:  # e.g. filter not found
                 failures += 1
                 if failures >= self.heads.reinstall_after:
                     filter_id, use_filter = None, True
@@ -221,7 +222,7 @@ class ChainView:
         asks for the block number each time)."""
         try:
             installed = await self._attempt(lambda: w3.eth.filter("latest"))
-        except (ValueError, NotImplementedError) as exc:
+        except (Web3RPCError, ValueError) as exc:  # the method does not exist there
             log.info("no block filters at the endpoint (%r); following eth_blockNumber", exc)
             return None
         return installed.filter_id

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trio
+from web3.exceptions import Web3RPCError
 
 from flchain.contracts import ContractRevert, FLChainError
 from flchain.node.chainview import ChainView, HeadFollowing, RetryPolicy
@@ -40,6 +41,8 @@ class FakeEth:
         return SimpleNamespace(filter_id=f"0x{self.installed}")
 
     def get_filter_changes(self, filter_id: str) -> list[bytes]:
+        if filter_id != f"0x{self.installed}":  # the endpoint restarted: filters are gone
+            raise Web3RPCError("filter not found")
         changes, self.pending = self.pending, []
         return changes
 
@@ -228,5 +231,23 @@ def test_a_block_mined_as_the_filter_is_installed_is_not_missed() -> None:
         with trio.fail_after(1):
             await view.wait(after=7)
         assert view.head == 8
+
+    _run(scenario, client)
+
+
+def test_a_forgotten_filter_is_installed_again() -> None:
+    """An endpoint that restarted forgets its filters ("filter not found"): the follower
+    installs a new one and goes on, never dies."""
+    client = FakeClient()
+
+    async def scenario(view: ChainView) -> None:
+        with trio.fail_after(1):
+            while client.w3.eth.installed == 0:
+                await trio.sleep(0.005)
+        client.w3.eth.installed += 1  # the follower's filter id is no longer known
+        client.w3.eth.mine()
+        with trio.fail_after(2):
+            await view.wait(after=7)
+        assert view.head == 8 and client.w3.eth.installed == 3
 
     _run(scenario, client)
