@@ -33,7 +33,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import torch
 import trio
 from libp2p.crypto.keys import KeyPair
 
@@ -602,10 +601,8 @@ class RoundEngine:
         t0 = time.perf_counter()
         before = self.learner.siren_state()
         update = await trio.to_thread.run_sync(self.learner.train, base, r)
-        if "spam" in self.attacks:  # commit a well-formed blob full of NaN
-            nan = torch.full((self.learner.num_params,), math.nan)
-            nan[0] = float(r)  # a new digest each round: the same one would be "digest taken"
-            update = LocalUpdate(self.learner.encode_update(nan), update.samples, update.loss)
+        if self.attacker is not None:  # spam: a well-formed blob full of NaN
+            update = self.attacker.committed_update(r, update)
         timings["train"] = time.perf_counter() - t0
         if not await self._commit(r, info, update, timings):
             # An update that never reached the chain (the round was aborted by alarms, or its
@@ -621,7 +618,8 @@ class RoundEngine:
         digest = sha256(update.blob)
         # A withholder commits but keeps no blob to serve; an honest node commits only what
         # it could store (a full disk would otherwise make it a withholder).
-        if "withhold" not in self.attacks and self._kept(r, update.blob) is None:
+        keeps = self.attacker is None or self.attacker.keeps_blob()
+        if keeps and self._kept(r, update.blob) is None:
             return False
         self._seal(r, digest, info.submit_deadline)
         self.state.phase = "committing"
@@ -647,8 +645,8 @@ class RoundEngine:
             self.state.epsilon = self._accountant.epsilon
         t0 = time.perf_counter()
         await self._announce("update", r, digest, len(update.blob))
-        if "spam" in self.attacks:
-            await self._spam(r)
+        if self.attacker is not None:  # spam: junk gossip after the announcement
+            await self.attacker.after_commit(r)
         timings["gossip"] = time.perf_counter() - t0
         return True
 
@@ -775,9 +773,8 @@ class RoundEngine:
         self.state.last_accepted = list(accepted_members)
         if self.attacker is not None and not self.attacker.casts_vote(r):  # novote
             return
-        if "badvote" in self.attacks:
-            digest = os.urandom(32)
-            accepted = info.submitted
+        if self.attacker is not None:  # badvote: a random digest, every submitter accepted
+            digest, accepted = self.attacker.ballot(info, digest, accepted)
         self.state.phase = "voting"
         t0 = time.perf_counter()
         await self._vote(r, digest, accepted)

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import os
 import random
 import time
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any, Final
 
+import torch
 import trio
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
@@ -41,6 +44,7 @@ from flchain.attacks.payloads import (
 from flchain.contracts import ContractRevert, RoundStatus, bitmap_indices
 from flchain.crypto.ciphertext import MAX_HEADER_BYTES
 from flchain.node import blobs
+from flchain.node.learner import LocalUpdate
 from flchain.node.messages import MAX_MESSAGE_BYTES, Announcement
 from flchain.node.metrics import MetricSpec
 
@@ -49,10 +53,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flchain.node.attack")
 
-# The attacks this module carries out: the catalogue's protocol attacks but the older ones
-# (equivocate, withhold, badvote, spam), which live in the engine and node/equivocation.py.
-ENGINE_ATTACKS: Final = frozenset({"equivocate", "withhold", "badvote", "spam"})
-ATTACKS: Final = frozenset(PROTOCOL_ATTACKS) - ENGINE_ATTACKS
+# The attacks this module carries out: the catalogue's protocol attacks but equivocate, which
+# lives in the gossip layer (node/equivocation.py).
+ELSEWHERE: Final = frozenset({"equivocate"})
+ATTACKS: Final = frozenset(PROTOCOL_ATTACKS) - ELSEWHERE
 _PER_ROUND: Final = ("slowloris", "blobflood", "deepjson")
 
 SLOWLORIS_STREAMS: Final = 24  # blob requests held open per member per round
@@ -85,6 +89,32 @@ class ProtocolAttacker:
         self.engine.metrics.inc(ACTIONS_METRIC.name, value, attack=attack, outcome=outcome)
 
     # ------------------------------------------------------------------ commit hooks
+    def committed_update(self, r: int, update: LocalUpdate) -> LocalUpdate:
+        """`spam`: commit a well-formed update blob full of NaN instead of ours (a new digest
+        each round: the same one would be refused as taken)."""
+        if "spam" not in self.attacks:
+            return update
+        learner = self.engine.learner
+        nan = torch.full((learner.num_params,), math.nan)
+        nan[0] = float(r)
+        return LocalUpdate(learner.encode_update(nan), update.samples, update.loss)
+
+    def committed_bundle(self, blob: bytes) -> bytes:
+        """Secure mode: `spam` commits a bundle nobody can parse; `deepjson` one with a
+        nested-bracket header."""
+        if "spam" in self.attacks:
+            return os.urandom(4096)
+        return self.bundle(blob)
+
+    def keeps_blob(self) -> bool:
+        """`withhold`: commit the digest but keep no blob to serve."""
+        return "withhold" not in self.attacks
+
+    async def after_commit(self, r: int) -> None:
+        """`spam`: oversize, malformed and replayed gossip after the announcement."""
+        if "spam" in self.attacks:
+            await self.engine._spam(r)
+
     def claimed_samples(self, samples: int) -> int:
         """`liesamples`: the sample count to commit instead of the true one."""
         if "liesamples" in self.attacks:
@@ -176,6 +206,12 @@ class ProtocolAttacker:
         return True
 
     # ------------------------------------------------------------------ vote and alarm hooks
+    def ballot(self, info: Any, digest: bytes, accepted: int) -> tuple[bytes, int]:
+        """`badvote`: a random model digest, every submitter accepted."""
+        if "badvote" in self.attacks:
+            return os.urandom(32), info.submitted
+        return digest, accepted
+
     def casts_vote(self, r: int) -> bool:
         """`novote`: False, the node never votes (a blocking minority: it counts towards the
         quorum's denominator and holds its weight back). `freeride` votes with the honest

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from typing import Any
 
@@ -219,12 +218,9 @@ class SecureRoundEngine(RoundEngine):
         self._plain = {r: vector}
         timings["train"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        if "spam" in self.attacks:  # a bundle nobody can parse
-            blob = os.urandom(4096)
-        else:
-            blob = await self._encrypt(vector, r, 0, eligible, len(eligible), key)
-            if self.attacker is not None:  # deepjson: a nested-bracket bundle header
-                blob = self.attacker.bundle(blob)
+        blob = await self._encrypt(vector, r, 0, eligible, len(eligible), key)
+        if self.attacker is not None:  # spam: a bundle nobody can parse; deepjson: a nested
+            blob = self.attacker.committed_bundle(blob)  # bracket header
         timings["encrypt"] = time.perf_counter() - t0
         await self._commit(r, info, dataclasses.replace(update, blob=blob), timings)
 

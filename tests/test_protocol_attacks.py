@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import math
 import os
 import random
 import threading
@@ -54,7 +55,9 @@ ECONOMIC = ("freeride", "falsealarm", "novote")
 def test_new_attacks_are_in_the_catalogue_and_the_engine_reads_it() -> None:
     assert set(NEW + ECONOMIC) <= set(PROTOCOL_ATTACKS)
     assert frozenset(PROTOCOL_ATTACKS) == ENGINE_PROTOCOL_ATTACKS
-    assert frozenset(NEW + ECONOMIC) == ATTACKS
+    # withhold, badvote and spam are behaviour hooks here too; equivocate lives in gossip
+    assert frozenset(NEW + ECONOMIC) | {"withhold", "badvote", "spam"} == ATTACKS
+    assert ATTACKS | {"equivocate"} == frozenset(PROTOCOL_ATTACKS)
     assert all(DESCRIPTIONS[name] for name in ECONOMIC)
     assert all(DESCRIPTIONS[name] for name in NEW)
 
@@ -493,7 +496,7 @@ def test_post_json_tells_a_refusal_from_a_dead_server() -> None:
 
 
 def test_the_attacker_ignores_attacks_that_are_not_its_own() -> None:
-    engine = _engine(FakeChain({}, revert=None), {"spam"})
+    engine = _engine(FakeChain({}, revert=None), {"equivocate"})
     assert engine.attacker is not None and engine.attacker.attacks == frozenset()
     assert isinstance(engine.attacker, ProtocolAttacker)
     assert engine.attacker.claimed_samples(12) == 12
@@ -606,3 +609,43 @@ def test_deepjson_posts_every_size_to_the_rpc_and_publishes_nested_gossip() -> N
     assert _actions(engine) == {"deepjson,gossip_published": 2, "deepjson,rpc_refused": 3}
     assert [len(p) for p in published] == [MAX_MESSAGE_BYTES, DEEPJSON_SIZES[0]]
     assert all(safe_json.nesting_depth(p) == len(p) // 2 for p in published)
+
+
+def test_withhold_commits_a_digest_it_never_stored() -> None:
+    chain = FakeChain({}, revert=None)
+    stored: list[bytes] = []
+    store = SimpleNamespace(
+        put=lambda blob: stored.append(blob) or sha256(blob), has=lambda d: True
+    )
+    engine = _engine(chain, {"withhold"}, store=store)  # type: ignore[arg-type]
+    assert trio.run(engine._commit, 1, chain.get_round(1, 1), LocalUpdate(b"blob", 1, 0.5), {})
+    assert chain.submits[0][2] == sha256(b"blob") and stored == []
+    honest = _engine(FakeChain({}, revert=None), set(), store=store)  # type: ignore[arg-type]
+    trio.run(honest._commit, 1, honest.client.get_round(1, 1), LocalUpdate(b"mine", 1, 0.5), {})
+    assert stored == [b"mine"]
+
+
+def test_badvote_ballots_a_random_digest_with_every_submitter_accepted() -> None:
+    chain = FakeChain({}, revert=None)
+    attacker = _engine(chain, {"badvote"}).attacker
+    assert attacker is not None
+    info = SimpleNamespace(submitted=0b1011)
+    digest, accepted = attacker.ballot(info, b"\x01" * 32, 0b0011)
+    assert digest != b"\x01" * 32 and len(digest) == 32 and accepted == 0b1011
+    other = _engine(chain, {"novote"}).attacker
+    assert other is not None and other.ballot(info, b"\x01" * 32, 3) == (b"\x01" * 32, 3)
+
+
+def test_spam_commits_a_nan_update_with_a_new_digest_each_round() -> None:
+    chain = FakeChain({}, revert=None)
+    engine = _engine(chain, {"spam"})
+    engine.learner.encode_update = lambda t: t.numpy().tobytes()  # type: ignore[attr-defined]
+    attacker = engine.attacker
+    assert attacker is not None
+    one = attacker.committed_update(1, LocalUpdate(b"honest", 5, 0.1))
+    two = attacker.committed_update(2, LocalUpdate(b"honest", 5, 0.1))
+    assert one.blob != two.blob and one.samples == 5
+    assert all(
+        math.isnan(x) for x in torch.frombuffer(bytearray(one.blob), dtype=torch.float32)[1:]
+    )
+    assert len(attacker.committed_bundle(b"bundle")) == 4096
