@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
+from test_devnet_e2e import _wait
 from web3 import Web3
 
 from flchain.contracts import FLChainClient, RoundStatus, TaskStatus, bitmap_indices
@@ -110,15 +111,6 @@ def _on_hosts(args: list[str], lan: Lan, ports: list[int]) -> list[str]:
             arg = arg.replace("/ip4/127.0.0.1/", f"/ip4/{lan.ip(owner)}/", 1)
         out.append(arg)
     return out
-
-
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_host_cut_off_mid_round_holds_nobody_and_rejoins_when_its_link_is_back(

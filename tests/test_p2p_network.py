@@ -452,25 +452,31 @@ def test_garbage_below_the_protocols_crashes_nobody(tmp_path: Path) -> None:
     _run(tmp_path, scenario)
 
 
+@contextlib.asynccontextmanager
+async def _star(tmp_path: Path) -> AsyncIterator[tuple[set[str], P2PNode, P2PNode]]:
+    """Three members: a hub, and b and c that know only the hub (not each other)."""
+    keys = [create_new_key_pair() for _ in range(3)]
+    ids = {ID.from_pubkey(k.public_key).to_base58() for k in keys}
+    async with P2PNode(keys[0], BlobStore(tmp_path / "hub"), config=P2PConfig(**FAST)) as hub:
+        star = P2PConfig(bootstrap=(hub.addrs[0],), **FAST)
+        async with (
+            P2PNode(keys[1], BlobStore(tmp_path / "b"), config=star) as b,
+            P2PNode(keys[2], BlobStore(tmp_path / "c"), config=star) as c,
+        ):
+            for node in (hub, b, c):
+                await node.join_task(TASK, is_member=ids.__contains__, round_ok=lambda r: True)
+            await _eventually(lambda: hub.peer_id in b.connected_peers())
+            await _eventually(lambda: hub.peer_id in c.connected_peers())
+            yield ids, b, c
+
+
 def test_unknown_provider_is_found_through_connected_members(tmp_path: Path) -> None:
     async def main() -> None:
-        keys = [create_new_key_pair() for _ in range(3)]
-        ids = {ID.from_pubkey(k.public_key).to_base58() for k in keys}
-        cfg = P2PConfig(**FAST)
-        async with P2PNode(keys[0], BlobStore(tmp_path / "hub"), config=cfg) as hub:
-            star = P2PConfig(bootstrap=(hub.addrs[0],), **FAST)
-            async with (
-                P2PNode(keys[1], BlobStore(tmp_path / "b"), config=star) as b,
-                P2PNode(keys[2], BlobStore(tmp_path / "c"), config=star) as c,
-            ):
-                for node in (hub, b, c):
-                    await node.join_task(TASK, is_member=ids.__contains__, round_ok=lambda r: True)
-                await _eventually(lambda: hub.peer_id in b.connected_peers())
-                await _eventually(lambda: hub.peer_id in c.connected_peers())
-                assert b.peer_id not in c.connected_peers()  # c knows no address of b
-                digest = b.store.put(b"far away")
-                assert await c.fetch_blob(digest, [b.peer_id], try_connected=False) == (b"far away")
-                assert b.peer_id in c.connected_peers()
+        async with _star(tmp_path) as (_, b, c):
+            assert b.peer_id not in c.connected_peers()  # c knows no address of b
+            digest = b.store.put(b"far away")
+            assert await c.fetch_blob(digest, [b.peer_id], try_connected=False) == (b"far away")
+            assert b.peer_id in c.connected_peers()
 
     _trio_run(main)
 
@@ -480,27 +486,16 @@ def test_the_member_mesh_is_dialed_once_per_pair_by_the_smaller_peer_id(tmp_path
     and find the other end dead; `connect_mesh` leaves each pair's dial to one side."""
 
     async def main() -> None:
-        keys = [create_new_key_pair() for _ in range(3)]
-        ids = {ID.from_pubkey(k.public_key).to_base58() for k in keys}
-        async with P2PNode(keys[0], BlobStore(tmp_path / "hub"), config=P2PConfig(**FAST)) as hub:
-            star = P2PConfig(bootstrap=(hub.addrs[0],), **FAST)
-            async with (
-                P2PNode(keys[1], BlobStore(tmp_path / "b"), config=star) as b,
-                P2PNode(keys[2], BlobStore(tmp_path / "c"), config=star) as c,
-            ):
-                for node in (hub, b, c):
-                    await node.join_task(TASK, is_member=ids.__contains__, round_ok=lambda r: True)
-                await _eventually(lambda: hub.peer_id in b.connected_peers())
-                await _eventually(lambda: hub.peer_id in c.connected_peers())
-                low, high = sorted((b, c), key=lambda n: n.peer_id)
-                assert await high.connect_mesh(ids) == 0  # not its dial: it waits
-                assert low.peer_id not in high.connected_peers()
-                assert await low.connect_mesh(ids) == 1
-                assert high.peer_id in low.connected_peers()
-                await _eventually(lambda: low.peer_id in high.connected_peers())
-                assert await low.connect_mesh(ids) == 0  # connected: nothing to dial
-                digest = high.store.put(b"over the mesh")
-                assert await low.fetch_blob(digest, [high.peer_id]) == b"over the mesh"
+        async with _star(tmp_path) as (ids, b, c):
+            low, high = sorted((b, c), key=lambda n: n.peer_id)
+            assert await high.connect_mesh(ids) == 0  # not its dial: it waits
+            assert low.peer_id not in high.connected_peers()
+            assert await low.connect_mesh(ids) == 1
+            assert high.peer_id in low.connected_peers()
+            await _eventually(lambda: low.peer_id in high.connected_peers())
+            assert await low.connect_mesh(ids) == 0  # connected: nothing to dial
+            digest = high.store.put(b"over the mesh")
+            assert await low.fetch_blob(digest, [high.peer_id]) == b"over the mesh"
 
     _trio_run(main)
 
