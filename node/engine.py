@@ -218,6 +218,7 @@ class RoundEngine:
         self._sealed: dict[bytes, tuple[int, float]] = {}
         self._revealed: set[int] = set()
         self._reveal_checked: dict[int, float] = {}  # round -> trio time of the last check
+        self._reveal_locks: dict[int, trio.Lock] = {}  # round -> one reveal check at a time
         self._fetching: set[bytes] = set()  # digests `_fetch_blobs` is fetching now
         # The round being trained for: its eligible members and submit deadline (what a
         # colluding attacker needs: attacks/channel.py's ColludingTrainer asks below).
@@ -262,29 +263,40 @@ class RoundEngine:
 
     async def sealed_now(self, digest: bytes) -> bool:
         """`sealed`, checked against the chain before a refusal: whoever asks has seen the
-        submit phase close, often before our own poll does, so we read the round ourselves
-        (at most once per REVEAL_CHECK seconds a round) and reveal when it has closed. The
-        asker's word counts for nothing; a chain that does not answer leaves it sealed."""
+        submit phase close, often before our own head follower does, so we read the round
+        ourselves, fresh (not from the per-block cache, which may predate the closing block),
+        and reveal when it has closed. One read per round at a time: the members asking at
+        the same moment wait for it instead of being refused, and at most one read per
+        REVEAL_CHECK seconds a round. The asker's word counts for nothing; a chain that does
+        not answer within REVEAL_CHECK_TIMEOUT leaves it sealed."""
         if not self.sealed(digest):
             return False
         r = self._sealed[digest][0]
-        now = trio.current_time()
-        if now - self._reveal_checked.get(r, -math.inf) < REVEAL_CHECK:
-            return True
-        self._reveal_checked = {k: t for k, t in self._reveal_checked.items() if k >= r - 2}
-        self._reveal_checked[r] = now
-        try:
-            with trio.fail_after(REVEAL_CHECK_TIMEOUT):
-                info = await self.view.round(r)  # read once per block, however many ask
-            everyone = info.submitted & info.eligible == info.eligible
-            closed = info.status != RoundStatus.OPEN or time.time() >= info.submit_deadline
-        except Exception as exc:  # the serve path never fails on the chain: stay sealed
-            log.debug("round %d: reveal check failed: %s", r, exc)
-            return True
-        if everyone or closed:
-            self._reveal(r)
-            return False
-        return True
+        lock = self._reveal_locks.setdefault(r, trio.Lock())
+        with trio.move_on_after(REVEAL_CHECK_TIMEOUT):
+            async with lock:
+                if not self.sealed(digest):  # the read we waited for revealed it
+                    return False
+                if trio.current_time() - self._reveal_checked.get(r, -math.inf) < REVEAL_CHECK:
+                    return True
+                self._reveal_checked = {k: t for k, t in self._reveal_checked.items() if k >= r - 2}
+                self._reveal_locks = {k: v for k, v in self._reveal_locks.items() if k >= r - 2}
+                try:
+                    info = await self.view.call(
+                        self.client.get_round, self.task_id, r, timeout=REVEAL_CHECK_TIMEOUT
+                    )
+                except Exception as exc:  # the serve path never fails on the chain: sealed
+                    log.debug("round %d: reveal check failed: %s", r, exc)
+                    return True
+                finally:
+                    self._reveal_checked[r] = trio.current_time()
+                everyone = info.submitted & info.eligible == info.eligible
+                if info.status != RoundStatus.OPEN or time.time() >= info.submit_deadline:
+                    everyone = True
+                if everyone:
+                    self._reveal(r)
+                    return False
+        return self.sealed(digest)
 
     def revealed(self, r: int) -> bool:
         """Whether this node saw round r's submit phase close (or the task moved past r)."""

@@ -128,6 +128,40 @@ def test_an_owner_that_has_not_seen_the_phase_close_asks_the_chain_and_serves(
     _run(tmp_path, scenario)
 
 
+def test_members_asking_at_once_wait_for_one_fresh_reveal_check(tmp_path: Path) -> None:
+    # Everyone fetches the moment the phase closes: the askers share the owner's one chain
+    # read instead of being refused (and retrying half a second later), and the owner reads
+    # fresh although its per-block cache still says the phase is open.
+    async def scenario(net: Net) -> None:
+        a, b, c = net.members
+        chain = _ClosedChain()
+        owner = _engine(b, b.store, client=chain)
+        stale = SimpleNamespace(
+            status=RoundStatus.OPEN,
+            submitted=bitmap([1]),
+            eligible=bitmap([0, 1]),
+            submit_deadline=time.time() + 60,
+        )
+        update = LocalUpdate(b"b's update, asked for by two at once", samples=10, loss=0.5)
+        assert await owner._commit(ROUND, _round(time.time() + 60), update, {}) is True
+        owner.view.following = True
+        owner.view._cache[("get_round", (TASK, ROUND))] = stale
+        digest = sha256(update.blob)
+        got: list[bytes] = []
+
+        async def ask(node: P2PNode) -> None:
+            got.append(await node.fetch_blob(digest, [b.peer_id], try_connected=False))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask, a)
+            nursery.start_soon(ask, c)
+        assert got == [update.blob, update.blob]
+        assert chain.reads == 1 and owner.revealed(ROUND)
+        assert _blob_failures(b) == {}
+
+    _run(tmp_path, scenario)
+
+
 def test_an_update_is_revealed_when_the_submit_deadline_passes(tmp_path: Path) -> None:
     async def scenario(net: Net) -> None:
         _, b, c = net.members
