@@ -9,6 +9,7 @@ the contract's reason.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ from flchain.contracts.errors import (
 from flchain.contracts.nonce import NonceManager
 from flchain.contracts.rpc import RetryPolicy, call_with_retries, is_nonce_error
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_PRIORITY_FEE = 10**9  # 1 gwei, when the node cannot suggest one
@@ -71,6 +73,7 @@ class TransactionSender:
         self.poll_interval = poll_interval
         self.gas_multiplier = gas_multiplier
         self.priority_fee = priority_fee
+        self._batches = True  # until the endpoint refuses a batch request
         self._chain_id: int | None = None
 
     # ------------------------------------------------------------------ plumbing
@@ -98,11 +101,43 @@ class TransactionSender:
             self._chain_id = int(self.rpc(lambda: self.w3.eth.chain_id, "eth_chainId"))
         return self._chain_id
 
-    def _fees(self, block: Any) -> dict[str, int]:
+    def _prepare(self, call: dict[str, Any], what: str) -> tuple[int, Any, dict[str, int]]:
+        """The gas estimate, the latest block and the fees, in one JSON-RPC batch where the
+        endpoint takes batches (anvil, geth and the devnet all do): one round trip instead of
+        three for every transaction. An endpoint that refuses the batch gets the calls one by
+        one; a revert is a revert either way."""
+        if self._batches:
+            try:
+                return call_with_retries(
+                    lambda: self._prepare_batch(call), self.retry, what=f"{what}: estimate gas"
+                )
+            except FLChainError:
+                raise  # the endpoint is down: not the batch's fault
+            except Exception as exc:
+                reason = revert_reason(exc)
+                if reason is not None:
+                    raise ContractRevert(reason) from exc
+                log.info("batch request refused (%s); sending calls one by one", exc)
+                self._batches = False
+        estimate = self.rpc(lambda: self.w3.eth.estimate_gas(call), f"{what}: estimate gas")
+        block = self.rpc(lambda: self.w3.eth.get_block("latest"), "get latest block")
+        return estimate, block, self._fees(block)
+
+    def _prepare_batch(self, call: dict[str, Any]) -> tuple[int, Any, dict[str, int]]:
+        with self.w3.batch_requests() as batch:
+            batch.add(self.w3.eth.estimate_gas(call))  # type: ignore[arg-type]
+            batch.add(self.w3.eth.get_block("latest"))  # type: ignore[arg-type]
+            if self.priority_fee is None:
+                batch.add(self.w3.eth.max_priority_fee)  # type: ignore[arg-type]
+            answers = batch.execute()
+        tip = self.priority_fee if self.priority_fee is not None else int(answers[2])
+        return int(answers[0]), answers[1], self._fees(answers[1], tip)
+
+    def _fees(self, block: Any, tip: int | None = None) -> dict[str, int]:
         base_fee = block.get("baseFeePerGas")
-        if base_fee is None:
+        if base_fee is None:  # a chain before London: a legacy gas price
             return {"gasPrice": int(self.rpc(lambda: self.w3.eth.gas_price, "eth_gasPrice"))}
-        tip = self.priority_fee
+        tip = self.priority_fee if tip is None else tip
         if tip is None:
             try:
                 tip = int(self.rpc(lambda: self.w3.eth.max_priority_fee, "max priority fee"))
@@ -123,12 +158,11 @@ class TransactionSender:
         call: dict[str, Any] = {"from": self.address, "data": data, "value": value}
         if to is not None:
             call["to"] = to
-        estimate = self.rpc(lambda: self.w3.eth.estimate_gas(call), f"{what}: estimate gas")
-        block = self.rpc(lambda: self.w3.eth.get_block("latest"), "get latest block")
+        estimate, block, fees = self._prepare(call, what)
         gas = max(int(estimate * self.gas_multiplier), gas_floor)
         gas = min(gas, int(block["gasLimit"]))
         unsigned = {k: v for k, v in call.items() if k != "from"}
-        unsigned.update(self._fees(block), gas=gas, chainId=self.chain_id)
+        unsigned.update(fees, gas=gas, chainId=self.chain_id)
         tx_hash = self._sign_and_send(unsigned, what)
         receipt = self._wait(tx_hash, what)
         if receipt["status"] != 1:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 from eth_tester import EthereumTester, PyEVMBackend
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 
 from flchain.contracts import (
@@ -196,3 +196,50 @@ def test_a_stale_nonce_is_resynced_from_the_node(kind: str, request: pytest.Fixt
         c = first.create_task(params())  # its local nonce was taken: rejected, resynced
         assert (a, b, c) == (1, 2, 3)
         assert chain.w3.eth.get_transaction_count(key.address) == 4
+
+
+class _CountingProvider(HTTPProvider):
+    """Counts single and batch requests; `refuse_batches` answers batches as an endpoint
+    without batch support does."""
+
+    def __init__(self, url: str, *, refuse_batches: bool = False) -> None:
+        super().__init__(url)
+        self.refuse_batches = refuse_batches
+        self.single: list[str] = []
+        self.batches: list[list[str]] = []
+
+    def make_request(self, method: Any, params: Any) -> Any:
+        self.single.append(method)
+        return super().make_request(method, params)
+
+    def make_batch_request(self, requests_: Any) -> Any:
+        self.batches.append([method for method, _ in requests_])
+        if self.refuse_batches:
+            return {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "no batch"}}
+        return super().make_batch_request(requests_)
+
+
+@pytest.mark.parametrize("refuse_batches", [False, True])
+def test_a_transaction_is_prepared_in_one_batch_and_without_batches_still_goes_through(
+    anvil_bin: str, refuse_batches: bool
+) -> None:
+    with open_chain("anvil", anvil_bin) as chain:
+        (key,) = chain.new_accounts(1)
+        owner = FLChainClient.deploy(chain.w3, key)
+        url = chain.w3.provider.endpoint_uri  # type: ignore[attr-defined]
+        counting = _CountingProvider(url, refuse_batches=refuse_batches)
+        w3 = Web3(counting)
+        client = FLChainClient(w3, owner.address, key, nonces=owner.sender.nonces)
+        task_id = client.create_task(params())
+        with pytest.raises(ContractRevert) as refused:
+            FLChainClient(w3, owner.address, chain.new_accounts(1)[0]).close_task(task_id)
+        assert refused.value.reason == "not owner"  # read from the batch's answer
+        assert client.get_task(task_id).config_digest == digest("config")
+        prepared = ["eth_estimateGas", "eth_getBlockByNumber", "eth_maxPriorityFeePerGas"]
+        assert counting.batches[0] == prepared
+        if refuse_batches:  # each client asks once, then goes one by one for good
+            assert len(counting.batches) == 2
+            assert {"eth_estimateGas", "eth_getBlockByNumber"} <= set(counting.single)
+        else:
+            assert counting.batches == [prepared, prepared]
+            assert "eth_estimateGas" not in counting.single
