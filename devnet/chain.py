@@ -46,7 +46,7 @@ from flchain.devnet.errors import (
 )
 from flchain.devnet.execution import call_transaction, estimate_gas, run_call
 from flchain.devnet.genesis import GenesisConfig, build_backend
-from flchain.devnet.journal import Journal, JournalError
+from flchain.devnet.journal import JOURNAL_FILE, Journal, JournalError, read_journal
 from flchain.devnet.policy import CallLimits
 from flchain.devnet.txargs import TxArgs
 
@@ -101,6 +101,15 @@ class DevChain:
         self._records: list[dict[str, Any]] = []
         self._failure: str | None = None
         self._call_cache: dict[Any, bytes] = {}
+        self._block_listeners: tuple[Callable[[BlockAPI], None], ...] = ()
+        self._unannounced: list[BlockAPI] = []  # mined, told to the listeners once published
+        self._cache_lock = threading.Lock()
+        self._generation = 0  # bumped by every state change: calls begun before it don't cache
+        self._published: tuple[Any, BlockHeaderAPI, int] = (
+            self._chain,
+            self._head(),
+            self._generation,
+        )
 
     # ------------------------------------------------------------------ persistence
 
@@ -141,6 +150,28 @@ class DevChain:
             raise
         return chain
 
+    @classmethod
+    def open_read_only(cls, state_dir: Path, *, call_limits: CallLimits | None = None) -> DevChain:
+        """The chain journaled in `state_dir`, replayed in memory for reading only.
+
+        The journal is read, never locked, cut or created: a chain still writing it is not
+        disturbed (its last, possibly torn, line is just skipped). Every state change on the
+        result is refused, so nothing can drift from what the journal says.
+        """
+        path = Path(state_dir) / JOURNAL_FILE
+        if not path.is_file():
+            raise JournalError(f"no chain journal at {path}")
+        records = read_journal(Path(state_dir))
+        if not records:
+            raise JournalError(f"{path} holds no records")
+        stored = _genesis_from_record(records[0], path)
+        chain = cls(stored, automine=False, call_limits=call_limits)
+        if chain._genesis_record()["hash"] != records[0].get("hash"):
+            raise JournalError(f"{path}: the rebuilt genesis block differs")
+        chain._replay(records[1:], path)
+        chain._failure = f"it is a read-only replay of {path}"
+        return chain
+
     def close(self) -> None:
         """Release the journal (and its directory lock); later state changes are refused."""
         with self.lock:
@@ -168,6 +199,8 @@ class DevChain:
                     f"{path}: line {number} ({record.get('op')!r}) does not replay: {exc}"
                 ) from exc
         self._records.clear()
+        self._forget_calls()
+        self._publish()
         _log.info(
             "replayed %d journal records; genesis %s, head #%d",
             len(records),
@@ -214,12 +247,46 @@ class DevChain:
         with self.lock:
             if self._failure is not None:
                 raise RpcError(f"the chain is read-only: {self._failure}")
-            self._call_cache.clear()
+            self._forget_calls()
             try:
                 yield
             finally:
-                self._call_cache.clear()
-                self._flush()
+                self._forget_calls()
+                try:
+                    self._flush()
+                finally:
+                    self._publish()
+
+    def _forget_calls(self) -> None:
+        with self._cache_lock:
+            self._call_cache.clear()
+            self._generation += 1
+
+    def _publish(self) -> None:
+        """Make the head what lock-free reads see: only after its journal lines are durable,
+        so nobody reads a block a crash could take back."""
+        self._published = (self._chain, self._head(), self._generation)
+        self._announce()
+
+    # ------------------------------------------------------------------ new-block listeners
+
+    def add_block_listener(self, listener: Callable[[BlockAPI], None]) -> None:
+        """Call `listener(block)` for every block mined from now on, once reads see it (the
+        WebSocket server's `eth_subscribe`). It runs on the mining thread under the chain
+        lock, so it must only hand the block on: mining never waits on a subscriber."""
+        self._block_listeners = (*self._block_listeners, listener)
+
+    def remove_block_listener(self, listener: Callable[[BlockAPI], None]) -> None:
+        self._block_listeners = tuple(f for f in self._block_listeners if f != listener)
+
+    def _announce(self) -> None:
+        blocks, self._unannounced = self._unannounced, []
+        for block in blocks:
+            for listener in self._block_listeners:
+                try:
+                    listener(block)
+                except Exception:  # a listener's bug must not fail the block that is mined
+                    _log.exception("a new-block listener failed")
 
     def _emit(self, record: dict[str, Any]) -> None:
         self._records.append(record)
@@ -248,9 +315,8 @@ class DevChain:
 
     @property
     def block_number(self) -> int:
-        """Number of the latest mined block."""
-        with self.lock:
-            return self._head().block_number
+        """Number of the latest mined block (the published head: no lock)."""
+        return self._published[1].block_number
 
     @property
     def time_offset(self) -> int:
@@ -378,24 +444,47 @@ class DevChain:
 
         Gas above `call_limits.gas_cap` is clamped to it, as geth does; a call running past
         `call_limits.timeout` is stopped with `ExecutionTimeoutError`.
+
+        A call at "latest" takes no lock: it runs on its own state object over the published
+        head's state root (`_published`, a per-block snapshot: mining only adds trie nodes,
+        never changes those a mined root reaches), so reads never queue behind a transaction
+        being applied, mined or written to the journal. Other tags resolve under the lock; a
+        call on a pending block holding transactions runs under it, since that state moves.
         """
-        limits = self.call_limits
-        with self.lock:
-            state = self._call_state(tag)
-            gas = min(args.gas or state.gas_limit, limits.gas_cap)
-            # The answer depends on the state (unchanged until the cache is cleared), the
-            # environment's block and time, and the call: N nodes reading the same view at
-            # the same block get one EVM run.
-            key = (tag, state.block_number, state.timestamp, args, gas)
-            cached = self._call_cache.get(key)
-            if cached is not None:
-                return cached
-            tx = self._call_transaction(state, args, gas)
-            output = run_call(state, tx, timeout=limits.timeout)
-            if len(self._call_cache) >= CALL_CACHE_SIZE:
-                self._call_cache.clear()
-            self._call_cache[key] = output
-            return output
+        if tag == "latest":
+            chain, head, generation = self._published
+            env = self._child_header(chain, head)
+        else:
+            with self.lock:
+                chain, generation = self._chain, self._generation
+                env = self._call_env(tag)
+                if env is chain.header:  # pending transactions: their state moves under us
+                    return self._run_call(chain, env, args, tag, generation)
+        return self._run_call(chain, env, args, tag, generation)
+
+    def _run_call(
+        self, chain: Any, env: BlockHeaderAPI, args: TxArgs, tag: BlockTag, generation: int
+    ) -> bytes:
+        gas = min(args.gas or env.gas_limit, self.call_limits.gas_cap)
+        # The answer depends on the state (unchanged until the cache is cleared), the
+        # environment's block and time, and the call: N nodes reading the same view at the
+        # same block get one EVM run.
+        key = (tag, env.block_number, env.timestamp, args, gas)
+        cached = self._call_cache.get(key)
+        if cached is not None:
+            return cached
+        vm = chain.get_vm(env.copy(base_fee_per_gas=0))
+        state = vm.state
+        tx = call_transaction(vm.get_transaction_builder(), self.chain_id, state, args, gas)
+        output = run_call(state, tx, timeout=self.call_limits.timeout)
+        with self._cache_lock:
+            # A state change since we looked (a revert may bring the same block number back
+            # with other state) makes the answer unfit to share.
+            if generation == self._generation:
+                if len(self._call_cache) >= CALL_CACHE_SIZE:
+                    self._call_cache.clear()
+                self._call_cache[key] = output
+        return output
 
     def estimate_gas(self, args: TxArgs, tag: BlockTag = "pending") -> int:
         """The least gas limit with which the transaction succeeds (eth_estimateGas).
@@ -417,16 +506,26 @@ class DevChain:
         (time-shifted) current time, so a view agrees with a transaction sent right after.
         The base fee is zero so that calls without a gas price are free.
         """
+        return self._chain.get_vm(self._call_env(tag).copy(base_fee_per_gas=0)).state
+
+    def _call_env(self, tag: BlockTag) -> BlockHeaderAPI:
+        """The header a call at `tag` executes in: the pending block's own header when it
+        holds transactions, else a fresh child of the block `tag` names."""
         if tag == "pending" and self._pending_open and self._pending:
-            env = self._chain.header
-        else:
-            parent = self._header_for("latest" if tag == "pending" else tag)
-            following = self._canonical_header(parent.block_number + 1)
-            timestamp = following.timestamp if following else self._fresh_timestamp()
-            env = self._chain.create_header_from_parent(
-                parent, timestamp=timestamp, mix_hash=_prevrandao(parent.hash)
+            return self._chain.header
+        parent = self._header_for("latest" if tag == "pending" else tag)
+        following = self._canonical_header(parent.block_number + 1)
+        if following is not None:
+            return self._chain.create_header_from_parent(
+                parent, timestamp=following.timestamp, mix_hash=_prevrandao(parent.hash)
             )
-        return self._chain.get_vm(env.copy(base_fee_per_gas=0)).state
+        return self._child_header(self._chain, parent)
+
+    def _child_header(self, chain: Any, head: BlockHeaderAPI) -> BlockHeaderAPI:
+        """The header of a block mined on `head` now (reads no chain database)."""
+        return chain.create_header_from_parent(
+            head, timestamp=self._fresh_timestamp(head), mix_hash=_prevrandao(head.hash)
+        )
 
     def _call_transaction(self, state: StateAPI, args: TxArgs, gas: int) -> SpoofTransaction:
         builder = self._chain.get_vm().get_transaction_builder()
@@ -551,11 +650,11 @@ class DevChain:
             raise TransactionRejectedError(str(exc)) from exc
         self._pending.append(tx)
 
-    def _fresh_timestamp(self) -> int:
+    def _fresh_timestamp(self, head: BlockHeaderAPI | None = None) -> int:
         """The wall clock's second (plus the time-travel offset): blocks may share a second
         (`genesis._same_second_blocks`), so block time follows the wall clock however many
         transactions arrive, and never goes backwards."""
-        head_ts = self._head().timestamp
+        head_ts = (head or self._head()).timestamp
         if self._next_timestamp is not None:
             return max(self._next_timestamp, head_ts)
         return max(head_ts, int(self._clock()) + self._time_offset)
@@ -618,6 +717,8 @@ class DevChain:
         block = self._chain.mine_block()
         self._pending = []
         self._pending_open = False
+        if self._block_listeners:
+            self._unannounced.append(block)
         return block
 
     def _emit_clock(self) -> None:

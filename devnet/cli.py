@@ -206,7 +206,8 @@ def serve_command(
     allow_unprotected_txs: bool,
     verbose: int,
 ) -> None:
-    """Serve Ethereum JSON-RPC over HTTP with funded dev accounts, like anvil.
+    """Serve Ethereum JSON-RPC over HTTP and WebSocket (same port, eth_subscribe) with funded
+    dev accounts, like anvil.
 
     Callers are checked as geth checks them: loopback host names only, no browser origins,
     application/json bodies, capped and time-bounded calls, EIP-155 transactions only.

@@ -117,7 +117,7 @@ def get_logs(chain: DevChain, query: LogQuery, *, first: int | None = None) -> l
             block = chain.get_block_by_hash(query.block_hash)
             if block is None:
                 raise ResourceNotFoundError(f"block {to_data(query.block_hash)} not found")
-            return _block_logs(chain, block, query)
+            return block_logs(chain, block, query)
         head = chain.block_number
         start = _bound(chain, query.from_block, head) if first is None else first
         end = min(_bound(chain, query.to_block, head), head)
@@ -129,7 +129,7 @@ def get_logs(chain: DevChain, query: LogQuery, *, first: int | None = None) -> l
         for number in range(start, end + 1):
             block = chain.get_block(number)
             if block is not None and query.may_match_bloom(block.header.bloom):
-                logs.extend(_block_logs(chain, block, query))
+                logs.extend(block_logs(chain, block, query))
         return logs
 
 
@@ -143,7 +143,9 @@ def _bound(chain: DevChain, tag: BlockTag, head: int) -> int:
     return chain.resolve_block_number(tag)
 
 
-def _block_logs(chain: DevChain, block: Any, query: LogQuery) -> list[dict[str, Any]]:
+def block_logs(chain: DevChain, block: Any, query: LogQuery) -> list[dict[str, Any]]:
+    """The logs of one block that match `query`'s addresses and topics (its block range is
+    not consulted): eth_getLogs per block, and the `logs` subscription of the WebSocket."""
     receipts = chain.get_receipts(block)
     return [
         log_to_json(record, block)

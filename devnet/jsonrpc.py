@@ -1,4 +1,5 @@
-"""JSON-RPC 2.0 request handling: parsing, batches, error objects, one lock around the chain.
+"""JSON-RPC 2.0 request handling: parsing, batches, error objects, one lock around the chain
+(except for handlers marked `lock_free`).
 
 `JsonRpcDispatcher.handle_body` never raises: whatever arrives (bad JSON, wrong shapes, a
 handler bug) becomes a JSON-RPC error response and is logged, so one bad client cannot stop
@@ -32,6 +33,13 @@ MAX_BATCH = 1000
 _MISSING = object()
 
 _log = logging.getLogger(__name__)
+
+
+def lock_free(handler: Handler) -> Handler:
+    """Mark a handler that takes whatever chain locks it needs itself, so the dispatcher
+    runs it without the chain lock (eth_call on a mined block: `DevChain.call`)."""
+    handler.lock_free = True  # type: ignore[attr-defined]
+    return handler
 
 
 class JsonRpcDispatcher:
@@ -140,7 +148,8 @@ class JsonRpcDispatcher:
             raise InvalidParamsError(f"{method}: parameters must be given by position, not by name")
         if not isinstance(params, list):
             raise InvalidParamsError(f"{method}: params must be an array")
-        guard = self._lock if self._lock is not None else nullcontext()
+        unlocked = self._lock is None or getattr(handler, "lock_free", False)
+        guard = nullcontext() if unlocked else self._lock
         with guard:
             return handler(params)
 

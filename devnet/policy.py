@@ -26,6 +26,26 @@ LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain", "ip6-lo
 
 
 @dataclass(frozen=True)
+class WsLimits:
+    """Budgets of one WebSocket connection (`eth_subscribe`): a client that stops reading or
+    answering costs the server a bounded queue, then its connection, never a mining delay."""
+
+    max_subscriptions: int = 64  # eth_subscribe ids alive at once on one connection
+    # mined blocks waiting to be sent; one more cuts the client off. Twice what one anvil_mine
+    # may mine at once (`chain.MAX_MINE_BLOCKS`): a reading client survives any burst.
+    max_queue: int = 20_000
+    send_timeout: float = 10.0  # one write to the client (a client that does not read)
+    ping_interval: float = 30.0  # silence after which the server pings the client
+    pong_timeout: float = 30.0  # then silence after which it closes the connection
+
+    def __post_init__(self) -> None:
+        if self.max_subscriptions < 1 or self.max_queue < 1:
+            raise ValueError(f"WebSocket budgets must be positive: {self}")
+        if min(self.send_timeout, self.ping_interval, self.pong_timeout) <= 0:
+            raise ValueError(f"WebSocket timeouts must be positive: {self}")
+
+
+@dataclass(frozen=True)
 class CallLimits:
     """Bounds on one eth_call / eth_estimateGas: its gas (clamped, as geth does) and time."""
 

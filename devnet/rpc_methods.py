@@ -2,7 +2,9 @@
 
 Each handler takes the positional `params` list, validates it (raising `InvalidParamsError` with the
 parameter's name), calls the chain and returns a JSON-ready value. The dispatcher runs every
-handler under the chain lock, so handlers see one consistent chain state.
+handler under the chain lock, so handlers see one consistent chain state, except those marked
+`lock_free` (eth_call, eth_blockNumber), which lock only what they need: a call on a mined block
+runs on that block's state while transactions are applied and mined.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from flchain.devnet.encoding import (
 from flchain.devnet.errors import InvalidParamsError
 from flchain.devnet.fees import SUGGESTED_PRIORITY_FEE, fee_history, suggested_gas_price
 from flchain.devnet.filters import FilterRegistry, get_logs, parse_log_query
-from flchain.devnet.jsonrpc import Handler
+from flchain.devnet.jsonrpc import Handler, lock_free
 from flchain.devnet.policy import RpcPolicy
 from flchain.devnet.serializers import block_to_json, receipt_to_json, transaction_to_json
 from flchain.devnet.signer import send_transaction, sign_message, sign_transaction, sign_typed_data
@@ -122,6 +124,7 @@ class EthRpc:
     def eth_chain_id(self, params: list[Any]) -> str:
         return _no_params(params, "eth_chainId", to_quantity(self.chain.chain_id))
 
+    @lock_free
     def eth_block_number(self, params: list[Any]) -> str:
         _no_params(params, "eth_blockNumber", None)
         return to_quantity(self.chain.block_number)
@@ -159,6 +162,7 @@ class EthRpc:
 
     # ------------------------------------------------------------------ execution
 
+    @lock_free
     def eth_call(self, params: list[Any]) -> str:
         tx, block, state_overrides, block_overrides = unpack_params(params, "eth_call", 1, 3)
         if state_overrides is not None or block_overrides is not None:

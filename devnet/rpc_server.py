@@ -11,6 +11,9 @@ from a web page (an Origin header) must come from an allowed CORS origin, and PO
 be `application/json`, which a cross-site "simple request" cannot send. Slow clients are cut
 off: every socket operation has a timeout, a request must arrive whole within
 `REQUEST_READ_S`, and at most `MAX_CONNECTIONS` connections are served at once.
+
+A GET with `Upgrade: websocket` on the same port, like anvil's, becomes a WebSocket JSON-RPC
+session with `eth_subscribe` (`flchain.devnet.rpc_ws`), after the same Host and Origin checks.
 """
 
 from __future__ import annotations
@@ -27,15 +30,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flchain.devnet.chain import DevChain
-from flchain.devnet.errors import InvalidRequestError, RpcError
+from flchain.devnet.errors import InvalidRequestError, MethodNotFoundError, RpcError
 from flchain.devnet.jsonrpc import JsonRpcDispatcher
 from flchain.devnet.policy import (
     MAX_CONNECTIONS,
     REQUEST_READ_S,
     SOCKET_TIMEOUT_S,
     RpcPolicy,
+    WsLimits,
 )
 from flchain.devnet.rpc_methods import EthRpc
+from flchain.devnet.rpc_ws import WsHandshakeError, WsHub, request_head, wants_upgrade
 
 JSON_CONTENT_TYPES = frozenset(
     {"application/json", "application/json-rpc", "application/jsonrequest"}
@@ -45,7 +50,7 @@ _log = logging.getLogger(__name__)
 
 
 class DevnetServer:
-    """Serves one `DevChain` over HTTP JSON-RPC until `stop()`."""
+    """Serves one `DevChain` over HTTP and WebSocket JSON-RPC until `stop()`."""
 
     def __init__(
         self,
@@ -56,6 +61,7 @@ class DevnetServer:
         block_time: float = 0.0,
         policy: RpcPolicy | None = None,
         max_body: int | None = None,
+        ws_limits: WsLimits | None = None,
     ) -> None:
         if block_time < 0:
             raise ValueError(f"block time must be >= 0 seconds, got {block_time}")
@@ -66,9 +72,18 @@ class DevnetServer:
         self.block_time = block_time
         self.policy = policy
         self.rpc = EthRpc(chain, policy)
+        handlers = self.rpc.handlers()
         self.dispatcher = JsonRpcDispatcher(
-            self.rpc.handlers(),
+            {"eth_subscribe": _needs_websocket, "eth_unsubscribe": _needs_websocket, **handlers},
             lock=chain.lock,
+            max_body=policy.max_body,
+            max_depth=policy.max_depth,
+        )
+        self.ws = WsHub(
+            chain,
+            handlers,
+            self.dispatcher,
+            ws_limits or WsLimits(),
             max_body=policy.max_body,
             max_depth=policy.max_depth,
         )
@@ -92,6 +107,11 @@ class DevnetServer:
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}"
 
+    @property
+    def ws_url(self) -> str:
+        """The same endpoint for WebSocket clients (`eth_subscribe`)."""
+        return "ws://" + self.rpc_url.removeprefix("http://")
+
     def _bound(self) -> tuple[str, int]:
         if self._httpd is None:
             raise RuntimeError("the server is not started")
@@ -102,7 +122,8 @@ class DevnetServer:
         """Bind the port and serve (and mine, with a block time) on background threads."""
         if self._httpd is not None:
             raise RuntimeError("the server is already started")
-        self._httpd = _RpcHttpServer(self._address, self.dispatcher, self.policy)
+        self._httpd = _RpcHttpServer(self._address, self.dispatcher, self.policy, self.ws)
+        self.chain.add_block_listener(self.ws.on_block)
         serve = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.2},
@@ -120,6 +141,8 @@ class DevnetServer:
     def stop(self) -> None:
         """Stop serving and mining; in-flight requests finish first. Safe to call twice."""
         self._stopping.set()
+        self.chain.remove_block_listener(self.ws.on_block)
+        self.ws.close_all()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -152,9 +175,14 @@ class _RpcHttpServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(
-        self, address: tuple[str, int], dispatcher: JsonRpcDispatcher, policy: RpcPolicy
+        self,
+        address: tuple[str, int],
+        dispatcher: JsonRpcDispatcher,
+        policy: RpcPolicy,
+        ws: WsHub,
     ) -> None:
         self.dispatcher = dispatcher
+        self.ws = ws
         self.policy = policy
         self.max_body = policy.max_body
         # Open connections -> when the request being read must have arrived (None: the
@@ -260,7 +288,33 @@ class _RpcRequestHandler(BaseHTTPRequestHandler):
         self._cors_origin = None
         if not self._caller_allowed():
             return
+        if wants_upgrade(self.headers):
+            self._serve_websocket()
+            return
         self._send_error(405, InvalidRequestError("use POST with a JSON-RPC body"), allow="POST")
+
+    def _serve_websocket(self) -> None:
+        """Hand the connection to a WebSocket session for as long as it lasts."""
+        if urlsplit(self.path).path not in ("", "/"):
+            self._send_error(404, InvalidRequestError(f"no JSON-RPC endpoint at {self.path}"))
+            return
+        self.server.reading(self.connection, False)  # no request deadline: sessions keep alive
+        head = request_head(self.raw_requestline, self.headers)
+        try:
+            self.server.ws.serve(self.connection, head, self._buffered())
+        except WsHandshakeError as exc:
+            headers = {"Sec-WebSocket-Version": "13"} if exc.status == 426 else None
+            self._send_error(exc.status, InvalidRequestError(str(exc)), headers=headers)
+
+    def _buffered(self) -> bytes:
+        """What the client sent after its request that the request reader already took off
+        the socket (clients may send frames before the handshake's answer arrives)."""
+        self.connection.setblocking(False)  # an empty buffer must not wait for the client
+        try:
+            data = self.rfile.peek()
+            return self.rfile.read(len(data)) if data else b""
+        finally:
+            self.connection.settimeout(self.timeout)
 
     def do_OPTIONS(self) -> None:
         """CORS preflight: allowed origins may POST JSON; everyone else gets 403."""
@@ -318,16 +372,30 @@ class _RpcRequestHandler(BaseHTTPRequestHandler):
             return None
         return length
 
-    def _send_error(self, status: int, error: RpcError, allow: str | None = None) -> None:
+    def _send_error(
+        self,
+        status: int,
+        error: RpcError,
+        allow: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         body = JsonRpcDispatcher.error_body(error)
-        self._send_json(status, body, allow=allow)
+        self._send_json(status, body, allow=allow, headers=headers)
 
-    def _send_json(self, status: int, body: bytes, allow: str | None = None) -> None:
+    def _send_json(
+        self,
+        status: int,
+        body: bytes,
+        allow: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         if allow:
             self.send_header("Allow", allow)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         if self._cors_origin is not None:
             self.send_header("Access-Control-Allow-Origin", self._cors_origin)
             self.send_header("Vary", "Origin")
@@ -338,6 +406,11 @@ class _RpcRequestHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         _log.debug("%s - %s", self.address_string(), format % args)
+
+
+def _needs_websocket(params: list[Any]) -> Any:
+    """eth_subscribe over HTTP: notifications need a connection that stays open."""
+    raise MethodNotFoundError("notifications need a WebSocket: connect to ws:// on this port")
 
 
 def main() -> None:

@@ -4,10 +4,15 @@ The round engine used to poll: every wait re-read the round every 0.3 s, and eac
 code in the chain's one server, ten or sixteen nodes at once. Chain state only changes when a
 block is mined, so a `ChainView`:
 
-* follows the chain's head (`follow`, a task in the engine's nursery) through a block filter
-  (`eth_newBlockFilter` + `eth_getFilterChanges`: empty answers cost the server no EVM work;
-  anvil, geth and the embedded chain all serve them), falling back to `eth_blockNumber` on an
-  endpoint without filters;
+* follows the chain's head (`follow`, a task in the engine's nursery): pushed by
+  `eth_subscribe("newHeads")` over a WebSocket where the endpoint offers one (anvil and the
+  embedded chain serve it on their HTTP port, so the ws:// URL is derived from the RPC URL;
+  `HeadFollowing.ws_url` names another), else through a block filter (`eth_newBlockFilter` +
+  `eth_getFilterChanges`: empty answers cost the server no EVM work; anvil, geth and the
+  embedded chain all serve them), else by `eth_blockNumber` on an endpoint without filters.
+  A WebSocket that fails (refused, closed, silent through a ping) hands over to the filter at
+  once and is tried again `ws_retry` seconds later; connect, subscribe and every receive run
+  under cancel scopes, so a hung socket costs seconds, never the follower;
 * answers reads from a cache that lives for one head (`read`, `task`, `round`): the engine's
   waits re-read only when a block came, however many times they wake;
 * wakes waiters (`wait`) on a head past the one they read at, or at a wall-clock moment (a
@@ -20,18 +25,24 @@ block is mined, so a `ChainView`:
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import trio
+import trio_websocket
 from web3.exceptions import Web3RPCError
 
+from flchain import safe_json
 from flchain.contracts import ContractRevert, FLChainClient, FLChainError
 from flchain.contracts.types import RoundInfo, TaskInfo
+from flchain.node.status import redact_url
 
 log = logging.getLogger("flchain.node.chainview")
 T = TypeVar("T")
@@ -67,14 +78,26 @@ DEFAULT_RETRY = RetryPolicy()
 UNFOLLOWED_RECHECK = 0.3
 
 
+# Bounds on what a chain endpoint's WebSocket may send us: a newHeads notification is ~2 KB
+# (anvil's carries the block's transaction hashes too).
+WS_MAX_MESSAGE = 4 * 1024 * 1024
+WS_MAX_DEPTH = 32
+
+
 @dataclass(frozen=True)
 class HeadFollowing:
-    """How often the head follower asks the endpoint for new blocks: an empty filter answer
-    is a few hundred bytes and no EVM work."""
+    """How the head follower learns of new blocks: pushed over a WebSocket where the
+    endpoint offers one, else by asking every `interval` seconds (an empty filter answer is a
+    few hundred bytes and no EVM work)."""
 
     interval: float = 0.1
     # a filter the endpoint forgot (restart, expiry) is installed again after this many errors
     reinstall_after: int = 2
+    websocket: bool = True  # try eth_subscribe("newHeads") first
+    ws_url: str | None = None  # None: the HTTP endpoint's own URL as ws:// (wss:// for https)
+    ws_timeout: float = 5.0  # connect and subscribe, and a ping's answer
+    ws_idle: float = 20.0  # no message for this long: ping, to tell a quiet chain from a dead link
+    ws_retry: float = 30.0  # after a WebSocket failure, follow by filter this long, then retry
 
 
 class ChainView:
@@ -96,6 +119,9 @@ class ChainView:
         self._on_error = on_error
         self.head = -1  # the latest block number seen; -1 before the first
         self.following = False  # whether `follow` runs (reads are cached only then)
+        # how the follower learns of blocks now: "websocket", "filter" or "block_number"
+        self.transport: str | None = None
+        self._ws_failures = 0
         self._cache: dict[Hashable, Any] = {}
         self._changed = trio.Event()
 
@@ -190,32 +216,108 @@ class ChainView:
             self._cache.clear()
 
     async def _follow(self) -> None:
+        polling = _Polling()
+        url = self.ws_endpoint()
+        if url is None:
+            await self._poll(polling)
+            return
+        while True:
+            try:
+                await self._follow_ws(url, polling)
+            except Exception as exc:  # any failure of the push transport: poll instead
+                self._ws_failures += 1
+                level = logging.INFO if self._ws_failures == 1 else logging.DEBUG
+                log.log(
+                    level,
+                    "head follower: WebSocket %s failed (%r); polling, trying again in %g s",
+                    redact_url(url),
+                    exc,
+                    self.heads.ws_retry,
+                )
+            with trio.move_on_after(self.heads.ws_retry):
+                await self._poll(polling)
+
+    def ws_endpoint(self) -> str | None:
+        """The WebSocket URL the follower subscribes at, or None to poll only."""
+        if not self.heads.websocket:
+            return None
+        if self.heads.ws_url:
+            return self.heads.ws_url
+        provider = getattr(self.client.w3, "provider", None)
+        endpoint = getattr(provider, "endpoint_uri", None)
+        return websocket_url(str(endpoint)) if endpoint else None
+
+    async def _follow_ws(self, url: str, polling: _Polling) -> None:
+        """Follow heads by eth_subscribe("newHeads") until the connection fails (raises)."""
+        heads = self.heads
+        async with trio_websocket.open_websocket_url(
+            url,
+            connect_timeout=heads.ws_timeout,
+            disconnect_timeout=heads.ws_timeout,
+            max_message_size=WS_MAX_MESSAGE,
+        ) as ws:
+            with trio.fail_after(heads.ws_timeout):
+                await ws.send_message(_request(1, "eth_subscribe", ["newHeads"]))
+                subscription: Any = None
+                while subscription is None:
+                    subscription = _answer(_decode(await ws.get_message()), 1)
+                if not isinstance(subscription, str):
+                    raise ValueError(f"not a subscription id: {subscription!r}")
+                # A block mined before the subscription took effect would go unseen until the
+                # next: ask where the head is, on the same connection (answered in order).
+                await ws.send_message(_request(2, "eth_blockNumber", []))
+            if polling.filter_id is not None:  # not polled from now on: free it
+                await self._uninstall(polling)
+            self.transport = "websocket"
+            log.info("following the chain's head over WebSocket at %s", redact_url(url))
+            self._ws_failures = 0
+            while True:
+                with trio.move_on_after(heads.ws_idle) as idle:
+                    message = _decode(await ws.get_message())
+                if idle.cancelled_caught:
+                    with trio.fail_after(heads.ws_timeout):  # a dead link raises here
+                        await ws.ping()
+                    continue
+                head = _head_of(message, subscription)
+                if head is not None:
+                    self.advance(head)
+
+    async def _poll(self, state: _Polling) -> None:
+        """Follow heads through a block filter (or eth_blockNumber) until cancelled."""
         w3 = self.client.w3
-        filter_id: str | None = None
-        failures = 0
-        use_filter = True
+        self.transport = "filter" if state.use_filter else "block_number"
         while True:
             await trio.sleep(self.heads.interval)
             try:
-                if use_filter and filter_id is None:
-                    filter_id = await self._install_filter(w3)
-                    use_filter = filter_id is not None
+                if state.use_filter and state.filter_id is None:
+                    state.filter_id = await self._install_filter(w3)
+                    state.use_filter = state.filter_id is not None
+                    self.transport = "filter" if state.use_filter else "block_number"
                     # a filter reports the blocks after its own: one mined since our last
                     # look would go unseen until the next
                     self.advance(await self._attempt(self._block_number))
-                if filter_id is not None:
-                    changes = await self._attempt(lambda f=filter_id: w3.eth.get_filter_changes(f))
+                if state.filter_id is not None:
+                    changes = await self._attempt(
+                        lambda f=state.filter_id: w3.eth.get_filter_changes(f)
+                    )
                     if not changes:
-                        failures = 0
+                        state.failures = 0
                         continue
                 self.advance(await self._attempt(self._block_number))
-                failures = 0
+                state.failures = 0
             except (*TRANSIENT, ValueError, Web3RPCError) as exc:  # e.g. filter not found
-                failures += 1
-                if failures >= self.heads.reinstall_after:
-                    filter_id, use_filter = None, True
+                state.failures += 1
+                if state.failures >= self.heads.reinstall_after:
+                    state.filter_id, state.use_filter = None, True
                 log.debug("head follower: %r", exc)
-                await trio.sleep(min(self.retry.largest, self.retry.first * failures))
+                await trio.sleep(min(self.retry.largest, self.retry.first * state.failures))
+
+    async def _uninstall(self, state: _Polling) -> None:
+        """Drop the polling filter, best effort (the endpoint expires it anyway)."""
+        filter_id, state.filter_id = state.filter_id, None
+        w3 = self.client.w3
+        with contextlib.suppress(*TRANSIENT, ValueError, Web3RPCError):
+            await self._attempt(lambda: w3.eth.uninstall_filter(filter_id))
 
     async def _install_filter(self, w3: Any) -> str | None:
         """A new block filter, or None when the endpoint has no filters (then the follower
@@ -234,3 +336,63 @@ class ChainView:
 
     def _block_number(self) -> int:
         return int(self.client.w3.eth.block_number)
+
+
+@dataclass
+class _Polling:
+    """The polling follower's state, kept while the WebSocket follower runs in between."""
+
+    filter_id: str | None = None
+    use_filter: bool = True
+    failures: int = 0
+
+
+def websocket_url(rpc_url: str) -> str | None:
+    """The ws:// (wss://) URL of an http:// (https://) JSON-RPC endpoint, path and query
+    kept: anvil and `flchain chain serve` answer both on one port. None for other schemes."""
+    parts = urlsplit(rpc_url)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
+    if scheme is None or not parts.netloc:
+        return None
+    return urlunsplit((scheme, parts.netloc, parts.path or "/", parts.query, ""))
+
+
+def _request(request_id: int, method: str, params: list[Any]) -> str:
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+
+
+def _decode(message: str | bytes) -> dict[str, Any]:
+    """One message from the endpoint, bounded like every peer input."""
+    decoded = safe_json.loads(message, max_bytes=WS_MAX_MESSAGE, max_depth=WS_MAX_DEPTH)
+    if not isinstance(decoded, dict):
+        raise ValueError("expected a JSON-RPC object over the WebSocket")
+    return decoded
+
+
+def _answer(message: dict[str, Any], request_id: int) -> Any:
+    """The result of our request `request_id`, None for any other message; raises on an
+    error answer (an endpoint without subscriptions)."""
+    if message.get("id") != request_id:
+        return None
+    if "error" in message or message.get("result") is None:
+        raise ValueError(f"the endpoint refused: {message.get('error')!r}")
+    return message["result"]
+
+
+def _head_of(message: dict[str, Any], subscription: Any) -> int | None:
+    """The block number a message tells of: a newHeads notification of our subscription or
+    the answer to our eth_blockNumber (id 2)."""
+    if message.get("method") == "eth_subscription":
+        params = message.get("params")
+        if not isinstance(params, dict) or params.get("subscription") != subscription:
+            return None
+        result = params.get("result")
+        return _quantity(result.get("number") if isinstance(result, dict) else None)
+    answer = _answer(message, 2)
+    return None if answer is None else _quantity(answer)
+
+
+def _quantity(value: Any) -> int:
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise ValueError(f"not a block number: {value!r}")
+    return int(value, 16)

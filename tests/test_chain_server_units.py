@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ from flchain.devnet.filters import LogQuery, parse_log_query
 from flchain.devnet.genesis import GenesisConfig, GenesisError
 from flchain.devnet.journal import JOURNAL_FILE, Journal, JournalError, read_journal
 from flchain.devnet.jsonrpc import JsonRpcDispatcher
+from flchain.devnet.policy import RpcPolicy
+from flchain.devnet.rpc_methods import EthRpc
 from flchain.devnet.signer import send_transaction
 from flchain.devnet.txargs import TxArgs, parse_tx_args
 
@@ -425,6 +428,46 @@ def test_calls_and_estimates(counter_code: bytes) -> None:
     assert revert_reason(b"\x08\xc3\x79\xa0garbage") is None
     panic = bytes.fromhex("4e487b71") + (0x11).to_bytes(32, "big")
     assert revert_reason(panic) == "panic code 0x11"
+
+
+def test_calls_at_latest_do_not_wait_for_a_state_change(counter_code: bytes) -> None:
+    """A transaction being applied, mined or journaled holds the chain lock; eth_call and
+    eth_blockNumber answer meanwhile from the published head, and see a new block only once
+    the change is done."""
+    chain = DevChain(GenesisConfig(accounts=1))
+    contract = deploy(chain, counter_code)
+    count = TxArgs(to=contract, data=selector("count()"))
+    dispatcher = JsonRpcDispatcher(EthRpc(chain, RpcPolicy()).handlers(), lock=chain.lock)
+    request = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "eth_call",
+        "params": [{"to": to_data(contract), "data": to_data(selector("count()"))}, "latest"],
+    }
+    holding, release = threading.Event(), threading.Event()
+
+    def slow_change() -> None:
+        with chain._mutating():  # what sending a transaction holds while it is applied
+            holding.set()
+            release.wait(10)
+            bump(chain, contract)
+
+    changer = threading.Thread(target=slow_change)
+    changer.start()
+    try:
+        assert holding.wait(10)
+        head = chain.block_number  # answers without the lock
+        answers: list[Any] = []
+        reader = threading.Thread(target=lambda: answers.append(dispatcher.handle_payload(request)))
+        reader.start()
+        reader.join(5)
+        assert not reader.is_alive(), "eth_call waited for the state change"
+        assert int(answers[0]["result"], 16) == 0
+    finally:
+        release.set()
+        changer.join(10)
+    assert chain.block_number == head + 1
+    assert int.from_bytes(chain.call(count), "big") == 1  # the cache did not keep the old answer
 
 
 RELAY_SOURCE = """
