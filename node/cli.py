@@ -1,25 +1,36 @@
-"""`flchain node init | run | status`: one node daemon on one machine."""
+"""`flchain node init | fund | run | status`: one node daemon on one machine.
+
+`run` prints one line per round step (node/console.py renders the engine's events from
+node/events.py), `-q` only warnings and errors, `--log-json` JSON lines for machines.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
-import logging
-import sys
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import click
 import trio
+from web3 import Web3
 
 from flchain import safe_json
 from flchain.attacks import DATA_ATTACKS, SECURE_ATTACKS, UPDATE_ATTACKS
-from flchain.cli_options import keep_rounds_option
+from flchain.cli_options import eth_to_wei, format_eth, keep_rounds_option
 from flchain.config import ConfigError, parse_key_values
+from flchain.node import console
 from flchain.node.daemon import DEFAULT_LINGER_S, RUNTIME_FILE, NodeError, NodeSettings, run_node
 from flchain.node.engine import PROTOCOL_ATTACKS
-from flchain.node.identity import IdentityError, init_node_dir, load_node_identity, read_password
+from flchain.node.identity import (
+    NODE_JSON,
+    IdentityError,
+    init_node_dir,
+    load_node_identity,
+    read_password,
+)
 from flchain.taskconfig import DataSpec, TaskConfigError
 
 # What `node status` reads: runtime.json (a few addresses) and the /status answer (metrics
@@ -58,10 +69,131 @@ def init_command(directory: Path, password_file: Path | None, force: bool, as_js
     info = identity.public_info()
     if as_json:
         click.echo(json.dumps(info))
-    else:
-        click.echo(f"node directory {directory}")
-        for key, value in info.items():
-            click.echo(f"  {key}: {value}")
+        return
+    click.echo(f"node directory {directory}")
+    for key, value in info.items():
+        click.echo(f"  {key}: {value}")
+    click.echo(next_steps(directory, password_file, identity.address))
+
+
+def next_steps(directory: Path, password_file: Path | None, address: str) -> str:
+    """What a fresh node needs before it runs: ETH on its address, then `node run` (README,
+    "One node per machine")."""
+    password = f" --password-file {password_file}" if password_file is not None else ""
+    return "\n".join(
+        [
+            "next steps:",
+            f"  1. fund {address} with the task's stake and gas (`node run` says how much):",
+            f"       flchain node fund {address} --rpc URL --amount 0.1 --from-key KEYFILE",
+            "       (on a devnet --dev-account 0 instead of --from-key), or with foundry:",
+            f"       cast send {address} --value 0.1ether --rpc-url URL --private-key 0x...",
+            "  2. run it with the task's contract, id and config (from the task's owner):",
+            f"       flchain node run --dir {directory}{password} --rpc URL \\",
+            "         --contract 0x... --task ID --task-config task-config.json \\",
+            "         --data 'digits#shard=I/N' --listen /ip4/THIS_HOST_IP/tcp/4001 \\",
+            "         --bootstrap /ip4/PEER_IP/tcp/4001/p2p/PEER_ID   # any running member",
+        ]
+    )
+
+
+def _fund_target(target: str) -> str:
+    """ADDRESS, or a node directory whose node.json names it; checksummed."""
+    if Web3.is_address(target):
+        return Web3.to_checksum_address(target)
+    path = Path(target)
+    if path.is_dir():
+        try:
+            meta = safe_json.load_file(path / NODE_JSON, max_bytes=64 * 1024, max_depth=4)
+            address = meta["address"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise click.BadParameter(
+                f"{target} has no readable {NODE_JSON} ({exc}); run `flchain node init` there",
+                param_hint="ADDRESS",
+            ) from exc
+        if isinstance(address, str) and Web3.is_address(address):
+            return Web3.to_checksum_address(address)
+    raise click.BadParameter(
+        f"{target!r} is neither an address (0x + 40 hex digits) nor a node directory",
+        param_hint="ADDRESS",
+    )
+
+
+@node.command("fund")
+@click.argument("target", metavar="ADDRESS")
+@click.option(
+    "--rpc",
+    envvar="FLCHAIN_RPC",
+    default="http://127.0.0.1:8545",
+    show_default=True,
+    help="Ethereum JSON-RPC URL (env FLCHAIN_RPC).",
+)
+@click.option("--amount", required=True, metavar="ETH", help="How much to send, in ETH.")
+@click.option(
+    "--from-key",
+    "key_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Pay from this key: a file holding a hex key, or an eth keystore JSON (env "
+    "FLCHAIN_KEY: a hex key).",
+)
+@click.option(
+    "--password-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Password of a --from-key keystore (else $FLCHAIN_PASSWORD).",
+)
+@click.option(
+    "--dev-account",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Pay from the endpoint's unlocked account N (eth_accounts): a devnet's, as "
+    "`flchain chain serve` and anvil have.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the transfer as JSON.")
+def fund_command(
+    target: str,
+    rpc: str,
+    amount: str,
+    key_file: Path | None,
+    password_file: Path | None,
+    dev_account: int | None,
+    as_json: bool,
+) -> None:
+    """Send ETH to a node's ADDRESS (or to the node of a directory): its stake and gas.
+
+    The same as `cast send ADDRESS --value 0.1ether --rpc-url URL --private-key KEY`."""
+    from flchain.contracts.cli import connect, load_account
+    from flchain.node.funds import FundError, send_eth
+
+    address = _fund_target(target)
+    value = eth_to_wei(amount, "--amount")
+    if value == 0:
+        raise click.BadParameter("send more than 0 ETH", param_hint="--amount")
+    if key_file is not None and dev_account is not None:
+        raise click.UsageError("give --from-key or --dev-account, not both")
+    account = None
+    if dev_account is None:
+        if key_file is None and not os.environ.get("FLCHAIN_KEY"):
+            raise click.UsageError(
+                "who pays? give --from-key KEYFILE, --dev-account N (a devnet) or set FLCHAIN_KEY"
+            )
+        account = load_account(None, key_file, password_file)
+    w3 = connect(rpc)
+    try:
+        transfer = send_eth(w3, address, value, account=account, dev_account=dev_account)
+    except FundError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:  # RPC refusals (insufficient funds), a revert, a timeout
+        raise click.ClickException(f"the transfer failed: {exc}") from exc
+    if as_json:
+        click.echo(json.dumps(transfer.as_dict()))
+        return
+    click.echo(
+        f"sent {format_eth(value)} ETH to {transfer.to} from {transfer.sender}\n"
+        f"  tx {transfer.tx_hash} in block {transfer.block_number}; balance now "
+        f"{format_eth(transfer.balance)} ETH"
+    )
 
 
 @node.command("run")
@@ -142,7 +274,24 @@ def init_command(directory: Path, password_file: Path | None, force: bool, as_js
     help="Seconds to keep serving blobs after the task ends, so members a step behind can "
     "still fetch the final model.",
 )
-@click.option("-v", "--verbose", count=True)
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="More detail: -v the node's log and library warnings, -vv debug, -vvv library debug.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print only warnings and errors.")
+@click.option(
+    "--log-json",
+    is_flag=True,
+    help="Print one JSON object per line (ts, level, event, round, fields) instead of text.",
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also append the full log (info, or debug with -vv; libraries too) to this file.",
+)
 def run_command(
     directory: Path,
     password_file: Path | None,
@@ -166,19 +315,28 @@ def run_command(
     keep_rounds: int,
     linger: float,
     verbose: int,
+    quiet: bool,
+    log_json: bool,
+    log_file: Path | None,
 ) -> None:
     """Run the node daemon: train, exchange updates over libp2p, commit and vote on chain,
-    until the task ends."""
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(verbose, 2),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    until the task ends. Prints one line per round step (committed, fetched, voted,
+    finalized); an unfunded account is told once what to send and waits for it."""
+    if quiet and verbose:
+        raise click.UsageError("give -q or -v, not both")
+    if not Web3.is_address(contract):
+        raise click.BadParameter(
+            f"{contract!r} is not an address (0x + 40 hex digits)", param_hint="--contract"
+        )
+    try:
+        console.setup(verbose=verbose, quiet=quiet, as_json=log_json, log_file=log_file)
+    except OSError as exc:
+        raise click.ClickException(f"cannot open the log file: {exc}") from exc
     try:
         settings = NodeSettings(
             dir=directory,
             rpc_url=rpc,
-            contract=contract,
+            contract=Web3.to_checksum_address(contract),
             task_id=task_id,
             data=DataSpec.parse(data),
             listen=listen,
@@ -250,3 +408,7 @@ def status_command(directory: Path | None, url: str | None, as_json: bool) -> No
         f"{status['member_index']}, {len(status['peers'])} peers, rounds done "
         f"{status['rounds_done']}, accuracy {acc if acc is None else f'{acc:.4f}'}"
     )
+    if status.get("address"):
+        click.echo(f"  address {status['address']}")
+    if status.get("last_error"):
+        click.echo(f"  last error: {status['last_error']}")

@@ -26,6 +26,8 @@ from flchain.contracts import FLChainClient
 from flchain.crypto.wire import encode_public_key
 from flchain.node.blobstore import DEFAULT_KEEP_ROUNDS, BlobStore
 from flchain.node.engine import PROTOCOL_ATTACKS, RoundEngine
+from flchain.node.events import emit
+from flchain.node.funds import wait_for_funds
 from flchain.node.he_key import load_or_create_he_key
 from flchain.node.identity import NodeIdentity
 from flchain.node.learner import Learner
@@ -223,7 +225,7 @@ async def run_node(
                 "address": identity.address,
                 "peer_id": p2p.peer_id,
                 "task": settings.task_id,
-                "contract": settings.contract,
+                "contract": client.address,
                 "rpc": redact_url(settings.rpc_url),
                 "member_index": s.member_index,
                 "round": s.round,
@@ -267,6 +269,28 @@ async def run_node(
             }
             _write_json(settings.dir / RUNTIME_FILE, runtime)
             log.info("node %s: status %s, libp2p %s", identity.address, server.url, p2p.addrs)
+            emit(
+                "started",
+                address=identity.address,
+                peer_id=p2p.peer_id,
+                task=settings.task_id,
+                contract=client.address,
+                addrs=p2p.addrs,
+                status_url=server.url,
+            )
+            # Say once what to fund, and wait for it, rather than retry a join the chain
+            # refuses for want of ETH (node/funds.py).
+            engine.state.phase = "waiting for funds"
+            hints: list[str] = []
+
+            def waiting(hint: str) -> None:  # /status shows it as the node's last error
+                engine.state.last_error = hint
+                hints.append(hint)
+
+            await wait_for_funds(client, settings.task_id, settings.rpc_url, on_wait=waiting)
+            if hints and engine.state.last_error == hints[-1]:
+                engine.state.last_error = None
+            engine.state.phase = "starting"
             await engine.refresh_members()
             deliveries = await p2p.join_task(
                 settings.task_id,
@@ -293,6 +317,8 @@ async def run_node(
                     log.info(
                         "task %d is over; serving for %g s more", settings.task_id, settings.linger
                     )
+                    if settings.linger > 0:
+                        emit("lingering", seconds=settings.linger)
                     await trio.sleep(settings.linger)
                     log.info("task %d is over; node stops", settings.task_id)
                     nursery.cancel_scope.cancel()

@@ -51,6 +51,7 @@ from flchain.contracts.types import LOSS_WITHHELD
 from flchain.crypto.dp import PrivacyAccountant
 from flchain.node.blobstore import BlobStore, sha256
 from flchain.node.chainview import DEFAULT_RETRY, ChainView, RetryPolicy
+from flchain.node.events import emit
 from flchain.node.gossip import Quarantine
 from flchain.node.learner import Learner, LocalUpdate, SirenRound
 from flchain.node.messages import Announcement, encode
@@ -225,6 +226,10 @@ class RoundEngine:
         self._training: tuple[int, float] = (0, math.inf)
         self._initial: bytes | None = None
         self._last_announcement: Announcement | None = None
+        # Round events (node/events.py): the member count last reported while registering,
+        # and our vote of each recent round (round -> digest), to tell whether ours won.
+        self._members_told: int | None = None
+        self._my_votes: dict[int, bytes] = {}
         # copy, replay, liesamples, slowloris, blobflood, deepjson, freeride, falsealarm,
         # novote (node/protocol_attacks.py)
         self.attacker = ProtocolAttacker(self, attacks) if attacks else None
@@ -481,6 +486,15 @@ class RoundEngine:
             return "committed" if remask == message.digest else "other"
         return "pending"  # the chain did not answer in time; look again later
 
+    def _peer_count(self) -> int | None:
+        """Connected libp2p peers, for the round events (None where the transport cannot
+        say)."""
+        connected = getattr(self.p2p, "connected_peers", None)
+        try:
+            return len(connected()) if connected is not None else None
+        except Exception:  # a report, never a reason for a round to fail
+            return None
+
     def _max_update_bytes(self) -> int:
         return 4 * self.learner.num_params + 4096
 
@@ -516,6 +530,9 @@ class RoundEngine:
                 )
             )
             log.info("joined task %d as member %d", self.task_id, index)
+            emit("joined", task=self.task_id, index=index, fresh=True)
+        else:
+            emit("joined", task=self.task_id, index=index, fresh=False)
         self.state.member_index = index
         return index
 
@@ -538,9 +555,21 @@ class RoundEngine:
                 if self.attacker is not None:  # falsealarm: the last round's alarm too
                     await self.attacker.at_task_end(task)
                 self.state.phase = "done"
+                emit(
+                    "done",
+                    task=self.task_id,
+                    status=task.status,
+                    accuracy=self.state.accuracy,
+                    rounds=self.state.rounds_done,
+                    digest=self.state.global_digest,
+                )
                 return
             if task.status == TaskStatus.REGISTERING:
                 self.state.phase = "waiting for members"
+                joined = getattr(task, "n_members", None)
+                if joined != self._members_told:
+                    self._members_told = joined
+                    emit("waiting", members=joined, min_members=getattr(task, "min_members", None))
                 await self.view.wait(seen)
                 continue
             r = task.current_round
@@ -579,6 +608,7 @@ class RoundEngine:
             # Back too late to commit (e.g. restarted in the vote phase): still fetch, check
             # and vote on the others' updates; training now would be wasted.
             log.info("round %d: the submit phase is over; joining the vote", r)
+            emit("late", r)
         if not mine.submitted and submit_open:
             # copy, replay and freeride take the commit over (they train nothing)
             taken = self.attacker is not None and await self.attacker.commit_instead(r, info)
@@ -649,9 +679,19 @@ class RoundEngine:
             )
         except ContractRevert as exc:  # e.g. the window closed while we trained
             log.info("round %d: submit refused (%s); joining the vote", r, exc)
+            emit("refused", r, level=logging.WARNING, what="submit", reason=str(exc))
             timings["commit"] = time.perf_counter() - t0
             return False
         timings["commit"] = time.perf_counter() - t0
+        emit(
+            "committed",
+            r,
+            digest=digest,
+            size=len(update.blob),
+            samples=update.samples,
+            train_s=timings.get("train"),
+            peers=self._peer_count(),
+        )
         if self._accountant is not None:
             self._accountant.step()
             self.state.epsilon = self._accountant.epsilon
@@ -697,6 +737,14 @@ class RoundEngine:
         commits = {i: u.digest for i, u in zip(indices, updates, strict=True)}
         blobs = await self._fetch_blobs(r, commits, info.vote_deadline, self._max_update_bytes())
         timings["fetch"] = time.perf_counter() - t0
+        emit(
+            "fetched",
+            r,
+            got=len(blobs),
+            of=len(commits),
+            missing=sorted(set(commits) - set(blobs)),
+            seconds=timings["fetch"],
+        )
         mine_vote = await self.view.read(self.client.get_vote, self.task_id, r, me)
         if mine_vote.voted:
             return
@@ -789,7 +837,18 @@ class RoundEngine:
             digest, accepted = self.attacker.ballot(info, digest, accepted)
         self.state.phase = "voting"
         t0 = time.perf_counter()
-        await self._vote(r, digest, accepted)
+        if await self._vote(r, digest, accepted):
+            self._my_votes = {k: v for k, v in self._my_votes.items() if k >= r - 2}
+            self._my_votes[r] = digest
+            emit(
+                "voted",
+                r,
+                digest=digest,
+                accepted=bitmap_indices(accepted),
+                # hand-built round records (tests) may lack what only the report reads
+                submitted=len(bitmap_indices(getattr(info, "submitted", 0))),
+                quorum_bps=getattr(info, "quorum_bps", None),
+            )
         timings["vote"] = time.perf_counter() - t0
         await self._announce("vote", r, digest, 0)
 
@@ -806,9 +865,25 @@ class RoundEngine:
                 if self.state.accuracy is not None:
                     self.state.accuracy_history[r] = self.state.accuracy
                 self.state.rounds_done += 1
+                adopted = self.state.global_digest == "0x" + info.global_digest.hex()
+                mine = self._my_votes.get(r)
+                emit(
+                    "finalized",
+                    r,
+                    digest=info.global_digest,
+                    accuracy=self.state.accuracy if adopted else None,
+                    accepted=bitmap_indices(info.accepted),
+                    ours=None if mine is None else mine == info.global_digest,
+                )
                 break
             if info.status != RoundStatus.OPEN:
                 log.info("round %d ended %s", r, info.status.name)
+                emit(
+                    "ended",
+                    r,
+                    level=logging.WARNING if info.status == RoundStatus.FAILED else logging.INFO,
+                    status=info.status,
+                )
                 break
             stall = info.vote_deadline + 1
             if time.time() <= stall:
@@ -829,20 +904,25 @@ class RoundEngine:
             await trio.to_thread.run_sync(self.store.pin, digest)
         await trio.to_thread.run_sync(self.store.prune, r)
 
-    async def _vote(self, r: int, digest: bytes, accepted: int) -> None:
-        """Vote once the chain agrees the vote phase started (its clock may lag ours)."""
+    async def _vote(self, r: int, digest: bytes, accepted: int) -> bool:
+        """Vote once the chain agrees the vote phase started (its clock may lag ours);
+        True when the vote went on chain."""
         while True:
             seen = self.view.head
             try:
                 await self.view.send(self.client.vote, self.task_id, r, digest, accepted)
-                return
+                return True
             except ContractRevert as exc:
                 info = await self.view.round(r)
                 if "phase" not in str(exc) or info.status != RoundStatus.OPEN:
                     log.info("round %d: vote refused (%s)", r, exc)
-                    return
+                    # once the round ended without our vote (quorum reached), not a problem
+                    level = logging.INFO if info.status != RoundStatus.OPEN else logging.WARNING
+                    emit("refused", r, level=level, what="vote", reason=str(exc))
+                    return False
                 if time.time() > info.vote_deadline:
-                    return
+                    emit("refused", r, level=logging.WARNING, what="vote", reason="too late")
+                    return False
                 await self._keep_time()  # the chain's clock may stand still (automine)
                 await self.view.wait(seen, until=time.time() + self.poll)
 
@@ -950,6 +1030,7 @@ class RoundEngine:
             try:
                 await self.view.send(self.client.raise_alarm, self.task_id, prev)
                 self.metrics.inc("alarms_raised_total")
+                emit("alarm", prev, digest=task.global_digest)
                 await self._announce("alarm", prev, task.global_digest, 0)
                 return True
             except ContractRevert as exc:

@@ -107,7 +107,7 @@ def init_node_dir(
     if existing and not overwrite:
         raise IdentityError(
             f"{directory} already holds node keys ({', '.join(existing)}); "
-            "pass overwrite=True (--overwrite) to replace them"
+            "`flchain node init --force` overwrites them (the old account and its stake are lost)"
         )
     _make_private_dir(directory)
 
