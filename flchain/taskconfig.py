@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -288,9 +289,14 @@ def rule_weights(rule: str, robust_weights: str, weights: Sequence[float]) -> li
 
 def initial_model_bytes(config: TaskConfig, input_shape: tuple[int, ...], classes: int) -> bytes:
     """The task's round-0 model, rebuilt from its seed: every node derives the same bytes, so
-    the initial model never has to travel."""
-    torch.manual_seed(config.seed)
-    return model_to_bytes(build_model(config.model, input_shape, classes))
+    the initial model never has to travel. Layers initialize from torch's global generator,
+    so two threads building at once would draw from each other's seed: one at a time."""
+    with _SEEDED_BUILD:
+        torch.manual_seed(config.seed)
+        return model_to_bytes(build_model(config.model, input_shape, classes))
+
+
+_SEEDED_BUILD = threading.Lock()
 
 
 def initial_model_digest(config: TaskConfig) -> bytes:

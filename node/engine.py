@@ -106,14 +106,16 @@ CONSUME_TICK = 1.0
 COMMIT_CHECK_TIMEOUT = 10.0
 COMMIT_RECHECK = 2.0
 # Commit, then reveal: a peer may see the submit phase close a moment before the update's
-# owner does (each polls the chain), so an update refused as not revealed yet is asked for
-# again every REVEAL_RETRY seconds for at most REVEAL_GRACE seconds (then it is missing).
+# owner does, so an update refused as not revealed yet is asked for again every REVEAL_RETRY
+# seconds for at most REVEAL_GRACE seconds (then it is missing). The owner reads the chain
+# itself when asked (`sealed_now`), so an honest owner answers within REVEAL_CHECK_TIMEOUT; the
+# grace is what a member that commits and then withholds its update can cost everyone a round.
 REVEAL_RETRY = 0.5
 # A sealed request makes the owner read the round from chain (`sealed_now`): at most once per
 # REVEAL_CHECK seconds a round, each read given REVEAL_CHECK_TIMEOUT seconds.
 REVEAL_CHECK = 0.2
 REVEAL_CHECK_TIMEOUT = 2.0
-REVEAL_GRACE = 15.0
+REVEAL_GRACE = 6.0
 # The owner's answers that mean "ask again" once it has said not revealed (its per-peer serve
 # slots may be taken by our other fetches for a moment).
 REVEAL_RETRYABLE = frozenset({"not_revealed", "busy"})
@@ -620,6 +622,10 @@ class RoundEngine:
         while True:
             seen = self.view.head
             info = await self.view.round(r)
+            if info.status == RoundStatus.FINALIZED:
+                # The others finalized before we looked again: our vote is still owed (the
+                # contract takes it late, until the next round ends, and fines its absence).
+                break
             if info.status != RoundStatus.OPEN:
                 self._reveal(r)
                 return

@@ -310,10 +310,12 @@ class SecureRoundEngine(RoundEngine):
         while True:
             seen = self.view.head
             info = await self.view.round(r)
-            if info.status != RoundStatus.OPEN or time.time() > info.vote_deadline:
-                return None
+            # Everything needed first: a round the others finalized meanwhile still takes
+            # our (late) vote.
             if set(submitted) <= set(bitmap_indices(info.remasked)):
                 break
+            if info.status != RoundStatus.OPEN or time.time() > info.vote_deadline:
+                return None
             await self.view.wait(seen, until=info.vote_deadline)
         digests = {}
         for i in submitted:
@@ -366,10 +368,10 @@ class SecureRoundEngine(RoundEngine):
         while True:
             seen = self.view.head
             info = await self.view.round(r)
+            if info.sum_digest != bytes(32):  # also in a round finalized meanwhile: vote late
+                break
             if info.status != RoundStatus.OPEN or time.time() > info.vote_deadline:
                 return None
-            if info.sum_digest != bytes(32):
-                break
             await self.view.wait(seen, until=info.vote_deadline)
         try:
             return self.store.get(info.sum_digest) or await self.p2p.fetch_blob(
