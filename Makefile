@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TOOLS  := .tools/node_modules/@foundry-rs
 FOUNDRY_VERSION ?= 1.7.1
 
-.PHONY: all setup tools demo demo-simulate bench-devnet bench-paillier test lint format bench bench-robust bench-robust-network bench-vs-flower bench-agg bench-gas bench-secure bench-incentives bench-dp fuzz clean
+.PHONY: all setup tools browser demo demo-simulate bench-devnet bench-paillier test lint format bench bench-robust bench-robust-network bench-vs-flower bench-agg bench-gas bench-secure bench-incentives bench-dp fuzz clean
 
 all: test
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
-setup: $(STAMP) tools
+setup: $(STAMP) tools browser
 
 # anvil and cast (foundry) for the chain tests, from the npm registry.
 tools: .tools/.installed-$(FOUNDRY_VERSION)
@@ -33,11 +33,17 @@ tools: .tools/.installed-$(FOUNDRY_VERSION)
 	$(TOOLS)/cast-linux-amd64/bin/cast --version >/dev/null
 	touch $@
 
+# Headless Chromium and its driver for the explorer's browser test (Debian packages; selenium
+# itself comes with the test extra).
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update && apt-get install -y chromium chromium-driver)
+
 # A local network: py-evm chain, FLChain contract, a task, 5 node processes (1 Byzantine:
 # Multi-Krum tolerates f only when n > 2f + 2),
 # 5 rounds; ends with the ledger summary.
 demo: $(STAMP)
-	$(BIN)/flchain devnet up --dir .flchain-devnet --nodes 5 --byzantine 1 --attack signflip \
+	$(BIN)/flchain devnet up --dir .flchain-devnet --force --nodes 5 --byzantine 1 --attack signflip \
 		--rule multikrum --rounds 5
 
 # The same experiment in one process, for quick looks.
@@ -47,7 +53,7 @@ demo-simulate: $(STAMP)
 # Two workers, one test file each at a time (module-scoped devnets stay in one worker): the
 # devnet tests spend most of their time waiting out phase windows, so the other worker's
 # CPU-bound tests fill that time.
-test: $(STAMP) tools
+test: $(STAMP) tools browser
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)

@@ -9,7 +9,6 @@ it polls the task's finalized round every `interval` seconds and notes the wall 
 from __future__ import annotations
 
 import itertools
-import json
 import statistics
 import threading
 import time
@@ -43,15 +42,15 @@ class ChainWatch:
         from web3 import Web3
 
         from flchain.contracts import FLChainClient
-        from flchain.devnet.launcher import MANIFEST
+        from flchain.devnet.manifest import DevnetError, read_manifest
 
         try:
-            manifest = json.loads((self.workdir / MANIFEST).read_text())
+            manifest = read_manifest(self.workdir)
             w3 = Web3(Web3.HTTPProvider(manifest["rpc_url"], request_kwargs={"timeout": 5}))
             return FLChainClient(w3, manifest["contract"], Account.create()), int(
                 manifest["task_id"]
             )
-        except (OSError, ValueError, KeyError):
+        except (DevnetError, OSError, ValueError, KeyError):
             return None  # not written yet
 
     def _run(self) -> None:

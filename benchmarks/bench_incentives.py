@@ -145,7 +145,7 @@ def run_experiment(args: argparse.Namespace, directory: Path) -> Outcome:
     )
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    manifest = up(plan)
+    manifest = up(plan, replace=True)
     try:
         w3 = Web3(Web3.HTTPProvider(manifest["rpc_url"], request_kwargs={"timeout": 60}))
         reader = FLChainClient(w3, manifest["contract"], Account.create())

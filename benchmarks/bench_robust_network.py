@@ -179,7 +179,8 @@ def _last_line(result: subprocess.CompletedProcess) -> str:
 
 # ----------------------------------------------------------------------------- network
 def devnet_command(rule: str, attack: str, rounds: int, workdir: Path, omniscient: bool) -> list:
-    cmd = [*FLCHAIN, "devnet", "up", "--dir", str(workdir), *cell_args(rule, attack, rounds)]
+    cmd = [*FLCHAIN, "devnet", "up", "--dir", str(workdir), "--force"]
+    cmd += cell_args(rule, attack, rounds)
     cmd += ["--timeout", str(time_limit(rounds)), "--json"]
     if omniscient and attack in COLLUDING_ATTACKS:
         cmd.append("--omniscient")

@@ -41,7 +41,17 @@ def run(nodes: int, rounds: int, secure: bool, workdir: Path) -> tuple[dict, dic
     watch = ChainWatch(workdir, time.time()).start()
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "flchain.cli", "devnet", "up", "--dir", str(workdir), *args],
+            [
+                sys.executable,
+                "-m",
+                "flchain.cli",
+                "devnet",
+                "up",
+                "--dir",
+                str(workdir),
+                "--force",
+                *args,
+            ],
             capture_output=True,
             text=True,
             timeout=3600,

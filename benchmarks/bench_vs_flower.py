@@ -189,7 +189,7 @@ def run_simulate(rounds: int) -> dict[str, Any]:
 def run_devnet(rounds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-vs-flower-") as tmp:
         workdir = Path(tmp) / "devnet"
-        cmd = [*FLCHAIN, "devnet", "up", "--dir", str(workdir), "--nodes", str(NODES)]
+        cmd = [*FLCHAIN, "devnet", "up", "--dir", str(workdir), "--force", "--nodes", str(NODES)]
         cmd += ["--rounds", str(rounds), "--rule", "fedavg", "--model", MODEL]
         cmd += ["--seed", str(SEED), "--json"]
         started = time.time()

@@ -5,7 +5,9 @@ anvil, geth or a public testnet. Transactions are signed locally with `--key`, `
 (hex key or eth keystore) or $FLCHAIN_KEY; the key is never printed. Ledger commands only read,
 need no key, and take `--devnet DIR` for the RPC URL, contract, task and blob stores that
 `flchain devnet up` records in DIR/devnet.json (and the task config its nodes hold, for the
-privacy budget). Tables by default, `--json`/`--csv` for scripts.
+privacy budget); once that devnet has stopped they read its chain journal instead
+(`flchain.devnet.replay`). Tables by default, `--json`/`--csv` for scripts; members are named
+by `flchain.contracts.names` (`#3 node-2 0x1234…abcd`).
 Failures print one line (unreachable RPC, no contract, unknown task, bad key, revert reason).
 """
 
@@ -77,11 +79,18 @@ from flchain.contracts.ledger import (
     task_row,
     verify_blobs,
 )
+from flchain.contracts.names import MemberNames
 from flchain.contracts.sender import TransactionSender
 from flchain.contracts.types import REP_UNIT, TaskInfo, TaskParams, TaskStatus
+from flchain.devnet.manifest import (
+    DevnetError,
+    chain_stopped,
+    node_dir,
+    read_manifest,
+    stopped_journal,
+)
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
-DEVNET_FILE = "devnet.json"
 NODE_TASK_CONFIG = "task-config.json"  # what the devnet launcher writes into every node dir
 _RPC_TIMEOUT_S = 30
 _PIPE_WIDTH = 160
@@ -278,9 +287,8 @@ def _warn_if_readable(path: Path) -> None:
         click.echo(f"warning: {path} is readable by other users (chmod 600 it)", err=True)
 
 
-# A hex key or an eth keystore is well under a kilobyte; devnet.json lists a few nodes.
+# A hex key or an eth keystore is well under a kilobyte.
 _MAX_KEY_FILE_BYTES = 64 * 1024
-_MAX_DEVNET_FILE_BYTES = 1 << 20
 
 
 def load_account(
@@ -972,44 +980,40 @@ class DevnetFile:
     task_id: int
     blob_dirs: tuple[Path, ...]
     task_config: Path | None = None  # the first node's copy of the task config
+    names: MemberNames = field(default_factory=MemberNames)  # node names and attacks
+    stopped: bool = False  # its chain process has gone
+    journal: Path | None = None  # DIR/chain, where the py-evm chain journaled its state
+    no_journal: str | None = None  # why a stopped devnet has no journal
+    directory: Path | None = None  # DIR itself (the explorer reads its nodes' status)
 
 
 def read_devnet(directory: Path) -> DevnetFile:
-    """Parse DIR/devnet.json (extra keys are ignored)."""
-    path = directory / DEVNET_FILE
+    """DIR/devnet.json as the ledger needs it (read by `flchain.devnet.manifest`, as every
+    devnet command reads it), and whether its chain still runs."""
     try:
-        data = safe_json.load_file(path, max_bytes=_MAX_DEVNET_FILE_BYTES, max_depth=16)
-    except FileNotFoundError as exc:
-        raise click.ClickException(
-            f"{path} not found: is DIR a devnet directory (`flchain devnet up` writes it)?"
-        ) from exc
-    except ValueError as exc:
-        raise click.ClickException(f"{path} is not valid JSON within limits: {exc}") from exc
-    if not isinstance(data, dict):
-        raise click.ClickException(f"{path} must hold a JSON object")
-    rpc_url, address, task_id = data.get("rpc_url"), data.get("contract"), data.get("task_id")
-    nodes = data.get("nodes", [])
-    if not isinstance(rpc_url, str) or not isinstance(address, str):
-        raise click.ClickException(f"{path}: rpc_url and contract must be strings")
-    if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id < 1:
-        raise click.ClickException(f"{path}: task_id must be a positive integer")
-    if not isinstance(nodes, list) or not all(
-        isinstance(n, dict) and isinstance(n.get("dir"), str) for n in nodes
-    ):
-        raise click.ClickException(f"{path}: nodes must be a list of objects with a 'dir'")
-    node_dirs = [_node_dir(directory, n["dir"]) for n in nodes]
+        data = read_manifest(directory)
+    except DevnetError as exc:
+        raise click.ClickException(str(exc)) from None
+    node_dirs = [node_dir(directory, n["dir"]) for n in data["nodes"]]
     config = node_dirs[0] / NODE_TASK_CONFIG if node_dirs else None
-    return DevnetFile(rpc_url, address, task_id, tuple(d / "blobs" for d in node_dirs), config)
-
-
-def _node_dir(directory: Path, raw: str) -> Path:
-    """A node dir from devnet.json: absolute, relative to DIR, or else (as the launcher may
-    record it) relative to the working directory it was started from."""
-    path = Path(raw)
-    if path.is_absolute():
-        return path
-    inside = directory / path
-    return path if not inside.exists() and path.exists() else inside
+    stopped, journal, no_journal = chain_stopped(data), None, None
+    if stopped:
+        try:
+            journal = stopped_journal(directory, data)
+        except DevnetError as exc:
+            no_journal = str(exc)
+    return DevnetFile(
+        rpc_url=data["rpc_url"],
+        contract=data["contract"],
+        task_id=data["task_id"],
+        blob_dirs=tuple(d / "blobs" for d in node_dirs),
+        task_config=config,
+        names=MemberNames.from_manifest(data),
+        stopped=stopped,
+        journal=journal,
+        no_journal=no_journal,
+        directory=directory,
+    )
 
 
 @dataclass
@@ -1025,6 +1029,7 @@ class _Source:
     as_json: bool
     as_csv: bool
     config: Path | None = None
+    journal: Path | None = None  # a stopped devnet's chain journal, read instead of --rpc
     _client: FLChainClient | None = field(default=None, repr=False)
 
     @property
@@ -1032,8 +1037,23 @@ class _Source:
         if self._client is None:
             if self.contract is None:
                 raise click.UsageError("no contract: pass --contract ADDR or --devnet DIR")
-            self._client = open_flchain(connect(self.rpc), self.contract)
+            self._client = open_flchain(self._web3(), self.contract)
         return self._client
+
+    def _web3(self) -> Web3:
+        if self.journal is None:
+            return connect(self.rpc)
+        from flchain.devnet.replay import replay_web3  # py-evm: only for a stopped devnet
+
+        if not (self.as_json or self.as_csv):
+            click.echo(f"devnet stopped: reading its chain journal in {self.journal}", err=True)
+        return replay_web3(self.journal)
+
+    def names(self, accounts: Sequence[str]) -> MemberNames:
+        """Labels for a task's members (`accounts` by index): with --devnet, node names and
+        the Byzantine nodes' attacks too."""
+        base = self.devnet.names if self.devnet is not None else MemberNames()
+        return base.with_accounts(accounts)
 
     def resolve_task(self) -> int:
         """--task, else the devnet's task, else the contract's only task."""
@@ -1091,11 +1111,17 @@ def _make_source(ctx: click.Context, options: dict[str, Any]) -> _Source:
         raise click.UsageError("give --json or --csv, not both")
     devnet = read_devnet(options["devnet"]) if options["devnet"] is not None else None
     rpc, address, task_id = options["rpc"], options["contract_address"], options["task_id"]
+    journal = None
     if devnet is not None:
         # The command line wins over the devnet file, which wins over the environment.
         rpc = rpc if _explicit(ctx, "rpc") else devnet.rpc_url
         address = address if _explicit(ctx, "contract_address") else devnet.contract
         task_id = task_id if task_id is not None else devnet.task_id
+        if devnet.stopped and not _explicit(ctx, "rpc"):
+            # Its chain has gone, and its RPC with it: the journal holds the whole chain.
+            if devnet.journal is None:
+                raise click.ClickException(str(devnet.no_journal))
+            journal = devnet.journal
     return _Source(
         rpc=rpc,
         contract=address,
@@ -1106,6 +1132,7 @@ def _make_source(ctx: click.Context, options: dict[str, Any]) -> _Source:
         as_json=options["as_json"],
         as_csv=options.get("as_csv", False),
         config=options.get("config"),
+        journal=journal,
     )
 
 
@@ -1153,7 +1180,8 @@ def _source_options(*, tabular: bool, privacy: bool) -> list[Callable[[Any], Any
         click.option(
             "--devnet",
             type=click.Path(exists=True, file_okay=False, path_type=Path),
-            help="Devnet directory: RPC, contract, task and blob stores from its devnet.json.",
+            help="Devnet directory: RPC, contract, task, blob stores and node names from its "
+            "devnet.json; once it has stopped, its chain journal is read instead of its RPC.",
         ),
         click.option(
             "--from-block",
@@ -1213,8 +1241,10 @@ def ledger() -> None:
     and the money: reward pools, rewards, payouts, penalties and slashes.
 
     Point it at a chain with --rpc URL --contract ADDR [--task ID], or at a local devnet
-    with --devnet DIR. Tables by default (amounts in ETH); --json or --csv for scripts
-    (amounts in wei).
+    with --devnet DIR, running or stopped (then its chain journal is replayed, read-only, in
+    this process). Tables by default (amounts in ETH); --json or --csv for scripts
+    (amounts in wei). Members show as index, node name (with --devnet) and short address:
+    #3 node-2 0x1234…abcd, with the attack of the devnet's Byzantine nodes.
 
     members, rounds, round and export add the DP budget (epsilon) when they have the task's
     config: --config FILE, or with --devnet DIR the nodes' task-config.json.
@@ -1289,7 +1319,7 @@ def rounds_command(source: _Source) -> None:
         _Column("finalized", "finalized_after", render=_after),
         _Column("committed", "committed"),
         _Column("accepted", "accepted"),
-        _Column("rejected", "rejected"),
+        _Column("rejected", "rejected", render=str),
         _Column("global digest", "global_digest"),
         _Column("votes", "votes"),
         _Column("alarms", "alarms"),
@@ -1301,16 +1331,33 @@ def rounds_command(source: _Source) -> None:
     if source.as_json or source.as_csv:
         _emit(rows, title=title, columns=columns, as_json=source.as_json, as_csv=source.as_csv)
         return
-    _echo_table(title, columns, [_with_offsets(row) for row in rows])
+    names = source.names([m.account for m in book.members])
+    shown = [
+        {**_with_offsets(row), "rejected": _rejected_text(rnd, names)}
+        for row, rnd in zip(rows, book.rounds, strict=True)
+    ]
+    _echo_table(title, columns, shown)
     if _shows_secure(privacy, book.rounds):
         # A table of its own: the round summary is already as wide as a terminal.
         secure_columns = [
             _Column("round", "round"),
-            _Column("decryptor", "decryptor"),
-            _Column("re-masked", "remasked"),
+            _Column("decryptor", "decryptor", render=lambda v: _brief_or_dash(names, v)),
+            _Column("re-masked", "remasked", render=lambda v: names.briefs(v) if v else "none"),
             _Column("sum digest", "sum_digest", render=lambda v: v or "not published"),
         ]
         _echo_table("Secure aggregation", secure_columns, rows)
+
+
+def _brief_or_dash(names: MemberNames, index: int | None) -> str:
+    return "-" if index is None else names.brief(index)
+
+
+def _rejected_text(rnd: RoundRecord, names: MemberNames) -> str:
+    """How many updates the round rejected, and whose: "1: #3 node-2 (byzantine: ...)"."""
+    if rnd.accepted is None:
+        return "-"
+    rejected = sorted(set(rnd.submitted) - set(rnd.accepted))
+    return f"{len(rejected)}: {names.briefs(rejected)}" if rejected else "0"
 
 
 def _with_offsets(row: dict[str, Any]) -> dict[str, Any]:
@@ -1378,6 +1425,10 @@ def round_command(source: _Source, number: int) -> None:
     moves = reputation_moves([r for r in (prev, rnd) if r is not None], events)
     slashes = slash_records(events, moves)
     detail = round_detail(task_id, rnd, privacy, commits, moves, slashes)
+    names = source.names([m.account for m in source.client.members(task_id)])
+    if names.knows_nodes:
+        for member in detail["members"]:
+            member.update(names.fields(member["member"]))
     if source.as_json:
         _echo_json(detail)
         return
@@ -1413,13 +1464,14 @@ def round_command(source: _Source, number: int) -> None:
         )
     for slash in detail["slashes"]:
         click.echo(
-            f"  ejected        member {slash['member']} (reputation {slash['reputation']}, "
+            f"  ejected        {names.label(slash['member'])} "
+            f"(reputation {slash['reputation']}, "
             f"{slash['cause'] or 'unknown cause'}): forfeited {_eth(slash['forfeited_wei'])} ETH"
             + ("; reinstated by the revert" if slash["reinstated"] else "")
         )
     secure = _shows_secure(privacy, [rnd])
     if secure:
-        _echo_secure_facts(rnd.decryptor, list(rnd.remasked), detail["sum_digest"])
+        _echo_secure_facts(rnd.decryptor, list(rnd.remasked), detail["sum_digest"], names)
     if privacy is not None:
         budget = (
             f"epsilon {_epsilon_text(detail['epsilon'])} at delta={privacy.dp_delta:g} for a "
@@ -1430,7 +1482,7 @@ def round_command(source: _Source, number: int) -> None:
         )
         click.echo(f"  DP budget      {budget}")
     member_columns = [
-        _Column("member", "member"),
+        _Column("member", "member_label", render=str),
         _Column("digest", "digest"),
         _Column("samples", "samples"),
         _Column("base", "base_round"),
@@ -1441,7 +1493,7 @@ def round_command(source: _Source, number: int) -> None:
         _Column("weight", "vote_weight_text"),
         _Column("alarm", "alarmed"),
         _Column("reward (ETH)", "reward_wei", render=_eth),
-        _Column("reputation", "reputation_moves", render=lambda v: v or "-"),
+        _Column("reputation", "reputation_moves", render=_moves_lines),
     ]
     if secure:
         member_columns.append(_Column("remask digest", "remask_digest"))
@@ -1452,6 +1504,7 @@ def round_command(source: _Source, number: int) -> None:
         ]
     for row in rows:
         row["vote_weight_text"] = "late" if row["vote_late"] else row["vote_weight"]
+        row["member_label"] = names.label(row["member"], stacked=True)
     _echo_table("Members", member_columns, rows)
     tally_columns = [
         _Column("digest", "digest"),
@@ -1472,6 +1525,11 @@ def _round_rewards_text(rnd: RoundRecord) -> str:
     )
 
 
+def _moves_lines(text: str | None) -> str:
+    """A member's reputation moves in a table cell: one move a line."""
+    return text.replace("; ", "\n") if text else "-"
+
+
 def _moves_text(moves: Sequence[dict[str, Any]]) -> str:
     """A member's reputation moves in a round: "+20 accepted; -100 alarm-bond (undone)"."""
     parts = []
@@ -1481,10 +1539,12 @@ def _moves_text(moves: Sequence[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-def _echo_secure_facts(decryptor: int | None, remasked: list[int], sum_digest: str | None) -> None:
+def _echo_secure_facts(
+    decryptor: int | None, remasked: list[int], sum_digest: str | None, names: MemberNames
+) -> None:
     who = "none (no eligible member registered a Paillier key)"
-    click.echo(f"  decryptor      {who if decryptor is None else f'member {decryptor}'}")
-    click.echo(f"  re-masked      {_cell(remasked)}")
+    click.echo(f"  decryptor      {who if decryptor is None else names.label(decryptor)}")
+    click.echo(f"  re-masked      {names.briefs(remasked) if remasked else 'none'}")
     click.echo(f"  sum digest     {sum_digest or 'not published'}")
 
 
@@ -1511,6 +1571,10 @@ def members_command(source: _Source) -> None:
         member_row(task_info.task_id, m, privacy, commits.get(m.index, 0), money[m.index])
         for m in book.members
     ]
+    names = source.names([m.account for m in book.members])
+    if names.knows_nodes:
+        for row in rows:
+            row.update(names.fields(row["index"], row["account"]))
     columns = [
         _Column("index", "index"),
         _Column("account", "account", render=str),
@@ -1532,10 +1596,14 @@ def members_command(source: _Source) -> None:
     if source.as_json or source.as_csv:
         _emit(rows, title=title, columns=columns, as_json=source.as_json, as_csv=source.as_csv)
         return
-    _echo_table(title, columns, rows)
-    money_rows = [{**row, "penalty_list": _penalties_text(money[row["index"]])} for row in rows]
+    # The table names a member by index, node and short address (the account in full is
+    # in --json/--csv).
+    columns[:2] = [_Column("member", "member", render=str)]
+    shown = [{**row, "member": names.label(row["index"], row["account"])} for row in rows]
+    _echo_table(title, columns, shown)
+    money_rows = [{**row, "penalty_list": _penalties_text(money[row["index"]])} for row in shown]
     money_columns = [
-        _Column("index", "index"),
+        _Column("member", "member", render=str),
         _Column("status", "status", style=_status_style),
         _Column("earned (ETH)", "earned_wei", render=_eth),
         _Column("payout (ETH)", "payout_wei", render=_eth),
@@ -1636,7 +1704,9 @@ def verify_command(
         dirs = [d for d in source.devnet.blob_dirs if d.is_dir()]
     if not dirs:
         raise click.UsageError("no blob directories: pass --blobs DIR or --devnet DIR")
-    checks = verify_blobs(source.ledger(), dirs)
+    book = source.ledger()
+    checks = verify_blobs(book, dirs)
+    names = source.names([m.account for m in book.members])
     counts = {s: sum(c.status == s for c in checks) for s in ("ok", "mismatch", "missing")}
     rows = [_check_row(c) for c in checks]
     if source.as_json:
@@ -1647,7 +1717,7 @@ def verify_command(
         columns = [
             _Column("kind", "kind"),
             _Column("round", "round"),
-            _Column("member", "member"),
+            _Column("member", "member", render=lambda v: "-" if v is None else names.label(v)),
             _Column("digest", "digest", render=str),
             _Column("status", "status", style=_status_style),
             _Column("copies", "paths", render=lambda v: str(len(v))),
@@ -1775,7 +1845,7 @@ def plot_command(source: _Source, out: Path) -> None:
 
     The image format follows the --out suffix (png, svg, pdf)."""
     book = source.ledger()
-    _plot(book, out)
+    _plot(book, out, source.names([m.account for m in book.members]))
     if source.as_json:
         _echo_json(
             {
@@ -1789,20 +1859,21 @@ def plot_command(source: _Source, out: Path) -> None:
     click.echo(f"Wrote {out}")
 
 
-def _plot(book: Ledger, out: Path) -> None:
+def _plot(book: Ledger, out: Path, names: MemberNames | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     history = reputation_history(book)
+    names = names or MemberNames().with_accounts([m.account for m in book.members])
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
     try:
         xs = list(range(len(book.rounds) + 1))
         for index, values in history.items():
             points = [(x, v / REP_UNIT) for x, v in zip(xs, values, strict=True) if v is not None]
             top.plot(
-                [p[0] for p in points], [p[1] for p in points], marker="o", label=f"member {index}"
+                [p[0] for p in points], [p[1] for p in points], marker="o", label=names.brief(index)
             )
         top.set_ylabel("reputation factor")
         top.set_title(f"Task {book.task.task_id} on {book.contract[:10]}…")
@@ -1823,3 +1894,76 @@ def _plot(book: Ledger, out: Path) -> None:
         figure.savefig(out)
     finally:
         plt.close(figure)
+
+
+@_ledger_command("serve", tabular=False, privacy=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8600,
+    show_default=True,
+    help="Port to listen on (0: pick a free one; the URL is printed).",
+)
+@click.option(
+    "--blobs",
+    "blob_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Blob directory for the verify view (repeatable; default: the devnet nodes').",
+)
+@click.option(
+    "--vhost",
+    "vhosts",
+    multiple=True,
+    help="Another Host name the page may be reached by (besides localhost and IP addresses).",
+)
+def serve_command(
+    source: _Source, host: str, port: int, blob_dirs: tuple[Path, ...], vhosts: tuple[str, ...]
+) -> None:
+    """Serve a read-only web explorer of the ledger until Ctrl-C.
+
+    Tasks, each task's rounds (status, commitments, verdicts, votes and tallies against the
+    quorum, alarms, reverts, the decryptor), accuracy and loss curves, reputation and
+    rewards per member, the members, the decoded event log and blob verification, updated
+    live on each new block while the chain runs; a stopped --devnet is read from its chain
+    journal. A JSON API for scripts lives under /api (docs/explorer.md). --json prints
+    {"url": ...} once listening."""
+    from flchain.devnet.manifest import read_manifest  # light; the explorer imports below
+    from flchain.devnet.policy import is_loopback
+    from flchain.explorer import ExplorerServer, ExplorerSource
+
+    devnet, dirs = source.devnet, list(blob_dirs)
+    devnet_dir = devnet.directory if devnet is not None else None
+    manifest = read_manifest(devnet_dir) if devnet_dir is not None else {"nodes": []}
+    nodes = tuple({**n, "dir": str(node_dir(devnet_dir, n["dir"]))} for n in manifest["nodes"])
+    if not dirs and devnet is not None:
+        dirs = list(devnet.blob_dirs)
+    origin = f"journal {source.journal}" if source.journal is not None else f"rpc {source.rpc}"
+    explorer = ExplorerSource(
+        client=source.client,
+        origin=origin,
+        live=source.journal is None,
+        default_task=source.task_id,
+        devnet_dir=devnet_dir,
+        devnet_task=devnet.task_id if devnet is not None else None,
+        names=devnet.names if devnet is not None else MemberNames(),
+        nodes=nodes,
+        blob_dirs=tuple(dirs),
+        privacy=source.privacy,
+        from_block=source.from_block,
+        chunk_blocks=source.chunk_blocks,
+    )
+    if not is_loopback(host):
+        click.secho(
+            f"warning: --host {host} serves the ledger to anyone who can reach it", err=True
+        )
+    with ExplorerServer(explorer, host, port, vhosts=tuple(vhosts)) as server:
+        if source.as_json:
+            click.echo(json.dumps({"url": server.url}))  # one line: a script reads it
+        else:
+            click.echo(f"FLChain explorer at {server.url} (Ctrl-C to stop)")
+        try:
+            server.wait()
+        except KeyboardInterrupt:
+            click.echo("stopped", err=True)

@@ -6,6 +6,7 @@ Heavy imports (py-evm, eth-tester) happen inside the command so that `flchain --
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import threading
@@ -68,6 +69,9 @@ class _EthAmount(click.ParamType):
         if not amount.is_finite() or wei < 0 or wei != wei.to_integral_value():
             self.fail(f"{value!r} is not a non-negative whole number of wei", param, ctx)
         return int(wei)
+
+
+_log = logging.getLogger("flchain.devnet.chain_serve")
 
 
 @click.group("chain")
@@ -325,7 +329,15 @@ def _serve_pyevm(
                 as_json,
                 extra=_state_line(state_dir, devchain.block_number),
             )
+            _log.info(
+                "chain %d serving %s (HTTP and WebSocket), head #%d, state %s",
+                devchain.chain_id,
+                server.rpc_url,
+                devchain.block_number,
+                state_dir or "in memory",
+            )
             signals.wait()
+            _log.info("stopping at head #%d", devchain.block_number)
     finally:
         server.stop()
         devchain.close()
@@ -449,8 +461,6 @@ class _StopSignals:
 
 
 def _configure_logging(verbose: int) -> None:
-    import logging
-
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 from web3 import Web3
 
 from flchain.advice import task_warnings
@@ -24,11 +27,16 @@ from flchain.aggregation import (
 )
 from flchain.attacks import ATTACKS, SECURE_ATTACKS
 from flchain.cli_options import (
+    UINT32_MAX,
+    check_population,
     economics_options,
     format_eth,
     keep_rounds_option,
+    model_options,
     pop_economics,
+    population_options,
     weight_options,
+    window_options,
 )
 from flchain.config import ConfigError, parse_key_values
 from flchain.contracts import (
@@ -39,17 +47,27 @@ from flchain.contracts import (
     TaskStatus,
     bitmap_indices,
 )
+from flchain.contracts.errors import FLChainError
 from flchain.contracts.ledger import funded_wei
+from flchain.contracts.names import MemberNames
 from flchain.devnet.launcher import (
     DEFAULT_REWARD_ETH,
-    DevnetError,
     DevnetPlan,
+    casualty,
     down,
+    existing_devnet,
+    node_exited,
     node_status,
-    process_alive,
-    read_manifest,
+    own_log_line,
     tolerance_warning,
     up,
+)
+from flchain.devnet.manifest import (
+    DevnetError,
+    chain_stopped,
+    process_alive,
+    read_manifest,
+    stopped_journal,
 )
 from flchain.taskconfig import SECURE_NETWORK_RULES
 
@@ -70,8 +88,9 @@ def devnet() -> None:
 
 @devnet.command("up")
 @_DIR
-@click.option("--nodes", "-n", default=4, show_default=True)
-@click.option("--rounds", "-r", default=5, show_default=True)
+@population_options(nodes=4, rounds=5)
+@model_options
+@window_options
 @click.option("--rule", type=click.Choice(RULES), default="multikrum", show_default=True)
 @click.option(
     "--f",
@@ -88,7 +107,6 @@ def devnet() -> None:
     help="A rule parameter, e.g. m=3 (multikrum), beta=2/7 (trimmed_mean); repeatable.",
 )
 @weight_options
-@click.option("--byzantine", "-b", default=0, show_default=True, help="Byzantine nodes K.")
 @click.option(
     "--attack",
     "attacks",
@@ -112,13 +130,9 @@ def devnet() -> None:
     "benign statistics from their own honestly trained updates.",
 )
 @click.option("--chain", type=click.Choice(["pyevm", "anvil"]), default="pyevm", show_default=True)
-@click.option("--model", default="cnn", show_default=True)
-@click.option("--partition", default="iid", show_default=True)
-@click.option("--local-epochs", default=2, show_default=True)
-@click.option("--submit-window", default=120, show_default=True, help="Seconds (upper bound).")
-@click.option("--vote-window", default=120, show_default=True, help="Seconds (upper bound).")
 @click.option(
     "--alarm-window",
+    type=click.IntRange(0, UINT32_MAX),
     default=0,
     show_default=True,
     help="Seconds after finalization for Siren alarms (0: off) [default with --rule siren: "
@@ -155,6 +169,11 @@ def devnet() -> None:
 @keep_rounds_option
 @click.option("--seed", default=0, show_default=True)
 @click.option("--detach", is_flag=True, help="Start everything and return; `devnet down` stops.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace a stopped devnet in --dir (its chain, node keys and logs) without asking.",
+)
 @click.option("--timeout", default=1800, show_default=True, help="Give up after this many s.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
 @click.pass_context
@@ -164,6 +183,7 @@ def up_command(
     f: int | None,
     rule_param: tuple[str, ...],
     detach: bool,
+    force: bool,
     timeout: int,
     as_json: bool,
     **opts: object,
@@ -180,8 +200,7 @@ def up_command(
     end shows what each member earned and would be paid.
     """
     money = pop_economics(opts)
-    if opts["byzantine"] and not opts["attacks"]:
-        raise click.UsageError("--byzantine K needs --attack NAME")
+    check_population(int(opts["nodes"]), int(opts["byzantine"]), opts["attacks"])
     ring = [a for a in opts["attacks"] if a in SECURE_ATTACKS]
     if ring and not opts["secure"]:
         raise click.UsageError(f"--attack {ring[0]} attacks secure aggregation: it needs --secure")
@@ -207,23 +226,64 @@ def up_command(
     warnings += task_warnings(config, nodes=plan.nodes, rounds=plan.rounds)
     for warning in filter(None, warnings):
         click.secho(f"warning: {warning}", fg="yellow", err=True)
+    _may_replace(directory, force)
     err = Console(stderr=True)
+    with _stop_signals_interrupt():
+        _run_devnet(plan, directory, detach=detach, timeout=timeout, as_json=as_json, err=err)
+
+
+def _may_replace(directory: Path, force: bool) -> None:
+    """A stopped devnet in `directory` goes only with --force or the user's yes (asked on a
+    terminal); a running one is never touched."""
+    try:
+        earlier = existing_devnet(directory)
+    except DevnetError as exc:
+        raise click.UsageError(str(exc)) from None
+    if earlier is None or force:
+        return
+    if not (click.get_text_stream("stdin").isatty() and click.get_text_stream("stdout").isatty()):
+        raise click.UsageError(f"{earlier} would be replaced; pass --force (or another --dir)")
+    if not click.confirm(f"{earlier} will be replaced. Go on?", default=False):
+        raise click.Abort()
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (`timeout`, a closed terminal, a service manager) stop `devnet up`
+    as Ctrl-C does: through the clean-up that takes the chain and every node down."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_devnet(
+    plan: DevnetPlan, directory: Path, *, detach: bool, timeout: int, as_json: bool, err: Console
+) -> None:
     try:
         with err.status("starting chain, contract, task and nodes"):
-            manifest = up(plan)
+            manifest = up(plan, replace=True)  # `_may_replace` asked
     except DevnetError as exc:
         raise click.ClickException(str(exc)) from exc
+    click.echo(f"explorer: flchain ledger serve --devnet {directory}", err=True)
     if detach:
         click.echo(
             json.dumps(manifest, indent=2)
             if as_json
             else f"devnet running in {directory}: rpc {manifest['rpc_url']}, contract "
             f"{manifest['contract']}, task {manifest['task_id']}; "
-            "`flchain devnet status` to watch, `flchain devnet down` to stop"
+            f"`flchain devnet status --dir {directory}` to watch, "
+            f"`flchain devnet down --dir {directory}` to stop"
         )
         return
     try:
-        finished = _watch(manifest, timeout, quiet=as_json)
+        finished = _watch(manifest, directory, timeout, quiet=as_json)
         summary = ledger_summary(manifest)
     finally:
         down(directory)
@@ -279,34 +339,64 @@ def _rule_params(
     return params
 
 
-def _client(manifest: dict) -> FLChainClient:
-    w3 = Web3(Web3.HTTPProvider(manifest["rpc_url"], request_kwargs={"timeout": 30}))
+def _client(manifest: dict, w3: Web3 | None = None) -> FLChainClient:
+    """A read-only client of the devnet's contract: over its RPC, or over `w3` (a replay)."""
+    w3 = w3 or Web3(Web3.HTTPProvider(manifest["rpc_url"], request_kwargs={"timeout": 30}))
     from eth_account import Account
 
     return FLChainClient(w3, manifest["contract"], Account.create())
 
 
-def _watch(manifest: dict, timeout: int, *, quiet: bool) -> bool:
-    """Show the live view until the task ends; True if it ended before `timeout`."""
+def _manifest(directory: Path) -> dict:
+    """DIR/devnet.json for status/down: a missing DIR is a usage error (exit 2), a missing
+    or damaged devnet.json one `Error:` line (exit 1)."""
+    if not directory.is_dir():
+        raise click.BadParameter(
+            f"no devnet in {directory} (no such directory); start one with `flchain devnet up`",
+            param_hint="--dir",
+        )
+    try:
+        return read_manifest(directory)
+    except DevnetError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _names(client: FLChainClient, manifest: dict) -> MemberNames:
+    """Member labels: node names and attacks from devnet.json, indices from the chain."""
+    members = client.members(manifest["task_id"])
+    return MemberNames.from_manifest(manifest).with_accounts([m.account for m in members])
+
+
+def _watch(manifest: dict, directory: Path, timeout: int, *, quiet: bool) -> bool:
+    """Show the live view until the task ends; True if it ended before `timeout`. A node or
+    the chain that exits before the task ends stops it all (ClickException with its last
+    log lines): nobody is left waiting out a timeout for a network that cannot finish."""
     client = _client(manifest)
     deadline = time.time() + timeout
     console = Console(stderr=True)
     live = None if quiet else Live(console=console, refresh_per_second=2, redirect_stdout=False)
+    names = MemberNames.from_manifest(manifest)
     with live or contextlib.nullcontext():
         while time.time() < deadline:
             try:
                 task = client.get_task(manifest["task_id"])
+                if live is not None and len(names.accounts) < task.n_members:
+                    names = _names(client, manifest)  # until every node has joined
             except Exception as exc:  # the chain restarting or gone: say so, keep watching
                 if live is not None:
                     live.update(f"[yellow]chain at {manifest['rpc_url']} not answering: {exc}")
                 time.sleep(1.0)
                 continue
             if live is not None:
-                live.update(_view(manifest, task))
-            if task.status in (TaskStatus.FINISHED, TaskStatus.CLOSED):
+                live.update(_view(manifest, task, names))
+            over = task.status in (TaskStatus.FINISHED, TaskStatus.CLOSED)
+            trouble = None if over else casualty(manifest, directory)
+            if trouble is not None:
+                raise click.ClickException(f"{trouble}\nstopping the devnet")
+            if over:
                 _wait_nodes_done(manifest, min(deadline, time.time() + NODES_DONE_SECONDS))
                 if live is not None:
-                    live.update(_view(manifest, client.get_task(manifest["task_id"])))
+                    live.update(_view(manifest, client.get_task(manifest["task_id"]), names))
                 break
             time.sleep(0.5)
         else:
@@ -335,26 +425,31 @@ def _wait_nodes_done(manifest: dict, deadline: float) -> None:
         time.sleep(0.5)
 
 
-def _view(manifest: dict, task: object) -> Table:
+def _view(manifest: dict, task: object, names: MemberNames | None = None) -> Table:
+    """The live table: one row per node, named as the ledger names its member."""
+    names = names or MemberNames.from_manifest(manifest)
+    index = {a.lower(): i for i, a in names.accounts.items()}
     table = Table(
         title=f"flchain devnet: task {manifest['task_id']} round {task.current_round}/"
         f"{manifest['rounds']} ({task.status.name.lower()}), rule {manifest['rule']}, "
         f"{manifest['byzantine']} x {manifest['attack'] or 'no attack'}, reward pool "
         f"{format_eth(task.reward_pool)} ETH"
     )
-    for col in ("node", "attack", "round", "phase", "peers", "accuracy", "rounds done"):
-        table.add_column(col)
+    for col in ("member", "round", "phase", "peers", "accuracy", "rounds done"):
+        table.add_column(col, overflow="fold")
     for node in manifest["nodes"]:
+        address = node.get("address")
+        label = Text(names.label(index.get((address or "").lower()), address))
         st = node_status(node)
+        exited = node_exited(node, st)
         if st is None:
-            table.add_row(node["name"], node.get("attack") or "", "-", "starting", "-", "-", "-")
+            table.add_row(label, "-", "exited" if exited else "starting", "-", "-", "-")
             continue
         acc = st.get("accuracy")
         table.add_row(
-            node["name"],
-            node.get("attack") or "",
+            label,
             str(st["round"]),
-            st["phase"],
+            f"exited ({st['phase']})" if exited else st["phase"],
             str(len(st["peers"])),
             "-" if acc is None else f"{acc:.4f}",
             str(st["rounds_done"]),
@@ -362,19 +457,20 @@ def _view(manifest: dict, task: object) -> Table:
     return table
 
 
-def ledger_summary(manifest: dict) -> dict:
-    """Per round: status, who committed, who was accepted, the agreed digest, the reward
-    share it paid; per node: its final accuracy and digest, and its member's reputation,
-    status, rewards earned and payout (wei); for the task: its money."""
-    client = _client(manifest)
+def ledger_summary(manifest: dict, client: FLChainClient | None = None) -> dict:
+    """Per round: status, who committed, who was accepted and rejected, the agreed digest,
+    the reward share it paid; per member: its index, node, account and attack; per node:
+    its final accuracy and digest, and its member's reputation, status, rewards earned and
+    payout (wei); for the task: its money. Read over the devnet's RPC, or `client`'s."""
+    client = client or _client(manifest)
     task_id = manifest["task_id"]
     task = client.get_task(task_id)
     events = client.events(task_id)
     members = {m.index: m for m in client.members(task_id)}
-    by_address = {n["address"].lower(): n for n in manifest["nodes"]}
-    byzantine = sorted(
-        i for i, m in members.items() if by_address.get(m.account.lower(), {}).get("attack")
+    names = MemberNames.from_manifest(manifest).with_accounts(
+        {i: m.account for i, m in members.items()}
     )
+    byzantine = names.byzantine()
     rounds = []
     for r in range(1, task.current_round + 1):
         info = client.get_round(task_id, r)
@@ -387,6 +483,11 @@ def ledger_summary(manifest: dict) -> dict:
                 "status": info.status.name.lower(),
                 "submitted": bitmap_indices(info.submitted),
                 "accepted": accepted,
+                "rejected": (
+                    sorted(set(bitmap_indices(info.submitted)) - set(accepted))
+                    if info.status == RoundStatus.FINALIZED
+                    else []
+                ),
                 "byzantine_accepted": sorted(set(accepted) & set(byzantine)),
                 "global_digest": "0x" + info.global_digest.hex(),
                 "decryptor": client.decryptor(task_id, r) if manifest.get("secure") else None,
@@ -408,6 +509,8 @@ def ledger_summary(manifest: dict) -> dict:
         nodes.append(
             {
                 "name": node["name"],
+                "address": node.get("address"),
+                "label": names.label(index, node.get("address")),
                 "member_index": index,
                 "attack": node.get("attack"),
                 "reputation": None if member is None else member.reputation,
@@ -423,6 +526,10 @@ def ledger_summary(manifest: dict) -> dict:
                 "accuracy_history": st.get("accuracy_history", {}),
                 "epsilon": (st.get("dp") or {}).get("epsilon"),
                 "global_digest": st.get("global_digest"),
+                # The node sets global_digest only once it holds the model's blob, its sha256
+                # checked: comparing it with the chain's final digest is "has the model".
+                "holds_final_model": st.get("global_digest") == "0x" + task.global_digest.hex(),
+                "last_error": st.get("last_error"),
                 "metrics": st.get("metrics", {}),
             }
         )
@@ -433,6 +540,10 @@ def ledger_summary(manifest: dict) -> dict:
         "status": task.status.name.lower(),
         "final_digest": "0x" + task.global_digest.hex(),
         "byzantine_members": byzantine,
+        "members": [
+            {"index": i, "account": m.account, **names.fields(i), "label": names.label(i)}
+            for i, m in sorted(members.items())
+        ],
         "rounds": rounds,
         "nodes": nodes,
         "reputations": client.reputations(task_id),
@@ -453,44 +564,47 @@ def ledger_summary(manifest: dict) -> dict:
 
 
 def _print_summary(summary: dict, console: Console) -> None:
+    names = MemberNames.from_rows(summary.get("members", []))
     table = Table(title=f"ledger: task {summary['task_id']} ({summary['status']})")
-    columns = ("round", "status", "committed", "accepted", "byzantine in", "reward each (ETH)")
-    for col in (*columns, "global digest"):
-        table.add_column(col)
+    columns = ("round", "status", "committed", "accepted", "rejected", "byzantine accepted")
+    for col in (*columns, "reward each (ETH)", "global digest"):
+        table.add_column(col, overflow="fold")
     for r in summary["rounds"]:
         share = r.get("reward_share_wei") or 0
+        finalized = r["status"] == "finalized"
         table.add_row(
             str(r["round"]),
             r["status"],
-            str(r["submitted"]),
-            str(r["accepted"]),
-            str(r["byzantine_accepted"]),
+            str(len(r["submitted"])),
+            str(len(r["accepted"])) if finalized else "-",
+            Text(names.briefs(r.get("rejected", [])) if finalized else "-"),
+            Text(names.briefs(r["byzantine_accepted"], mark=False) if finalized else "-"),
             _share_text(share, r["status"]),
             r["global_digest"][:18] + "…",
         )
     console.print(table)
+    console.print(f"final digest: {summary['final_digest']}")
     secure = [r for r in summary["rounds"] if r.get("sum_digest")]
     for r in secure:
         remasked = f", re-masked over {r['remasked']}" if r["remasked"] else ""
         console.print(
-            f"round {r['round']}: member {r['decryptor']} decrypted the sum "
+            f"round {r['round']}: member {names.label(r['decryptor'])} decrypted the sum "
             f"{r['sum_digest'][:18]}…{remasked}"
         )
     if summary.get("alarms"):
         console.print(f"Siren alarms: {summary['alarms']}")
     nodes = Table(title="nodes")
     with_dp = any(n.get("epsilon") is not None for n in summary["nodes"])
-    columns = ("node", "attack", "accuracy", "holds final digest", "reputation", "status")
+    columns = ("member", "accuracy", "holds final model", "reputation", "status")
     columns += ("earned (ETH)", "payout (ETH)", *(["epsilon"] * with_dp))
     for col in columns:
-        nodes.add_column(col)
+        nodes.add_column(col, overflow="fold")
     for n in summary["nodes"]:
         acc, rep = n["accuracy"], n.get("reputation")
         nodes.add_row(
-            n["name"],
-            n["attack"] or "",
+            Text(n.get("label") or n["name"]),
             "-" if acc is None else f"{acc:.4f}",
-            "yes" if n["global_digest"] == summary["final_digest"] else "no",
+            _holds_text(n),
             "-" if rep is None else f"{rep / REP_UNIT:.3f}",
             n.get("status") or "-",
             format_eth(n.get("earned_wei")),
@@ -510,6 +624,13 @@ def _print_summary(summary: dict, console: Console) -> None:
         )
 
 
+def _holds_text(node: dict) -> str:
+    """ "yes" when the node holds the final model (blob verified); else "no" and why."""
+    if node.get("holds_final_model"):
+        return "yes"
+    return f"no: {node['last_error']}" if node.get("last_error") else "no"
+
+
 def _share_text(share: int, status: str) -> str:
     if not share:
         return "-"
@@ -527,41 +648,133 @@ def _payout_text(node: dict) -> str:
 @_DIR
 @click.option("--json", "as_json", is_flag=True)
 def status_command(directory: Path, as_json: bool) -> None:
-    """Show the task's round and every node's state."""
+    """Show the task's round and every node's state; for a stopped devnet, that it stopped
+    and its final summary (rounds, accepted and rejected members, final digest, accuracy),
+    read from the chain journal it left."""
+    manifest = _manifest(directory)
+    if chain_stopped(manifest):
+        _stopped_status(directory, manifest, as_json)
+        return
+    client = _client(manifest)
     try:
-        manifest = read_manifest(directory)
-    except DevnetError as exc:
-        raise click.ClickException(str(exc)) from exc
-    task = _client(manifest).get_task(manifest["task_id"])
+        task = client.get_task(manifest["task_id"])
+        names = _names(client, manifest)
+    except FLChainError as exc:
+        raise click.ClickException(
+            f"the devnet's chain at {manifest['rpc_url']} does not answer "
+            f"(pid {manifest.get('chain_pid')} runs): {exc}"
+        ) from None
     if as_json:
-        nodes = {n["name"]: node_status(n) for n in manifest["nodes"]}
         click.echo(
             json.dumps(
-                {"round": task.current_round, "status": task.status.name.lower(), "nodes": nodes},
+                {
+                    "running": True,
+                    "round": task.current_round,
+                    "status": task.status.name.lower(),
+                    **_nodes_json(manifest),
+                },
                 indent=2,
             )
         )
     else:
-        Console().print(_view(manifest, task))
+        Console().print(_view(manifest, task, names))
+
+
+def _nodes_json(manifest: dict) -> dict:
+    """`devnet status --json`'s nodes (name -> its /status, the last one it wrote once
+    stopped, None before its first) and processes (name -> "running", "done": stopped after
+    the task, or "exited": gone before it)."""
+    nodes, processes = {}, {}
+    for node in manifest["nodes"]:
+        status = nodes[node["name"]] = node_status(node, timeout=0.5)
+        if process_alive(node.get("pid")):
+            processes[node["name"]] = "running"
+        else:
+            processes[node["name"]] = "exited" if node_exited(node, status) else "done"
+    return {"nodes": nodes, "processes": processes}
+
+
+def _stopped_status(directory: Path, manifest: dict, as_json: bool) -> None:
+    """`devnet status` once the chain has gone: the summary `devnet up` prints at the end,
+    rebuilt from the journal (replayed in this process, nothing started)."""
+    try:
+        journal = stopped_journal(directory, manifest)
+    except DevnetError as exc:
+        raise click.ClickException(str(exc)) from None
+    from flchain.devnet.journal import JournalError
+    from flchain.devnet.replay import replay_web3  # py-evm: only for a stopped devnet
+
+    try:
+        summary = ledger_summary(manifest, _client(manifest, replay_web3(journal)))
+    except (JournalError, FLChainError) as exc:
+        raise click.ClickException(f"cannot read the chain journal in {journal}: {exc}") from None
+    running = [n["name"] for n in manifest["nodes"] if process_alive(n.get("pid"))]
+    if as_json:
+        final = {
+            "running": False,
+            "nodes_running": running,
+            "round": summary["rounds"][-1]["round"] if summary["rounds"] else 0,
+            "status": summary["status"],
+            **_nodes_json(manifest),
+            "summary": summary,
+        }
+        click.echo(json.dumps(final, indent=2))
+        return
+    console = Console()
+    still = f"; nodes still running: {', '.join(running)}" if running else ""
+    console.print(
+        f"devnet in {directory} is stopped (chain not running{still}); task "
+        f"{summary['task_id']} {summary['status']}, from the chain journal in {journal}:",
+        markup=False,  # a directory name may hold "["
+    )
+    _print_summary(summary, console)
 
 
 @devnet.command("logs")
 @_DIR
 @click.argument("node")
-@click.option("--lines", "-n", default=50, show_default=True)
-def logs_command(directory: Path, node: str, lines: int) -> None:
-    """Print the last lines of a node's log (NODE: node-0, 0, or `chain`)."""
+@click.option("--lines", "lines", type=click.IntRange(min=0), default=50, show_default=True)
+@click.option("-n", "lines", type=click.IntRange(min=0), hidden=True)  # the old spelling
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Every line, libraries' included (default: flchain's own lines and every warning).",
+)
+def logs_command(directory: Path, node: str, lines: int, follow: bool, show_all: bool) -> None:
+    """Print the last lines of a node's log (NODE: node-0, 0, or `chain`): its round lines
+    and every warning, without the libraries' chatter unless --all."""
+    if not directory.is_dir():
+        raise click.BadParameter(
+            f"no devnet in {directory} (no such directory)", param_hint="--dir"
+        )
     name = "chain" if node == "chain" else (node if node.startswith("node-") else f"node-{node}")
     path = directory / "chain.log" if name == "chain" else directory / name / "node.log"
     if not path.exists():
         raise click.ClickException(f"no log for {node!r} at {path}")
-    click.echo("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+    keep = (lambda line: True) if show_all else own_log_line
+    with path.open(errors="replace") as handle:
+        tail = [line.rstrip("\n") for line in handle if keep(line)]
+        if lines:
+            click.echo("\n".join(tail[-lines:]))
+        if not follow:
+            return
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                line = handle.readline()
+                if not line:
+                    time.sleep(0.3)
+                    continue
+                if keep(line):
+                    click.echo(line.rstrip("\n"))
 
 
 @devnet.command("down")
 @_DIR
 def down_command(directory: Path) -> None:
     """Stop every node and the chain."""
+    _manifest(directory)  # a missing or damaged devnet.json: one line, not a traceback
     try:
         stopped = down(directory)
     except DevnetError as exc:

@@ -2,8 +2,8 @@
 
 A chain (`flchain chain serve`, py-evm or anvil) as a child process, the FLChain contract, a
 task, and N node daemons (`flchain node run`) as separate processes with their own keys, data
-shards and logs. `devnet.json` in the devnet directory records everything (the ledger CLI and
-`devnet status|logs|down` read it).
+shards and logs. `devnet.json` in the devnet directory records everything; the ledger CLI and
+`devnet status|logs|down` read it through `flchain.devnet.manifest`, as the launcher does.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -36,24 +37,27 @@ from flchain.config import (
     DEFAULT_REP_FLOOR,
 )
 from flchain.contracts import FLChainClient, TaskParams
+from flchain.devnet.manifest import (
+    MANIFEST,
+    MAX_MANIFEST_BYTES,
+    DevnetError,
+    process_alive,
+    read_manifest,
+    write_manifest,
+)
 from flchain.node.blobstore import DEFAULT_KEEP_ROUNDS
 from flchain.node.identity import init_node_dir
 from flchain.peer_data import byzantine_indices
 from flchain.taskconfig import TaskConfig, build_task_config, initial_model_digest
 
-MANIFEST = "devnet.json"
 # Bound on the JSON files and /status answers the launcher reads (safe_json's depth default).
-_JSON_MAX_BYTES = 4 << 20
+_JSON_MAX_BYTES = MAX_MANIFEST_BYTES
 NODE_FUNDS_WEI = 100 * 10**18
 STAKE_WEI = 10**15
 # The task's reward pool, escrowed by the chain's first funded dev account (`devnet up
 # --reward-eth`); its rounds pay it to the accepted members that voted on the round before.
 DEFAULT_REWARD_ETH = "1"
 DEFAULT_REWARD_WEI = int(Decimal(DEFAULT_REWARD_ETH) * 10**18)
-
-
-class DevnetError(RuntimeError):
-    """The devnet cannot start, or a command needs a devnet that is not there."""
 
 
 @dataclass(frozen=True)
@@ -183,7 +187,8 @@ def start_chain(plan: DevnetPlan, log_path: Path) -> tuple[subprocess.Popen[byte
         "--chain",
         plan.chain,
     ]
-    if plan.chain == "pyevm":
+    if plan.chain == "pyevm":  # -v: chain.log says what it serves and what it refuses
+        cmd.append("-v")
         cmd += ["--state", str(plan.directory / "chain")]
     ready = plan.directory / "chain.json"
     ready.unlink(missing_ok=True)
@@ -389,17 +394,32 @@ def start_nodes(
     return pids
 
 
-def up(plan: DevnetPlan) -> dict:
-    """Start everything and write the manifest; returns it."""
+def existing_devnet(directory: Path) -> str | None:
+    """What `up` would replace in `directory`: a sentence about the devnet there, None when
+    there is none. Raises DevnetError when that devnet still runs."""
+    if not (directory / MANIFEST).exists():
+        return None
+    manifest = read_manifest(directory)
+    if any(process_alive(p) for p in _pids(manifest)):
+        raise DevnetError(
+            f"a devnet is already running in {directory}; `flchain devnet down --dir "
+            f"{directory}` first"
+        )
+    return (
+        f"{directory} holds a stopped devnet (task {manifest.get('task_id')}, "
+        f"{len(manifest.get('nodes', []))} nodes): its chain, node keys and logs"
+    )
+
+
+def up(plan: DevnetPlan, *, replace: bool = False) -> dict:
+    """Start everything and write the manifest; returns it. A stopped devnet already in the
+    directory is replaced only with `replace` (DevnetError otherwise)."""
     plan.directory.mkdir(parents=True, exist_ok=True)
-    existing = plan.directory / MANIFEST
-    if existing.exists():
-        manifest = safe_json.load_file(existing, max_bytes=_JSON_MAX_BYTES)
-        if any(process_alive(p) for p in _pids(manifest)):
-            raise DevnetError(
-                f"a devnet is already running in {plan.directory}; `devnet down` first"
-            )
-        # A stopped devnet of ours: `up` starts a new network, so its chain and nodes go.
+    earlier = existing_devnet(plan.directory)
+    if earlier is not None:
+        if not replace:
+            raise DevnetError(f"{earlier} would be replaced; pass --force")
+        # `up` starts a new network, so the stopped one's chain and nodes go.
         for old_dir in [plan.directory / "chain", *plan.directory.glob("node-*")]:
             shutil.rmtree(old_dir, ignore_errors=True)
     host = spawn_node_host()
@@ -441,19 +461,6 @@ def up(plan: DevnetPlan) -> dict:
         raise
 
 
-def write_manifest(directory: Path, manifest: dict) -> None:
-    tmp = directory / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, directory / MANIFEST)
-
-
-def read_manifest(directory: Path) -> dict:
-    path = directory / MANIFEST
-    if not path.exists():
-        raise DevnetError(f"no devnet in {directory} (no {MANIFEST}); start one with `devnet up`")
-    return safe_json.load_file(path, max_bytes=_JSON_MAX_BYTES)
-
-
 def node_status(node: dict, timeout: float = 1.0) -> dict | None:
     """The node's live /status; once it has stopped, the last status it wrote on the way out;
     None while it is starting."""
@@ -470,26 +477,67 @@ def node_status(node: dict, timeout: float = 1.0) -> dict | None:
         return None
 
 
+LOG_TAIL_LINES = 15
+"""How many of its last log lines `devnet up` shows of a process that exited too early."""
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last `lines` lines of a log (reads at most its last 64 KiB)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 65536))
+            text = handle.read().decode(errors="replace")
+    except OSError as exc:
+        return f"(no log: {exc})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ (?P<level>[A-Z]+) (?P<logger>[\w.]+):")
+
+
+def own_log_line(line: str) -> bool:
+    """Whether `devnet logs` shows a log line by default: flchain's own lines (the node's
+    round lines among them) and every warning or error, not the libraries' info chatter.
+    Lines that are not log records (round lines on stdout, tracebacks) are kept."""
+    match = _LOG_LINE.match(line)
+    if match is None:
+        return bool(line.strip())
+    return match["logger"].startswith("flchain") or match["level"] in (
+        "WARNING",
+        "ERROR",
+        "CRITICAL",
+    )
+
+
+def node_exited(node: dict, status: dict | None) -> bool:
+    """A node whose process is gone without having finished its task (its last status is
+    not "done"): it crashed, was killed or refused to start."""
+    if process_alive(node.get("pid")):
+        return False
+    return (status or {}).get("phase") != "done"
+
+
+def casualty(manifest: dict, directory: Path) -> str | None:
+    """What `devnet up` must stop for: the chain or a node that exited before the task
+    ended, with the last lines of its log; None while everything runs."""
+    if not process_alive(manifest.get("chain_pid")):
+        log = directory / "chain.log"
+        return f"the chain (pid {manifest.get('chain_pid')}) exited; last lines of {log}:\n" + (
+            log_tail(log)
+        )
+    for node in manifest["nodes"]:
+        if node_exited(node, node_status(node, timeout=0.5)):
+            log = _node_log(node)
+            return f"{node['name']} (pid {node.get('pid')}) exited; last lines of {log}:\n" + (
+                log_tail(log)
+            )
+    return None
+
+
 def _pids(manifest: dict) -> list[int]:
     pids = [manifest.get("chain_pid")] + [n.get("pid") for n in manifest.get("nodes", [])]
     return [p for p in pids if p]
-
-
-def process_alive(pid: int | None) -> bool:
-    """Whether `pid` runs (a zombie, exited but not reaped, does not)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.split(")")[-1].split()[0] == "Z":
-            return False
-    return True
 
 
 def down(directory: Path, timeout: float = 10.0) -> list[int]:

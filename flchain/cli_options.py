@@ -183,3 +183,115 @@ def pop_economics(options: dict[str, Any]) -> Economics:
             "round than it took to agree on it (the contract refuses it); raise --alarm-bps"
         )
     return Economics(reward_wei=reward, quorum_bps=quorum, alarm_bps=alarm, rep_floor=floor)
+
+
+# ---------------------------------------------------------------- the run's shape
+# The contract's own bounds (FLChainCore.create_task): what it would refuse is refused here,
+# before anything starts, with the option's name.
+UINT32_MAX = 2**32 - 1
+MAX_ROUNDS = UINT32_MAX - 1
+DEFAULT_WINDOW_S = 120
+"""Submit and vote windows: upper bounds (a phase closes as soon as everyone acted), so a long
+default only costs time when a member is missing; 120 s fits the CNN on one CPU thread."""
+
+
+def population_options(*, nodes: int, rounds: int, peers: str = "nodes") -> Callable[[F], F]:
+    """`--nodes/-n`, `--rounds/-r` and `--byzantine/-b`: how many take part, for how long and
+    how many of them attack. `peers` names them in the help ("nodes" or "peers"). Check
+    the Byzantine count against the nodes with `check_population`."""
+    from flchain.contracts.types import MAX_MEMBERS
+
+    def decorate(fn: F) -> F:
+        options = [
+            click.option(
+                "--nodes",
+                "-n",
+                type=click.IntRange(1, MAX_MEMBERS),
+                default=nodes,
+                show_default=True,
+                help=f"Number of {peers} (a task holds at most {MAX_MEMBERS} members).",
+            ),
+            click.option(
+                "--rounds",
+                "-r",
+                type=click.IntRange(1, MAX_ROUNDS),
+                default=rounds,
+                show_default=True,
+                help="Federated rounds.",
+            ),
+            click.option(
+                "--byzantine",
+                "-b",
+                type=click.IntRange(min=0),
+                default=0,
+                show_default=True,
+                help=f"Byzantine {peers} K (fewer than --nodes; give their --attack).",
+            ),
+        ]
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def check_population(nodes: int, byzantine: int, attack: object) -> None:
+    """At least one honest peer, and attackers only with an attack (UsageError otherwise)."""
+    if byzantine >= nodes:
+        raise click.UsageError(
+            f"--byzantine {byzantine} of --nodes {nodes} leaves no honest node; at most {nodes - 1}"
+        )
+    if byzantine and not attack:
+        raise click.UsageError("--byzantine K needs --attack NAME")
+
+
+def model_options(fn: F) -> F:
+    """`--model`, `--partition` and `--local-epochs`: what each peer trains and on which share
+    of the data; the choices come from the model zoo and the partitioner."""
+    from flchain.models import MODEL_NAMES, PARTITION_SCHEMES
+
+    options = [
+        click.option("--model", type=click.Choice(MODEL_NAMES), default="cnn", show_default=True),
+        click.option(
+            "--partition",
+            type=click.Choice(PARTITION_SCHEMES),
+            default="iid",
+            show_default=True,
+            help="How training data is split across peers.",
+        ),
+        click.option(
+            "--local-epochs",
+            type=click.IntRange(min=1),
+            default=2,
+            show_default=True,
+            help="Local epochs per round.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def window_options(fn: F) -> F:
+    """`--submit-window`, `--vote-window` (seconds, upper bounds) and `--alarm-window`
+    (seconds after finalization for Siren alarms, 0: off), within the contract's bounds."""
+    options = [
+        click.option(
+            "--submit-window",
+            type=click.IntRange(1, UINT32_MAX),
+            default=DEFAULT_WINDOW_S,
+            show_default=True,
+            help="Seconds for members to commit their updates (upper bound: the phase closes "
+            "once everyone has).",
+        ),
+        click.option(
+            "--vote-window",
+            type=click.IntRange(1, UINT32_MAX),
+            default=DEFAULT_WINDOW_S,
+            show_default=True,
+            help="Seconds for members to vote (upper bound: the round ends at quorum).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn

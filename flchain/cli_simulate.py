@@ -13,7 +13,7 @@ from rich.table import Table
 from flchain.advice import setting_warnings
 from flchain.aggregation import RULES, SECURE_RULES, f_bounds_text
 from flchain.attacks import DATA_ATTACKS, DESCRIPTIONS, SECURE_ATTACKS, UPDATE_ATTACKS
-from flchain.cli_options import weight_options
+from flchain.cli_options import check_population, model_options, population_options, weight_options
 from flchain.config import (
     DEFAULT_ALARM_BPS,
     DEFAULT_SECURE_RANGE,
@@ -21,7 +21,6 @@ from flchain.config import (
     SimulationConfig,
     parse_key_values,
 )
-from flchain.models import MODEL_NAMES, PARTITION_SCHEMES
 from flchain.simulation import RoundRecord, Simulation, SimulationResult
 from flchain.siren_defaults import CLIENT_THRESHOLD
 
@@ -30,9 +29,8 @@ _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACK
 
 
 @click.command("simulate")
-@click.option("--nodes", "-n", default=10, show_default=True, help="Number of simulated peers.")
-@click.option("--rounds", "-r", default=20, show_default=True, help="Federated rounds.")
-@click.option("--local-epochs", default=2, show_default=True, help="Local epochs per round.")
+@population_options(nodes=10, rounds=20, peers="peers")
+@model_options
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--lr", default=0.1, show_default=True, help="Local SGD learning rate.")
 @click.option("--momentum", default=0.9, show_default=True)
@@ -44,13 +42,6 @@ _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACK
     show_default=True,
     help="digits | synthetic[:A,B] | npz:PATH | idx:DIR | torchvision:NAME[:ROOT].",
 )
-@click.option(
-    "--partition",
-    type=click.Choice(PARTITION_SCHEMES),
-    default="iid",
-    show_default=True,
-    help="How training data is split across peers.",
-)
 @click.option("--alpha", default=0.5, show_default=True, help="Dirichlet concentration.")
 @click.option(
     "--classes-per-client", default=2, show_default=True, help="Classes per peer for shards."
@@ -61,7 +52,6 @@ _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACK
     show_default=True,
     help="Share of training data held out as the small public set (SageFlow, evaluation).",
 )
-@click.option("--model", type=click.Choice(MODEL_NAMES), default="cnn", show_default=True)
 @click.option("--rule", type=click.Choice(RULES), default="fedavg", show_default=True)
 @click.option(
     "--f",
@@ -84,7 +74,6 @@ _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACK
     metavar="KEY=VALUE",
     help="A rule parameter (e.g. m=3, beta=2/7, nu=1e-6); repeatable.",
 )
-@click.option("--byzantine", "-b", default=0, show_default=True, help="Byzantine peers K.")
 @click.option(
     "--attack",
     type=click.Choice(_SIM_ATTACKS),
@@ -215,6 +204,7 @@ def simulate_command(**opts: object) -> None:
     as_json = bool(opts.pop("as_json"))
     plot = opts.pop("plot")
     save_model = opts.pop("save_model")
+    check_population(int(opts["nodes"]), int(opts["byzantine"]), opts["attack"])  # type: ignore[call-overload]
     try:
         config = _config_from_options(opts)
         sim = Simulation(config)

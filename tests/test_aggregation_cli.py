@@ -20,7 +20,7 @@ def planned(monkeypatch: pytest.MonkeyPatch) -> list[DevnetPlan]:
     """`devnet up` stops right after planning: the plan is captured, nothing starts."""
     plans: list[DevnetPlan] = []
 
-    def fake_up(plan: DevnetPlan) -> dict:
+    def fake_up(plan: DevnetPlan, **_: object) -> dict:
         plans.append(plan)
         raise DevnetError("not started in this test")
 

@@ -70,6 +70,7 @@ def test_five_nodes_reject_a_signflip_peer_and_agree_every_round(tmp_path: Path)
     honest = _honest(summary)
     assert len(honest) == 4
     assert all(n["global_digest"] == summary["final_digest"] for n in honest)
+    assert all(n["holds_final_model"] for n in honest)  # the blob, not just the digest
     for node in honest:
         history = {int(k): v for k, v in node["accuracy_history"].items()}
         assert sorted(history) == [1, 2, 3]
@@ -78,6 +79,12 @@ def test_five_nodes_reject_a_signflip_peer_and_agree_every_round(tmp_path: Path)
     # Rejected every round, the attacker's reputation fell below every honest member's.
     reputations = summary["reputations"]
     assert all(reputations[byzantine] < reputations[i] for i in range(5) if i != byzantine)
+    # Every node's log tells each round in one line per step (node/console.py), as
+    # `flchain devnet logs node-I` shows it.
+    for i in range(5):
+        log = (tmp_path / f"node-{i}" / "node.log").read_text()
+        for r in (1, 2, 3):
+            assert f"round {r}  committed 0x" in log and f"round {r}  finalized 0x" in log
     # The simulation with the same settings and seed is the same run, bit for bit: the same
     # peer attacks, every peer holds the same data and trains from the same streams, and the
     # rule aggregates alike, so each round's global model has the digest finalized on chain.

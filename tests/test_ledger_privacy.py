@@ -362,8 +362,8 @@ def test_round_detail_shows_the_secure_facts(net: Net) -> None:
     ]
     # The sum digest on chain is enough to show them, config or not.
     text = run(["round", "2", *net.rpc(3)]).output
-    assert "decryptor      member 1" in text
-    assert "re-masked      0,1" in text
+    assert "decryptor      #1 0x" in text
+    assert "re-masked      #0, #1" in text
     assert f"sum digest     {hx(sha(b'sum r2'))}" in text
     plain = run(["round", "1", *net.rpc(1)]).output
     assert "decryptor" not in plain

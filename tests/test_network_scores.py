@@ -182,7 +182,7 @@ def test_devnet_up_plans_sageflow_and_siren_tasks_with_their_public_set(
 ) -> None:
     plans: list[DevnetPlan] = []
 
-    def fake_up(plan: DevnetPlan) -> dict:
+    def fake_up(plan: DevnetPlan, **_: object) -> dict:
         plans.append(plan)
         raise DevnetError("not started in this test")
 

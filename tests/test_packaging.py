@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ("aggregation", "attacks", "contracts", "crypto", "devnet", "models", "node")
+SUBPACKAGES = (
+    "aggregation",
+    "attacks",
+    "contracts",
+    "crypto",
+    "devnet",
+    "explorer",
+    "models",
+    "node",
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +57,10 @@ def test_wheel_maps_top_level_folders_into_flchain(wheel_venv: Path, tmp_path: P
     code = (
         "import json, flchain, importlib\n"
         f"mods = {{n: importlib.import_module('flchain.' + n).__file__ for n in {SUBPACKAGES!r}}}\n"
-        "print(json.dumps({'root': flchain.__file__, 'mods': mods, 'v': flchain.__version__}))\n"
+        "from importlib.resources import files\n"
+        "static = sorted(p.name for p in files('flchain.explorer').joinpath('static').iterdir())\n"
+        "print(json.dumps({'root': flchain.__file__, 'mods': mods, 'v': flchain.__version__,"
+        " 'static': static}))\n"
     )
     out = subprocess.run(
         [str(wheel_venv / "bin" / "python"), "-c", code],
@@ -63,6 +75,8 @@ def test_wheel_maps_top_level_folders_into_flchain(wheel_venv: Path, tmp_path: P
         assert path.startswith(str(wheel_venv)), name
         assert f"/flchain/{name}/" in path
     assert info["v"] == "0.1.0"
+    # The explorer's page ships as package data.
+    assert info["static"] == ["app.js", "favicon.svg", "index.html", "style.css"]
     # Nothing generic such as a top-level `models` or `crypto` is installed.
     site = Path(info["root"]).parents[1]
     assert not any((site / name).exists() for name in SUBPACKAGES)
