@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TOOLS  := .tools/node_modules/@foundry-rs
 FOUNDRY_VERSION ?= 1.7.1
 
-.PHONY: all setup tools browser demo demo-simulate bench-devnet bench-paillier test lint format bench bench-robust bench-robust-network bench-vs-flower bench-agg bench-gas bench-secure bench-incentives bench-dp fuzz clean
+.PHONY: all setup tools browser demo demo-simulate bench-devnet bench-paillier test lint format bench bench-robust bench-robust-network bench-vs-flower bench-agg bench-gas bench-secure bench-incentives bench-dp bench-cli fuzz clean
 
 all: test
 
@@ -64,7 +64,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix flchain aggregation attacks models contracts devnet node crypto tests benchmarks
 	$(BIN)/ruff format flchain aggregation attacks models contracts devnet node crypto tests benchmarks
 
-bench: bench-agg bench-robust bench-robust-network bench-vs-flower bench-gas bench-paillier bench-devnet bench-secure bench-incentives
+bench: bench-agg bench-robust bench-robust-network bench-vs-flower bench-gas bench-paillier bench-devnet bench-secure bench-incentives bench-cli
 
 bench-robust: $(STAMP)
 	$(BIN)/python benchmarks/bench_robust.py
@@ -110,6 +110,9 @@ bench-secure: $(STAMP)
 
 # Rewards and reputations on a devnet: honest, free-rider, griefer, blocking and Byzantine
 # members over 16 rounds; a table and docs/incentives.png (a few minutes).
+bench-cli: $(STAMP)
+	$(BIN)/python benchmarks/bench_cli.py
+
 bench-dp: $(STAMP)
 	$(BIN)/python benchmarks/bench_dp.py
 

@@ -35,6 +35,7 @@ from flchain.config import (
     DEFAULT_MAX_SAMPLES,
     DEFAULT_QUORUM_BPS,
     DEFAULT_REP_FLOOR,
+    DEFAULT_SECURE_KEY_BITS,
 )
 from flchain.contracts import FLChainClient, TaskParams
 from flchain.devnet.manifest import (
@@ -87,7 +88,7 @@ class DevnetPlan:
     dp_delta: float = 1e-5
     secure: bool = False
     secure_bits: int = 16
-    secure_key_bits: int = 2048
+    secure_key_bits: int = DEFAULT_SECURE_KEY_BITS
     secure_range: float | None = None
     max_samples: int = DEFAULT_MAX_SAMPLES
     robust_weights: str = "uniform"

@@ -32,7 +32,7 @@ MAX_SPEC_BYTES = 4 * 1024 * 1024
 # loaders, which the devnet's digits data set loads through (about 1 s each), and what torch
 # imports lazily the first time an optimizer is built (torch._dynamo, 1.4 s: ten nodes paid it
 # at once in the first round's training, 5 s of it on two cores).
-_PRELOADED = ("flchain.node.cli", "flchain.node.daemon", "sklearn.datasets", "torch._dynamo")
+_PRELOADED = ("flchain.commands.node", "flchain.node.daemon", "sklearn.datasets", "torch._dynamo")
 
 
 def _run_child(args: list[str], log: str) -> int:
@@ -46,7 +46,7 @@ def _run_child(args: list[str], log: str) -> int:
     os.dup2(null, 0)
     os.close(null)
     random.seed()  # the parent's state would repeat in every child
-    from flchain.node.cli import run_command
+    from flchain.commands.node import run_command
 
     try:
         run_command.main(args=args, prog_name="flchain node run", standalone_mode=True)

@@ -415,7 +415,7 @@ def _needs_websocket(params: list[Any]) -> Any:
 
 def main() -> None:
     """`python -m flchain.devnet.rpc_server`: the `flchain chain serve` command."""
-    from flchain.devnet.cli import serve_command
+    from flchain.commands.chain import serve_command
 
     serve_command(prog_name="python -m flchain.devnet.rpc_server")
 

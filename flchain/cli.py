@@ -1,4 +1,4 @@
-"""The `flchain` command: one click group; each area of the product registers its own group.
+"""The `flchain` command: one click group over the command modules in `flchain.commands`.
 
 Subcommands are imported only when used, so `flchain --help` does not pay for torch, web3 and
 libp2p imports it does not need.
@@ -15,21 +15,29 @@ from flchain import __version__
 # name -> (module, attribute, one-line help shown by `flchain --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
     "simulate": (
-        "flchain.cli_simulate",
+        "flchain.commands.simulate",
         "simulate_command",
         "Run a federated experiment with Byzantine peers in one process.",
     ),
-    "devnet": ("flchain.devnet.devnet_cli", "devnet", "A complete local network in one command."),
-    "node": ("flchain.node.cli", "node", "Run one node daemon: keys, the daemon, its status."),
-    "chain": ("flchain.devnet.cli", "chain", "Serve a local Ethereum JSON-RPC chain (py-evm)."),
-    "contract": ("flchain.contracts.cli", "contract", "Deploy the FLChain contract."),
+    "devnet": ("flchain.commands.devnet", "devnet", "A complete local network in one command."),
+    "node": ("flchain.commands.node", "node", "Run one node daemon: keys, the daemon, its status."),
+    "chain": ("flchain.commands.chain", "chain", "Serve a local Ethereum JSON-RPC chain (py-evm)."),
+    "contract": ("flchain.commands.contract", "contract", "Deploy the FLChain contract."),
     "task": (
-        "flchain.contracts.cli",
+        "flchain.commands.task",
         "task",
         "Create tasks on FLChain, fund their rewards, withdraw payouts.",
     ),
-    "ledger": ("flchain.contracts.cli", "ledger", "Inspect and verify the on-chain model ledger."),
-    "bench": ("flchain.crypto.cli", "bench", "Measure flchain's building blocks on this machine."),
+    "ledger": (
+        "flchain.commands.ledger",
+        "ledger",
+        "Inspect and verify the on-chain model ledger.",
+    ),
+    "bench": (
+        "flchain.commands.bench",
+        "bench",
+        "Measure flchain's building blocks on this machine.",
+    ),
 }
 
 
@@ -53,7 +61,7 @@ class _LazyGroup(click.Group):
     cls=_LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.version_option(__version__, prog_name="flchain")
+@click.version_option(__version__, "-V", "--version", prog_name="flchain")
 def cli() -> None:
     """flchain: decentralized federated learning.
 

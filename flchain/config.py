@@ -33,6 +33,9 @@ def __getattr__(name: str) -> Any:
 # zoo's models at the default learning rates stay well inside +-1, so 4 leaves ample headroom
 # while 16 bits still resolve about 1e-4 of it.
 DEFAULT_SECURE_RANGE = 4.0
+# Paillier modulus bits wherever a secure run is configured (simulate, devnet up, task config).
+DEFAULT_SECURE_KEY_BITS = 2048
+MAX_SECURE_KEY_BITS = 8192
 # The sample count an update weighs with at most, unless the task says otherwise: what
 # `consensus_weights` caps claims at on chain (TaskParams, the task config) and what the
 # simulation uses, so a member claiming 2**64 - 1 samples weighs no more than an honest one.
@@ -91,7 +94,7 @@ class SimulationConfig:
     dp_delta: float = 1e-5
     secure: bool = False
     secure_bits: int = 16
-    secure_key_bits: int = 1024
+    secure_key_bits: int = DEFAULT_SECURE_KEY_BITS
     secure_range: float | None = None
     # Weights as a task config forms them (flchain.taskconfig.rule_weights): sample counts
     # capped at max_samples (0: unused) for fedavg/geomed, uniform for robust rules unless

@@ -33,7 +33,9 @@ from flchain.aggregation import (
 )
 from flchain.config import (
     DEFAULT_MAX_SAMPLES,
+    DEFAULT_SECURE_KEY_BITS,
     MAX_SAMPLES_LIMIT,
+    MAX_SECURE_KEY_BITS,
     ROBUST_WEIGHTS,
     secure_value_range,
 )
@@ -77,7 +79,7 @@ class TaskConfig:
     dp_delta: float = 1e-5
     secure: bool = False
     secure_bits: int = 16
-    secure_key_bits: int = 2048
+    secure_key_bits: int = DEFAULT_SECURE_KEY_BITS
     secure_range: float | None = None
     seed: int = 0
     max_samples: int = DEFAULT_MAX_SAMPLES  # on chain: claims above it weigh as it (0: unused)
@@ -161,9 +163,9 @@ class TaskConfig:
             )
         if not 1 <= self.secure_bits <= 32:
             raise TaskConfigError(f"secure_bits must be in [1, 32], got {self.secure_bits}")
-        if not 512 <= self.secure_key_bits <= 8192:
+        if not 512 <= self.secure_key_bits <= MAX_SECURE_KEY_BITS:
             raise TaskConfigError(
-                f"secure_key_bits must be in [512, 8192] (2048 for real use), got "
+                f"secure_key_bits must be in [512, {MAX_SECURE_KEY_BITS}], got "
                 f"{self.secure_key_bits}"
             )
         if self.secure_range is not None and not (

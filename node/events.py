@@ -3,9 +3,9 @@
 The engine and the daemon report their progress through `emit` only and never print: every
 event is a log record on the `flchain.node.rounds` logger that carries a `RoundEvent`
 (`record.round_event`). Whoever configures logging picks the presentation: `node run` prints
-one line per event, or one JSON object with `--log-json` (node/console.py); a devnet node's
-lines land in its node.log; a test collects them with a handler. The record's own message is
-a plain `key=value` rendering, for handlers that know nothing of events.
+one line per event, or one JSON object with `--log-json` (`flchain.commands.node_console`); a
+devnet node's lines land in its node.log; a test collects them with a handler. The record's
+own message is a plain `key=value` rendering, for handlers that know nothing of events.
 """
 
 from __future__ import annotations

@@ -19,12 +19,12 @@ import trio
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from flchain.cli_options import format_eth
 from flchain.contracts import ContractRevert, FLChainClient, TaskStatus
 from flchain.contracts.client import OPEN_ROUND_GAS, finalize_gas_bound
 from flchain.contracts.sender import DEFAULT_PRIORITY_FEE, TransactionSender
 from flchain.node.events import emit
 from flchain.node.status import redact_url
+from flchain.units import format_eth
 
 log = logging.getLogger(__name__)
 

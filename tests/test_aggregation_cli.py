@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from flchain.cli import cli
+from flchain.commands import devnet as devnet_cli
 from flchain.config import ConfigError, SimulationConfig
-from flchain.devnet import devnet_cli
 from flchain.devnet.launcher import DevnetError, DevnetPlan, auto_f, tolerance_warning
 from flchain.taskconfig import TaskConfig, TaskConfigError
 

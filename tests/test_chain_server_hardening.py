@@ -21,9 +21,9 @@ from eth_account import Account
 from test_chain_server import ANVIL_ADDR0, ANVIL_KEY0, ServerProcess, call, rpc
 
 from flchain import safe_json
+from flchain.commands.chain import chain as chain_cli
 from flchain.devnet import rpc_server
 from flchain.devnet.chain import DevChain
-from flchain.devnet.cli import chain as chain_cli
 from flchain.devnet.genesis import GenesisConfig
 from flchain.devnet.policy import CallLimits, RpcPolicy, is_loopback
 from flchain.devnet.rpc_server import DevnetServer

@@ -15,13 +15,13 @@ from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_utils import function_signature_to_4byte_selector
 
+from flchain.commands.chain import chain as chain_cli
 from flchain.devnet.accounts import (
     AccountConfigError,
     derive_accounts,
     mnemonic_from_seed,
 )
 from flchain.devnet.chain import DevChain
-from flchain.devnet.cli import chain as chain_cli
 from flchain.devnet.encoding import (
     BlockHashRef,
     parse_block_tag,

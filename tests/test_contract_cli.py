@@ -45,14 +45,16 @@ from eth_account import Account
 from rich.console import Console
 from web3 import Web3
 
-from flchain.cli_options import eth_to_wei, format_eth
+from flchain.commands.contract import contract
+from flchain.commands.devnet import _print_summary, _view, devnet, ledger_summary
+from flchain.commands.ledger import ledger
+from flchain.commands.options import eth_to_wei, format_eth
+from flchain.commands.task import task
 from flchain.config import DEFAULT_ALARM_BPS, DEFAULT_QUORUM_BPS, DEFAULT_REP_FLOOR
 from flchain.contracts import FLChainClient, bitmap, encode_loss
-from flchain.contracts.cli import contract, ledger, task
 from flchain.devnet.accounts import DEFAULT_MNEMONIC, derive_accounts
 from flchain.devnet.anvil import spawn_anvil
 from flchain.devnet.chain import DevChain
-from flchain.devnet.devnet_cli import _print_summary, _view, devnet, ledger_summary
 from flchain.devnet.genesis import GenesisConfig
 from flchain.devnet.launcher import STAKE_WEI, DevnetPlan, deploy_task
 from flchain.devnet.rpc_server import DevnetServer

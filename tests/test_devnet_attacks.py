@@ -24,8 +24,8 @@ from safetensors.torch import load as st_load
 from test_devnet_e2e import FLCHAIN, _client, _honest, _wait
 
 from flchain.attacks.payloads import JUNK_MARKER, LIE_SAMPLES
+from flchain.commands.devnet import ledger_summary
 from flchain.contracts import FLChainClient, TaskStatus
-from flchain.devnet.devnet_cli import ledger_summary
 from flchain.devnet.launcher import down, node_status, read_manifest
 from flchain.models import build_model, flatten_params, load_dataset, model_from_bytes
 from flchain.node.blobstore import BlobStore

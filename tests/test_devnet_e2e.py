@@ -79,7 +79,7 @@ def test_five_nodes_reject_a_signflip_peer_and_agree_every_round(tmp_path: Path)
     # Rejected every round, the attacker's reputation fell below every honest member's.
     reputations = summary["reputations"]
     assert all(reputations[byzantine] < reputations[i] for i in range(5) if i != byzantine)
-    # Every node's log tells each round in one line per step (node/console.py), as
+    # Every node's log tells each round in one line per step (flchain/commands/node_console.py), as
     # `flchain devnet logs node-I` shows it.
     for i in range(5):
         log = (tmp_path / f"node-{i}" / "node.log").read_text()

@@ -33,8 +33,8 @@ from click.testing import CliRunner
 from eth_account import Account
 from web3 import Web3
 
+from flchain.commands.ledger import ledger
 from flchain.contracts import FLChainClient, TaskParams, bitmap, encode_loss
-from flchain.contracts.cli import ledger
 from flchain.contracts.ledger import plain, rebuild_ledger, verify_blobs
 from flchain.contracts.names import MemberNames
 from flchain.devnet.accounts import DEFAULT_MNEMONIC, derive_accounts

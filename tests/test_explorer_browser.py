@@ -29,9 +29,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from flchain.contracts.cli import ledger
+from flchain.commands.devnet import devnet
+from flchain.commands.ledger import ledger
 from flchain.contracts.names import short_address
-from flchain.devnet.devnet_cli import devnet
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium: pip install -e '.[test]'")
 from selenium.webdriver.chrome.service import Service  # noqa: E402

@@ -27,11 +27,11 @@ from click.testing import CliRunner, Result
 from eth_account import Account
 from web3 import Web3
 
+from flchain.commands.devnet import devnet
+from flchain.commands.ledger import ledger
 from flchain.contracts import FLChainClient, TaskStatus
-from flchain.contracts.cli import ledger
 from flchain.contracts.names import MemberNames, short_address
 from flchain.devnet.chain import DevChain
-from flchain.devnet.devnet_cli import devnet
 from flchain.devnet.errors import RpcError
 from flchain.devnet.genesis import GenesisConfig
 from flchain.devnet.journal import JOURNAL_FILE, LOCK_FILE, JournalError

@@ -28,8 +28,8 @@ from click.testing import CliRunner, Result
 from eth_account import Account
 from web3 import Web3
 
+from flchain.commands.ledger import ledger
 from flchain.contracts import FLChainClient, TaskParams, bitmap, encode_loss
-from flchain.contracts.cli import ledger
 from flchain.contracts.ledger import ConfigMismatchError, load_task_privacy, rebuild_ledger
 from flchain.crypto.dp import epsilon
 from flchain.devnet.accounts import DEFAULT_MNEMONIC, derive_accounts

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from flchain.aggregation import NETWORK_RULES
 from flchain.cli import cli
-from flchain.devnet import devnet_cli
+from flchain.commands import devnet as devnet_cli
 from flchain.devnet.launcher import DevnetError, DevnetPlan
 from flchain.node.learner import Learner, SirenRound
 from flchain.public_set import PublicSetError, quantize, update_scores

@@ -19,10 +19,11 @@ from click.testing import CliRunner
 from eth_account import Account
 from web3 import Web3
 
+from flchain.commands import node_console as console
+from flchain.commands.node import node
 from flchain.contracts import FLChainClient, TaskParams
 from flchain.contracts.testing import LocalChain, anvil_chain
-from flchain.node import console, funds
-from flchain.node.cli import node
+from flchain.node import funds
 from flchain.node.events import LOGGER, RoundEvent, emit, make_event
 from flchain.node.identity import init_node_dir
 from flchain.taskconfig import build_task_config, initial_model_digest

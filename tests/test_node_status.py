@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from flchain.node.cli import node as node_cli
+from flchain.commands.node import node as node_cli
 from flchain.node.metrics import Metrics
 from flchain.node.status import StatusServer, redact_url
 

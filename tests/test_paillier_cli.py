@@ -7,8 +7,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from flchain.commands.bench import bench
 from flchain.crypto.bench import MILLION, compare_phe_packed
-from flchain.crypto.cli import bench
 from flchain.crypto.errors import CryptoError
 
 ARGS = ["paillier", "--dim", "3000", "--key-bits", "1024", "--baseline-sample", "20"]

@@ -553,8 +553,8 @@ def test_deepjson_commits_a_nested_header_bundle_in_secure_mode() -> None:
 def test_node_run_and_devnet_up_offer_every_protocol_attack() -> None:
     import click
 
-    from flchain.devnet.devnet_cli import up_command
-    from flchain.node.cli import run_command
+    from flchain.commands.devnet import up_command
+    from flchain.commands.node import run_command
 
     for command in (run_command, up_command):
         (option,) = [p for p in command.params if p.name == "attacks"]

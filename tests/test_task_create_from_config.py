@@ -9,7 +9,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from flchain.contracts.cli import contract, task
+from flchain.commands.contract import contract
+from flchain.commands.task import task
 from flchain.devnet.accounts import DEFAULT_MNEMONIC, derive_accounts
 from flchain.devnet.chain import DevChain
 from flchain.devnet.genesis import GenesisConfig

@@ -27,8 +27,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
-from flchain.cli_options import format_eth
 from flchain.node.events import RoundEvent, event_of
+from flchain.units import format_eth
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _NEVER = logging.CRITICAL + 1

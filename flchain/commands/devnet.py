@@ -19,26 +19,24 @@ from web3 import Web3
 from flchain.advice import task_warnings
 from flchain.aggregation import (
     NETWORK_RULES,
-    RULES,
     AggregationError,
     check_params,
-    f_bounds_text,
     rule_parameters,
 )
 from flchain.attacks import ATTACKS, SECURE_ATTACKS
-from flchain.cli_options import (
-    UINT32_MAX,
+from flchain.commands.options import (
     check_population,
     economics_options,
-    format_eth,
     keep_rounds_option,
     model_options,
+    partition_option,
     pop_economics,
+    pop_rule_params,
     population_options,
+    rule_options,
     weight_options,
     window_options,
 )
-from flchain.config import ConfigError, parse_key_values
 from flchain.contracts import (
     REP_UNIT,
     FLChainClient,
@@ -70,9 +68,11 @@ from flchain.devnet.manifest import (
     stopped_journal,
 )
 from flchain.taskconfig import SECURE_NETWORK_RULES
+from flchain.units import format_eth
 
 _DIR = click.option(
     "--dir",
+    "--devnet",
     "directory",
     type=click.Path(path_type=Path),
     default=Path(".flchain-devnet"),
@@ -90,22 +90,9 @@ def devnet() -> None:
 @_DIR
 @population_options(nodes=4, rounds=5)
 @model_options
+@partition_option
 @window_options
-@click.option("--rule", type=click.Choice(RULES), default="multikrum", show_default=True)
-@click.option(
-    "--f",
-    "f",
-    type=int,
-    default=None,
-    help=f"Byzantine bound f ({f_bounds_text()}). Default: the Byzantine count, at least 1, "
-    "capped at the rule's bound for --nodes.",
-)
-@click.option(
-    "--rule-param",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A rule parameter, e.g. m=3 (multikrum), beta=2/7 (trimmed_mean); repeatable.",
-)
+@rule_options
 @weight_options
 @click.option(
     "--attack",
@@ -130,14 +117,6 @@ def devnet() -> None:
     "benign statistics from their own honestly trained updates.",
 )
 @click.option("--chain", type=click.Choice(["pyevm", "anvil"]), default="pyevm", show_default=True)
-@click.option(
-    "--alarm-window",
-    type=click.IntRange(0, UINT32_MAX),
-    default=0,
-    show_default=True,
-    help="Seconds after finalization for Siren alarms (0: off) [default with --rule siren: "
-    "--submit-window].",
-)
 @economics_options(default_reward_eth=DEFAULT_REWARD_ETH)
 @click.option("--dp-clip", type=float, default=None, help="DP: L2 clip norm C of each update.")
 @click.option("--dp-noise", type=float, default=0.0, help="DP: noise multiplier sigma.")
@@ -180,8 +159,6 @@ def devnet() -> None:
 def up_command(
     ctx: click.Context,
     directory: Path,
-    f: int | None,
-    rule_param: tuple[str, ...],
     detach: bool,
     force: bool,
     timeout: int,
@@ -194,6 +171,9 @@ def up_command(
 
     Secure: flchain devnet up --secure --nodes 4 --model mlp --alarm-window 30
 
+    Without --f the task's f is the Byzantine count (at least 1, capped at the rule's bound for
+    --nodes); with --rule siren, --alarm-window defaults to --submit-window.
+
     The task escrows a reward pool (--reward-eth, from the chain's first dev account) that
     its finalized rounds pay to the accepted members that voted on the round before; members
     below --rep-floor are ejected and forfeit their stake and rewards. The summary at the
@@ -204,7 +184,7 @@ def up_command(
     ring = [a for a in opts["attacks"] if a in SECURE_ATTACKS]
     if ring and not opts["secure"]:
         raise click.UsageError(f"--attack {ring[0]} attacks secure aggregation: it needs --secure")
-    rule_params = _rule_params(ctx, opts, f, rule_param)
+    rule_params = _rule_params(ctx, opts, pop_rule_params(opts))
     if opts["rule"] == "siren" and ctx.get_parameter_source("alarm_window").name == "DEFAULT":
         # Siren's server side needs its clients' alarms: members raise them on chain as the
         # next round opens, so a window as long as a submit phase is enough.
@@ -295,19 +275,13 @@ def _run_devnet(
         raise click.ClickException(f"the task did not finish within {timeout} s")
 
 
-def _rule_params(
-    ctx: click.Context, opts: dict, f: int | None, pairs: tuple[str, ...]
-) -> dict[str, object]:
-    """The rule and its parameters from --rule, --f and --rule-param, checked against the
-    rule's spec (runs on the network? in secure mode? valid for --nodes?); sets opts["rule"]."""
+def _rule_params(ctx: click.Context, opts: dict, params: dict[str, object]) -> dict[str, object]:
+    """The rule and its parameters (--rule, --f, --m, --beta, --rule-param), checked against
+    the rule's spec (runs on the network? in secure mode? valid for --nodes?); sets
+    opts["rule"]. Without --f the task's f is the Byzantine count, at least 1, capped at the
+    rule's bound for --nodes."""
     rule = str(opts["rule"])
     explicit = ctx.get_parameter_source("rule").name != "DEFAULT"
-    try:
-        params = parse_key_values(pairs, "--rule-param")
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
-    if f is not None:
-        params["f"] = f
     if rule not in NETWORK_RULES:
         raise click.UsageError(
             f"{rule} does not run on the network; it runs in `flchain simulate`. "

@@ -18,6 +18,7 @@ from flchain.config import (
     MAX_SAMPLES_LIMIT,
     ROBUST_WEIGHTS,
 )
+from flchain.units import WEI_PER_ETH
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,8 +59,6 @@ def keep_rounds_option(fn: F) -> F:
 
 # ---------------------------------------------------------------- task economics
 
-WEI_PER_ETH = 10**18
-
 
 @dataclass(frozen=True)
 class Economics:
@@ -92,15 +91,6 @@ def eth_to_wei(value: str, param_hint: str) -> int:
             param_hint=param_hint,
         )
     return int(wei)
-
-
-def format_eth(wei: int | None) -> str:
-    """Wei as ETH, exact and without trailing zeros ("0.01"); "-" for None."""
-    if wei is None:
-        return "-"
-    whole, fraction = divmod(abs(int(wei)), WEI_PER_ETH)
-    text = f"{whole}.{fraction:018d}".rstrip("0").rstrip(".")
-    return f"-{text}" if int(wei) < 0 else text
 
 
 def economics_options(*, default_reward_eth: str = "0") -> Callable[[F], F]:
@@ -246,19 +236,12 @@ def check_population(nodes: int, byzantine: int, attack: object) -> None:
 
 
 def model_options(fn: F) -> F:
-    """`--model`, `--partition` and `--local-epochs`: what each peer trains and on which share
-    of the data; the choices come from the model zoo and the partitioner."""
-    from flchain.models import MODEL_NAMES, PARTITION_SCHEMES
+    """`--model` and `--local-epochs`: what each member trains, and how long per round; the
+    choices come from the model zoo."""
+    from flchain.models import MODEL_NAMES
 
     options = [
         click.option("--model", type=click.Choice(MODEL_NAMES), default="cnn", show_default=True),
-        click.option(
-            "--partition",
-            type=click.Choice(PARTITION_SCHEMES),
-            default="iid",
-            show_default=True,
-            help="How training data is split across peers.",
-        ),
         click.option(
             "--local-epochs",
             type=click.IntRange(min=1),
@@ -270,6 +253,19 @@ def model_options(fn: F) -> F:
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def partition_option(fn: F) -> F:
+    """`--partition`: how the training data is split across the peers of a run."""
+    from flchain.models import PARTITION_SCHEMES
+
+    return click.option(
+        "--partition",
+        type=click.Choice(PARTITION_SCHEMES),
+        default="iid",
+        show_default=True,
+        help="How training data is split across peers.",
+    )(fn)
 
 
 def window_options(fn: F) -> F:
@@ -290,6 +286,162 @@ def window_options(fn: F) -> F:
             default=DEFAULT_WINDOW_S,
             show_default=True,
             help="Seconds for members to vote (upper bound: the round ends at quorum).",
+        ),
+        click.option(
+            "--alarm-window",
+            type=click.IntRange(0, UINT32_MAX),
+            default=0,
+            show_default=True,
+            help="Seconds after finalization for Siren alarms (0: off).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+# ---------------------------------------------------------------- the aggregation rule
+DEFAULT_RULE = "multikrum"
+"""The rule every command defaults to (with --secure: FedAvg, the secure rule that runs)."""
+
+
+def rule_options(fn: F) -> F:
+    """`--rule`, its Byzantine bound `--f`, `--m` (Multi-Krum), `--beta` (trimmed mean) and any
+    other parameter as `--rule-param KEY=VALUE`; merge them with `pop_rule_params`."""
+    from flchain.aggregation import RULES, f_bounds_text
+
+    options = [
+        click.option(
+            "--rule",
+            type=click.Choice(RULES),
+            default=DEFAULT_RULE,
+            show_default=True,
+            help="Aggregation rule (with --secure: fedavg unless given).",
+        ),
+        click.option(
+            "--f",
+            "f",
+            type=click.IntRange(min=0),
+            default=None,
+            help=f"Byzantine bound f ({f_bounds_text()}); same as --rule-param f=F.",
+        ),
+        click.option(
+            "--m",
+            "m",
+            type=click.IntRange(min=1),
+            default=None,
+            help="How many updates multikrum averages; same as --rule-param m=M.",
+        ),
+        click.option(
+            "--beta",
+            default=None,
+            metavar="FRACTION",
+            help="Trim fraction per side for trimmed_mean, exact (2/7 of 7 updates trims 2); "
+            "same as --rule-param beta=B.",
+        ),
+        click.option(
+            "--rule-param",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="A rule parameter (e.g. m=3, beta=2/7, nu=1e-6); repeatable.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def pop_rule_params(options: dict[str, Any]) -> dict[str, Any]:
+    """Take `rule_options`' parameters out of a command's keyword arguments as one dict
+    (UsageError for a malformed or twice-given parameter); leaves `rule` in place."""
+    from flchain.config import ConfigError, parse_key_values
+
+    try:
+        params = parse_key_values(options.pop("rule_param"), "--rule-param")
+        for key in ("f", "m", "beta"):
+            value = options.pop(key)
+            if value is None:
+                continue
+            if key in params:
+                raise click.UsageError(f"--{key} and --rule-param {key}=... both given")
+            # --beta 0.25 is a number and 2/7 stays an exact fraction, as with --rule-param
+            params.update(parse_key_values([f"{key}={value}"], f"--{key}"))
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    return params
+
+
+def secure_options(fn: F) -> F:
+    """`--secure` and its settings: quantization bits and range, the Paillier key size."""
+    from flchain.aggregation import SECURE_RULES
+    from flchain.config import DEFAULT_SECURE_KEY_BITS, DEFAULT_SECURE_RANGE, MAX_SECURE_KEY_BITS
+
+    options = [
+        click.option(
+            "--secure",
+            is_flag=True,
+            help="Secure aggregation: updates are quantized, pairwise-masked and "
+            "Paillier-encrypted, and only their sum is decrypted (by a member chosen per "
+            f"round). Robust rules need plaintext updates, so only {' and '.join(SECURE_RULES)} "
+            "run: siren becomes FedAvg plus alarms. Slow for large models: the Paillier cost "
+            "grows with the parameter count; try --model logreg or mlp.",
+        ),
+        click.option(
+            "--secure-bits",
+            type=click.IntRange(2, 32),
+            default=16,
+            show_default=True,
+            help="Quantization bits per coordinate in secure mode.",
+        ),
+        click.option(
+            "--secure-key-bits",
+            type=click.IntRange(512, MAX_SECURE_KEY_BITS),
+            default=DEFAULT_SECURE_KEY_BITS,
+            show_default=True,
+            help="Paillier modulus size in bits.",
+        ),
+        click.option(
+            "--secure-range",
+            type=click.FloatRange(min=0.0, min_open=True),
+            default=None,
+            metavar="R",
+            help="Secure mode: every coordinate travels in [-R, R] (values outside are clamped "
+            "and counted). Default: the clip C with --dp-clip (distributed DP widens the ring "
+            f"for its noise by itself), else {DEFAULT_SECURE_RANGE:g}.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def dp_options(fn: F) -> F:
+    """`--dp-clip`, `--dp-noise` and `--dp-delta`: differential privacy at each member."""
+    options = [
+        click.option(
+            "--dp-clip",
+            type=click.FloatRange(min=0.0, min_open=True),
+            default=None,
+            metavar="C",
+            help="DP: every honest member clips its update to L2 norm C before sending it.",
+        ),
+        click.option(
+            "--dp-noise",
+            type=click.FloatRange(min=0.0),
+            default=0.0,
+            show_default=True,
+            metavar="SIGMA",
+            help="DP noise multiplier (needs --dp-clip). Without --secure each member adds "
+            "N(0, (SIGMA*C)^2) per coordinate to its own update; with --secure the members "
+            "share one SIGMA*C on the sum (distributed DP), sqrt(n) times less noise in the "
+            "mean. The running epsilon is reported per round.",
+        ),
+        click.option(
+            "--dp-delta",
+            type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+            default=1e-5,
+            show_default=True,
+            help="DP: the delta at which epsilon is reported.",
         ),
     ]
     for option in reversed(options):

@@ -1,6 +1,6 @@
 """`flchain node init | fund | run | status`: one node daemon on one machine.
 
-`run` prints one line per round step (node/console.py renders the engine's events from
+`run` prints one line per round step (`node_console` renders the engine's events from
 node/events.py), `-q` only warnings and errors, `--log-json` JSON lines for machines.
 """
 
@@ -19,9 +19,12 @@ from web3 import Web3
 
 from flchain import safe_json
 from flchain.attacks import DATA_ATTACKS, SECURE_ATTACKS, UPDATE_ATTACKS
-from flchain.cli_options import eth_to_wei, format_eth, keep_rounds_option
+from flchain.commands import node_console as console
+from flchain.commands.options import (
+    eth_to_wei,
+    keep_rounds_option,
+)
 from flchain.config import ConfigError, parse_key_values
-from flchain.node import console
 from flchain.node.daemon import DEFAULT_LINGER_S, RUNTIME_FILE, NodeError, NodeSettings, run_node
 from flchain.node.engine import PROTOCOL_ATTACKS
 from flchain.node.identity import (
@@ -32,6 +35,7 @@ from flchain.node.identity import (
     read_password,
 )
 from flchain.taskconfig import DataSpec, TaskConfigError
+from flchain.units import format_eth
 
 # What `node status` reads: runtime.json (a few addresses) and the /status answer (metrics
 # and a per-round accuracy history included); a larger or deeper document is not a node's.
@@ -163,7 +167,7 @@ def fund_command(
     """Send ETH to a node's ADDRESS (or to the node of a directory): its stake and gas.
 
     The same as `cast send ADDRESS --value 0.1ether --rpc-url URL --private-key KEY`."""
-    from flchain.contracts.cli import connect, load_account
+    from flchain.commands.access import connect, load_account
     from flchain.node.funds import FundError, send_eth
 
     address = _fund_target(target)

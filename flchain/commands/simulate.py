@@ -11,12 +11,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flchain.advice import setting_warnings
-from flchain.aggregation import RULES, SECURE_RULES, f_bounds_text
 from flchain.attacks import DATA_ATTACKS, DESCRIPTIONS, SECURE_ATTACKS, UPDATE_ATTACKS
-from flchain.cli_options import check_population, model_options, population_options, weight_options
+from flchain.commands.options import (
+    check_population,
+    dp_options,
+    model_options,
+    partition_option,
+    pop_rule_params,
+    population_options,
+    rule_options,
+    secure_options,
+    weight_options,
+)
 from flchain.config import (
     DEFAULT_ALARM_BPS,
-    DEFAULT_SECURE_RANGE,
     ConfigError,
     SimulationConfig,
     parse_key_values,
@@ -31,6 +39,7 @@ _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACK
 @click.command("simulate")
 @population_options(nodes=10, rounds=20, peers="peers")
 @model_options
+@partition_option
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--lr", default=0.1, show_default=True, help="Local SGD learning rate.")
 @click.option("--momentum", default=0.9, show_default=True)
@@ -52,28 +61,7 @@ _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACK
     show_default=True,
     help="Share of training data held out as the small public set (SageFlow, evaluation).",
 )
-@click.option("--rule", type=click.Choice(RULES), default="fedavg", show_default=True)
-@click.option(
-    "--f",
-    "f",
-    type=int,
-    default=None,
-    help=f"Byzantine bound f ({f_bounds_text()}).",
-)
-@click.option("--m", "m", type=int, default=None, help="How many updates multikrum averages.")
-@click.option(
-    "--beta",
-    default=None,
-    metavar="FRACTION",
-    help="Trim fraction per side for trimmed_mean, exact: 2/7 of 7 updates trims 2. "
-    "Default: max(1, n // 10) per side for n >= 3.",
-)
-@click.option(
-    "--rule-param",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A rule parameter (e.g. m=3, beta=2/7, nu=1e-6); repeatable.",
-)
+@rule_options
 @click.option(
     "--attack",
     type=click.Choice(_SIM_ATTACKS),
@@ -116,64 +104,8 @@ _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACK
     show_default=True,
     help="--fast aggregates in float32 on the training device instead of the bit-exact path.",
 )
-@click.option(
-    "--dp-clip",
-    type=float,
-    default=None,
-    metavar="C",
-    help="DP: every honest peer clips its update to L2 norm C before sending it.",
-)
-@click.option(
-    "--dp-noise",
-    type=float,
-    default=0.0,
-    show_default=True,
-    metavar="SIGMA",
-    help="DP noise multiplier (needs --dp-clip). Without --secure each peer adds N(0, "
-    "(SIGMA*C)^2) per coordinate to its own update; with --secure the peers share one SIGMA*C "
-    "on the sum (distributed DP), sqrt(n) times less noise in the mean. The running epsilon "
-    "is reported per round.",
-)
-@click.option(
-    "--dp-delta",
-    type=float,
-    default=1e-5,
-    show_default=True,
-    help="DP: the delta at which epsilon is reported.",
-)
-@click.option(
-    "--secure",
-    is_flag=True,
-    help="Secure aggregation: updates are quantized, pairwise-masked and Paillier-encrypted, "
-    "and only their sum is decrypted (by a peer chosen per round). Robust rules need "
-    f"plaintext updates, so only {' and '.join(SECURE_RULES)} run: siren becomes FedAvg plus "
-    "alarms (a majority of alarms rejects the round's aggregate). Slow for large models: "
-    "the Paillier cost grows with the parameter count; try --model logreg or mlp.",
-)
-@click.option(
-    "--secure-key-bits",
-    type=int,
-    default=1024,
-    show_default=True,
-    help="Paillier modulus size. 1024 keeps simulations fast; use 2048 for real use.",
-)
-@click.option(
-    "--secure-bits",
-    type=int,
-    default=16,
-    show_default=True,
-    help="Quantization bits per coordinate in secure mode.",
-)
-@click.option(
-    "--secure-range",
-    type=float,
-    default=None,
-    metavar="R",
-    help="Secure mode: every coordinate travels in [-R, R] (values outside are clamped and "
-    "counted). Default: the clip C with --dp-clip (distributed DP widens the ring for its "
-    f"noise by itself), else "
-    f"{DEFAULT_SECURE_RANGE:g}.",
-)
+@dp_options
+@secure_options
 @weight_options
 @click.option("--seed", default=0, show_default=True)
 @click.option(
@@ -233,13 +165,7 @@ def simulate_command(**opts: object) -> None:
 
 
 def _config_from_options(opts: dict) -> SimulationConfig:
-    rule_params = parse_key_values(opts.pop("rule_param"), "--rule-param")
-    for key in ("f", "m", "beta"):
-        value = opts.pop(key)
-        if value is not None:
-            rule_params[key] = value
-    if isinstance(rule_params.get("beta"), str):  # --beta 0.25 is a number, 2/7 stays exact
-        rule_params.update(parse_key_values([f"beta={rule_params['beta']}"], "--beta"))
+    rule_params = pop_rule_params(opts)
     attack_params = parse_key_values(opts.pop("attack_param"), "--attack-param")
     deterministic = not opts.pop("fast")
     return SimulationConfig(

@@ -1,0 +1,74 @@
+"""How fast the CLI answers when it has no real work to do: --help, usage errors, and light
+commands on a stopped devnet. Each command is run as a user runs it (a fresh `flchain`
+process), wall clock from spawn to exit, median of several runs. Goal: under 1 s each.
+
+Usage: python benchmarks/bench_cli.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _report import machine, write_section
+
+FLCHAIN = [sys.executable, "-m", "flchain.cli"]
+GOAL_S = 1.0
+COMMANDS: tuple[tuple[str, list[str]], ...] = (
+    ("flchain --help", ["--help"]),
+    ("flchain -V", ["-V"]),
+    ("flchain devnet --help", ["devnet", "--help"]),
+    ("flchain devnet up --help", ["devnet", "up", "--help"]),
+    ("flchain devnet up --nodes 0 (usage error)", ["devnet", "up", "--nodes", "0"]),
+    ("flchain devnet status --dir MISSING", ["devnet", "status", "--dir", "{missing}"]),
+    ("flchain devnet logs --dir MISSING 0", ["devnet", "logs", "--dir", "{missing}", "0"]),
+    ("flchain simulate --help", ["simulate", "--help"]),
+    ("flchain node --help", ["node", "--help"]),
+    ("flchain node run --help", ["node", "run", "--help"]),
+    ("flchain ledger --help", ["ledger", "--help"]),
+    ("flchain ledger rounds --help", ["ledger", "rounds", "--help"]),
+    ("flchain task create --help", ["task", "create", "--help"]),
+    ("flchain chain serve --help", ["chain", "serve", "--help"]),
+)
+
+
+def _time(args: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run([*FLCHAIN, *args], capture_output=True, check=False, timeout=120)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    runs = parser.parse_args().runs
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        missing = str(Path(tmp) / "no-such-devnet")
+        for label, template in COMMANDS:
+            args = [a.format(missing=missing) for a in template]
+            _time(args)  # warm the file cache
+            median = statistics.median(_time(args) for _ in range(runs))
+            rows.append((label, median))
+            print(f"{label}: {median:.2f} s", flush=True)
+    lines = [
+        "## CLI response time",
+        "",
+        "`make bench-cli` (`python benchmarks/bench_cli.py`): each command as a fresh "
+        f"`python -m flchain.cli` process, wall clock from spawn to exit, median of {runs} runs "
+        f"after one warm-up; goal under {GOAL_S:g} s. On {machine()}.",
+        "",
+        "| command | seconds | under 1 s |",
+        "|---|---:|:---:|",
+    ]
+    lines += [f"| `{label}` | {s:.2f} | {'yes' if s < GOAL_S else 'no'} |" for label, s in rows]
+    print(f"wrote {write_section('cli', chr(10).join(lines))}")
+
+
+if __name__ == "__main__":
+    main()
