@@ -1,6 +1,6 @@
 """The chain server against hostile clients: deep JSON, endless calls, foreign pages, replays.
 
-Each test reproduces an attack from issue 9 against a running server and checks that the
+Each test reproduces an attack against a running server and checks that the
 server answers with an error and keeps serving everyone else.
 """
 

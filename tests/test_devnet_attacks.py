@@ -1,4 +1,4 @@
-"""The protocol attacks of issue 9 on a real devnet: the Byzantine node achieves nothing.
+"""The protocol attacks on a real devnet: the Byzantine node achieves nothing.
 
 Two devnets, three attackers each (one attack per node, all of them otherwise honest voters),
 so that six attacks cost two networks: the commit attacks (`copy`, `replay`, `liesamples`)

@@ -1,6 +1,6 @@
 """End to end: real node processes over libp2p, agreeing on the py-evm devnet chain.
 
-These are the product's acceptance tests (issue 4): they start `flchain devnet up` as a user
+These are the product's acceptance tests: they start `flchain devnet up` as a user
 would and check what the ledger and the nodes report.
 """
 

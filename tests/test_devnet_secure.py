@@ -1,4 +1,4 @@
-"""End to end, secure mode (issue 5): real node processes, masked Paillier bundles on libp2p, the
+"""End to end, secure mode: real node processes, masked Paillier bundles on libp2p, the
 decryptor chosen on chain, dropouts re-masked, Siren alarms on the decrypted models."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A ledger that outlives the network, with names people can read (issue 13, items 1 and 4).
+"""A ledger that outlives the network, with names people can read.
 
 Once a devnet has stopped, `flchain ledger ... --devnet DIR` and `flchain devnet status` read
 its chain journal, replayed read-only inside the command (no process started, no lock taken,
