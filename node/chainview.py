@@ -98,6 +98,10 @@ class HeadFollowing:
     ws_timeout: float = 5.0  # connect and subscribe, and a ping's answer
     ws_idle: float = 20.0  # no message for this long: ping, to tell a quiet chain from a dead link
     ws_retry: float = 30.0  # after a WebSocket failure, follow by filter this long, then retry
+    # Pushed heads wake the waiters at once, then at most once per `settle` seconds: a chain
+    # that mines a block per transaction sends a burst of them as every member commits, and
+    # each wake-up drops the read cache, so every waiter would read the chain again per block.
+    settle: float = 0.1
 
 
 class ChainView:
@@ -271,16 +275,24 @@ class ChainView:
             self.transport = "websocket"
             log.info("following the chain's head over WebSocket at %s", redact_url(url))
             self._ws_failures = 0
+            pending: int | None = None  # the newest head not advanced to yet
+            last = -math.inf  # when we last advanced
             while True:
-                with trio.move_on_after(heads.ws_idle) as idle:
+                now = trio.current_time()
+                if pending is not None and now - last >= heads.settle:
+                    self.advance(pending)
+                    pending, last = None, now
+                wait = heads.ws_idle if pending is None else last + heads.settle - now
+                with trio.move_on_after(wait) as idle:
                     message = _decode(await ws.get_message())
                 if idle.cancelled_caught:
-                    with trio.fail_after(heads.ws_timeout):  # a dead link raises here
-                        await ws.ping()
+                    if pending is None:  # silence: a quiet chain or a dead link?
+                        with trio.fail_after(heads.ws_timeout):  # a dead link raises here
+                            await ws.ping()
                     continue
                 head = _head_of(message, subscription)
                 if head is not None:
-                    self.advance(head)
+                    pending = head if pending is None else max(pending, head)
 
     async def _poll(self, state: _Polling) -> None:
         """Follow heads through a block filter (or eth_blockNumber) until cancelled."""
