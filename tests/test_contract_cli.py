@@ -48,7 +48,7 @@ from web3 import Web3
 from flchain.commands.contract import contract
 from flchain.commands.devnet import _print_summary, _view, devnet, ledger_summary
 from flchain.commands.ledger import ledger
-from flchain.commands.options import eth_to_wei, format_eth
+from flchain.commands.options import DEFAULT_WINDOW_S, eth_to_wei
 from flchain.commands.task import task
 from flchain.config import DEFAULT_ALARM_BPS, DEFAULT_QUORUM_BPS, DEFAULT_REP_FLOOR
 from flchain.contracts import FLChainClient, bitmap, encode_loss
@@ -58,6 +58,7 @@ from flchain.devnet.chain import DevChain
 from flchain.devnet.genesis import GenesisConfig
 from flchain.devnet.launcher import STAKE_WEI, DevnetPlan, deploy_task
 from flchain.devnet.rpc_server import DevnetServer
+from flchain.units import format_eth
 
 STAKE = 10**16  # --stake-eth 0.01
 REWARD = 18 * 10**17  # --reward-eth 1.8
@@ -398,7 +399,8 @@ def test_task_create_defaults_env_key_and_allowlist(net: Net) -> None:
         DEFAULT_QUORUM_BPS,
         DEFAULT_ALARM_BPS,
     )
-    assert (info.submit_window, info.vote_window, info.alarm_window) == (600, 300, 0)
+    windows = (info.submit_window, info.vote_window, info.alarm_window)
+    assert windows == (DEFAULT_WINDOW_S, DEFAULT_WINDOW_S, 0)  # one default everywhere
     assert (info.stake, info.max_rounds, info.rep_floor, info.allowlist) == (
         0,
         100,

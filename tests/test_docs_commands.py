@@ -10,6 +10,7 @@ ledger and status of a stopped devnet, node init/fund/run) for real.
 
 from __future__ import annotations
 
+import inspect
 import re
 import shlex
 from pathlib import Path
@@ -58,17 +59,29 @@ def _walk(command: click.Command, path: tuple[str, ...]) -> list[tuple[str, ...]
 
 
 def _help_examples() -> list[str]:
-    """The `flchain ...` example lines in every command's --help."""
+    """The `flchain ...` example lines of every command's --help, from the help text itself
+    (the rendered help rewraps lines)."""
     examples = []
     for name in _COMMANDS:
         for path in _walk(cli.get_command(click.Context(cli), name), (name,)):  # type: ignore[arg-type]
             result = CliRunner().invoke(cli, [*path, "--help"], prog_name="flchain")
             assert result.exit_code == 0, (path, result.output)
-            for line in result.output.splitlines():
-                match = re.search(r"(?:^|Example: |: )\s*(flchain \S.*)$", line.strip())
+            command = _command_at(path)
+            for line in inspect.cleandoc(command.help or "").splitlines():
+                match = re.search(r"(?:^|Example: |[A-Za-z]+: )\s*(flchain \S.*)$", line.strip())
                 if match and not match.group(1).endswith("..."):
                     examples.append(match.group(1).split(" #", 1)[0].strip())
     return examples
+
+
+def _command_at(path: tuple[str, ...]) -> click.Command:
+    command: click.Command = cli
+    for name in path:
+        assert isinstance(command, click.Group)
+        found = command.get_command(click.Context(command), name)
+        assert found is not None
+        command = found
+    return command
 
 
 README_COMMANDS = _readme_commands()
@@ -94,9 +107,31 @@ def _parse(args: list[str]) -> click.Context:
     return ctx
 
 
+DIRECTORY_OPTIONS = ("--dir", "--devnet", "--state")
+FILE_SUFFIXES = (".key", ".txt", ".json", ".png", ".csv", ".npz", ".pem")
+
+
+def _placeholders(args: list[str], root: Path) -> None:
+    """The files and folders a documented command names, as its reader would have them: an
+    option that wants an existing file gets one (empty), so parsing checks the rest."""
+    for before, arg in zip(["", *args], args, strict=False):
+        if arg.startswith("-") or "://" in arg:
+            continue
+        path = root / arg
+        if before in DIRECTORY_OPTIONS:
+            path.mkdir(parents=True, exist_ok=True)
+        elif arg.endswith(FILE_SUFFIXES):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+
+
 @pytest.mark.parametrize("line", README_COMMANDS + HELP_EXAMPLES)
-def test_every_documented_command_parses_as_written(line: str) -> None:
+def test_every_documented_command_parses_as_written(
+    line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     args = shlex.split(line)[1:]
+    _placeholders(args, tmp_path)
+    monkeypatch.chdir(tmp_path)
     try:
         _parse(args)
     except click.exceptions.Exit:  # --help, --version

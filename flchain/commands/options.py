@@ -351,6 +351,14 @@ def rule_options(fn: F) -> F:
     return fn
 
 
+def secure_default_rule(options: dict[str, Any], secure_rule: str = "fedavg") -> None:
+    """With --secure and no --rule given, the rule is `secure_rule` (what secure aggregation
+    runs) instead of DEFAULT_RULE, which needs plaintext updates."""
+    ctx = click.get_current_context()
+    if options.get("secure") and ctx.get_parameter_source("rule") == ParameterSource.DEFAULT:
+        options["rule"] = secure_rule
+
+
 def pop_rule_params(options: dict[str, Any]) -> dict[str, Any]:
     """Take `rule_options`' parameters out of a command's keyword arguments as one dict
     (UsageError for a malformed or twice-given parameter); leaves `rule` in place."""

@@ -20,6 +20,7 @@ from flchain.commands.options import (
     pop_rule_params,
     population_options,
     rule_options,
+    secure_default_rule,
     secure_options,
     weight_options,
 )
@@ -165,6 +166,7 @@ def simulate_command(**opts: object) -> None:
 
 
 def _config_from_options(opts: dict) -> SimulationConfig:
+    secure_default_rule(opts)
     rule_params = pop_rule_params(opts)
     attack_params = parse_key_values(opts.pop("attack_param"), "--attack-param")
     deterministic = not opts.pop("fast")

@@ -26,6 +26,7 @@ from flchain.commands.options import (
     pop_economics,
     pop_rule_params,
     rule_options,
+    secure_default_rule,
     secure_options,
     weight_options,
     window_options,
@@ -124,9 +125,9 @@ def task_config_command(out: Path, rule: str, as_json: bool, **fields: Any) -> N
     from flchain.taskconfig import TaskConfigError, build_task_config, initial_model_digest
 
     params = pop_rule_params(fields)
-    explicit = click.get_current_context().get_parameter_source("rule").name != "DEFAULT"
-    if fields["secure"] and not explicit:
-        rule = "fedavg"  # what secure mode runs
+    fields["rule"] = rule
+    secure_default_rule(fields)
+    rule = fields.pop("rule")
     try:
         config = build_task_config(rule=rule, rule_params=params, **fields)
         initial = initial_model_digest(config)
