@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from flchain.cli import cli
-from flchain.config import ConfigError, SimulationConfig
+from flchain.config import DEFAULT_SECURE_KEY_BITS, ConfigError, SimulationConfig
 from flchain.crypto.dp import epsilon
 from flchain.simulation import Simulation, simulate
 
@@ -97,7 +97,7 @@ def test_secure_runs_are_reproducible_although_the_keys_are_random() -> None:
     # central DP-FedAvg's Gaussian figure at the same sigma, never better.
     central = epsilon(0.5, 1.0, 2, 1e-5)
     assert central <= data["epsilon"] <= 1.05 * central
-    assert data["config"]["secure_key_bits"] == 1024
+    assert data["config"]["secure_key_bits"] == DEFAULT_SECURE_KEY_BITS  # one default everywhere
 
 
 def test_secure_siren_without_alarms_is_secure_fedavg() -> None:
