@@ -3,6 +3,7 @@ the option, exit code 2, no traceback, and nothing started (no devnet folder wri
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,14 @@ def test_devnet_up_refuses_bad_arguments_before_it_starts(
 @pytest.mark.parametrize("args,names", BAD_SIMULATE.values(), ids=BAD_SIMULATE.keys())
 def test_simulate_refuses_bad_arguments_before_it_trains(args: list[str], names: str) -> None:
     _refused(["simulate", *args], names)
+
+
+@pytest.mark.parametrize("option", ["--status-port", "--listen"])
+def test_node_run_refuses_a_busy_port_in_one_line(tmp_path: Path, option: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        value = str(port) if option == "--status-port" else f"/ip4/127.0.0.1/tcp/{port}"
+        node_run = ["node", "run", "--dir", str(tmp_path), "--contract", "0x" + "11" * 20]
+        _refused([*node_run, "--task", "1", "--data", "digits#shard=0/2", option, value], option)

@@ -26,6 +26,7 @@ from flchain.aggregation import (
 from flchain.attacks import ATTACKS, SECURE_ATTACKS
 from flchain.commands.options import (
     check_population,
+    dataset_option,
     economics_options,
     keep_rounds_option,
     model_options,
@@ -90,6 +91,7 @@ def devnet() -> None:
 @_DIR
 @population_options(nodes=4, rounds=5)
 @model_options
+@dataset_option
 @partition_option
 @window_options
 @rule_options

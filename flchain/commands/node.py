@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -250,6 +252,7 @@ def fund_command(
 )
 @click.option(
     "--status-port",
+    type=click.IntRange(0, 65535),
     default=0,
     show_default=True,
     help="Port of the local /status and /metrics endpoint (0 = any free port).",
@@ -332,6 +335,7 @@ def run_command(
         raise click.BadParameter(
             f"{contract!r} is not an address (0x + 40 hex digits)", param_hint="--contract"
         )
+    _ports_free(status_host, status_port, listen)
     try:
         console.setup(verbose=verbose, quiet=quiet, as_json=log_json, log_file=log_file)
     except OSError as exc:
@@ -366,6 +370,37 @@ def run_command(
         raise click.ClickException(str(exc)) from exc
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
+    except BaseExceptionGroup as group:  # trio's tasks: one OSError (a port taken since) is
+        match, _ = group.split(OSError)  # the user's to fix, anything else a bug to show
+        if match is None:
+            raise
+        raise click.ClickException(f"cannot listen: {match.exceptions[0]}") from None
+
+
+_TCP_LISTEN = re.compile(r"^/ip[46]/(?P<host>[^/]+)/tcp/(?P<port>\d+)")
+
+
+def _ports_free(status_host: str, status_port: int, listen: tuple[str, ...]) -> None:
+    """Fail before anything starts when a port the node would listen on is taken (a second
+    node on the same machine with the same --listen, say), naming the option."""
+    wanted = [(status_host, status_port, "--status-port")]
+    for address in listen:
+        match = _TCP_LISTEN.match(address)
+        if match:
+            wanted.append((match["host"], int(match["port"]), "--listen"))
+    for host, port, option in wanted:
+        if port == 0:
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise click.BadParameter(
+                    f"{host}:{port} is not free ({exc.strerror}); pick another port or 0",
+                    param_hint=option,
+                ) from None
 
 
 @node.command("status")

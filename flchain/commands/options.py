@@ -255,6 +255,16 @@ def model_options(fn: F) -> F:
     return fn
 
 
+def dataset_option(fn: F) -> F:
+    """`--dataset`: which data set the run trains on (a spec `flchain.models` loads)."""
+    return click.option(
+        "--dataset",
+        default="digits",
+        show_default=True,
+        help="digits | synthetic[:A,B] | npz:PATH | idx:DIR | torchvision:NAME[:ROOT].",
+    )(fn)
+
+
 def partition_option(fn: F) -> F:
     """`--partition`: how the training data is split across the peers of a run."""
     from flchain.models import PARTITION_SCHEMES

@@ -14,6 +14,7 @@ from flchain.advice import setting_warnings
 from flchain.attacks import DATA_ATTACKS, DESCRIPTIONS, SECURE_ATTACKS, UPDATE_ATTACKS
 from flchain.commands.options import (
     check_population,
+    dataset_option,
     dp_options,
     model_options,
     partition_option,
@@ -46,12 +47,7 @@ _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACK
 @click.option("--momentum", default=0.9, show_default=True)
 @click.option("--weight-decay", default=0.0, show_default=True)
 @click.option("--prox-mu", default=0.0, show_default=True, help="FedProx proximal term mu.")
-@click.option(
-    "--dataset",
-    default="digits",
-    show_default=True,
-    help="digits | synthetic[:A,B] | npz:PATH | idx:DIR | torchvision:NAME[:ROOT].",
-)
+@dataset_option
 @click.option("--alpha", default=0.5, show_default=True, help="Dirichlet concentration.")
 @click.option(
     "--classes-per-client", default=2, show_default=True, help="Classes per peer for shards."

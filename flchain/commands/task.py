@@ -19,6 +19,7 @@ from flchain.commands.access import (
     rpc_option,
 )
 from flchain.commands.options import (
+    dataset_option,
     dp_options,
     economics_options,
     eth_to_wei,
@@ -106,7 +107,7 @@ def _max_samples_choice(config_file: Path | None, option: int | None) -> int:
     help="Where to write the task config JSON (hand it to every node).",
 )
 @model_options
-@click.option("--dataset", default="digits", show_default=True)
+@dataset_option
 @rule_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=0.1, show_default=True)
