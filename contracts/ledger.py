@@ -717,6 +717,10 @@ def read_round_events(
     return records[-1], records[0] if number > 1 else None, own
 
 
+LEDGER_READ_ATTEMPTS = 3
+"""How often `rebuild_ledger` reads again when blocks keep landing during its read."""
+
+
 def rebuild_ledger(
     client: FLChainClient,
     task_id: int,
@@ -731,14 +735,20 @@ def rebuild_ledger(
     the head block's timestamp and the wall clock. Events before `from_block` are not read:
     vote and alarm weights of those rounds are then None, the rest comes from views.
     """
-    task = get_task_checked(client, task_id)
-    head, chain_time = _chain_now(client)
-    events = client.events(task_id, from_block, head, chunk_blocks=chunk_blocks)
-    at = chain_time if now is None else now
-    members = tuple(read_members(client, task))
-    numbers = range(1, task.current_round + 1)
-    keyed = any(m.has_he_key for m in members)
-    rounds = tuple(_read_rounds(client, task_id, numbers, at, events, keyed=keyed))
+    # Views read the latest block, whichever it is when each call runs: a block mined in
+    # between would mix two states (a round finalized in the events, its task still running).
+    # Read again until the head stood still through the whole read.
+    for _attempt in range(LEDGER_READ_ATTEMPTS):
+        head, chain_time = _chain_now(client)
+        task = get_task_checked(client, task_id)
+        events = client.events(task_id, from_block, head, chunk_blocks=chunk_blocks)
+        at = chain_time if now is None else now
+        members = tuple(read_members(client, task))
+        numbers = range(1, task.current_round + 1)
+        keyed = any(m.has_he_key for m in members)
+        rounds = tuple(_read_rounds(client, task_id, numbers, at, events, keyed=keyed))
+        if int(client.sender.rpc(lambda: client.w3.eth.block_number, "block number")) == head:
+            break
     return Ledger(
         contract=client.address,
         chain_id=client.sender.chain_id,

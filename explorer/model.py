@@ -50,7 +50,7 @@ from flchain.contracts.ledger import (
     verify_blobs,
 )
 from flchain.contracts.names import MemberNames, short_address
-from flchain.contracts.types import REP_UNIT, TaskInfo
+from flchain.contracts.types import REP_UNIT, TaskInfo, TaskStatus
 
 T = TypeVar("T")
 
@@ -223,7 +223,10 @@ class LedgerViews:
             except UnknownTaskError as exc:
                 raise NotFoundError(str(exc)) from exc
             self.reads += 1
-            return book.head_block, any(r.status in _OPEN for r in book.rounds), book
+            # An open round's phase moves with the clock, and a running task waits for
+            # blocks no one may send (automine): both are read again after VOLATILE_S.
+            running = book.task.status == TaskStatus.RUNNING
+            return book.head_block, running or any(r.status in _OPEN for r in book.rounds), book
 
         return self._cached(("ledger", task_id), read)
 

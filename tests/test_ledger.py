@@ -752,3 +752,47 @@ def _settlement_reasons_of(rnd: RoundRecord, index: int) -> tuple[str, ...]:
     event = _rc("0x09", 1, rnd.round, index, 1000, 1020)
     (move,) = reputation_moves([rnd], [event])
     return move.reasons
+
+
+def test_a_block_mined_during_the_read_makes_the_ledger_read_again() -> None:
+    """Views read the latest block as each call runs: the ledger must come from one head, or a
+    page could show a member in the events but not in the members (or a round finalized
+    while its task still runs) and keep that mix until the next block."""
+    import hashlib
+
+    from flchain.contracts import FLChainClient, TaskParams
+    from flchain.contracts.ledger import rebuild_ledger
+    from flchain.contracts.testing import open_chain
+
+    def digest(label: str) -> bytes:
+        return hashlib.sha256(label.encode()).digest()
+
+    with open_chain("eth-tester") as chain:
+        owner_key, member_key = chain.new_accounts(2)
+        owner = FLChainClient.deploy(chain.w3, owner_key)
+        task_id = owner.create_task(
+            TaskParams(
+                config_digest=digest("config"),
+                initial_digest=digest("initial"),
+                min_members=2,
+                max_members=4,
+                submit_window=600,
+                vote_window=600,
+            )
+        )
+        member = FLChainClient(chain.w3, owner.address, member_key)
+        real_events = owner.events
+        reads: list[int] = []
+
+        def events(*args: Any, **kwargs: Any) -> Any:
+            reads.append(args[2])  # the head the read is at
+            if len(reads) == 1:  # a member joins while the ledger is being read
+                member.join(task_id, b"peer-late", digest("x25519-late"))
+            return real_events(*args, **kwargs)
+
+        owner.events = events  # type: ignore[method-assign]
+        book = rebuild_ledger(owner, task_id)
+    assert len(reads) == 2 and reads[1] == reads[0] + 1
+    assert book.head_block == reads[1]
+    assert [m.peer_id for m in book.members] == [b"peer-late"]
+    assert any(e["event"] == "MemberJoined" for e in book.events)
