@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,7 @@ def _all_gone(pids: list[int], timeout: float = 10.0) -> bool:
 def test_a_node_that_dies_stops_the_devnet_with_its_last_log_lines(tmp_path: Path) -> None:
     proc = _start(tmp_path)
     manifest = _running_manifest(tmp_path, proc, 120)
+    _the_explorer_serves_while_the_devnet_runs(proc, manifest)
     victim = manifest["nodes"][1]
     os.kill(victim["pid"], signal.SIGKILL)
     killed = time.time()
@@ -87,6 +89,16 @@ def test_a_node_that_dies_stops_the_devnet_with_its_last_log_lines(tmp_path: Pat
     assert report["processes"][victim["name"]] == "exited"
     _a_stopped_devnet_is_replaced_only_with_force(tmp_path)
     _logs_show_the_nodes_own_lines_and_the_chain_log(tmp_path)
+
+
+def _the_explorer_serves_while_the_devnet_runs(proc: subprocess.Popen[str], manifest: dict) -> None:
+    assert proc.stderr is not None
+    line = proc.stderr.readline()  # the first thing `devnet up --json` says once it runs
+    assert line.startswith("explorer: http://127.0.0.1:"), line
+    url = line.split()[1]
+    with urllib.request.urlopen(url + "api/tasks", timeout=30) as answer:
+        tasks = json.loads(answer.read())
+    assert manifest["task_id"] in [t["task_id"] for t in tasks["tasks"]]
 
 
 def _a_stopped_devnet_is_replaced_only_with_force(directory: Path) -> None:

@@ -253,8 +253,8 @@ def _run_devnet(
             manifest = up(plan, replace=True)  # `_may_replace` asked
     except DevnetError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"explorer: flchain ledger serve --devnet {directory}", err=True)
     if detach:
+        click.echo(f"explorer: flchain ledger serve --devnet {directory}", err=True)
         click.echo(
             json.dumps(manifest, indent=2)
             if as_json
@@ -265,7 +265,8 @@ def _run_devnet(
         )
         return
     try:
-        finished = _watch(manifest, directory, timeout, quiet=as_json)
+        with _explorer_while_watching(directory):
+            finished = _watch(manifest, directory, timeout, quiet=as_json)
         summary = ledger_summary(manifest)
     finally:
         down(directory)
@@ -275,6 +276,25 @@ def _run_devnet(
         _print_summary(summary, Console())
     if not finished:
         raise click.ClickException(f"the task did not finish within {timeout} s")
+
+
+@contextlib.contextmanager
+def _explorer_while_watching(directory: Path) -> Iterator[None]:
+    """The ledger explorer on 127.0.0.1 while `devnet up` watches, its URL printed; after
+    the devnet stops, `flchain ledger serve --devnet DIR` serves the same pages."""
+    from flchain.commands.ledger import devnet_explorer
+
+    try:
+        server = devnet_explorer(directory).start()
+    except (OSError, click.ClickException, FLChainError) as exc:  # the devnet runs without it
+        click.echo(f"explorer not started: {exc}", err=True)
+        yield
+        return
+    click.echo(f"explorer: {server.url} (while the devnet runs)", err=True)
+    try:
+        yield
+    finally:
+        server.stop()
 
 
 def _rule_params(ctx: click.Context, opts: dict, params: dict[str, object]) -> dict[str, object]:

@@ -1045,31 +1045,10 @@ def serve_command(
     live on each new block while the chain runs; a stopped --devnet is read from its chain
     journal. A JSON API for scripts lives under /api (docs/explorer.md). --json prints
     {"url": ...} once listening."""
-    from flchain.devnet.manifest import read_manifest  # light; the explorer imports below
     from flchain.devnet.policy import is_loopback
-    from flchain.explorer import ExplorerServer, ExplorerSource
+    from flchain.explorer import ExplorerServer
 
-    devnet, dirs = source.devnet, list(blob_dirs)
-    devnet_dir = devnet.directory if devnet is not None else None
-    manifest = read_manifest(devnet_dir) if devnet_dir is not None else {"nodes": []}
-    nodes = tuple({**n, "dir": str(node_dir(devnet_dir, n["dir"]))} for n in manifest["nodes"])
-    if not dirs and devnet is not None:
-        dirs = list(devnet.blob_dirs)
-    origin = f"journal {source.journal}" if source.journal is not None else f"rpc {source.rpc}"
-    explorer = ExplorerSource(
-        client=source.client,
-        origin=origin,
-        live=source.journal is None,
-        default_task=source.task_id,
-        devnet_dir=devnet_dir,
-        devnet_task=devnet.task_id if devnet is not None else None,
-        names=devnet.names if devnet is not None else MemberNames(),
-        nodes=nodes,
-        blob_dirs=tuple(dirs),
-        privacy=source.privacy,
-        from_block=source.from_block,
-        chunk_blocks=source.chunk_blocks,
-    )
+    explorer = _explorer(source, blob_dirs)
     if not is_loopback(host):
         click.secho(
             f"warning: --host {host} serves the ledger to anyone who can reach it", err=True
@@ -1083,3 +1062,51 @@ def serve_command(
             server.wait()
         except KeyboardInterrupt:
             click.echo("stopped", err=True)
+
+
+def _explorer(source: _Source, blob_dirs: Sequence[Path] = ()) -> Any:
+    """The explorer's view of `source` (an `ExplorerSource`): with a devnet, its node names,
+    node directories (their status files) and blob stores too."""
+    from flchain.devnet.manifest import read_manifest  # light; the explorer imports below
+    from flchain.explorer import ExplorerSource
+
+    devnet, dirs = source.devnet, list(blob_dirs)
+    devnet_dir = devnet.directory if devnet is not None else None
+    manifest = read_manifest(devnet_dir) if devnet_dir is not None else {"nodes": []}
+    nodes = tuple({**n, "dir": str(node_dir(devnet_dir, n["dir"]))} for n in manifest["nodes"])
+    if not dirs and devnet is not None:
+        dirs = list(devnet.blob_dirs)
+    origin = f"journal {source.journal}" if source.journal is not None else f"rpc {source.rpc}"
+    return ExplorerSource(
+        client=source.client,
+        origin=origin,
+        live=source.journal is None,
+        default_task=source.task_id,
+        devnet_dir=devnet_dir,
+        devnet_task=devnet.task_id if devnet is not None else None,
+        names=devnet.names if devnet is not None else MemberNames(),
+        nodes=nodes,
+        blob_dirs=tuple(dirs),
+        privacy=source.privacy,
+        from_block=source.from_block,
+        chunk_blocks=source.chunk_blocks,
+    )
+
+
+def devnet_explorer(directory: Path) -> Any:
+    """An explorer server (not started) on 127.0.0.1 at a free port for the running devnet in
+    `directory`: what `devnet up` serves while it watches."""
+    from flchain.explorer import ExplorerServer
+
+    devnet = read_devnet(directory)
+    source = _Source(
+        rpc=devnet.rpc_url,
+        contract=devnet.contract,
+        task_id=devnet.task_id,
+        devnet=devnet,
+        from_block=0,
+        chunk_blocks=None,
+        as_json=True,  # no notes on stderr
+        as_csv=False,
+    )
+    return ExplorerServer(_explorer(source), "127.0.0.1", 0)
