@@ -9,12 +9,13 @@ import torch
 from flchain.aggregation._numerics import pairwise_sq_dists, rows_sum
 from flchain.aggregation._validation import check_int, floor_fraction_of
 from flchain.aggregation.base import Batch, RuleSpec
+from flchain.aggregation.catalog import FACTS
 from flchain.aggregation.errors import AggregationError
 from flchain.aggregation.krum import krum_scores, ranked
 from flchain.aggregation.median import coordinate_median
 from flchain.aggregation.result import AggregateResult
 
-F_BOUND = "n >= 4f + 3"
+F_BOUND = FACTS["bulyan"].f_bound
 
 
 def max_f(n: int) -> int:
@@ -104,11 +105,5 @@ def run(batch: Batch, *, f: int | None = None) -> AggregateResult:
 
 
 SPEC = RuleSpec(
-    name="bulyan",
-    run=run,
-    max_f=max_f,
-    f_bound=F_BOUND,
-    takes_f=True,
-    check=check_params,
-    fit=fit_params,
+    **FACTS["bulyan"].spec_fields(), run=run, max_f=max_f, check=check_params, fit=fit_params
 )

@@ -6,6 +6,7 @@ import torch
 
 from flchain.aggregation._numerics import combine, normalized
 from flchain.aggregation.base import Batch, RuleSpec, no_f
+from flchain.aggregation.catalog import FACTS
 from flchain.aggregation.result import AggregateResult
 
 
@@ -33,4 +34,4 @@ def run(batch: Batch) -> AggregateResult:
     )
 
 
-SPEC = RuleSpec(name="fedavg", run=run, secure=True, weighted=True, max_f=no_f, f_bound="f = 0")
+SPEC = RuleSpec(**FACTS["fedavg"].spec_fields(), run=run, max_f=no_f)

@@ -10,6 +10,7 @@ from torch import Tensor
 from flchain.aggregation._numerics import combine, exact_sum, normalized, sq_dists_to
 from flchain.aggregation._validation import check_float, check_int
 from flchain.aggregation.base import Batch, RuleSpec, half_minus_one
+from flchain.aggregation.catalog import FACTS
 from flchain.aggregation.result import AggregateResult
 
 
@@ -63,4 +64,4 @@ def run(
     )
 
 
-SPEC = RuleSpec(name="geomed", run=run, weighted=True, max_f=half_minus_one, f_bound="2f < n")
+SPEC = RuleSpec(**FACTS["geomed"].spec_fields(), run=run, max_f=half_minus_one)

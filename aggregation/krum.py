@@ -20,11 +20,12 @@ from torch import Tensor
 from flchain.aggregation._numerics import pairwise_sq_dists
 from flchain.aggregation._validation import check_int, floor_fraction_of
 from flchain.aggregation.base import Batch, RuleSpec
+from flchain.aggregation.catalog import FACTS
 from flchain.aggregation.errors import AggregationError
 from flchain.aggregation.fedavg import weighted_mean
 from flchain.aggregation.result import AggregateResult
 
-F_BOUND = "n > 2f + 2"
+F_BOUND = FACTS["krum"].f_bound
 
 
 def max_f(n: int) -> int:
@@ -155,20 +156,16 @@ def run_multikrum(batch: Batch, *, f: int | None = None, m: int | None = None) -
 
 
 KRUM = RuleSpec(
-    name="krum",
+    **FACTS["krum"].spec_fields(),
     run=run_krum,
     max_f=max_f,
-    f_bound=F_BOUND,
-    takes_f=True,
     check=functools.partial(check_params, rule="krum"),
     fit=functools.partial(fit_params, rule="krum"),
 )
 MULTIKRUM = RuleSpec(
-    name="multikrum",
+    **FACTS["multikrum"].spec_fields(),
     run=run_multikrum,
     max_f=max_f,
-    f_bound=F_BOUND,
-    takes_f=True,
     check=functools.partial(check_params, rule="multikrum"),
     fit=functools.partial(fit_params, rule="multikrum"),
 )

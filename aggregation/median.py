@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from flchain.aggregation.base import Batch, RuleSpec, half_minus_one
+from flchain.aggregation.catalog import FACTS
 from flchain.aggregation.result import AggregateResult
 
 
@@ -53,4 +54,4 @@ def run(batch: Batch) -> AggregateResult:
     )
 
 
-SPEC = RuleSpec(name="median", run=run, max_f=half_minus_one, f_bound="2f < n")
+SPEC = RuleSpec(**FACTS["median"].spec_fields(), run=run, max_f=half_minus_one)

@@ -36,6 +36,7 @@ import torch
 from flchain.aggregation._numerics import combine, det_pow, exact_sum
 from flchain.aggregation._validation import check_float, check_int
 from flchain.aggregation.base import Batch, RuleSpec
+from flchain.aggregation.catalog import FACTS
 from flchain.aggregation.errors import AggregationError
 from flchain.aggregation.result import AggregateResult
 
@@ -189,4 +190,4 @@ def run(
 
 # Its server step scores candidates on public data: on the network every node computes the
 # scores on the public validation set the task config names (`flchain.public_set`).
-SPEC = RuleSpec(name="sageflow", run=run, inputs=INPUTS, network=True, public_data=True)
+SPEC = RuleSpec(**FACTS["sageflow"].spec_fields(), run=run, inputs=INPUTS)

@@ -54,6 +54,7 @@ import torch
 from flchain.aggregation._numerics import dots_with
 from flchain.aggregation._validation import check_float
 from flchain.aggregation.base import Batch, RuleSpec
+from flchain.aggregation.catalog import FACTS
 from flchain.aggregation.errors import AggregationError
 from flchain.aggregation.fedavg import weighted_mean
 from flchain.aggregation.result import AggregateResult
@@ -365,11 +366,5 @@ def run(
 # the public validation set the task config names. In secure mode only the sum is revealed:
 # FedAvg plus the alarms.
 SPEC = RuleSpec(
-    name="siren",
-    run=run,
-    inputs=INPUTS,
-    optional_inputs=OPTIONAL_INPUTS,
-    network=True,
-    secure=True,
-    public_data=True,
+    **FACTS["siren"].spec_fields(), run=run, inputs=INPUTS, optional_inputs=OPTIONAL_INPUTS
 )

@@ -18,10 +18,11 @@ import torch
 from flchain.aggregation._numerics import rows_sum
 from flchain.aggregation._validation import check_fraction, check_int
 from flchain.aggregation.base import Batch, RuleSpec, half_minus_one
+from flchain.aggregation.catalog import FACTS
 from flchain.aggregation.errors import AggregationError
 from flchain.aggregation.result import AggregateResult
 
-F_BOUND = "2f < n, f trimmed per side"
+F_BOUND = FACTS["trimmed_mean"].f_bound
 _BETA_MAX = Fraction(1, 2)
 
 
@@ -140,11 +141,5 @@ def run(batch: Batch, *, beta: object = None, f: int | None = None) -> Aggregate
 
 
 SPEC = RuleSpec(
-    name="trimmed_mean",
-    run=run,
-    max_f=max_f,
-    f_bound=F_BOUND,
-    takes_f=True,
-    check=check_params,
-    fit=fit_params,
+    **FACTS["trimmed_mean"].spec_fields(), run=run, max_f=max_f, check=check_params, fit=fit_params
 )

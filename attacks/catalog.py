@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flchain.attacks.context import AttackError
+from flchain.attacks.errors import AttackError
 
 UPDATE_ATTACKS: tuple[str, ...] = ("signflip", "scale", "gaussian", "zero", "alie", "ipm")
 DATA_ATTACKS: tuple[str, ...] = ("labelflip", "backdoor")

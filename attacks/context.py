@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-
-class AttackError(ValueError):
-    """An attack was asked for something it cannot do: unknown name, bad knob, bad shapes."""
+from flchain.attacks.errors import AttackError
 
 
 @dataclass

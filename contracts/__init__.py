@@ -5,36 +5,41 @@ step by `python -m flchain.contracts.build --check`), `FLChainClient` the typed 
 client that signs locally.
 """
 
-from flchain.contracts.artifact import Artifact, load_artifact
-from flchain.contracts.client import FLChainClient, TxResult, deploy, finalize_gas_bound
-from flchain.contracts.errors import (
-    ArtifactError,
-    ContractRevert,
-    FLChainError,
-    InvalidArgumentError,
-    RPCError,
-    TransactionTimeoutError,
-)
-from flchain.contracts.nonce import NonceManager
-from flchain.contracts.rpc import RetryPolicy
-from flchain.contracts.types import (
-    LOSS_SCALE,
-    REP_UNIT,
-    FailReason,
-    MemberInfo,
-    MemberStatus,
-    RoundInfo,
-    RoundStatus,
-    TaskInfo,
-    TaskParams,
-    TaskStatus,
-    UpdateCommit,
-    Vote,
-    bitmap,
-    bitmap_indices,
-    decode_loss,
-    encode_loss,
-)
+from flchain._lazy import lazy_exports
+
+_EXPORTS = {
+    "Artifact": "flchain.contracts.artifact",
+    "ArtifactError": "flchain.contracts.errors",
+    "ContractRevert": "flchain.contracts.errors",
+    "FLChainClient": "flchain.contracts.client",
+    "FLChainError": "flchain.contracts.errors",
+    "FailReason": "flchain.contracts.types",
+    "InvalidArgumentError": "flchain.contracts.errors",
+    "LOSS_SCALE": "flchain.contracts.types",
+    "MemberInfo": "flchain.contracts.types",
+    "MemberStatus": "flchain.contracts.types",
+    "NonceManager": "flchain.contracts.nonce",
+    "REP_UNIT": "flchain.contracts.types",
+    "RPCError": "flchain.contracts.errors",
+    "RetryPolicy": "flchain.contracts.rpc",
+    "RoundInfo": "flchain.contracts.types",
+    "RoundStatus": "flchain.contracts.types",
+    "TaskInfo": "flchain.contracts.types",
+    "TaskParams": "flchain.contracts.types",
+    "TaskStatus": "flchain.contracts.types",
+    "TransactionTimeoutError": "flchain.contracts.errors",
+    "TxResult": "flchain.contracts.client",
+    "UpdateCommit": "flchain.contracts.types",
+    "Vote": "flchain.contracts.types",
+    "bitmap": "flchain.contracts.types",
+    "bitmap_indices": "flchain.contracts.types",
+    "decode_loss": "flchain.contracts.types",
+    "deploy": "flchain.contracts.client",
+    "encode_loss": "flchain.contracts.types",
+    "finalize_gas_bound": "flchain.contracts.client",
+    "load_artifact": "flchain.contracts.artifact",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "LOSS_SCALE",

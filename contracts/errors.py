@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import re
 
-from eth_abi import decode as abi_decode
-from web3.exceptions import ContractLogicError
-
 _ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 _PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
 _REVERTED = re.compile(r"execution reverted(?::\s*(?P<reason>.*))?", re.IGNORECASE | re.DOTALL)
@@ -50,6 +47,8 @@ class ArtifactError(FLChainError):
 def decode_revert_data(data: bytes) -> str:
     """Reason string from raw revert data: Error(string), Panic(uint256), or empty."""
     if data[:4] == _ERROR_SELECTOR:
+        from eth_abi import decode as abi_decode
+
         try:
             (reason,) = abi_decode(["string"], data[4:])
         except Exception:  # malformed payload: report it rather than hide the revert
@@ -82,6 +81,8 @@ def revert_reason(exc: BaseException) -> str | None:
     (anvil, geth, the devnet server); eth-tester raises its own TransactionFailed whose
     message is "execution reverted: <reason>". Revert data wins over message text.
     """
+    from web3.exceptions import ContractLogicError  # web3: only once there is a failure
+
     if isinstance(exc, ContractLogicError):
         raw = _as_bytes(exc.data)
         if raw is not None:

@@ -26,9 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flchain.contracts.client import FLChainClient
 from flchain.contracts.errors import ContractRevert, FLChainError
 from flchain.contracts.types import (
     LOSS_WITHHELD,
@@ -41,6 +40,9 @@ from flchain.contracts.types import (
     bitmap_indices,
     decode_loss,
 )
+
+if TYPE_CHECKING:  # web3 loads with the first client, not with the ledger model
+    from flchain.contracts.client import FLChainClient
 
 BPS = 10_000
 _HASH_CHUNK = 1 << 20

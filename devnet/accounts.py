@@ -9,15 +9,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from eth_account import Account
-from eth_account.hdaccount.mnemonic import Language, Mnemonic
-from eth_utils import ValidationError as EthValidationError
-
 DEFAULT_MNEMONIC = "test test test test test test test test test test test junk"
 DEFAULT_DERIVATION_PATH = "m/44'/60'/0'/0/"
 MAX_ACCOUNTS = 1000
-
-Account.enable_unaudited_hdwallet_features()
 
 
 class AccountConfigError(ValueError):
@@ -54,6 +48,10 @@ def derive_accounts(
         raise AccountConfigError(
             f"derivation path prefix must look like \"m/44'/60'/0'/0/\", got {derivation_path!r}"
         )
+    from eth_account import Account  # eth_account: only when keys are derived
+    from eth_utils import ValidationError as EthValidationError
+
+    Account.enable_unaudited_hdwallet_features()
     accounts = []
     for index in range(count):
         try:
@@ -73,5 +71,7 @@ def mnemonic_from_seed(seed: int) -> str:
     """
     if seed < 0:
         raise AccountConfigError(f"seed must be non-negative, got {seed}")
+    from eth_account.hdaccount.mnemonic import Language, Mnemonic
+
     entropy = hashlib.sha256(f"flchain-devnet-seed:{seed}".encode()).digest()[:16]
     return Mnemonic(Language.ENGLISH).to_mnemonic(entropy)

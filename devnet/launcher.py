@@ -11,14 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -32,20 +30,33 @@ from flchain.aggregation import max_f, rule_spec
 from flchain.attacks.channel import COLLUDING_ATTACKS, create_channel
 from flchain.config import (
     DEFAULT_ALARM_BPS,
+    DEFAULT_DEVNET_REWARD_ETH,
     DEFAULT_MAX_SAMPLES,
     DEFAULT_QUORUM_BPS,
     DEFAULT_REP_FLOOR,
     DEFAULT_SECURE_KEY_BITS,
 )
 from flchain.contracts import FLChainClient, TaskParams
+
+# What callers imported from here before the devnet's files and processes got modules of
+# their own (devnet/manifest.py, devnet/processes.py).
+from flchain.devnet.manifest import MANIFEST as MANIFEST
 from flchain.devnet.manifest import (
-    MANIFEST,
     MAX_MANIFEST_BYTES,
     DevnetError,
-    process_alive,
-    read_manifest,
     write_manifest,
 )
+from flchain.devnet.manifest import process_alive as process_alive
+from flchain.devnet.manifest import read_manifest as read_manifest
+from flchain.devnet.processes import (
+    _node_log,
+    existing_devnet,
+)
+from flchain.devnet.processes import casualty as casualty
+from flchain.devnet.processes import down as down
+from flchain.devnet.processes import node_exited as node_exited
+from flchain.devnet.processes import node_status as node_status
+from flchain.devnet.processes import own_log_line as own_log_line
 from flchain.node.blobstore import DEFAULT_KEEP_ROUNDS
 from flchain.node.identity import init_node_dir
 from flchain.peer_data import byzantine_indices
@@ -57,7 +68,7 @@ NODE_FUNDS_WEI = 100 * 10**18
 STAKE_WEI = 10**15
 # The task's reward pool, escrowed by the chain's first funded dev account (`devnet up
 # --reward-eth`); its rounds pay it to the accepted members that voted on the round before.
-DEFAULT_REWARD_ETH = "1"
+DEFAULT_REWARD_ETH = DEFAULT_DEVNET_REWARD_ETH
 DEFAULT_REWARD_WEI = int(Decimal(DEFAULT_REWARD_ETH) * 10**18)
 
 
@@ -347,10 +358,6 @@ def node_args(manifest: dict, node: dict) -> list[str]:
 _NODE_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def _node_log(node: dict) -> Path:
-    return Path(node["dir"]) / "node.log"
-
-
 def start_node(manifest: dict, node: dict) -> subprocess.Popen[bytes]:
     """One node as its own `flchain node run` process (a restart of a single node)."""
     cmd = [*_flchain_cmd(), "node", "run", *node_args(manifest, node)]
@@ -393,23 +400,6 @@ def start_nodes(
     if len(pids) != len(nodes) or not all(isinstance(p, int) for p in pids):
         raise DevnetError(f"the node host started {len(pids)} of {len(nodes)} nodes")
     return pids
-
-
-def existing_devnet(directory: Path) -> str | None:
-    """What `up` would replace in `directory`: a sentence about the devnet there, None when
-    there is none. Raises DevnetError when that devnet still runs."""
-    if not (directory / MANIFEST).exists():
-        return None
-    manifest = read_manifest(directory)
-    if any(process_alive(p) for p in _pids(manifest)):
-        raise DevnetError(
-            f"a devnet is already running in {directory}; `flchain devnet down --dir "
-            f"{directory}` first"
-        )
-    return (
-        f"{directory} holds a stopped devnet (task {manifest.get('task_id')}, "
-        f"{len(manifest.get('nodes', []))} nodes): its chain, node keys and logs"
-    )
 
 
 def up(plan: DevnetPlan, *, replace: bool = False) -> dict:
@@ -460,103 +450,3 @@ def up(plan: DevnetPlan, *, replace: bool = False) -> dict:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(chain_proc.pid, signal.SIGTERM)
         raise
-
-
-def node_status(node: dict, timeout: float = 1.0) -> dict | None:
-    """The node's live /status; once it has stopped, the last status it wrote on the way out;
-    None while it is starting."""
-    directory = Path(node["dir"])
-    try:
-        runtime = safe_json.load_file(directory / "runtime.json", max_bytes=_JSON_MAX_BYTES)
-        with urllib.request.urlopen(runtime["status_url"] + "/status", timeout=timeout) as r:
-            return safe_json.loads(r.read(_JSON_MAX_BYTES + 1), max_bytes=_JSON_MAX_BYTES)
-    except (OSError, ValueError, KeyError):
-        pass
-    try:
-        return safe_json.load_file(directory / "status.json", max_bytes=_JSON_MAX_BYTES)
-    except (OSError, ValueError):
-        return None
-
-
-LOG_TAIL_LINES = 15
-"""How many of its last log lines `devnet up` shows of a process that exited too early."""
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last `lines` lines of a log (reads at most its last 64 KiB)."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 65536))
-            text = handle.read().decode(errors="replace")
-    except OSError as exc:
-        return f"(no log: {exc})"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ (?P<level>[A-Z]+) (?P<logger>[\w.]+):")
-
-
-def own_log_line(line: str) -> bool:
-    """Whether `devnet logs` shows a log line by default: flchain's own lines (the node's
-    round lines among them) and every warning or error, not the libraries' info chatter.
-    Lines that are not log records (round lines on stdout, tracebacks) are kept."""
-    match = _LOG_LINE.match(line)
-    if match is None:
-        return bool(line.strip())
-    return match["logger"].startswith("flchain") or match["level"] in (
-        "WARNING",
-        "ERROR",
-        "CRITICAL",
-    )
-
-
-def node_exited(node: dict, status: dict | None) -> bool:
-    """A node whose process is gone without having finished its task (its last status is
-    not "done"): it crashed, was killed or refused to start."""
-    if process_alive(node.get("pid")):
-        return False
-    return (status or {}).get("phase") != "done"
-
-
-def casualty(manifest: dict, directory: Path) -> str | None:
-    """What `devnet up` must stop for: the chain or a node that exited before the task
-    ended, with the last lines of its log; None while everything runs."""
-    if not process_alive(manifest.get("chain_pid")):
-        log = directory / "chain.log"
-        return f"the chain (pid {manifest.get('chain_pid')}) exited; last lines of {log}:\n" + (
-            log_tail(log)
-        )
-    for node in manifest["nodes"]:
-        if node_exited(node, node_status(node, timeout=0.5)):
-            log = _node_log(node)
-            return f"{node['name']} (pid {node.get('pid')}) exited; last lines of {log}:\n" + (
-                log_tail(log)
-            )
-    return None
-
-
-def _pids(manifest: dict) -> list[int]:
-    pids = [manifest.get("chain_pid")] + [n.get("pid") for n in manifest.get("nodes", [])]
-    return [p for p in pids if p]
-
-
-def down(directory: Path, timeout: float = 10.0) -> list[int]:
-    """Stop every process of the devnet (nodes first, then the chain)."""
-    manifest = read_manifest(directory)
-    stopped = []
-    node_pids = [n.get("pid") for n in manifest["nodes"] if n.get("pid")]
-    for group in (node_pids, [manifest.get("chain_pid")]):
-        for pid in group:
-            if pid and process_alive(pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGTERM)
-                stopped.append(pid)
-        deadline = time.time() + timeout
-        while any(process_alive(p) for p in group if p) and time.time() < deadline:
-            time.sleep(0.1)
-        for pid in group:
-            if pid and process_alive(pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-    return stopped

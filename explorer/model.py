@@ -51,6 +51,7 @@ from flchain.contracts.ledger import (
 )
 from flchain.contracts.names import MemberNames, short_address
 from flchain.contracts.types import REP_UNIT, TaskInfo, TaskStatus
+from flchain.node.files import RUNTIME_FILE, STATUS_FILE
 
 T = TypeVar("T")
 
@@ -498,7 +499,7 @@ def _node_status(node: dict[str, Any], *, live: bool) -> dict[str, Any] | None:
     directory = Path(str(node.get("dir")))
     if live:
         try:
-            runtime = safe_json.load_file(directory / "runtime.json", max_bytes=_NODE_JSON_BYTES)
+            runtime = safe_json.load_file(directory / RUNTIME_FILE, max_bytes=_NODE_JSON_BYTES)
             url = runtime["status_url"]
             if isinstance(url, str) and url.startswith("http://"):
                 with urllib.request.urlopen(url + "/status", timeout=NODE_TIMEOUT_S) as answer:
@@ -509,7 +510,7 @@ def _node_status(node: dict[str, Any], *, live: bool) -> dict[str, Any] | None:
         except (OSError, ValueError, KeyError, TypeError):
             pass
     try:
-        status = safe_json.load_file(directory / "status.json", max_bytes=_NODE_JSON_BYTES)
+        status = safe_json.load_file(directory / STATUS_FILE, max_bytes=_NODE_JSON_BYTES)
     except (OSError, ValueError):
         return None
     return status if isinstance(status, dict) else None

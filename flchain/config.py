@@ -33,6 +33,11 @@ def __getattr__(name: str) -> Any:
 # zoo's models at the default learning rates stay well inside +-1, so 4 leaves ample headroom
 # while 16 bits still resolve about 1e-4 of it.
 DEFAULT_SECURE_RANGE = 4.0
+# The reward pool a devnet task escrows by default (`devnet up --reward-eth`), in ETH.
+DEFAULT_DEVNET_REWARD_ETH = "1"
+# Seconds a node keeps serving blobs after its task ended, so peers a step behind can fetch
+# the final model (`node run --linger`).
+DEFAULT_LINGER_S = 10.0
 # Paillier modulus bits wherever a secure run is configured (simulate, devnet up, task config).
 DEFAULT_SECURE_KEY_BITS = 2048
 MAX_SECURE_KEY_BITS = 8192

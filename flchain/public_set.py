@@ -3,7 +3,7 @@
 Both rules judge each update by how base + update_i does on data the aggregator holds
 (SageFlow: loss and prediction entropy; Siren: accuracy). The network has no aggregator, so
 the task config names a public set (`PublicData`: a seeded stratified fraction of the task's
-training split, `models.partition.split_public`, as `flchain simulate` draws it) with the
+training split, `models.partitioning.split_public`, as `flchain simulate` draws it) with the
 SHA-256 of the selected samples' bytes. The config's digest is on chain, so the set's is
 too: every node derives the set itself and refuses to run when the digest differs.
 

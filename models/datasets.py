@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flchain.models.partition import PartitionError, split_public
+from flchain.models.partitioning import PartitionError, split_public
 
 DATASET_SPECS_HELP = (
     "Data set spec: 'digits' (scikit-learn's 1797 8x8 handwritten digits, bundled, the "

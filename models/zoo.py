@@ -15,7 +15,7 @@ import operator
 import torch
 from torch import nn
 
-MODEL_NAMES = ("logreg", "mlp", "cnn", "resnet")
+from flchain.models.catalog import MODEL_NAMES
 
 _MLP_HIDDEN = (128, 64)
 _CNN_POOLED = 4  # the CNN pools its feature maps to 4x4 whatever the image size

@@ -22,11 +22,13 @@ from web3 import Web3
 
 from flchain.attacks import SECURE_ATTACKS, AttackError, RingShift
 from flchain.attacks.channel import COLLUDING_ATTACKS, ColludingTrainer, CollusionChannel
+from flchain.config import DEFAULT_LINGER_S
 from flchain.contracts import FLChainClient
 from flchain.crypto.wire import encode_public_key
 from flchain.node.blobstore import DEFAULT_KEEP_ROUNDS, BlobStore
 from flchain.node.engine import PROTOCOL_ATTACKS, RoundEngine
 from flchain.node.events import emit
+from flchain.node.files import RUNTIME_FILE, STATUS_FILE
 from flchain.node.funds import wait_for_funds
 from flchain.node.he_key import load_or_create_he_key
 from flchain.node.identity import NodeIdentity
@@ -41,10 +43,7 @@ from flchain.taskconfig import DataSpec, TaskConfig
 
 log = logging.getLogger("flchain.node")
 # How long a node keeps serving blobs after its task ended (`node run --linger`).
-DEFAULT_LINGER_S = 10.0
 TASK_CONFIG_FILE = "task-config.json"
-RUNTIME_FILE = "runtime.json"
-STATUS_FILE = "status.json"
 
 
 class NodeError(RuntimeError):

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from flchain.cli import cli
-from flchain.commands import devnet as devnet_cli
 from flchain.config import ConfigError, SimulationConfig
+from flchain.devnet import launcher
 from flchain.devnet.launcher import DevnetError, DevnetPlan, auto_f, tolerance_warning
 from flchain.taskconfig import TaskConfig, TaskConfigError
 
@@ -24,7 +24,7 @@ def planned(monkeypatch: pytest.MonkeyPatch) -> list[DevnetPlan]:
         plans.append(plan)
         raise DevnetError("not started in this test")
 
-    monkeypatch.setattr(devnet_cli, "up", fake_up)
+    monkeypatch.setattr(launcher, "up", fake_up)
     return plans
 
 

@@ -143,8 +143,8 @@ def test_every_documented_command_parses_as_written(
 def _checked(line: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     """Run a devnet up or simulate example with the work itself replaced: every argument
     check runs, nothing starts."""
-    from flchain.commands import devnet as devnet_command
-    from flchain.commands import simulate as simulate_command
+    from flchain.devnet import launcher
+    from flchain.simulation import Simulation
 
     started: list[Any] = []
 
@@ -156,8 +156,8 @@ def _checked(line: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
         started.append(self.config)
         raise click.exceptions.Exit(0)
 
-    monkeypatch.setattr(devnet_command, "up", fake_up)
-    monkeypatch.setattr(simulate_command.Simulation, "run", fake_run)
+    monkeypatch.setattr(launcher, "up", fake_up)
+    monkeypatch.setattr(Simulation, "run", fake_run)
     args = shlex.split(line)[1:]
     if args[:2] == ["devnet", "up"] and "--dir" not in args:
         args += ["--dir", str(tmp_path / "devnet")]

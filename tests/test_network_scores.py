@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from flchain.aggregation import NETWORK_RULES
 from flchain.cli import cli
-from flchain.commands import devnet as devnet_cli
+from flchain.devnet import launcher
 from flchain.devnet.launcher import DevnetError, DevnetPlan
 from flchain.node.learner import Learner, SirenRound
 from flchain.public_set import PublicSetError, quantize, update_scores
@@ -186,7 +186,7 @@ def test_devnet_up_plans_sageflow_and_siren_tasks_with_their_public_set(
         plans.append(plan)
         raise DevnetError("not started in this test")
 
-    monkeypatch.setattr(devnet_cli, "up", fake_up)
+    monkeypatch.setattr(launcher, "up", fake_up)
     for rule in ("sageflow", "siren"):
         result = CliRunner().invoke(
             cli, ["devnet", "up", "--dir", str(tmp_path), "--rule", rule, "--model", "logreg"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from flchain.models.partition import PARTITION_SCHEMES, PartitionError, partition, split_public
+from flchain.models.partitioning import PARTITION_SCHEMES, PartitionError, partition, split_public
 
 LABELS = np.repeat(np.arange(10), 100)  # 1000 samples, 100 per class
 

@@ -11,16 +11,18 @@ import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
-from web3 import Web3
 
 from flchain import safe_json
-from flchain.contracts.client import FLChainClient
 from flchain.contracts.errors import FLChainError
+
+if TYPE_CHECKING:  # web3 and eth_account load when a command reaches a chain or a key
+    from eth_account.signers.local import LocalAccount
+    from web3 import Web3
+
+    from flchain.contracts.client import FLChainClient
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
 _RPC_TIMEOUT_S = 30
@@ -40,6 +42,8 @@ def parse_digest(value: str, what: str) -> bytes:
 
 
 def check_address(value: str, what: str) -> str:
+    from web3 import Web3
+
     if not Web3.is_address(value):
         raise click.BadParameter(
             f"{value!r} is not an address (0x + 40 hex digits, checksummed if mixed case)",
@@ -53,6 +57,8 @@ def check_address(value: str, what: str) -> str:
 
 def key_from_hex(text: str, source: str) -> LocalAccount:
     """An account from a hex private key; errors name the source, never the key."""
+    from eth_account import Account
+
     raw = text.strip().removeprefix("0x").removeprefix("0X")
     if len(raw) != 64 or not set(raw) <= _HEX_DIGITS:
         raise click.BadParameter(
@@ -93,6 +99,8 @@ def load_account(
 ) -> LocalAccount:
     """The signing account from --key, --key-file (hex key or eth keystore JSON, with
     --password-file or $FLCHAIN_PASSWORD) or $FLCHAIN_KEY, in that order of precedence."""
+    from eth_account import Account
+
     if key is not None and key_file is not None:
         raise click.UsageError("give --key or --key-file, not both")
     if key is not None:
@@ -138,6 +146,8 @@ def reason(exc: Exception) -> str:
 
 def connect(rpc_url: str) -> Web3:
     """A Web3 for `rpc_url` that answered eth_chainId (the client retries later calls)."""
+    from web3 import Web3
+
     if not rpc_url.startswith(("http://", "https://")):
         raise click.BadParameter(f"{rpc_url!r} is not an http(s):// URL", param_hint="--rpc")
     # web3 checks eth_chainId around every call; a chain's id never changes, so cache it
@@ -160,6 +170,10 @@ def connect(rpc_url: str) -> Web3:
 def open_flchain(w3: Web3, address: str, account: LocalAccount | None = None) -> FLChainClient:
     """A client for FLChain at `address`, after checking that code answering as FLChain is
     there. Read-only callers pass no account: a random one stands in and never signs."""
+    from eth_account import Account
+
+    from flchain.contracts.client import FLChainClient
+
     checksum = check_address(address, "--contract")
     code = w3.eth.get_code(checksum)
     if not code:

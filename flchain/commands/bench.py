@@ -7,7 +7,6 @@ from typing import cast
 
 import click
 
-from flchain.crypto.bench import MILLION, compare_phe_packed
 from flchain.crypto.errors import CryptoError
 from flchain.crypto.obfuscators import ObfuscatorMethod
 
@@ -22,6 +21,8 @@ def _fmt(seconds: float) -> str:
 
 
 def _print_human(r: dict) -> None:
+    from flchain.crypto.bench import MILLION
+
     b, p, s = r["baseline"], r["packed"], r["speedup"]
     dim = r["dim"]
     how = f"timed on {b['sample']} values, extrapolated" if b["extrapolated"] else "measured"
@@ -82,6 +83,8 @@ def paillier_command(
     as_json: bool,
 ) -> None:
     """Plain phe (value by value) versus packed Paillier encryption of D parameters."""
+    from flchain.crypto.bench import compare_phe_packed  # torch, phe: only to measure
+
     try:
         result = compare_phe_packed(
             dim,

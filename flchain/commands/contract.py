@@ -5,13 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from hexbytes import HexBytes
-from web3 import Web3
 
 from flchain.commands.access import connect, json_option, key_options, load_account, rpc_option
 from flchain.commands.output import cli_errors, echo_json
 from flchain.contracts.artifact import load_artifact
-from flchain.contracts.sender import TransactionSender
 
 # ---------------------------------------------------------------- flchain contract
 
@@ -32,6 +29,11 @@ def deploy_command(
     with cli_errors():
         account = load_account(key, key_file, password_file)
         w3 = connect(rpc)
+        from hexbytes import HexBytes
+        from web3 import Web3
+
+        from flchain.contracts.sender import TransactionSender
+
         sender = TransactionSender(w3, account)
         receipt = sender.send(None, load_artifact().deploy_data(), what="deploy FLChain")
         result = {

@@ -8,21 +8,15 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
-from web3 import Web3
 
-from flchain.advice import task_warnings
-from flchain.aggregation import (
-    NETWORK_RULES,
-    AggregationError,
-    check_params,
-    rule_parameters,
-)
+from flchain.aggregation import NETWORK_RULES
 from flchain.attacks import ATTACKS, SECURE_ATTACKS
 from flchain.commands.options import (
     check_population,
@@ -38,28 +32,15 @@ from flchain.commands.options import (
     weight_options,
     window_options,
 )
-from flchain.contracts import (
+from flchain.config import DEFAULT_DEVNET_REWARD_ETH
+from flchain.contracts.errors import FLChainError
+from flchain.contracts.names import MemberNames
+from flchain.contracts.types import (
     REP_UNIT,
-    FLChainClient,
     MemberStatus,
     RoundStatus,
     TaskStatus,
     bitmap_indices,
-)
-from flchain.contracts.errors import FLChainError
-from flchain.contracts.ledger import funded_wei
-from flchain.contracts.names import MemberNames
-from flchain.devnet.launcher import (
-    DEFAULT_REWARD_ETH,
-    DevnetPlan,
-    casualty,
-    down,
-    existing_devnet,
-    node_exited,
-    node_status,
-    own_log_line,
-    tolerance_warning,
-    up,
 )
 from flchain.devnet.manifest import (
     DevnetError,
@@ -68,8 +49,22 @@ from flchain.devnet.manifest import (
     read_manifest,
     stopped_journal,
 )
-from flchain.taskconfig import SECURE_NETWORK_RULES
+from flchain.devnet.processes import (
+    casualty,
+    down,
+    existing_devnet,
+    node_exited,
+    node_status,
+    own_log_line,
+)
 from flchain.units import format_eth
+
+if TYPE_CHECKING:  # web3, torch and libp2p load when a command needs them, not for --help
+    from web3 import Web3
+
+    from flchain.contracts.client import FLChainClient
+    from flchain.devnet.launcher import DevnetPlan
+
 
 _DIR = click.option(
     "--dir",
@@ -119,7 +114,7 @@ def devnet() -> None:
     "benign statistics from their own honestly trained updates.",
 )
 @click.option("--chain", type=click.Choice(["pyevm", "anvil"]), default="pyevm", show_default=True)
-@economics_options(default_reward_eth=DEFAULT_REWARD_ETH)
+@economics_options(default_reward_eth=DEFAULT_DEVNET_REWARD_ETH)
 @click.option("--dp-clip", type=float, default=None, help="DP: L2 clip norm C of each update.")
 @click.option("--dp-noise", type=float, default=0.0, help="DP: noise multiplier sigma.")
 @click.option(
@@ -181,6 +176,9 @@ def up_command(
     below --rep-floor are ejected and forfeit their stake and rewards. The summary at the
     end shows what each member earned and would be paid.
     """
+    from flchain.advice import task_warnings
+    from flchain.devnet.launcher import DevnetPlan, tolerance_warning
+
     money = pop_economics(opts)
     check_population(int(opts["nodes"]), int(opts["byzantine"]), opts["attacks"])
     ring = [a for a in opts["attacks"] if a in SECURE_ATTACKS]
@@ -248,9 +246,11 @@ def _stop_signals_interrupt() -> Iterator[None]:
 def _run_devnet(
     plan: DevnetPlan, directory: Path, *, detach: bool, timeout: int, as_json: bool, err: Console
 ) -> None:
+    from flchain.devnet import launcher
+
     try:
         with err.status("starting chain, contract, task and nodes"):
-            manifest = up(plan, replace=True)  # `_may_replace` asked
+            manifest = launcher.up(plan, replace=True)  # `_may_replace` asked
     except DevnetError as exc:
         raise click.ClickException(str(exc)) from exc
     if detach:
@@ -302,6 +302,9 @@ def _rule_params(ctx: click.Context, opts: dict, params: dict[str, object]) -> d
     the rule's spec (runs on the network? in secure mode? valid for --nodes?); sets
     opts["rule"]. Without --f the task's f is the Byzantine count, at least 1, capped at the
     rule's bound for --nodes."""
+    from flchain.aggregation import AggregationError, check_params, rule_parameters
+    from flchain.taskconfig import SECURE_NETWORK_RULES
+
     rule = str(opts["rule"])
     explicit = ctx.get_parameter_source("rule").name != "DEFAULT"
     if rule not in NETWORK_RULES:
@@ -337,8 +340,12 @@ def _rule_params(ctx: click.Context, opts: dict, params: dict[str, object]) -> d
 
 def _client(manifest: dict, w3: Web3 | None = None) -> FLChainClient:
     """A read-only client of the devnet's contract: over its RPC, or over `w3` (a replay)."""
-    w3 = w3 or Web3(Web3.HTTPProvider(manifest["rpc_url"], request_kwargs={"timeout": 30}))
     from eth_account import Account
+    from web3 import Web3
+
+    from flchain.contracts.client import FLChainClient
+
+    w3 = w3 or Web3(Web3.HTTPProvider(manifest["rpc_url"], request_kwargs={"timeout": 30}))
 
     return FLChainClient(w3, manifest["contract"], Account.create())
 
@@ -458,6 +465,8 @@ def ledger_summary(manifest: dict, client: FLChainClient | None = None) -> dict:
     the reward share it paid; per member: its index, node, account and attack; per node:
     its final accuracy and digest, and its member's reputation, status, rewards earned and
     payout (wei); for the task: its money. Read over the devnet's RPC, or `client`'s."""
+    from flchain.contracts.ledger import funded_wei
+
     client = client or _client(manifest)
     task_id = manifest["task_id"]
     task = client.get_task(task_id)

@@ -19,11 +19,10 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
-from web3 import Web3
 
 from flchain.commands.access import DEFAULT_RPC, connect, open_flchain
 from flchain.commands.output import (
@@ -40,7 +39,6 @@ from flchain.commands.output import (
     when,
 )
 from flchain.contracts.artifact import load_artifact
-from flchain.contracts.client import FLChainClient
 from flchain.contracts.ledger import (
     BlobCheck,
     ConfigMismatchError,
@@ -81,6 +79,11 @@ from flchain.devnet.manifest import (
     stopped_journal,
 )
 from flchain.units import format_eth
+
+if TYPE_CHECKING:  # web3 loads when a command reaches a chain, not for --help
+    from web3 import Web3
+
+    from flchain.contracts.client import FLChainClient
 
 NODE_TASK_CONFIG = "task-config.json"  # what the devnet launcher writes into every node dir
 

@@ -16,27 +16,15 @@ import urllib.request
 from pathlib import Path
 
 import click
-import trio
-from web3 import Web3
 
 from flchain import safe_json
-from flchain.attacks import DATA_ATTACKS, SECURE_ATTACKS, UPDATE_ATTACKS
+from flchain.attacks import DATA_ATTACKS, PROTOCOL_ATTACKS, SECURE_ATTACKS, UPDATE_ATTACKS
 from flchain.commands import node_console as console
 from flchain.commands.options import (
     eth_to_wei,
     keep_rounds_option,
 )
-from flchain.config import ConfigError, parse_key_values
-from flchain.node.daemon import DEFAULT_LINGER_S, RUNTIME_FILE, NodeError, NodeSettings, run_node
-from flchain.node.engine import PROTOCOL_ATTACKS
-from flchain.node.identity import (
-    NODE_JSON,
-    IdentityError,
-    init_node_dir,
-    load_node_identity,
-    read_password,
-)
-from flchain.taskconfig import DataSpec, TaskConfigError
+from flchain.config import DEFAULT_LINGER_S, ConfigError, parse_key_values
 from flchain.units import format_eth
 
 # What `node status` reads: runtime.json (a few addresses) and the /status answer (metrics
@@ -68,6 +56,8 @@ _password_option = click.option(
 def init_command(directory: Path, password_file: Path | None, force: bool, as_json: bool) -> None:
     """Create the node's keys: an Ethereum keystore, a libp2p key and an X25519 key, all
     encrypted with the password and readable by the owner only (0600)."""
+    from flchain.node.identity import IdentityError, init_node_dir, read_password
+
     try:
         identity = init_node_dir(directory, read_password(password_file), overwrite=force)
     except (IdentityError, OSError) as exc:
@@ -104,6 +94,10 @@ def next_steps(directory: Path, password_file: Path | None, address: str) -> str
 
 def _fund_target(target: str) -> str:
     """ADDRESS, or a node directory whose node.json names it; checksummed."""
+    from web3 import Web3
+
+    from flchain.node.identity import NODE_JSON
+
     if Web3.is_address(target):
         return Web3.to_checksum_address(target)
     path = Path(target)
@@ -329,6 +323,13 @@ def run_command(
     """Run the node daemon: train, exchange updates over libp2p, commit and vote on chain,
     until the task ends. Prints one line per round step (committed, fetched, voted,
     finalized); an unfunded account is told once what to send and waits for it."""
+    import trio
+    from web3 import Web3
+
+    from flchain.node.daemon import NodeError, NodeSettings, run_node
+    from flchain.node.identity import IdentityError, load_node_identity, read_password
+    from flchain.taskconfig import DataSpec, TaskConfigError
+
     if quiet and verbose:
         raise click.UsageError("give -q or -v, not both")
     if not Web3.is_address(contract):
@@ -415,6 +416,8 @@ def _ports_free(status_host: str, status_port: int, listen: tuple[str, ...]) -> 
 @click.option("--json", "as_json", is_flag=True)
 def status_command(directory: Path | None, url: str | None, as_json: bool) -> None:
     """Show a running node's round, phase, peers and accuracy."""
+    from flchain.node.files import RUNTIME_FILE
+
     if url is None:
         if directory is None:
             raise click.UsageError("give --dir or --url")

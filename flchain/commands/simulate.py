@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flchain.advice import setting_warnings
 from flchain.attacks import DATA_ATTACKS, DESCRIPTIONS, SECURE_ATTACKS, UPDATE_ATTACKS
 from flchain.commands.options import (
     check_population,
@@ -31,8 +31,10 @@ from flchain.config import (
     SimulationConfig,
     parse_key_values,
 )
-from flchain.simulation import RoundRecord, Simulation, SimulationResult
 from flchain.siren_defaults import CLIENT_THRESHOLD
+
+if TYPE_CHECKING:  # torch: imported when a simulation runs, not for --help
+    from flchain.simulation import RoundRecord, Simulation, SimulationResult
 
 _SIM_ATTACKS = (*UPDATE_ATTACKS, *DATA_ATTACKS, *SECURE_ATTACKS)
 _ATTACK_HELP = "; ".join(f"{name}: {DESCRIPTIONS[name]}" for name in _SIM_ATTACKS)
@@ -134,6 +136,9 @@ def simulate_command(**opts: object) -> None:
     plot = opts.pop("plot")
     save_model = opts.pop("save_model")
     check_population(int(opts["nodes"]), int(opts["byzantine"]), opts["attack"])  # type: ignore[call-overload]
+    from flchain.advice import setting_warnings
+    from flchain.simulation import Simulation
+
     try:
         config = _config_from_options(opts)
         sim = Simulation(config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -34,7 +34,6 @@ from flchain.commands.options import (
 )
 from flchain.commands.output import cli_errors, echo_json, when
 from flchain.config import DEFAULT_MAX_SAMPLES, MAX_SAMPLES_LIMIT
-from flchain.contracts.client import FLChainClient
 from flchain.contracts.errors import ContractRevert, FLChainError
 from flchain.contracts.ledger import (
     chain_time,
@@ -44,6 +43,9 @@ from flchain.contracts.ledger import (
 )
 from flchain.contracts.types import TaskInfo, TaskParams, TaskStatus
 from flchain.units import format_eth
+
+if TYPE_CHECKING:  # web3 loads when a command reaches a chain, not for --help
+    from flchain.contracts.client import FLChainClient
 
 # ---------------------------------------------------------------- flchain task
 

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-PARTITION_SCHEMES = ("iid", "dirichlet", "shards", "quantity")
+from flchain.models.catalog import PARTITION_SCHEMES
 
 # Dirichlet draws that leave a client below `min_size` are repeated at most this often.
 _MAX_DRAWS = 1000
