@@ -18,16 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from eth_account.signers.local import LocalAccount
 from eth_utils import event_abi_to_log_topic
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.types import TxReceipt
 
 from flchain.contracts.artifact import load_artifact
-from flchain.contracts.errors import ContractRevert, InvalidArgumentError, RPCError
+from flchain.contracts.errors import ContractRevert, FLChainError, InvalidArgumentError, RPCError
 from flchain.contracts.sender import TransactionSender
 from flchain.contracts.types import (
     INT64_MAX,
@@ -44,6 +43,9 @@ from flchain.contracts.types import (
     check_bytes32,
     check_uint,
 )
+
+if TYPE_CHECKING:  # eth_account loads with the first key, not with every reader
+    from eth_account.signers.local import LocalAccount
 
 # Gas limits for calls whose cost depends on state that may change between estimation and
 # inclusion (measurements: the "gas" section of docs/benchmarks.md). Unused gas is not
@@ -116,6 +118,12 @@ class FLChainClient:
         }
         self._max_members_cache: dict[int, int] = {}
         self._can_mine: bool | None = None  # evm_mine offered? (None: not tried yet)
+
+    @classmethod
+    def read_only(cls, w3: Web3, address: str) -> FLChainClient:
+        """A client that reads and never signs (no key, no eth_account import): what status
+        views, ledgers and the explorer need."""
+        return cls(w3, address, _NoKey())  # type: ignore[arg-type]
 
     @classmethod
     def deploy(cls, w3: Web3, account: LocalAccount, **sender_options: Any) -> FLChainClient:
@@ -556,3 +564,13 @@ class FLChainClient:
                 out.append(decoded)
         out.sort(key=lambda ev: (ev["block_number"], ev["log_index"]))
         return out
+
+
+class _NoKey:
+    """The account of a read-only client: it has an address to read as (calls from the zero
+    address) and refuses to sign."""
+
+    address = "0x" + "00" * 20
+
+    def sign_transaction(self, transaction: Any) -> Any:
+        raise FLChainError("this client only reads: it holds no key to sign a transaction")

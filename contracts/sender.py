@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.exceptions import TimeExhausted, TransactionNotFound
 from web3.types import TxReceipt
@@ -29,6 +28,9 @@ from flchain.contracts.errors import (
 )
 from flchain.contracts.nonce import NonceManager
 from flchain.contracts.rpc import RetryPolicy, call_with_retries, is_nonce_error
+
+if TYPE_CHECKING:  # eth_account loads with the first key, not with every reader
+    from eth_account.signers.local import LocalAccount
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -178,12 +178,11 @@ class LedgerViews:
         except DevnetError as exc:
             self.error = str(exc)
             return False
-        from eth_account import Account
 
         from flchain.devnet.replay import replay_web3  # py-evm: only once it is needed
 
         try:
-            client = FLChainClient(replay_web3(journal), src.client.address, Account.create())
+            client = FLChainClient.read_only(replay_web3(journal), src.client.address)
         except (ValueError, OSError) as exc:  # JournalError: a journal that does not replay
             self.error = f"cannot read the chain journal in {journal}: {exc}"[:300]
             return False

@@ -170,7 +170,6 @@ def connect(rpc_url: str) -> Web3:
 def open_flchain(w3: Web3, address: str, account: LocalAccount | None = None) -> FLChainClient:
     """A client for FLChain at `address`, after checking that code answering as FLChain is
     there. Read-only callers pass no account: a random one stands in and never signs."""
-    from eth_account import Account
 
     from flchain.contracts.client import FLChainClient
 
@@ -181,7 +180,11 @@ def open_flchain(w3: Web3, address: str, account: LocalAccount | None = None) ->
             f"no contract code at {checksum} on chain {w3.eth.chain_id} "
             "(wrong --contract, or a chain restarted without its state?)"
         )
-    client = FLChainClient(w3, checksum, account or Account.create())
+    client = (
+        FLChainClient(w3, checksum, account)
+        if account is not None
+        else FLChainClient.read_only(w3, checksum)
+    )
     try:
         client.task_count()
     except FLChainError as exc:

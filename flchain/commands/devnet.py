@@ -340,14 +340,12 @@ def _rule_params(ctx: click.Context, opts: dict, params: dict[str, object]) -> d
 
 def _client(manifest: dict, w3: Web3 | None = None) -> FLChainClient:
     """A read-only client of the devnet's contract: over its RPC, or over `w3` (a replay)."""
-    from eth_account import Account
     from web3 import Web3
 
     from flchain.contracts.client import FLChainClient
 
     w3 = w3 or Web3(Web3.HTTPProvider(manifest["rpc_url"], request_kwargs={"timeout": 30}))
-
-    return FLChainClient(w3, manifest["contract"], Account.create())
+    return FLChainClient.read_only(w3, manifest["contract"])
 
 
 def _manifest(directory: Path) -> dict:
