@@ -23,6 +23,13 @@ from flchain.units import WEI_PER_ETH
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _stack(fn: F, options: list[Callable[[F], F]]) -> F:
+    """Apply click options so that they show in --help in the order listed."""
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 def weight_options(fn: F) -> F:
     """`--max-samples` and `--robust-weights`: how a task forms aggregation weights, so that
     no member can inflate its own by what it claims."""
@@ -146,9 +153,7 @@ def economics_options(*, default_reward_eth: str = "0") -> Callable[[F], F]:
                 "on a finalized round, not even late, -50 when the next round ends.",
             ),
         ]
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
+        return _stack(fn, options)
 
     return decorate
 
@@ -218,9 +223,7 @@ def population_options(*, nodes: int, rounds: int, peers: str = "nodes") -> Call
                 help=f"Byzantine {peers} K (fewer than --nodes; give their --attack).",
             ),
         ]
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
+        return _stack(fn, options)
 
     return decorate
 
@@ -250,9 +253,7 @@ def model_options(fn: F) -> F:
             help="Local epochs per round.",
         ),
     ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    return _stack(fn, options)
 
 
 def dataset_option(fn: F) -> F:
@@ -305,9 +306,7 @@ def window_options(fn: F) -> F:
             help="Seconds after finalization for Siren alarms (0: off).",
         ),
     ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    return _stack(fn, options)
 
 
 # ---------------------------------------------------------------- the aggregation rule
@@ -356,9 +355,7 @@ def rule_options(fn: F) -> F:
             help="A rule parameter (e.g. m=3, beta=2/7, nu=1e-6); repeatable.",
         ),
     ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    return _stack(fn, options)
 
 
 def secure_default_rule(options: dict[str, Any], secure_rule: str = "fedavg") -> None:
@@ -428,9 +425,7 @@ def secure_options(fn: F) -> F:
             f"for its noise by itself), else {DEFAULT_SECURE_RANGE:g}.",
         ),
     ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    return _stack(fn, options)
 
 
 def dp_options(fn: F) -> F:
@@ -462,6 +457,4 @@ def dp_options(fn: F) -> F:
             help="DP: the delta at which epsilon is reported.",
         ),
     ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    return _stack(fn, options)
