@@ -7,15 +7,15 @@ and facts are in `catalog`, importable without torch. Names load on first use.
 from flchain._lazy import lazy_exports
 
 _EXPORTS = {
-    "AggregateResult": "flchain.aggregation.registry",
-    "AggregationError": "flchain.aggregation.registry",
+    "AggregateResult": "flchain.aggregation.result",
+    "AggregationError": "flchain.aggregation.errors",
     "F_RULES": "flchain.aggregation.catalog",
     "NETWORK_RULES": "flchain.aggregation.catalog",
     "PUBLIC_DATA_RULES": "flchain.aggregation.catalog",
     "RULES": "flchain.aggregation.catalog",
-    "RuleSpec": "flchain.aggregation.registry",
+    "RuleSpec": "flchain.aggregation.base",
     "SECURE_RULES": "flchain.aggregation.catalog",
-    "SIDE_INPUTS": "flchain.aggregation.registry",
+    "SIDE_INPUTS": "flchain.aggregation._validation",
     "WEIGHTED_RULES": "flchain.aggregation.catalog",
     "aggregate": "flchain.aggregation.registry",
     "canonical_order": "flchain.aggregation.registry",
@@ -30,25 +30,4 @@ _EXPORTS = {
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = [
-    "F_RULES",
-    "NETWORK_RULES",
-    "PUBLIC_DATA_RULES",
-    "RULES",
-    "SECURE_RULES",
-    "SIDE_INPUTS",
-    "WEIGHTED_RULES",
-    "AggregateResult",
-    "AggregationError",
-    "RuleSpec",
-    "aggregate",
-    "canonical_order",
-    "check_params",
-    "f_bounds_text",
-    "fit_params",
-    "max_f",
-    "optional_inputs",
-    "required_inputs",
-    "rule_parameters",
-    "rule_spec",
-]
+__all__ = sorted(_EXPORTS)

@@ -23,7 +23,6 @@ from torch import Tensor
 
 from flchain.aggregation import bulyan, fedavg, geomed, krum, median, sageflow, siren, trimmed_mean
 from flchain.aggregation._validation import (
-    SIDE_INPUTS,
     check_known_params,
     check_side_input,
     check_updates,
@@ -31,39 +30,10 @@ from flchain.aggregation._validation import (
 )
 from flchain.aggregation.base import Batch, RuleSpec
 from flchain.aggregation.catalog import (
-    F_RULES,
-    NETWORK_RULES,
-    PUBLIC_DATA_RULES,
     RULES,
-    SECURE_RULES,
-    WEIGHTED_RULES,
-    f_bounds_text,
 )
 from flchain.aggregation.errors import AggregationError
 from flchain.aggregation.result import AggregateResult
-
-__all__ = [
-    "F_RULES",
-    "NETWORK_RULES",
-    "PUBLIC_DATA_RULES",
-    "RULES",
-    "SECURE_RULES",
-    "SIDE_INPUTS",
-    "WEIGHTED_RULES",
-    "AggregateResult",
-    "AggregationError",
-    "RuleSpec",
-    "aggregate",
-    "canonical_order",
-    "check_params",
-    "f_bounds_text",
-    "fit_params",
-    "max_f",
-    "optional_inputs",
-    "required_inputs",
-    "rule_parameters",
-    "rule_spec",
-]
 
 _SPECS: dict[str, RuleSpec] = {
     spec.name: spec

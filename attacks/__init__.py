@@ -29,26 +29,4 @@ _EXPORTS = {
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = [
-    "ATTACKS",
-    "BACKDOOR_PARAMS",
-    "DATA_ATTACKS",
-    "DESCRIPTIONS",
-    "PROTOCOL_ATTACKS",
-    "SECURE_ATTACKS",
-    "UPDATE_ATTACKS",
-    "AttackContext",
-    "AttackError",
-    "RingShift",
-    "add_trigger",
-    "alie_z",
-    "always_alarms",
-    "apply",
-    "attack_success_rate",
-    "is_data_attack",
-    "is_protocol_attack",
-    "is_secure_attack",
-    "is_update_attack",
-    "kind_of",
-    "poison_dataset",
-]
+__all__ = sorted(_EXPORTS)

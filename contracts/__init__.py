@@ -41,35 +41,4 @@ _EXPORTS = {
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = [
-    "LOSS_SCALE",
-    "REP_UNIT",
-    "Artifact",
-    "ArtifactError",
-    "ContractRevert",
-    "FLChainClient",
-    "FLChainError",
-    "FailReason",
-    "InvalidArgumentError",
-    "MemberInfo",
-    "MemberStatus",
-    "NonceManager",
-    "RPCError",
-    "RetryPolicy",
-    "RoundInfo",
-    "RoundStatus",
-    "TaskInfo",
-    "TaskParams",
-    "TaskStatus",
-    "TransactionTimeoutError",
-    "TxResult",
-    "UpdateCommit",
-    "Vote",
-    "bitmap",
-    "bitmap_indices",
-    "decode_loss",
-    "deploy",
-    "encode_loss",
-    "finalize_gas_bound",
-    "load_artifact",
-]
+__all__ = sorted(_EXPORTS)

@@ -40,35 +40,4 @@ _EXPORTS = {
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = [
-    "DATASET_SPECS_HELP",
-    "MODEL_NAMES",
-    "PARTITION_SCHEMES",
-    "Dataset",
-    "DatasetError",
-    "DeviceError",
-    "EvalResult",
-    "EvaluationError",
-    "ModelError",
-    "ParamsError",
-    "PartitionError",
-    "TrainConfig",
-    "TrainResult",
-    "TrainingError",
-    "build_model",
-    "evaluate",
-    "flatten_params",
-    "load_dataset",
-    "load_flat_params",
-    "local_update",
-    "model_from_bytes",
-    "model_to_bytes",
-    "num_params",
-    "on_device",
-    "partition",
-    "pick_device",
-    "sha256_hex",
-    "split_public",
-    "synthetic_federated",
-    "train_local",
-]
+__all__ = sorted(_EXPORTS)
