@@ -53,13 +53,17 @@ def test_secure_rounds_finalize_with_a_rotating_decryptor(tmp_path: Path) -> Non
 def test_a_dead_member_is_remasked_out_and_never_chosen_to_decrypt_again(tmp_path: Path) -> None:
     args = ["--secure", "--nodes", "4", "--rounds", "3", "--model", "mlp"]
     args += ["--submit-window", "15", "--vote-window", "40", "--detach", "--json"]
-    result = subprocess.run(
+    # Not `run`: the launcher's exit (interpreter teardown with torch loaded) can take seconds
+    # on a loaded machine, while the nodes already run rounds; the victim must die before it
+    # has committed more than a round, so act as soon as the manifest is written.
+    launcher = subprocess.Popen(
         [*FLCHAIN, "devnet", "up", "--dir", str(tmp_path), *args],
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=180,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    _wait(lambda: (tmp_path / "devnet.json").exists() or launcher.poll() is not None, 180, "up")
+    assert (tmp_path / "devnet.json").exists(), launcher.communicate()[1][-3000:]
     try:
         manifest = read_manifest(tmp_path)
         client, task_id = _client(manifest), manifest["task_id"]
@@ -97,7 +101,9 @@ def test_a_dead_member_is_remasked_out_and_never_chosen_to_decrypt_again(tmp_pat
             assert client.decryptor(task_id, r) != index
             assert rounds[r].status == RoundStatus.FINALIZED
     finally:
+        launcher.communicate(timeout=120)
         down(tmp_path)
+    assert launcher.returncode == 0
 
 
 def test_siren_alarms_still_work_on_secure_models(tmp_path: Path) -> None:
