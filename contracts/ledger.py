@@ -383,11 +383,20 @@ def load_task_privacy(data: bytes, task: TaskInfo, source: str) -> TaskPrivacy:
         )
     from flchain.taskconfig import TaskConfig, TaskConfigError
 
-    try:
-        config = TaskConfig.from_json_bytes(data)
+    try:  # its digest is on chain: the privacy fields are all this reads of it
+        fields = TaskConfig.json_fields(data)
     except TaskConfigError as exc:
         raise LedgerError(f"{source} is not a flchain task config: {exc}") from exc
-    noise, delta = float(config.dp_noise), float(config.dp_delta)
+
+    def number(name: str, *, none: bool = False) -> float | None:
+        value = fields.get(name, getattr(TaskConfig, name))
+        if value is None and none:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise LedgerError(f"{source}: {name} must be a number, got {value!r}")
+        return float(value)
+
+    noise, delta = number("dp_noise") or 0.0, number("dp_delta") or 0.0
     if not math.isfinite(noise) or noise < 0:
         raise LedgerError(f"{source}: dp_noise must be a finite number >= 0, got {noise!r}")
     if noise > 0 and not 0 < delta < 1:
@@ -396,8 +405,8 @@ def load_task_privacy(data: bytes, task: TaskInfo, source: str) -> TaskPrivacy:
         config_digest=digest,
         dp_noise=noise,
         dp_delta=delta,
-        dp_clip=config.dp_clip,
-        secure=bool(config.secure),
+        dp_clip=number("dp_clip", none=True),
+        secure=bool(fields.get("secure", TaskConfig.secure)),
     )
 
 

@@ -21,65 +21,22 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from flchain.models import Dataset, evaluate, load_dataset, load_flat_params, split_public
+from flchain.public_spec import DEFAULT_PUBLIC_FRACTION, PublicData, PublicSetError
 
-# `flchain simulate --public-fraction` draws the same share by default.
-DEFAULT_PUBLIC_FRACTION = 0.05
 # Scores are rounded to multiples of 2**-20 (about 1e-6): far coarser than float64 noise,
 # far finer than anything SageFlow's threshold or loss weights or Siren's slack tell apart.
 SCORE_QUANTUM = 2.0**-20
 # A model whose scores are not finite is as bad as a model can be (the simulation's value).
 WORST_LOSS = 1e30
 _DIGEST_TAG = b"flchain-public-set-v1"
-_KEYS = ("dataset", "fraction", "seed", "sha256")
-
-
-class PublicSetError(ValueError):
-    """A public set spec that is malformed, or whose samples do not match its digest."""
-
-
-@dataclass(frozen=True)
-class PublicData:
-    """The task config's `public_data`: which samples are public and their digest.
-
-    dataset: the task's dataset (the set is cut from its training split, and the task's
-             shards from the rest); fraction: share of that split, stratified by label;
-             seed: seeds the draw; sha256: hex digest of the samples (`samples_digest`).
-    """
-
-    dataset: str
-    fraction: float
-    seed: int
-    sha256: str
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> PublicData:
-        """Parse the JSON object of a task config's public_data (PublicSetError if bad)."""
-        if not isinstance(raw, Mapping) or set(raw) != set(_KEYS):
-            raise PublicSetError(f"public_data must be an object with exactly {list(_KEYS)}")
-        dataset, fraction, seed, digest = (raw[k] for k in _KEYS)
-        if not isinstance(dataset, str) or not dataset:
-            raise PublicSetError("public_data.dataset must be a non-empty string")
-        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
-            raise PublicSetError(f"public_data.fraction must be a number, got {fraction!r}")
-        if not 0.0 < float(fraction) < 0.5:
-            raise PublicSetError(f"public_data.fraction must be in (0, 0.5), got {fraction}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise PublicSetError(f"public_data.seed must be an integer >= 0, got {seed!r}")
-        if not isinstance(digest, str) or len(digest) != 64 or not _is_hex(digest):
-            raise PublicSetError("public_data.sha256 must be 64 lowercase hex digits")
-        return cls(dataset, float(fraction), seed, digest)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in _KEYS}
 
 
 @dataclass(frozen=True)
@@ -90,10 +47,6 @@ class PublicSet:
     y: torch.Tensor
     rest: np.ndarray  # indices into the dataset's training split that are not public
     classes: int
-
-
-def _is_hex(text: str) -> bool:
-    return all(c in "0123456789abcdef" for c in text)
 
 
 def samples_digest(x: torch.Tensor, y: torch.Tensor) -> str:

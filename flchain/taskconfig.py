@@ -18,19 +18,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from flchain import safe_json
-from flchain.aggregation import (
+from flchain.aggregation.catalog import (
     NETWORK_RULES,
+    PUBLIC_DATA_RULES,
     RULES,
     SECURE_RULES,
     WEIGHTED_RULES,
-    AggregationError,
-    check_params,
-    rule_parameters,
-    rule_spec,
 )
+from flchain.aggregation.errors import AggregationError
 from flchain.config import (
     DEFAULT_MAX_SAMPLES,
     DEFAULT_SECURE_KEY_BITS,
@@ -39,13 +35,12 @@ from flchain.config import (
     ROBUST_WEIGHTS,
     secure_value_range,
 )
-from flchain.models import build_model, load_dataset, model_to_bytes
-from flchain.public_set import DEFAULT_PUBLIC_FRACTION, PublicData, PublicSetError, describe
+from flchain.public_spec import DEFAULT_PUBLIC_FRACTION, PublicData, PublicSetError
 
 # What secure mode runs on the network: the secure rules that need no per-update scores. Siren
 # in secure mode is FedAvg plus its members' alarms on chain, so such a task says fedavg.
 SECURE_NETWORK_RULES: tuple[str, ...] = tuple(
-    r for r in SECURE_RULES if r in NETWORK_RULES and not rule_spec(r).public_data
+    r for r in SECURE_RULES if r in NETWORK_RULES and r not in PUBLIC_DATA_RULES
 )
 # A task config is a few hundred bytes of flat JSON (rule_params is the deepest part).
 MAX_CONFIG_BYTES = 64 * 1024
@@ -91,6 +86,9 @@ class TaskConfig:
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise TaskConfigError(f"unknown rule {self.rule!r}; choose one of {', '.join(RULES)}")
+        # The rules' parameters are their functions' keyword arguments: the registry (torch)
+        from flchain.aggregation.registry import check_params, rule_parameters
+
         unknown = set(self.rule_params) - set(rule_parameters(self.rule))
         if unknown:
             takes = ", ".join(rule_parameters(self.rule)) or "none"
@@ -193,6 +191,17 @@ class TaskConfig:
     def from_json_bytes(cls, data: bytes) -> TaskConfig:
         """Parse a task config (from a file or a peer) within size and depth limits."""
         try:
+            return cls(**cls.json_fields(data))
+        except TypeError as exc:
+            raise TaskConfigError(str(exc)) from exc
+
+    @classmethod
+    def json_fields(cls, data: bytes) -> dict[str, Any]:
+        """A task config's JSON object within size and depth limits, its names checked and
+        its values not: for a reader of a few fields of a config whose digest it verified
+        (the ledger's privacy columns), which then need not import the rules (and torch)
+        that checking every value takes."""
+        try:
             raw = safe_json.loads(data, max_bytes=MAX_CONFIG_BYTES, max_depth=MAX_CONFIG_DEPTH)
         except ValueError as exc:
             raise TaskConfigError(f"task config is not JSON within limits: {exc}") from exc
@@ -202,10 +211,7 @@ class TaskConfig:
         extra = set(raw) - known
         if extra:
             raise TaskConfigError(f"unknown task config field(s): {sorted(extra)}")
-        try:
-            return cls(**raw)
-        except TypeError as exc:
-            raise TaskConfigError(str(exc)) from exc
+        return raw
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> TaskConfig:
@@ -217,7 +223,7 @@ def needs_public_data(rule: str, secure: bool) -> bool:
     """Whether a task with `rule` must name a public validation set: the rule's spec says it
     scores updates on one (SageFlow, Siren), and it sees single updates (not secure mode,
     where Siren is FedAvg plus the members' alarms)."""
-    return rule in RULES and rule_spec(rule).public_data and not secure
+    return rule in PUBLIC_DATA_RULES and not secure
 
 
 def build_task_config(
@@ -235,6 +241,9 @@ def build_task_config(
     if fields.get("public_data") is None and needs_public_data(rule, bool(fields.get("secure"))):
         seed = int(fields.get("seed", TaskConfig.seed))
         name = str(fields.get("dataset", TaskConfig.dataset))
+        from flchain.models import load_dataset  # torch: only where a set is drawn
+        from flchain.public_set import describe
+
         data = load_dataset(name, seed=seed)
         try:
             draw = seed if public_seed is None else public_seed
@@ -293,6 +302,10 @@ def initial_model_bytes(config: TaskConfig, input_shape: tuple[int, ...], classe
     """The task's round-0 model, rebuilt from its seed: every node derives the same bytes, so
     the initial model never has to travel. Layers initialize from torch's global generator,
     so two threads building at once would draw from each other's seed: one at a time."""
+    import torch  # here, not above: reading a config (the ledger commands do) needs no torch
+
+    from flchain.models import build_model, model_to_bytes
+
     with _SEEDED_BUILD:
         torch.manual_seed(config.seed)
         return model_to_bytes(build_model(config.model, input_shape, classes))
@@ -303,6 +316,8 @@ _SEEDED_BUILD = threading.Lock()
 
 def initial_model_digest(config: TaskConfig) -> bytes:
     """sha256 of `initial_model_bytes` for the config's dataset (what `task create` needs)."""
+    from flchain.models import load_dataset
+
     data = load_dataset(config.dataset, seed=config.seed)
     return hashlib.sha256(initial_model_bytes(config, data.input_shape, data.num_classes)).digest()
 

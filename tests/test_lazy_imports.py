@@ -47,3 +47,25 @@ def test_commands_and_catalogs_import_nothing_heavy() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_reading_a_task_configs_privacy_imports_no_torch() -> None:
+    """`ledger rounds --devnet` reads the task config for its privacy columns: torch (a
+    second of the command's time) is for building models and checking rule parameters."""
+    probe = (
+        "import sys, json\n"
+        "from flchain.contracts.ledger import load_task_privacy\n"
+        "from flchain.contracts.types import TaskInfo\n"
+        "import hashlib, dataclasses\n"
+        "data = json.dumps({'rule': 'multikrum', 'rule_params': {'f': 1}, 'dp_noise': 0.5,"
+        " 'dp_clip': 1.0, 'dp_delta': 1e-5}).encode()\n"
+        "fields = {f.name: None for f in dataclasses.fields(TaskInfo)}\n"
+        "digest = hashlib.sha256(data).digest()\n"
+        "task = TaskInfo(**{**fields, 'task_id': 1, 'config_digest': digest})\n"
+        "p = load_task_privacy(data, task, 'cfg')\n"
+        "print(p.dp_noise, p.dp_clip, p.dp_delta, 'torch' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.split() == ["0.5", "1.0", "1e-05", "False"], result.stdout
