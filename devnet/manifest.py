@@ -19,6 +19,8 @@ from flchain import safe_json
 MANIFEST = "devnet.json"
 CHAIN_STATE = "chain"  # DIR/chain: the py-evm chain's journal (`chain serve --state`)
 JOURNAL_FILE = "journal.jsonl"  # as flchain.devnet.journal names it (not imported: py-evm free)
+# DIR/summary.json: the final summary, saved when the devnet stops (see `save_summary`).
+SUMMARY_FILE = "summary.json"
 # devnet.json lists a few dozen nodes at most; node /status answers share the bound.
 MAX_MANIFEST_BYTES = 4 << 20
 _MAX_DEPTH = 16
@@ -67,6 +69,46 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     tmp = Path(directory) / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, Path(directory) / MANIFEST)
+
+
+def _stopped_key(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a saved summary was computed from: this devnet (its contract, task and chain
+    process) and its journal as the stopped chain left it (size and mtime; none for anvil)."""
+    journal = Path(directory) / CHAIN_STATE / JOURNAL_FILE
+    try:
+        stat = journal.stat()
+        state = [stat.st_size, stat.st_mtime_ns]
+    except OSError:
+        state = None
+    keys = ("contract", "task_id", "chain_pid", "rpc_url")
+    return {**{k: manifest.get(k) for k in keys}, "journal": state}
+
+
+def save_summary(directory: Path, manifest: dict[str, Any], summary: dict[str, Any]) -> None:
+    """Keep a stopped devnet's final summary in DIR/summary.json, so `devnet status` shows it
+    without replaying the chain journal (seconds of py-evm per command, growing with the
+    rounds). Written atomically; a directory that cannot take it only loses the shortcut."""
+    path = Path(directory) / SUMMARY_FILE
+    data = {"key": _stopped_key(directory, manifest), "summary": summary}
+    with contextlib.suppress(OSError):
+        tmp = path.with_name(SUMMARY_FILE + ".tmp")
+        tmp.write_text(json.dumps(data) + "\n")
+        os.replace(tmp, path)
+
+
+def saved_summary(directory: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary `save_summary` kept for this stopped devnet, None when there is none or it
+    was computed from another chain or another state of the journal."""
+    try:
+        data = safe_json.load_file(
+            Path(directory) / SUMMARY_FILE, max_bytes=MAX_MANIFEST_BYTES, max_depth=_MAX_DEPTH
+        )
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != _stopped_key(directory, manifest):
+        return None
+    summary = data.get("summary")
+    return summary if isinstance(summary, dict) else None
 
 
 def node_dir(directory: Path, raw: str) -> Path:

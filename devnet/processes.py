@@ -11,7 +11,9 @@ import re
 import signal
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from flchain import safe_json
 from flchain.devnet.manifest import (
@@ -126,12 +128,19 @@ def _pids(manifest: dict) -> list[int]:
     return [p for p in pids if p]
 
 
-def down(directory: Path, timeout: float = 10.0) -> list[int]:
-    """Stop every process of the devnet (nodes first, then the chain)."""
+def down(
+    directory: Path,
+    timeout: float = 10.0,
+    before_chain: Callable[[dict[str, Any]], None] | None = None,
+) -> list[int]:
+    """Stop every process of the devnet: nodes first, then `before_chain(manifest)` (the
+    last moment the chain answers with every node stopped), then the chain."""
     manifest = read_manifest(directory)
     stopped = []
     node_pids = [n.get("pid") for n in manifest["nodes"] if n.get("pid")]
     for group in (node_pids, [manifest.get("chain_pid")]):
+        if group is not node_pids and before_chain is not None:
+            before_chain(manifest)
         for pid in group:
             if pid and process_alive(pid):
                 with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -37,6 +37,7 @@ from flchain.devnet.genesis import GenesisConfig
 from flchain.devnet.journal import JOURNAL_FILE, LOCK_FILE, JournalError
 from flchain.devnet.launcher import node_status
 from flchain.devnet.manifest import (
+    SUMMARY_FILE,
     DevnetError,
     chain_stopped,
     process_alive,
@@ -360,3 +361,28 @@ def test_status_of_a_stopped_devnet_shows_its_final_summary(net: Net) -> None:
     )
     assert bad["label"] in text
     assert _processes_mentioning(dn) == []
+
+
+@pytest.mark.slow
+def test_devnet_down_saves_the_summary_that_replaying_the_journal_gives(net: Net) -> None:
+    """`devnet down` read the final summary while the chain still answered; `devnet status`
+    shows it without a replay, and it is what the journal's replay gives."""
+    dn, saved = str(net.directory), net.directory / SUMMARY_FILE
+    assert saved.is_file()
+    shown = _flchain("devnet", "status", "--dir", dn)
+    assert "as saved when it stopped" in " ".join(shown.stdout.split())
+    from_saved = _json("devnet", "status", "--dir", dn)
+    kept = saved.read_bytes()
+    try:
+        # A summary saved for another chain is not shown: the journal is replayed instead.
+        other = json.loads(kept)
+        other["key"]["chain_pid"] = -1
+        saved.write_text(json.dumps(other))
+        replayed = _flchain("devnet", "status", "--dir", dn)
+        assert "from the chain journal" in " ".join(replayed.stdout.split())
+        assert _json("devnet", "status", "--dir", dn) == from_saved
+        saved.unlink()
+        assert _json("devnet", "status", "--dir", dn) == from_saved
+        assert saved.read_bytes() == kept  # the replay saved it again, for the next command
+    finally:
+        saved.write_bytes(kept)

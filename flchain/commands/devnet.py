@@ -43,10 +43,13 @@ from flchain.contracts.types import (
     bitmap_indices,
 )
 from flchain.devnet.manifest import (
+    SUMMARY_FILE,
     DevnetError,
     chain_stopped,
     process_alive,
     read_manifest,
+    save_summary,
+    saved_summary,
     stopped_journal,
 )
 from flchain.devnet.processes import (
@@ -270,6 +273,7 @@ def _run_devnet(
         summary = ledger_summary(manifest)
     finally:
         down(directory)
+    save_summary(directory, manifest, summary)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -698,20 +702,21 @@ def _nodes_json(manifest: dict) -> dict:
 
 
 def _stopped_status(directory: Path, manifest: dict, as_json: bool) -> None:
-    """`devnet status` once the chain has gone: the summary `devnet up` prints at the end,
-    rebuilt from the journal (replayed in this process, nothing started)."""
-    try:
-        journal = stopped_journal(directory, manifest)
-    except DevnetError as exc:
-        raise click.ClickException(str(exc)) from None
-    from flchain.devnet.journal import JournalError
-    from flchain.devnet.replay import replay_web3  # py-evm: only for a stopped devnet
-
-    try:
-        summary = ledger_summary(manifest, _client(manifest, replay_web3(journal)))
-    except (JournalError, FLChainError) as exc:
-        raise click.ClickException(f"cannot read the chain journal in {journal}: {exc}") from None
+    """`devnet status` once the chain has gone: the summary `devnet up` prints at the end, as
+    `devnet down` (or `devnet up`) saved it, else rebuilt from the journal (replayed in this
+    process, nothing started)."""
     running = [n["name"] for n in manifest["nodes"] if process_alive(n.get("pid"))]
+    summary = None if running else saved_summary(directory, manifest)
+    source = f"as saved when it stopped ({directory / SUMMARY_FILE})"
+    if summary is None:
+        try:
+            journal = stopped_journal(directory, manifest)
+        except DevnetError as exc:
+            raise click.ClickException(str(exc)) from None
+        summary = _replayed_summary(journal, manifest)
+        source = f"from the chain journal in {journal}"
+        if not running:  # nodes still running may change what it says of them
+            save_summary(directory, manifest, summary)
     if as_json:
         final = {
             "running": False,
@@ -727,10 +732,21 @@ def _stopped_status(directory: Path, manifest: dict, as_json: bool) -> None:
     still = f"; nodes still running: {', '.join(running)}" if running else ""
     console.print(
         f"devnet in {directory} is stopped (chain not running{still}); task "
-        f"{summary['task_id']} {summary['status']}, from the chain journal in {journal}:",
+        f"{summary['task_id']} {summary['status']}, {source}:",
         markup=False,  # a directory name may hold "["
     )
     _print_summary(summary, console)
+
+
+def _replayed_summary(journal: Path, manifest: dict) -> dict:
+    """`ledger_summary` of a stopped devnet, its journal replayed in this process."""
+    from flchain.devnet.journal import JournalError
+    from flchain.devnet.replay import replay_web3  # py-evm: only for a stopped devnet
+
+    try:
+        return ledger_summary(manifest, _client(manifest, replay_web3(journal)))
+    except (JournalError, FLChainError) as exc:
+        raise click.ClickException(f"cannot read the chain journal in {journal}: {exc}") from None
 
 
 @devnet.command("logs")
@@ -778,8 +794,18 @@ def logs_command(directory: Path, node: str, lines: int, follow: bool, show_all:
 def down_command(directory: Path) -> None:
     """Stop every node and the chain."""
     _manifest(directory)  # a missing or damaged devnet.json: one line, not a traceback
+    summary = None
+
+    def read_summary(manifest: dict) -> None:
+        nonlocal summary
+        if not chain_stopped(manifest):  # its final state, while its RPC still answers
+            with contextlib.suppress(FLChainError, OSError):
+                summary = ledger_summary(manifest)
+
     try:
-        stopped = down(directory)
+        stopped = down(directory, before_chain=read_summary)
     except DevnetError as exc:
         raise click.ClickException(str(exc)) from exc
+    if summary is not None:
+        save_summary(directory, _manifest(directory), summary)
     click.echo(f"stopped {len(stopped)} processes")
