@@ -3,15 +3,14 @@ the commands are extracted from the files themselves (not copied here), then par
 real command tree, options, choices and ranges included. `devnet up` and `simulate` examples
 also run their whole argument checking (everything before a chain starts or a model trains).
 
-What this cannot do is run each example to the end: several start 8-node networks or train
-for minutes. The end-to-end tests run the README's main paths (`make demo`'s devnet, the
-ledger and status of a stopped devnet, node init/fund/run) for real.
+Run to the end elsewhere: the README's CLI tour (test_readme_tour.py), every `simulate` and
+`bench` example (test_docs_examples_run.py). The templates for separate hosts (placeholders
+such as 0xCONTRACT and 10.0.0.x) are parsed here; test_liveness_netns.py and the node tests
+run that path with real addresses.
 """
 
 from __future__ import annotations
 
-import inspect
-import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -19,73 +18,12 @@ from typing import Any
 import click
 import pytest
 from click.testing import CliRunner
+from docskit import help_examples, readme_commands
 
-from flchain.cli import _COMMANDS, cli
+from flchain.cli import cli
 
-ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
-
-
-def _readme_commands() -> list[str]:
-    """`flchain ...` lines of the README's shell blocks: continuations joined, comments cut,
-    `a; b` split."""
-    commands: list[str] = []
-    in_block, pending = False, ""
-    for raw in README.read_text().splitlines():
-        if raw.startswith("```"):
-            in_block, pending = raw.strip() in ("```bash", "```sh", "```console"), ""
-            continue
-        if not in_block:
-            continue
-        line = pending + raw.strip()
-        if line.endswith("\\"):
-            pending = line[:-1] + " "
-            continue
-        pending = ""
-        for part in line.split(";"):
-            part = part.split(" #", 1)[0].strip()
-            if part.startswith("flchain "):
-                commands.append(part)
-    return commands
-
-
-def _walk(command: click.Command, path: tuple[str, ...]) -> list[tuple[str, ...]]:
-    found = [path]
-    if isinstance(command, click.Group):
-        ctx = click.Context(command)
-        for name in command.list_commands(ctx):
-            found += _walk(command.get_command(ctx, name), (*path, name))  # type: ignore[arg-type]
-    return found
-
-
-def _help_examples() -> list[str]:
-    """The `flchain ...` example lines of every command's --help, from the help text itself
-    (the rendered help rewraps lines)."""
-    examples = []
-    for name in _COMMANDS:
-        for path in _walk(cli.get_command(click.Context(cli), name), (name,)):  # type: ignore[arg-type]
-            result = CliRunner().invoke(cli, [*path, "--help"], prog_name="flchain")
-            assert result.exit_code == 0, (path, result.output)
-            command = _command_at(path)
-            for line in inspect.cleandoc(command.help or "").splitlines():
-                match = re.search(r"(?:^|Example: |[A-Za-z]+: )\s*(flchain \S.*)$", line.strip())
-                if match and not match.group(1).endswith("..."):
-                    examples.append(match.group(1).split(" #", 1)[0].strip())
-    return examples
-
-
-def _command_at(path: tuple[str, ...]) -> click.Command:
-    command: click.Command = cli
-    for name in path:
-        assert isinstance(command, click.Group)
-        found = command.get_command(click.Context(command), name)
-        assert found is not None
-        command = found
-    return command
-
-
-README_COMMANDS = _readme_commands()
-HELP_EXAMPLES = _help_examples()
+README_COMMANDS = readme_commands()
+HELP_EXAMPLES = help_examples()
 
 
 def test_the_docs_have_commands_to_check() -> None:
