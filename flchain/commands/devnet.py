@@ -434,11 +434,12 @@ def _view(manifest: dict, task: object, names: MemberNames | None = None) -> Tab
     """The live table: one row per node, named as the ledger names its member."""
     names = names or MemberNames.from_manifest(manifest)
     index = {a.lower(): i for i, a in names.accounts.items()}
+    byzantine = manifest["byzantine"]
+    attackers = f"{byzantine} byzantine ({manifest['attack']})" if byzantine else "no byzantine"
     table = Table(
         title=f"flchain devnet: task {manifest['task_id']} round {task.current_round}/"
         f"{manifest['rounds']} ({task.status.name.lower()}), rule {manifest['rule']}, "
-        f"{manifest['byzantine']} x {manifest['attack'] or 'no attack'}, reward pool "
-        f"{format_eth(task.reward_pool)} ETH"
+        f"{attackers}, reward pool {format_eth(task.reward_pool)} ETH"
     )
     for col in ("member", "round", "phase", "peers", "accuracy", "rounds done"):
         table.add_column(col, overflow="fold")
