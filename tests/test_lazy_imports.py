@@ -41,6 +41,7 @@ def test_commands_and_catalogs_import_nothing_heavy() -> None:
         "from flchain.attacks import ATTACKS\n"
         "from flchain.models import MODEL_NAMES, PARTITION_SCHEMES\n"
         "from flchain.contracts.types import MAX_MEMBERS\n"
+        "import flchain.contracts.views\n"  # `devnet status` reads the chain without web3
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
     result = subprocess.run(

@@ -66,6 +66,7 @@ if TYPE_CHECKING:  # web3, torch and libp2p load when a command needs them, not 
     from web3 import Web3
 
     from flchain.contracts.client import FLChainClient
+    from flchain.contracts.views import ViewReader
     from flchain.devnet.launcher import DevnetPlan
 
 
@@ -366,7 +367,7 @@ def _manifest(directory: Path) -> dict:
         raise click.ClickException(str(exc)) from None
 
 
-def _names(client: FLChainClient, manifest: dict) -> MemberNames:
+def _names(client: FLChainClient | ViewReader, manifest: dict) -> MemberNames:
     """Member labels: node names and attacks from devnet.json, indices from the chain."""
     members = client.members(manifest["task_id"])
     return MemberNames.from_manifest(manifest).with_accounts([m.account for m in members])
@@ -663,10 +664,12 @@ def status_command(directory: Path, as_json: bool) -> None:
     if chain_stopped(manifest):
         _stopped_status(directory, manifest, as_json)
         return
-    client = _client(manifest)
+    from flchain.contracts.views import ViewReader  # no web3: a glance at the chain
+
+    reader = ViewReader(manifest["rpc_url"], manifest["contract"])
     try:
-        task = client.get_task(manifest["task_id"])
-        names = _names(client, manifest)
+        task = reader.get_task(manifest["task_id"])
+        names = _names(reader, manifest)
     except FLChainError as exc:
         raise click.ClickException(
             f"the devnet's chain at {manifest['rpc_url']} does not answer "

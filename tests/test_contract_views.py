@@ -1,0 +1,121 @@
+"""`ViewReader` (FLChain's views over plain JSON-RPC, for `devnet status`) reads what
+`FLChainClient` reads, against anvil, and turns a bad endpoint into one `ViewError`."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from chainkit import INITIAL, deployed, digest
+
+from flchain.contracts import TaskParams
+from flchain.contracts.views import ViewError, ViewReader
+
+
+@pytest.fixture(scope="module", params=["anvil"])
+def reader_and_client(request: pytest.FixtureRequest) -> Iterator[tuple[ViewReader, object, int]]:
+    with deployed(request, 3) as (chain, owner, members, _outsider):
+        params = TaskParams(
+            config_digest=digest("config"),
+            initial_digest=INITIAL,
+            min_members=3,
+            max_members=3,
+            submit_window=1000,
+            vote_window=1000,
+            alarm_window=1000,
+            quorum_bps=6000,
+            alarm_bps=6000,
+            stake=10**15,
+            max_rounds=5,
+            rep_floor=0,
+        )
+        task_id = owner.create_task(params)
+        for i, member in enumerate(members):
+            member.join(task_id, f"peer-{i}".encode(), digest(f"x25519-{i}"))
+        url = chain.w3.provider.endpoint_uri  # type: ignore[union-attr]
+        yield ViewReader(url, owner.address.lower()), owner, task_id
+
+
+def test_views_read_as_the_client_reads_them(reader_and_client: tuple) -> None:
+    reader, client, task_id = reader_and_client
+    assert reader.get_task(task_id) == client.get_task(task_id)
+    assert reader.get_task(task_id).current_round == 1  # the third join opened round 1
+    members = reader.members(task_id)
+    assert members == client.members(task_id)
+    assert [m.peer_id for m in members] == [b"peer-0", b"peer-1", b"peer-2"]
+    assert all(m.account == client.w3.to_checksum_address(m.account) for m in members)
+    assert reader.call("task_count") == client.task_count()
+    assert reader.calls("get_round", [(task_id, 1)])[0] == tuple(
+        client._view("get_round", task_id, 1)
+    )
+
+
+def test_a_view_the_contract_lacks_is_refused(reader_and_client: tuple) -> None:
+    reader, _, _ = reader_and_client
+    with pytest.raises(ViewError, match="no view 'join'"):
+        reader.call("join", 1)
+
+
+@pytest.fixture
+def endpoint() -> Iterator[tuple[str, list[bytes]]]:
+    """An HTTP endpoint that answers each POST with the next of its queued bodies."""
+    answers: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = answers.pop(0)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", answers
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+BAD_ANSWERS = {
+    "not JSON": (b"<html>", "no JSON within limits"),
+    "too deep": (b"[" * 100 + b"]" * 100, "no JSON within limits"),
+    "not a batch": (b'{"id": 0, "result": "0x"}', "wrongly"),
+    "short batch": (b"[]", "wrongly"),
+    "an error": (b'[{"id": 0, "error": {"code": -32000, "message": "boom"}}]', "boom"),
+    "bad hex": (b'[{"id": 0, "result": "0xzz"}]', "bad hex"),
+    "undecodable": (b'[{"id": 0, "result": "0x12"}]', "cannot decode"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ANSWERS)
+def test_a_bad_answer_is_one_view_error(endpoint: tuple[str, list[bytes]], case: str) -> None:
+    url, answers = endpoint
+    body, message = BAD_ANSWERS[case]
+    answers.append(body)
+    with pytest.raises(ViewError, match=message):
+        ViewReader(url, "0x" + "11" * 20).call("task_count")
+
+
+def test_an_endpoint_that_does_not_answer_is_a_view_error() -> None:
+    with pytest.raises(ViewError, match="did not answer"):
+        ViewReader("http://127.0.0.1:9", "0x" + "11" * 20, timeout=2).call("task_count")
+
+
+def test_an_oversized_answer_is_refused(
+    endpoint: tuple[str, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, answers = endpoint
+    monkeypatch.setattr("flchain.contracts.views.MAX_RESPONSE_BYTES", 1000)
+    answers.append(json.dumps([{"id": 0, "result": "0x" + "00" * 2000}]).encode())
+    with pytest.raises(ViewError, match="no JSON within limits"):
+        ViewReader(url, "0x" + "11" * 20).call("task_count")
