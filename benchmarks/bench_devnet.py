@@ -136,8 +136,9 @@ def main() -> None:
         "",
         "*other* is the round time no step accounts for: the steps are medians over nodes, so "
         "they miss the slowest node's critical path; adopting and evaluating the new model; "
-        "the nodes' reaction to a new block (each follows the chain through a block filter "
-        "every 0.1 s and reads a round once per block, `node/chainview.py`); and the "
+        "the nodes' reaction to a new block (each follows `newHeads` over a WebSocket, "
+        "woken at most every 0.1 s, and reads a round once per block, `node/chainview.py`); "
+        "and the "
         "watcher's 0.2 s polling. "
         "All N node processes share 2 cores, so *train* grows with N (the nodes train at the "
         "same time) and the waits (*finalize*) include other nodes' training: on real "
