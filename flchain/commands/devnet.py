@@ -343,13 +343,14 @@ def _rule_params(ctx: click.Context, opts: dict, params: dict[str, object]) -> d
     return params
 
 
-def _client(manifest: dict, w3: Web3 | None = None) -> FLChainClient:
-    """A read-only client of the devnet's contract: over its RPC, or over `w3` (a replay)."""
+def _client(manifest: dict, w3: Web3 | None = None, timeout: float = 30.0) -> FLChainClient:
+    """A read-only client of the devnet's contract: over its RPC (each request within
+    `timeout` seconds), or over `w3` (a replay)."""
     from web3 import Web3
 
     from flchain.contracts.client import FLChainClient
 
-    w3 = w3 or Web3(Web3.HTTPProvider(manifest["rpc_url"], request_kwargs={"timeout": 30}))
+    w3 = w3 or Web3(Web3.HTTPProvider(manifest["rpc_url"], request_kwargs={"timeout": timeout}))
     return FLChainClient.read_only(w3, manifest["contract"])
 
 
@@ -793,18 +794,24 @@ def logs_command(directory: Path, node: str, lines: int, follow: bool, show_all:
                     click.echo(line.rstrip("\n"))
 
 
+# How long `devnet down` waits on each read of the final summary before it stops the chain
+# without one (a hung chain must not hold the command).
+SUMMARY_READ_S = 5.0
+
+
 @devnet.command("down")
 @_DIR
 def down_command(directory: Path) -> None:
-    """Stop every node and the chain."""
+    """Stop every node and the chain, saving the final summary `devnet status` shows
+    afterwards (DIR/summary.json)."""
     _manifest(directory)  # a missing or damaged devnet.json: one line, not a traceback
     summary = None
 
     def read_summary(manifest: dict) -> None:
         nonlocal summary
         if not chain_stopped(manifest):  # its final state, while its RPC still answers
-            with contextlib.suppress(FLChainError, OSError):
-                summary = ledger_summary(manifest)
+            with contextlib.suppress(FLChainError, OSError):  # a hung chain: stop it anyway
+                summary = ledger_summary(manifest, _client(manifest, timeout=SUMMARY_READ_S))
 
     try:
         stopped = down(directory, before_chain=read_summary)
