@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import requests
+from web3 import Web3
 from web3.exceptions import (
     ProviderConnectionError,
     RequestTimedOut,
@@ -123,3 +124,19 @@ def call_with_retries(
         if is_transient(exc):
             raise RPCError(f"{what} failed after {policy.attempts} attempts: {exc}") from exc
         raise
+
+
+def http_web3(url: str, timeout: float = 30.0) -> Web3:
+    """A Web3 over HTTP as every flchain client uses one: each request bounded by `timeout`,
+    no retries of web3's own (a `RetryPolicy` decides those, under the caller's deadline), and
+    eth_chainId cached. web3's validation asks the chain id before every eth_call and
+    eth_estimateGas; a chain's id never changes, and uncached it was an extra round trip per
+    read (a node reads every block)."""
+    provider = Web3.HTTPProvider(
+        url,
+        request_kwargs={"timeout": timeout},
+        exception_retry_configuration=None,
+        cache_allowed_requests=True,
+        cacheable_requests={"eth_chainId"},
+    )
+    return Web3(provider)

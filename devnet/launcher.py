@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from eth_account import Account
-from web3 import Web3
 
 from flchain import safe_json
 from flchain.aggregation import max_f, rule_spec
@@ -37,6 +36,7 @@ from flchain.config import (
     DEFAULT_SECURE_KEY_BITS,
 )
 from flchain.contracts import FLChainClient, TaskParams
+from flchain.contracts.rpc import http_web3
 
 # What callers imported from here before the devnet's files and processes got modules of
 # their own (devnet/manifest.py, devnet/processes.py).
@@ -222,7 +222,7 @@ def deploy_task(plan: DevnetPlan, rpc_url: str, owner_key: str) -> tuple[str, in
     """Deploy FLChain from `owner_key`'s account and create the plan's task, escrowing its
     reward pool (`plan.reward_wei`, paid by that account); returns (contract, task id, the
     task config)."""
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
+    w3 = http_web3(rpc_url, 60)
     owner = Account.from_key(owner_key)
     client = FLChainClient.deploy(w3, owner)
     config = plan.task_config()
@@ -256,7 +256,7 @@ second per key) protects the passwords people choose at `node init`. At 2^18 the
 
 def prepare_nodes(plan: DevnetPlan, rpc_url: str, funder_key: str, config: TaskConfig) -> list:
     """Keys, funds, task config and a fixed listen port for every node."""
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
+    w3 = http_web3(rpc_url, 60)
     funder = Account.from_key(funder_key)
     nodes = []
     nonce = w3.eth.get_transaction_count(funder.address, "pending")

@@ -18,12 +18,12 @@ from typing import Any
 
 import trio
 from phe.paillier import PaillierPrivateKey, PaillierPublicKey
-from web3 import Web3
 
 from flchain.attacks import SECURE_ATTACKS, AttackError, RingShift
 from flchain.attacks.channel import COLLUDING_ATTACKS, ColludingTrainer, CollusionChannel
 from flchain.config import DEFAULT_LINGER_S
 from flchain.contracts import FLChainClient
+from flchain.contracts.rpc import http_web3
 from flchain.crypto.wire import encode_public_key
 from flchain.node.blobstore import DEFAULT_KEEP_ROUNDS, BlobStore
 from flchain.node.engine import PROTOCOL_ATTACKS, RoundEngine
@@ -145,7 +145,7 @@ async def run_node(
     """Run until the task ends or the process is told to stop (SIGINT/SIGTERM).
 
     `password` unlocks (or seals a new) Paillier key pair; only secure tasks need it."""
-    w3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
+    w3 = http_web3(settings.rpc_url)
     client = FLChainClient(w3, settings.contract, identity.eth_account)
     try:
         task = await trio.to_thread.run_sync(client.get_task, settings.task_id)

@@ -367,11 +367,20 @@ class RoundEngine:
     async def members_loop(self) -> None:
         """Keep the member list fresh and the members' libp2p mesh dialed (each pair once,
         `P2PNode.connect_mesh`), so a round's fetches find every member connected. Members
-        change only in blocks: this re-reads on a new head, at most every MEMBERS_EVERY
-        seconds, and dials again (members that did not answer) every MESH_EVERY seconds."""
+        change only in blocks, and only with the task's counts: a join adds to n_members, an
+        ejection takes from n_active, a withdrawal comes with the task's settlement. So on a
+        new head (at most every MEMBERS_EVERY seconds) this reads the task, from the view's
+        per-block cache, and the members (a view call each, EVM work on the chain server) only
+        when those changed; it dials again (members that did not answer) every MESH_EVERY
+        seconds."""
+        counted = None
         while True:
             seen = self.view.head
-            await self.refresh_members()
+            task = await self.view.task()
+            counts = (task.n_members, task.n_active, task.status, task.settled)
+            if counts != counted:
+                await self.refresh_members()
+                counted = counts
             await self.p2p.connect_mesh(self._members)
             self.metrics.set("peers_connected", len(self.p2p.connected_peers()))
             await trio.sleep(MEMBERS_EVERY)

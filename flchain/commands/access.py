@@ -146,20 +146,11 @@ def reason(exc: Exception) -> str:
 
 def connect(rpc_url: str) -> Web3:
     """A Web3 for `rpc_url` that answered eth_chainId (the client retries later calls)."""
-    from web3 import Web3
+    from flchain.contracts.rpc import http_web3
 
     if not rpc_url.startswith(("http://", "https://")):
         raise click.BadParameter(f"{rpc_url!r} is not an http(s):// URL", param_hint="--rpc")
-    # web3 checks eth_chainId around every call; a chain's id never changes, so cache it
-    # (a ledger rebuild makes hundreds of calls). Retries are the client's RetryPolicy's job.
-    provider = Web3.HTTPProvider(
-        rpc_url,
-        request_kwargs={"timeout": _RPC_TIMEOUT_S},
-        exception_retry_configuration=None,
-        cache_allowed_requests=True,
-        cacheable_requests={"eth_chainId"},
-    )
-    w3 = Web3(provider)
+    w3 = http_web3(rpc_url, _RPC_TIMEOUT_S)
     try:
         int(w3.eth.chain_id)
     except Exception as exc:

@@ -346,11 +346,10 @@ def _rule_params(ctx: click.Context, opts: dict, params: dict[str, object]) -> d
 def _client(manifest: dict, w3: Web3 | None = None, timeout: float = 30.0) -> FLChainClient:
     """A read-only client of the devnet's contract: over its RPC (each request within
     `timeout` seconds), or over `w3` (a replay)."""
-    from web3 import Web3
-
     from flchain.contracts.client import FLChainClient
+    from flchain.contracts.rpc import http_web3
 
-    w3 = w3 or Web3(Web3.HTTPProvider(manifest["rpc_url"], request_kwargs={"timeout": timeout}))
+    w3 = w3 or http_web3(manifest["rpc_url"], timeout)
     return FLChainClient.read_only(w3, manifest["contract"])
 
 
