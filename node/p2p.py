@@ -141,7 +141,11 @@ class P2PConfig:
         stalled transfer drops that connection, since py-libp2p's yamux can leave one dead
         while it still looks established, and the next attempt dials afresh.
     request_timeout: how long the server waits for a client's 32-byte request.
-    max_concurrent_serves: transfers served at once; more get a BUSY answer.
+    max_concurrent_serves: transfers served at once; more get a BUSY answer. A round
+        (`P2PNode.start_round`) widens it to `max_serves_per_peer` for each of the task's
+        other members, so all of them can fetch at once, as far as `max_serve_bytes` allows.
+    max_serve_bytes: blob bytes the transfers served at once may hold, with the task's
+        largest blob: what bounds that widening.
     max_serves_per_peer: of those, how many one peer may hold (counted from the moment its
         stream opens, request phase included), so a member that opens requests and never
         reads them cannot take every slot (BUSY, counted as `peer_slots`).
@@ -169,6 +173,7 @@ class P2PConfig:
     stall_timeout: float = 5.0
     request_timeout: float = 5.0
     max_concurrent_serves: int = 8
+    max_serve_bytes: int = 256 * 2**20
     max_serves_per_peer: int = 2
     peer_round_bytes: int | None = None
     peer_budget_factor: int = 4
@@ -189,6 +194,7 @@ class P2PConfig:
             "stall_timeout": self.stall_timeout,
             "request_timeout": self.request_timeout,
             "max_concurrent_serves": self.max_concurrent_serves,
+            "max_serve_bytes": self.max_serve_bytes,
             "max_serves_per_peer": self.max_serves_per_peer,
             "peer_budget_factor": self.peer_budget_factor,
             "heartbeat_interval": self.heartbeat_interval,
@@ -248,7 +254,8 @@ class P2PNode:
         self._bootstrap = [_parse_peer_addr(addr) for addr in self.config.bootstrap]
         self._gate = GossipGate(self.config.dedup_size)
         self._deliveries: dict[str, trio.MemorySendChannel[Delivery]] = {}
-        self._serve_slots = trio.Semaphore(self.config.max_concurrent_serves)
+        self._serving = 0  # transfers being served now
+        self._serve_limit = self.config.max_concurrent_serves  # widened per round
         self._peer_streams: dict[str, int] = {}  # peer id -> blob streams it holds open now
         self._peer_spent: dict[str, int] = {}  # peer id -> bytes served to it this round
         self._peer_budget = self._round_budget(None, None)
@@ -406,7 +413,21 @@ class P2PNode:
         """
         self._peer_spent.clear()
         self._peer_budget = self._round_budget(blob_bytes, members)
+        self._serve_limit = self._serve_capacity(blob_bytes, members)
         return self._peer_budget
+
+    def _serve_capacity(self, blob_bytes: int | None, members: int | None) -> int:
+        """Transfers served at once this round: every other member fetches this node's
+        update when the submit phase closes, all at the same moment, and may ask for others'
+        it lacks; with fewer slots the last ones were answered BUSY and asked again half a
+        second later, every round, once a task had more than 9 members. So each member may
+        hold its `max_serves_per_peer`, within `max_serve_bytes` of blobs at once."""
+        floor = self.config.max_concurrent_serves
+        if not members:
+            return floor
+        largest = min(blob_bytes or self.config.max_blob_bytes, self.config.max_blob_bytes)
+        wanted = (members - 1) * self.config.max_serves_per_peer  # each its share of slots
+        return max(floor, min(wanted, self.config.max_serve_bytes // max(1, largest)))
 
     def _round_budget(self, blob_bytes: int | None, members: int | None) -> int:
         if self.config.peer_round_bytes is not None:
@@ -728,15 +749,14 @@ class P2PNode:
             if scope.cancelled_caught:
                 await self._refuse(stream, blobs.Status.BAD_REQUEST, "request_timeout")
                 return
-            try:
-                self._serve_slots.acquire_nowait()
-            except trio.WouldBlock:
+            if self._serving >= self._serve_limit:
                 await self._refuse(stream, blobs.Status.BUSY, "busy")
                 return
+            self._serving += 1
             try:
                 await self._answer(stream, peer, digest)
             finally:
-                self._serve_slots.release()
+                self._serving -= 1
             await _close(stream)
         except blobs.BlobProtocolError as exc:
             self.metrics.inc("blob_failures_total", reason="bad_request")

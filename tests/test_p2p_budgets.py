@@ -181,6 +181,39 @@ def test_slowloris_member_keeps_only_its_own_slots(tmp_path: Path) -> None:
     _run(tmp_path, scenario, provider_timeout=2.0)
 
 
+def test_a_round_widens_serve_slots_to_the_other_members_within_the_memory_bound(
+    tmp_path: Path,
+) -> None:
+    """Every other member fetches a node's update at the same moment: a round gives each of
+    them its share of slots (answered BUSY, the last ones used to wait half a second and ask
+    again), never more than max_serve_bytes of blobs at once."""
+
+    async def scenario(net: Net) -> None:
+        a, b, c = net.members
+        assert b._serve_capacity(2 * 2**20, 6) == 10  # 2 each for the 5 others
+        assert b._serve_capacity(4 * 2**20, 1) == 1  # the floor: max_concurrent_serves
+        assert b._serve_capacity(4 * 2**20, 1000) == 8  # 32 MiB / 4 MiB
+        assert b._serve_capacity(None, None) == 1
+        digest = b.store.put(os.urandom(4 * 2**20))
+        held = await _blob_stream(a, b)
+        await blobs.write_request(held, digest)  # a never reads: its transfer holds a slot
+        await _eventually(lambda: b._serving == 1, timeout=5)
+        b.start_round(blob_bytes=4 * 2**20, members=3)
+        assert len(await c.fetch_blob(digest, [b.peer_id], try_connected=False)) == 4 * 2**20
+        assert "busy" not in _blob_failures(b)
+        with contextlib.suppress(Exception):
+            await held.reset()
+
+    _run(
+        tmp_path,
+        scenario,
+        max_concurrent_serves=1,
+        max_serve_bytes=32 * 2**20,
+        peer_round_bytes=10**9,
+        provider_timeout=5.0,
+    )
+
+
 def test_requests_that_never_arrive_hold_only_the_peers_share(tmp_path: Path) -> None:
     async def scenario(net: Net) -> None:
         a, b, c = net.members
