@@ -127,6 +127,7 @@ class ChainView:
         self.transport: str | None = None
         self._ws_failures = 0
         self._cache: dict[Hashable, Any] = {}
+        self._round_hint = 0  # the task's current round when last read (0: none yet)
         self._changed = trio.Event()
 
     # ------------------------------------------------------------------ calls
@@ -172,7 +173,25 @@ class ChainView:
         return value
 
     async def task(self) -> TaskInfo:
-        return await self.read(self.client.get_task, self.task_id)
+        """The task at this head. A head that needs the task nearly always needs its open
+        round too (the engine waits on the round's bitmaps): on a head where neither was
+        read yet, both come in one batch (`FLChainClient.task_and_round`), the round being
+        the one the task last had open."""
+        task_key = (self.client.get_task.__name__, (self.task_id,))
+        if self.following and task_key not in self._cache and self._round_hint:
+            round_key = (self.client.get_round.__name__, (self.task_id, self._round_hint))
+            if round_key not in self._cache:
+                head = self.head
+                task, info = await self.call(
+                    self.client.task_and_round, self.task_id, self._round_hint
+                )
+                if head == self.head:
+                    self._cache[task_key], self._cache[round_key] = task, info
+                self._round_hint = task.current_round
+                return task
+        task = await self.read(self.client.get_task, self.task_id)
+        self._round_hint = task.current_round
+        return task
 
     async def round(self, r: int) -> RoundInfo:
         return await self.read(self.client.get_round, self.task_id, r)

@@ -818,6 +818,9 @@ class FakeClient:
     def get_round(self, task_id: int, round: int) -> RoundInfo:
         return self.chain.get_round(task_id, round)
 
+    def task_and_round(self, task_id: int, round: int) -> tuple[TaskInfo, RoundInfo]:
+        return self.chain.get_task(task_id), self.chain.get_round(task_id, round)
+
     def get_rounds(self, task_id: int, rounds: Iterable[int]) -> list[RoundInfo]:
         return [self.chain.get_round(task_id, r) for r in rounds]
 

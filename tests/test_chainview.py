@@ -104,6 +104,45 @@ def test_reads_are_cached_for_one_block_and_renewed_by_the_next() -> None:
     _run(scenario, client)
 
 
+def test_a_head_reads_the_task_and_its_open_round_in_one_call() -> None:
+    """On a new head the task and the round it last had open come in one batch, and the
+    round is then read from the cache; a new round opened at that head is read on its own."""
+    client = FakeClient()
+    batches: list[int] = []
+    task = SimpleNamespace(current_round=1)
+
+    def get_task(task_id: int) -> Any:
+        client.reads += 1
+        return task
+
+    def task_and_round(task_id: int, r: int) -> tuple[Any, str]:
+        batches.append(r)
+        return task, client.rounds[r]
+
+    client.get_task = get_task  # type: ignore[attr-defined]
+    client.task_and_round = task_and_round  # type: ignore[attr-defined]
+
+    async def scenario(view: ChainView) -> None:
+        assert (await view.task()).current_round == 1  # no round known yet: the task alone
+        assert client.reads == 1 and batches == []
+        client.w3.eth.mine()
+        with trio.fail_after(1):
+            await view.wait(after=7)
+        assert (await view.task()).current_round == 1
+        assert await view.round(1) == "open"
+        assert batches == [1] and client.reads == 1  # one batch, nothing else
+        client.rounds[2] = "open"
+        task.current_round = 2
+        client.w3.eth.mine()
+        with trio.fail_after(1):
+            await view.wait(after=8)
+        assert (await view.task()).current_round == 2
+        assert await view.round(2) == "open"  # round 2 was not in that batch: read alone
+        assert batches == [1, 1] and client.reads == 2
+
+    _run(scenario, client)
+
+
 def test_without_the_follower_nothing_is_cached() -> None:
     client = FakeClient()
 

@@ -48,6 +48,11 @@ def test_views_read_as_the_client_reads_them(reader_and_client: tuple) -> None:
     assert [m.peer_id for m in members] == [b"peer-0", b"peer-1", b"peer-2"]
     assert all(m.account == client.w3.to_checksum_address(m.account) for m in members)
     assert reader.call("task_count") == client.task_count()
+    # The node's per-block read: the task and a round in one batch, as the two views give.
+    assert client.task_and_round(task_id, 1) == (
+        client.get_task(task_id),
+        client.get_round(task_id, 1),
+    )
     assert reader.calls("get_round", [(task_id, 1)])[0] == tuple(
         client._view("get_round", task_id, 1)
     )
