@@ -21,11 +21,11 @@ from typing import Final, Protocol
 PROTOCOL_ID: Final = "/flchain/blob/1.0.0"
 DIGEST_BYTES: Final = 32
 HEADER: Final = struct.Struct(">BQ")  # status, payload length
-# Bytes per read and write call. yamux cuts frames of 64 KiB itself; each call of ours costs
-# a round of py-libp2p's locks and bookkeeping, so 1 MiB calls move a 605 KB CNN update with
-# a quarter less CPU than 64 KiB ones did (22 against 30 ms a blob between two local nodes). A
-# read never asks for more than is left of the length the header announced.
-CHUNK: Final = 1024 * 1024
+# Bytes per read and write call. 1 MiB calls moved an update with a quarter less CPU between
+# two idle nodes, but on a loaded devnet (10 nodes on 2 cores) a transfer then stalled in half
+# the runs (py-libp2p's yamux; a stall costs the round 15 s), and never with 64 KiB: see
+# docs/benchmarks.md.
+CHUNK: Final = 64 * 1024
 
 
 class Status(enum.IntEnum):
