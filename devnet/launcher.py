@@ -17,24 +17,12 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 from eth_account import Account
 
 from flchain import safe_json
-from flchain.aggregation import max_f, rule_spec
 from flchain.attacks.channel import COLLUDING_ATTACKS, create_channel
-from flchain.config import (
-    DEFAULT_ALARM_BPS,
-    DEFAULT_DEVNET_REWARD_ETH,
-    DEFAULT_MAX_SAMPLES,
-    DEFAULT_QUORUM_BPS,
-    DEFAULT_REP_FLOOR,
-    DEFAULT_SECURE_KEY_BITS,
-)
 from flchain.contracts import FLChainClient, TaskParams
 from flchain.contracts.rpc import http_web3
 
@@ -48,6 +36,15 @@ from flchain.devnet.manifest import (
 )
 from flchain.devnet.manifest import process_alive as process_alive
 from flchain.devnet.manifest import read_manifest as read_manifest
+from flchain.devnet.nodehost import NODE_ENV
+from flchain.devnet.nodehost import spawn as spawn_host
+
+# What callers imported from here before the plan got a module of its own.
+from flchain.devnet.plan import DEFAULT_REWARD_ETH as DEFAULT_REWARD_ETH
+from flchain.devnet.plan import DEFAULT_REWARD_WEI as DEFAULT_REWARD_WEI
+from flchain.devnet.plan import DevnetPlan as DevnetPlan
+from flchain.devnet.plan import auto_f as auto_f
+from flchain.devnet.plan import tolerance_warning as tolerance_warning
 from flchain.devnet.processes import (
     _node_log,
     existing_devnet,
@@ -60,119 +57,12 @@ from flchain.devnet.processes import own_log_line as own_log_line
 from flchain.node.blobstore import DEFAULT_KEEP_ROUNDS
 from flchain.node.identity import init_node_dir
 from flchain.peer_data import byzantine_indices
-from flchain.taskconfig import TaskConfig, build_task_config, initial_model_digest
+from flchain.taskconfig import TaskConfig, initial_model_digest
 
 # Bound on the JSON files and /status answers the launcher reads (safe_json's depth default).
 _JSON_MAX_BYTES = MAX_MANIFEST_BYTES
 NODE_FUNDS_WEI = 100 * 10**18
 STAKE_WEI = 10**15
-# The task's reward pool, escrowed by the chain's first funded dev account (`devnet up
-# --reward-eth`); its rounds pay it to the accepted members that voted on the round before.
-DEFAULT_REWARD_ETH = DEFAULT_DEVNET_REWARD_ETH
-DEFAULT_REWARD_WEI = int(Decimal(DEFAULT_REWARD_ETH) * 10**18)
-
-
-@dataclass(frozen=True)
-class DevnetPlan:
-    directory: Path
-    nodes: int = 4
-    rounds: int = 5
-    rule: str = "multikrum"
-    rule_params: dict[str, Any] = field(default_factory=dict)
-    byzantine: int = 0
-    attacks: tuple[str, ...] = ()  # given to the Byzantine nodes in turn
-    chain: str = "pyevm"
-    model: str = "cnn"
-    dataset: str = "digits"
-    partition: str = "iid"
-    local_epochs: int = 2
-    submit_window: int = 120
-    vote_window: int = 120
-    alarm_window: int = 0
-    quorum_bps: int = DEFAULT_QUORUM_BPS
-    alarm_bps: int = DEFAULT_ALARM_BPS
-    rep_floor: int = DEFAULT_REP_FLOOR
-    reward_wei: int = DEFAULT_REWARD_WEI
-    seed: int = 0
-    dp_clip: float | None = None
-    dp_noise: float = 0.0
-    dp_delta: float = 1e-5
-    secure: bool = False
-    secure_bits: int = 16
-    secure_key_bits: int = DEFAULT_SECURE_KEY_BITS
-    secure_range: float | None = None
-    max_samples: int = DEFAULT_MAX_SAMPLES
-    robust_weights: str = "uniform"
-    keep_rounds: int = DEFAULT_KEEP_ROUNDS  # each node's blob retention (`node run --keep-rounds`)
-    # Test mode: honest nodes leak their updates to the colluders before they commit.
-    omniscient: bool = False
-    attack_params: tuple[str, ...] = ()  # KEY=VALUE knobs of the Byzantine nodes' attacks
-
-    def task_config(self) -> TaskConfig:
-        params = dict(self.rule_params)
-        # trimmed_mean's beta is its other way of saying how many to trim per side.
-        if rule_spec(self.rule).takes_f and "f" not in params and "beta" not in params:
-            params["f"] = auto_f(self.rule, self.nodes, self.byzantine)
-        # SageFlow / Siren: the public validation set is named, with its digest, here.
-        return build_task_config(
-            model=self.model,
-            dataset=self.dataset,
-            rule=self.rule,
-            rule_params=params,
-            local_epochs=self.local_epochs,
-            seed=self.seed,
-            dp_clip=self.dp_clip,
-            dp_noise=self.dp_noise,
-            dp_delta=self.dp_delta,
-            secure=self.secure,
-            secure_bits=self.secure_bits,
-            secure_key_bits=self.secure_key_bits,
-            secure_range=self.secure_range,
-            max_samples=self.max_samples,
-            robust_weights=self.robust_weights,
-        )
-
-
-def auto_f(rule: str, nodes: int, byzantine: int) -> int:
-    """The f a devnet task gets when none is given: the number of Byzantine nodes (at least
-    1), capped at the largest f the rule's bound allows for `nodes` (its spec's max_f: Krum
-    n > 2f + 2, Bulyan n >= 4f + 3, trimmed mean 2f < n), and never below 0."""
-    most = max_f(rule, nodes)
-    wanted = max(byzantine, 1)
-    return max(0, wanted if most is None else min(wanted, most))
-
-
-def tolerance_warning(plan: DevnetPlan) -> str | None:
-    """A sentence when the plan's Byzantine nodes exceed what its rule's guarantee tolerates
-    on its node count (from the rule's spec), else None. A rule with no Byzantine tolerance
-    at all (FedAvg) gets none: running attacks against it is the point of such a plan."""
-    if plan.byzantine == 0 or plan.secure:
-        return None
-    spec = rule_spec(plan.rule)
-    if spec.max_f is None or spec.max_f(10**6) <= 0:
-        return None
-    most = spec.max_f(plan.nodes)
-    f = plan.task_config().rule_params.get("f")
-    if plan.byzantine <= most and (f is None or f >= plan.byzantine):
-        return None
-    if plan.byzantine <= most:
-        return (
-            f"{plan.rule} runs with f={f} but {plan.byzantine} of {plan.nodes} nodes are "
-            "Byzantine: more than it is told to tolerate"
-        )
-    runs = "" if f is None else f"; it runs with f={max(f, 0)}"
-    return (
-        f"{plan.rule}'s guarantee ({spec.f_bound}) tolerates at most {max(most, 0)} Byzantine of "
-        f"{plan.nodes} nodes, not {plan.byzantine}{runs}. For {plan.byzantine} Byzantine use "
-        f"--nodes {_nodes_for(spec, plan.byzantine)} or more"
-    )
-
-
-def _nodes_for(spec: Any, f: int) -> int:
-    n = 1
-    while spec.max_f(n) < f:
-        n += 1
-    return n
 
 
 def _free_port() -> int:
@@ -355,28 +245,15 @@ def node_args(manifest: dict, node: dict) -> list[str]:
 
 # Devnet nodes train on one torch thread each: they share the machine, and a run is
 # bit-reproducible only at a fixed thread count (`flchain simulate` matches it).
-_NODE_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def start_node(manifest: dict, node: dict) -> subprocess.Popen[bytes]:
     """One node as its own `flchain node run` process (a restart of a single node)."""
     cmd = [*_flchain_cmd(), "node", "run", *node_args(manifest, node)]
     log = _node_log(node).open("ab")
-    env = {**os.environ, **_NODE_ENV}
+    env = {**os.environ, **NODE_ENV}
     return subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
-    )
-
-
-def spawn_node_host() -> subprocess.Popen[bytes]:
-    """The process that will fork the nodes (`flchain.devnet.nodehost`), started early so that
-    its imports overlap the chain's start-up; `start_nodes` hands it the nodes."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "flchain.devnet.nodehost"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, **_NODE_ENV},
     )
 
 
@@ -402,19 +279,22 @@ def start_nodes(
     return pids
 
 
-def up(plan: DevnetPlan, *, replace: bool = False) -> dict:
+def up(
+    plan: DevnetPlan, *, replace: bool = False, host: subprocess.Popen[bytes] | None = None
+) -> dict:
     """Start everything and write the manifest; returns it. A stopped devnet already in the
-    directory is replaced only with `replace` (DevnetError otherwise)."""
-    plan.directory.mkdir(parents=True, exist_ok=True)
-    earlier = existing_devnet(plan.directory)
-    if earlier is not None:
-        if not replace:
-            raise DevnetError(f"{earlier} would be replaced; pass --force")
-        # `up` starts a new network, so the stopped one's chain and nodes go.
-        for old_dir in [plan.directory / "chain", *plan.directory.glob("node-*")]:
-            shutil.rmtree(old_dir, ignore_errors=True)
-    host = spawn_node_host()
+    directory is replaced only with `replace` (DevnetError otherwise). `host`: a node host
+    the caller started early (`nodehost.spawn`); `up` owns it from here."""
+    host = host or spawn_host()
     try:
+        plan.directory.mkdir(parents=True, exist_ok=True)
+        earlier = existing_devnet(plan.directory)
+        if earlier is not None:
+            if not replace:
+                raise DevnetError(f"{earlier} would be replaced; pass --force")
+            # `up` starts a new network, so the stopped one's chain and nodes go.
+            for old_dir in [plan.directory / "chain", *plan.directory.glob("node-*")]:
+                shutil.rmtree(old_dir, ignore_errors=True)
         chain_proc, chain = start_chain(plan, plan.directory / "chain.log")
     except BaseException:
         host.kill()

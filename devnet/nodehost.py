@@ -21,6 +21,7 @@ import importlib
 import json
 import os
 import random
+import subprocess
 import sys
 import traceback
 
@@ -33,6 +34,23 @@ MAX_SPEC_BYTES = 4 * 1024 * 1024
 # imports lazily the first time an optimizer is built (torch._dynamo, 1.4 s: ten nodes paid it
 # at once in the first round's training, 5 s of it on two cores).
 _PRELOADED = ("flchain.commands.node", "flchain.node.daemon", "sklearn.datasets", "torch._dynamo")
+
+
+# Every node process runs single-threaded torch: N nodes share the machine's cores.
+NODE_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def spawn() -> subprocess.Popen[bytes]:
+    """Start a host: it imports at once and forks the nodes when it reads their specs, so
+    started as early as possible its imports overlap the launcher's and the chain's start.
+    Whoever started it kills it if it never gets to hand the specs over."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "flchain.devnet.nodehost"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **NODE_ENV},
+    )
 
 
 def _run_child(args: list[str], log: str) -> int:

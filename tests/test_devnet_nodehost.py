@@ -58,3 +58,33 @@ def test_the_host_refuses_what_is_not_a_list_of_node_specs() -> None:
             parse_specs(hostile)
     host = _host(bad[0])  # and the host says so and starts nothing
     assert host.returncode != 0 and b"expected a JSON list" in host.stderr and not host.stdout
+
+
+@pytest.mark.parametrize("outcome", ["fails", "returns without the host"])
+def test_devnet_up_starts_the_host_first_and_never_leaves_it_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outcome: str
+) -> None:
+    """`devnet up` starts the host before the launcher's imports (they overlap); when the
+    launcher does not hand it the nodes, the command kills it."""
+    from click.testing import CliRunner
+
+    from flchain.cli import cli
+    from flchain.devnet import launcher
+    from flchain.devnet.manifest import DevnetError
+
+    hosts: list[subprocess.Popen[bytes]] = []
+
+    def fake_up(plan: object, *, replace: bool, host: subprocess.Popen[bytes]) -> dict:
+        hosts.append(host)
+        assert host.poll() is None  # running, importing, while the launcher works
+        if outcome == "fails":
+            raise DevnetError("the chain exited at start-up")
+        return {"rpc_url": "http://127.0.0.1:9", "contract": "0x0", "task_id": 1, "nodes": []}
+
+    monkeypatch.setattr(launcher, "up", fake_up)
+    args = ["devnet", "up", "--dir", str(tmp_path / "dn"), "--nodes", "4", "--detach"]
+    result = CliRunner().invoke(cli, [*args, "--model", "logreg"])
+    assert result.exit_code == (1 if outcome == "fails" else 0), result.output
+    (host,) = hosts
+    assert host.poll() is not None  # killed and reaped: no orphan importing torch
+    assert not process_alive(host.pid)

@@ -67,7 +67,7 @@ if TYPE_CHECKING:  # web3, torch and libp2p load when a command needs them, not 
 
     from flchain.contracts.client import FLChainClient
     from flchain.contracts.views import ViewReader
-    from flchain.devnet.launcher import DevnetPlan
+    from flchain.devnet.plan import DevnetPlan
 
 
 _DIR = click.option(
@@ -181,7 +181,7 @@ def up_command(
     end shows what each member earned and would be paid.
     """
     from flchain.advice import task_warnings
-    from flchain.devnet.launcher import DevnetPlan, tolerance_warning
+    from flchain.devnet.plan import DevnetPlan, tolerance_warning
 
     money = pop_economics(opts)
     check_population(int(opts["nodes"]), int(opts["byzantine"]), opts["attacks"])
@@ -250,13 +250,22 @@ def _stop_signals_interrupt() -> Iterator[None]:
 def _run_devnet(
     plan: DevnetPlan, directory: Path, *, detach: bool, timeout: int, as_json: bool, err: Console
 ) -> None:
-    from flchain.devnet import launcher
+    from flchain.devnet import nodehost
 
+    # The node host first: its imports (seconds) then overlap the launcher's and the chain's
+    # start-up instead of following them; it was the last thing the first round waited for.
+    host = nodehost.spawn()
     try:
         with err.status("starting chain, contract, task and nodes"):
-            manifest = launcher.up(plan, replace=True)  # `_may_replace` asked
+            from flchain.devnet import launcher
+
+            manifest = launcher.up(plan, replace=True, host=host)  # `_may_replace` asked
     except DevnetError as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        if host.poll() is None:  # `up` handed it no nodes (it failed before, or never ran)
+            host.kill()
+            host.wait()
     if detach:
         click.echo(f"explorer: flchain ledger serve --devnet {directory}", err=True)
         click.echo(
