@@ -31,11 +31,17 @@ from flchain.devnet.launcher import DevnetPlan, deploy_task, node_args, prepare_
 pytestmark = pytest.mark.slow
 
 NODES = 4
-ROUNDS = 8  # the cut spans about three rounds; those after it must include the host
+# The cut spans three rounds at least; those after it must include the host. Rounds with
+# every host take about a second, so the cut may start as late as round 5.
+ROUNDS = 12
 WINDOW = 8  # submit and vote windows, seconds
-# The host is cut off after it committed: its round runs out its vote window, and the next
-# one its submit window without the host, before the link comes back.
-CUT_S = 3 * WINDOW + 4
+# The host is cut off after it committed, and stays cut off until its round and the two after
+# it have ended without it, and for at least CUT_S: its round runs out its vote window and
+# the next one its submit window. Counted in rounds, not seconds only: with every host a
+# round takes about a second, so the cut starts as late as round 5, and a fixed 28 s cut
+# once left no round of the task for the host to rejoin.
+CUT_S = 2 * WINDOW + 4
+ROUNDS_CUT = 2  # rounds after the one it was cut in that end before the link comes back
 ROUND_SLACK_S = 8  # training, fetching, voting and closing on top of the two windows
 # anvil's first two dev accounts (its fixed mnemonic): the deployer and the funder
 ANVIL_KEYS = (
@@ -161,7 +167,13 @@ def test_a_host_cut_off_mid_round_holds_nobody_and_rejoins_when_its_link_is_back
         _wait(committed_mid_round, 180, "the host's commit in round 2")
         _ip("link", "set", lan.links[cut], "down")  # the host drops off the subnet
         cut_at = client.get_task(task_id).current_round
-        time.sleep(CUT_S)
+        cut_until = time.time() + CUT_S
+        _wait(
+            lambda: client.get_task(task_id).current_round > cut_at + ROUNDS_CUT,
+            180,
+            f"{ROUNDS_CUT} rounds without the host",
+        )
+        time.sleep(max(0.0, cut_until - time.time()))
         _ip("link", "set", lan.links[cut], "up")
         back = time.time()
         _wait(lambda: client.get_task(task_id).status == TaskStatus.FINISHED, 240, "task end")
@@ -180,7 +192,11 @@ def test_a_host_cut_off_mid_round_holds_nobody_and_rejoins_when_its_link_is_back
         # ... and the host took part again once its link was back (anvil's block timestamps
         # are the wall clock's)
         after = [r for r in rounds if r.start >= back]
-        assert len(after) >= 2, f"the task ended {len(after)} round(s) after the link came back"
+        starts = [(r.round, round(r.start - back, 1)) for r in rounds]
+        assert len(after) >= 2, (
+            f"the task ended {len(after)} round(s) after the link came back: {cut_at=}, "
+            f"round starts from then: {starts}"
+        )
         assert any(index in bitmap_indices(r.submitted) for r in after)
     finally:
         for proc in nodes:
