@@ -163,7 +163,7 @@ class ChainView:
         `follow` runs: without it no new head would ever drop the cache."""
         if not self.following:
             return await self.call(fn, *args)
-        key = (getattr(fn, "__name__", repr(fn)), args)
+        key = _cache_key(fn, args)
         if key in self._cache:
             return self._cache[key]
         head = self.head
@@ -177,9 +177,9 @@ class ChainView:
         round too (the engine waits on the round's bitmaps): on a head where neither was
         read yet, both come in one batch (`FLChainClient.task_and_round`), the round being
         the one the task last had open."""
-        task_key = (self.client.get_task.__name__, (self.task_id,))
+        task_key = _cache_key(self.client.get_task, (self.task_id,))
         if self.following and task_key not in self._cache and self._round_hint:
-            round_key = (self.client.get_round.__name__, (self.task_id, self._round_hint))
+            round_key = _cache_key(self.client.get_round, (self.task_id, self._round_hint))
             if round_key not in self._cache:
                 head = self.head
                 task, info = await self.call(
@@ -427,3 +427,8 @@ def _quantity(value: Any) -> int:
     if not isinstance(value, str) or not value.startswith("0x"):
         raise ValueError(f"not a block number: {value!r}")
     return int(value, 16)
+
+
+def _cache_key(fn: Callable[..., Any], args: tuple[Any, ...]) -> Hashable:
+    """A read's key in the per-head cache: the view's name and its arguments."""
+    return (getattr(fn, "__name__", repr(fn)), args)

@@ -371,14 +371,15 @@ class RoundEngine:
         ejection takes from n_active, a withdrawal comes with the task's settlement. So on a
         new head (at most every MEMBERS_EVERY seconds) this reads the task, from the view's
         per-block cache, and the members (a view call each, EVM work on the chain server) only
-        when those changed; it dials again (members that did not answer) every MESH_EVERY
-        seconds."""
+        when those changed or a member's join proof was not found yet; it dials again
+        (members that did not answer) every MESH_EVERY seconds."""
         counted = None
         while True:
             seen = self.view.head
             task = await self.view.task()
             counts = (task.n_members, task.n_active, task.status, task.settled)
-            if counts != counted:
+            unproven = any(i not in self._proven for i in self._member_info)  # logs lagged
+            if counts != counted or unproven:
                 await self.refresh_members()
                 counted = counts
             await self.p2p.connect_mesh(self._members)
