@@ -4,7 +4,11 @@ every `--help` text's examples): what the docs tests check and run."""
 from __future__ import annotations
 
 import inspect
+import os
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -79,3 +83,24 @@ def _command_at(path: tuple[str, ...]) -> click.Command:
         assert found is not None
         command = found
     return command
+
+
+def run_documented(
+    line: str, cwd: Path, extra: tuple[str, ...] = (), timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run a documented `flchain ...` line (plus `extra` arguments) as a user's shell would,
+    in `cwd`, and check that it succeeded without a traceback."""
+    args = shlex.split(line)
+    assert args[0] == "flchain", line
+    result = subprocess.run(
+        [sys.executable, "-m", "flchain.cli", *args[1:], *extra],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},  # wide tables: labels stay on one line
+    )
+    assert result.returncode == 0, f"{line!r}: {result.stderr[-3000:]}"
+    assert "Traceback" not in result.stderr, result.stderr
+    return result

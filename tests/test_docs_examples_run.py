@@ -11,34 +11,15 @@ network's attacks in test_devnet_attacks.py, secure mode in test_devnet_secure.p
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from docskit import help_examples, readme_commands
+from docskit import help_examples, readme_commands, run_documented
 
 EXAMPLES = readme_commands() + help_examples()
 SIMULATE = [c for c in EXAMPLES if c.startswith("flchain simulate") and "--help" not in c]
 BENCH = [c for c in EXAMPLES if c.startswith("flchain bench")]
-
-
-def _run(line: str, cwd: Path, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    args = [*shlex.split(line)[1:], *extra]
-    result = subprocess.run(
-        [sys.executable, "-m", "flchain.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    assert result.returncode == 0, f"{line!r}: {result.stderr[-3000:]}"
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
 
 
 def test_the_docs_have_simulate_and_bench_examples() -> None:
@@ -48,7 +29,7 @@ def test_the_docs_have_simulate_and_bench_examples() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("line", SIMULATE)
 def test_every_simulate_example_runs_to_its_summary(line: str, tmp_path: Path) -> None:
-    result = _run(line, tmp_path, ("--rounds", "2"))
+    result = run_documented(line, tmp_path, ("--rounds", "2"))
     if "--json" in line:
         rounds = json.loads(result.stdout)["rounds"]
         assert [r["round"] for r in rounds] == [1, 2]
@@ -62,7 +43,7 @@ def test_every_simulate_example_runs_to_its_summary(line: str, tmp_path: Path) -
 @pytest.mark.slow
 @pytest.mark.parametrize("line", BENCH)
 def test_every_bench_example_runs_as_written(line: str, tmp_path: Path) -> None:
-    result = _run(line, tmp_path)
+    result = run_documented(line, tmp_path)
     if "--json" in line:
         figures = json.loads(result.stdout)
         assert figures["speedup"]["total"] > 1

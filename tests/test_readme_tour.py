@@ -22,28 +22,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from docskit import readme_blocks
+from docskit import readme_blocks, run_documented
 
 TOUR = next(block for block in readme_blocks() if "flchain ledger serve" in " ".join(block))
 NOT_RUN = TOUR[0]  # the attached 8-node ALIE devnet (see the module docstring)
 
 
-def _flchain(cwd: Path, line: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    args = shlex.split(line)
-    assert args[0] == "flchain"
-    env = {**os.environ, "COLUMNS": "200"}
-    result = subprocess.run(
-        [sys.executable, "-m", "flchain.cli", *args[1:]],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env=env,
-    )
-    assert result.returncode == 0, f"{line!r}: {result.stderr[-3000:]}"
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
+def _flchain(cwd: Path, line: str) -> subprocess.CompletedProcess[str]:
+    return run_documented(line, cwd, timeout=240)
 
 
 def _serve(cwd: Path, line: str) -> None:
