@@ -51,6 +51,12 @@ if TYPE_CHECKING:  # eth_account loads with the first key, not with every reader
 # inclusion (measurements: the "gas" section of docs/benchmarks.md). Unused gas is not
 # charged, so a generous limit costs nothing.
 OPEN_ROUND_GAS = 400_000
+# Gas limit for the round's fixed-cost calls (submit, remask, publish_sum: at most 80,000 in
+# bench-gas), with headroom for other forks' pricing. These and the vote, whose bound is
+# finalize_gas_bound, are sent without eth_estimateGas: every member sends them every round,
+# and an estimate runs the call again on the chain (py-evm's search, several runs). A call
+# that would revert is mined as failed and raises the same ContractRevert, with its reason.
+ROUND_CALL_GAS = 150_000
 FINALIZE_BASE_GAS = 480_000
 FINALIZE_GAS_PER_MEMBER = 44_000
 # Calls per JSON-RPC batch for the many-views helpers (endpoints commonly accept 100).
@@ -140,10 +146,18 @@ class FLChainClient:
     # ------------------------------------------------------------------ plumbing
 
     def _transact(
-        self, fn: str, args: list[Any], *, value: int = 0, gas_floor: int = 0
+        self,
+        fn: str,
+        args: list[Any],
+        *,
+        value: int = 0,
+        gas_floor: int = 0,
+        gas_limit: int | None = None,
     ) -> TxResult:
         data = self._contract.encode_abi(fn, args)
-        receipt = self.sender.send(self.address, data, value=value, gas_floor=gas_floor, what=fn)
+        receipt = self.sender.send(
+            self.address, data, value=value, gas_floor=gas_floor, gas_limit=gas_limit, what=fn
+        )
         return TxResult(
             tx_hash=HexBytes(receipt["transactionHash"]).to_0x_hex(),
             block_number=int(receipt["blockNumber"]),
@@ -311,7 +325,7 @@ class FLChainClient:
             check_uint("base_round", base_round),
             loss,
         ]
-        return self._transact("submit", args)
+        return self._transact("submit", args, gas_limit=ROUND_CALL_GAS)
 
     def vote(self, task_id: int, round: int, digest: bytes, accepted: int) -> TxResult:
         """Vote (global digest, accepted bitmap); the vote that reaches quorum finalizes."""
@@ -321,8 +335,8 @@ class FLChainClient:
             check_bytes32("digest", digest),
             check_uint("accepted", accepted),
         ]
-        floor = finalize_gas_bound(self._max_members(task_id))
-        return self._transact("vote", args, gas_floor=floor)
+        bound = finalize_gas_bound(self._max_members(task_id))
+        return self._transact("vote", args, gas_limit=bound)
 
     def remask(self, task_id: int, round: int, digest: bytes) -> TxResult:
         """Secure mode: after the submit window, when an eligible member did not submit,
@@ -332,7 +346,7 @@ class FLChainClient:
             check_uint("round", round),
             check_bytes32("digest", digest),
         ]
-        return self._transact("remask", args)
+        return self._transact("remask", args, gas_limit=ROUND_CALL_GAS)
 
     def publish_sum(self, task_id: int, round: int, digest: bytes) -> TxResult:
         """Secure mode, the round's decryptor only: publish the digest of the blob with the
@@ -342,7 +356,7 @@ class FLChainClient:
             check_uint("round", round),
             check_bytes32("digest", digest),
         ]
-        return self._transact("publish_sum", args)
+        return self._transact("publish_sum", args, gas_limit=ROUND_CALL_GAS)
 
     def close_round(self, task_id: int, round: int) -> TxResult:
         """Liveness: fail a round whose windows passed without quorum; opens the next."""

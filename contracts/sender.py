@@ -103,15 +103,19 @@ class TransactionSender:
             self._chain_id = int(self.rpc(lambda: self.w3.eth.chain_id, "eth_chainId"))
         return self._chain_id
 
-    def _prepare(self, call: dict[str, Any], what: str) -> tuple[int, Any, dict[str, int]]:
-        """The gas estimate, the latest block and the fees, in one JSON-RPC batch where the
-        endpoint takes batches (anvil, geth and the devnet all do): one round trip instead of
-        three for every transaction. An endpoint that refuses the batch gets the calls one by
-        one; a revert is a revert either way."""
+    def _prepare(
+        self, call: dict[str, Any], what: str, *, estimate: bool = True
+    ) -> tuple[int, Any, dict[str, int]]:
+        """The gas estimate (0 without `estimate`), the latest block and the fees, in one
+        JSON-RPC batch where the endpoint takes batches (anvil, geth and the devnet all do):
+        one round trip instead of three for every transaction. An endpoint that refuses the
+        batch gets the calls one by one; a revert is a revert either way."""
         if self._batches:
             try:
                 return call_with_retries(
-                    lambda: self._prepare_batch(call), self.retry, what=f"{what}: estimate gas"
+                    lambda: self._prepare_batch(call, estimate),
+                    self.retry,
+                    what=f"{what}: estimate gas" if estimate else f"{what}: fees",
                 )
             except FLChainError:
                 raise  # the endpoint is down: not the batch's fault
@@ -121,19 +125,25 @@ class TransactionSender:
                     raise ContractRevert(reason) from exc
                 log.info("batch request refused (%s); sending calls one by one", exc)
                 self._batches = False
-        estimate = self.rpc(lambda: self.w3.eth.estimate_gas(call), f"{what}: estimate gas")
+        gas = 0
+        if estimate:
+            gas = self.rpc(lambda: self.w3.eth.estimate_gas(call), f"{what}: estimate gas")
         block = self.rpc(lambda: self.w3.eth.get_block("latest"), "get latest block")
-        return estimate, block, self._fees(block)
+        return gas, block, self._fees(block)
 
-    def _prepare_batch(self, call: dict[str, Any]) -> tuple[int, Any, dict[str, int]]:
+    def _prepare_batch(
+        self, call: dict[str, Any], estimate: bool
+    ) -> tuple[int, Any, dict[str, int]]:
         with self.w3.batch_requests() as batch:
-            batch.add(self.w3.eth.estimate_gas(call))  # type: ignore[arg-type]
+            if estimate:
+                batch.add(self.w3.eth.estimate_gas(call))  # type: ignore[arg-type]
             batch.add(self.w3.eth.get_block("latest"))  # type: ignore[arg-type]
             if self.priority_fee is None:
                 batch.add(self.w3.eth.max_priority_fee)  # type: ignore[arg-type]
             answers = batch.execute()
-        tip = self.priority_fee if self.priority_fee is not None else int(answers[2])
-        return int(answers[0]), answers[1], self._fees(answers[1], tip)
+        gas = int(answers.pop(0)) if estimate else 0
+        tip = self.priority_fee if self.priority_fee is not None else int(answers[1])
+        return gas, answers[0], self._fees(answers[0], tip)
 
     def _fees(self, block: Any, tip: int | None = None) -> dict[str, int]:
         base_fee = block.get("baseFeePerGas")
@@ -150,18 +160,30 @@ class TransactionSender:
     # ------------------------------------------------------------------ sending
 
     def send(
-        self, to: str | None, data: str, *, value: int = 0, gas_floor: int = 0, what: str = "tx"
+        self,
+        to: str | None,
+        data: str,
+        *,
+        value: int = 0,
+        gas_floor: int = 0,
+        gas_limit: int | None = None,
+        what: str = "tx",
     ) -> TxReceipt:
         """Estimate, sign, send and wait for one transaction; returns its (successful) receipt.
 
-        `to=None` deploys a contract. Raises ContractRevert when estimation reverts or the
-        mined transaction failed, TransactionTimeoutError when no receipt came in time.
+        `to=None` deploys a contract. A `gas_limit` (a known bound on the call's cost) skips
+        the estimate: the chain does not execute the call an extra time (a search of several
+        runs on some servers), and a call that would revert is sent and mined as failed
+        rather than held back. Raises ContractRevert when estimation reverts or the mined
+        transaction failed, TransactionTimeoutError when no receipt came in time.
         """
         call: dict[str, Any] = {"from": self.address, "data": data, "value": value}
         if to is not None:
             call["to"] = to
-        estimate, block, fees = self._prepare(call, what)
-        gas = max(int(estimate * self.gas_multiplier), gas_floor)
+        if gas_limit is not None and gas_limit <= 0:
+            raise InvalidArgumentError(f"gas_limit must be positive, got {gas_limit}")
+        estimate, block, fees = self._prepare(call, what, estimate=gas_limit is None)
+        gas = gas_limit or max(int(estimate * self.gas_multiplier), gas_floor)
         gas = min(gas, int(block["gasLimit"]))
         unsigned = {k: v for k, v in call.items() if k != "from"}
         unsigned.update(fees, gas=gas, chainId=self.chain_id)

@@ -930,7 +930,11 @@ class RoundEngine:
                 return True
             except ContractRevert as exc:
                 info = await self.view.round(r)
-                if "phase" not in str(exc) or info.status != RoundStatus.OPEN:
+                # The vote is sent without an estimate, so a refusal is a mined failed vote,
+                # its reason replayed on the state before: where the endpoint cannot replay
+                # it, the phase is as likely a cause as any, and a retry is cheap.
+                unknown = "reason unavailable" in exc.reason
+                if not ("phase" in exc.reason or unknown) or info.status != RoundStatus.OPEN:
                     log.info("round %d: vote refused (%s)", r, exc)
                     # once the round ended without our vote (quorum reached), not a problem
                     level = logging.INFO if info.status != RoundStatus.OPEN else logging.WARNING

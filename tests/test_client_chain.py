@@ -19,10 +19,12 @@ from flchain.contracts import (
     FLChainClient,
     NonceManager,
     RetryPolicy,
+    RoundStatus,
     RPCError,
     TaskParams,
     TransactionTimeoutError,
 )
+from flchain.contracts.client import ROUND_CALL_GAS
 from flchain.contracts.testing import LocalChain, open_chain
 
 FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.0, max_delay=0.0)
@@ -113,6 +115,28 @@ def test_a_transaction_that_reverts_when_mined_reports_the_reason(flaky: Any) ->
     assert info.value.tx_hash is not None
     receipt = chain.w3.eth.get_transaction_receipt(info.value.tx_hash)
     assert receipt["status"] == 0
+
+
+def test_round_calls_skip_the_estimate_and_a_refused_one_still_says_why(flaky: Any) -> None:
+    """Every member sends submit and vote every round: they go without eth_estimateGas (the
+    chain would run each again, several times over in py-evm's search), under a gas limit
+    that bounds them; a refused one is mined as failed and reads as the same revert."""
+    chain, provider, owner, member = flaky
+    task_id = owner.create_task(params(min_members=1, max_members=1))
+    member.join(task_id, b"peer-zero", digest("x25519"))  # opens round 1
+    info = member.get_round(task_id, 1)
+    provider.seen.clear()
+    args = (task_id, 1, digest("update"), 10, info.base_round, 0)
+    submitted = member.submit(*args)
+    assert submitted.gas_used <= ROUND_CALL_GAS
+    member.vote(task_id, 1, digest("global"), 1)
+    assert member.get_round(task_id, 1).status == RoundStatus.FINALIZED
+    assert "eth_estimateGas" not in provider.seen
+    with pytest.raises(ContractRevert) as refused:
+        member.submit(task_id, 2, digest("update"), 10, 1, 0)  # that digest is taken
+    assert refused.value.reason == "digest taken"
+    assert chain.w3.eth.get_transaction_receipt(refused.value.tx_hash)["status"] == 0
+    assert "eth_estimateGas" not in provider.seen
 
 
 @pytest.mark.parametrize("entry", ["fund_task", "create_task"])
