@@ -38,6 +38,7 @@ def chain(request: pytest.FixtureRequest) -> Iterator[LocalChain]:
         yield local
 
 
+@pytest.mark.slow
 def test_256_members_fill_a_task_and_full_rounds_settle(chain: LocalChain) -> None:
     owner_key, *keys = chain.new_accounts(MAX + 2)
     owner = FLChainClient.deploy(chain.w3, owner_key)

@@ -722,6 +722,7 @@ def test_free_riders_earn_nothing_and_withdraw_pays_exactly_the_payout(net: Net)
 # ---------------------------------------------------------------- (d) Byzantine minority
 
 
+@pytest.mark.slow
 def test_a_byzantine_minority_over_many_rounds_is_ejected_and_the_honest_gain(
     net: Net,
 ) -> None:
