@@ -85,7 +85,7 @@ def split(summary: dict, rounds: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 10, 16])
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
     rows = []
