@@ -394,8 +394,10 @@ class RoundEngine:
         owner would refuse it before; the round's own fetch then gets it, so early fetching
         now mostly serves secure re-masks and late announcements). One announced before
         its commit is visible waits in a bounded `Quarantine` until it is committed or its
-        round is over. Also keeps the store's round and the peers' per-round blob budgets in
-        step with the task. Nothing a peer sends can raise out of here."""
+        round is over; so does one announced before its round's submit phase closed, which
+        then usually needs no chain read at all. Also keeps the store's round and the peers'
+        per-round blob budgets in step with the task. Nothing a peer sends can raise out of
+        here."""
         early = _EarlyFetch(Quarantine(QUARANTINE_SIZE, QUARANTINE_PER_PEER))
         last_check = trio.current_time()
         while True:
@@ -437,12 +439,16 @@ class RoundEngine:
             return
         if self.store.has(message.digest) or message.digest in self._fetching:
             return
-        status = await self._commit_status(early, peer, message)
-        if status == "committed" and not self.revealed(message.round):
-            # Commit, then reveal: its owner serves it only once the submit phase has closed,
-            # and then this node's round fetches it (`_fetch_blobs`); asking now would only
-            # be refused. Not hostile, so not counted.
+        if not self.revealed(message.round) and message.round >= self.state.round:
+            # Commit, then reveal: nobody serves an update before its round's submit phase
+            # closes, so whether the chain shows it committed can wait until then. Held so,
+            # most announcements are in the store (the round fetched them) when they come
+            # out, and cost no chain read: each member announces while the others still
+            # train, and a read per announcement was a quarter of a round's eth_calls.
+            if not early.quarantine.add(peer, message):
+                self.metrics.inc("announcements_dropped_total", reason="quarantine_full")
             return
+        status = await self._commit_status(early, peer, message)
         if status == "pending" and message.round >= self.state.round:
             if not early.quarantine.add(peer, message):
                 self.metrics.inc("announcements_dropped_total", reason="quarantine_full")

@@ -138,7 +138,8 @@ class GossipGate:
 
 
 class Quarantine:
-    """Announcements seen before the chain shows their commit, held until it does.
+    """Announcements seen before the chain shows their commit, or before their round's
+    submit phase closed, held until then.
 
     Bounded twice: `capacity` entries in all and `per_peer` from one peer id, so a member
     announcing junk fills its own share and nothing else. Keyed by (peer, digest): the same

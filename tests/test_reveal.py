@@ -235,8 +235,9 @@ def test_early_fetch_leaves_sealed_updates_to_the_round(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An announced update whose round's submit phase is still open is not asked for (its
-    owner would refuse it; the round fetches it after the reveal) and counts as nothing
-    dropped; once the round is revealed, announcements are fetched early as before."""
+    owner would refuse it; the round fetches it after the reveal), nor looked up on chain,
+    and counts as nothing dropped; once the round is revealed, the held announcement and
+    later ones are fetched early as before."""
     monkeypatch.setattr(engine_module, "CONSUME_TICK", 0.05)
     blob, late = b"update of member 0", b"re-mask of member 0"
     digest, late_digest = sha256(blob), sha256(late)
@@ -255,10 +256,44 @@ def test_early_fetch_leaves_sealed_updates_to_the_round(
             await send.send(Delivery(_update(ROUND, digest), "peer-a"))
             await trio.sleep(0.5)
             assert p2p.fetched == []
+            assert client.calls == 0
             assert not engine.metrics.snapshot().get("announcements_dropped_total")
             engine._reveal(ROUND)
             await send.send(Delivery(_update(ROUND, late_digest), "peer-a"))
-            await _eventually(lambda: p2p.fetched == [(late_digest, ["peer-a"])], timeout=5)
+            both = [(digest, ["peer-a"]), (late_digest, ["peer-a"])]
+            await _eventually(lambda: sorted(p2p.fetched) == sorted(both), timeout=5)
+            await send.aclose()
+
+    trio.run(main)
+
+
+def test_announcements_the_round_fetched_while_held_cost_no_chain_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every member announces its update while the others still train: held until the
+    reveal, by when the round has fetched it, an announcement needs no chain read at all."""
+    monkeypatch.setattr(engine_module, "CONSUME_TICK", 0.05)
+    blobs = [f"update of member {i}".encode() for i in range(3)]
+    store, client = BlobStore(tmp_path), _FakeClient()
+    p2p = _FakeP2P(store, {sha256(b): b for b in blobs})
+    engine = _engine(p2p, store, client)
+    engine._members = {f"peer-{i}": i for i in range(3)}
+    for i, blob in enumerate(blobs):
+        client.updates[(ROUND, i)] = sha256(blob)
+
+    async def main() -> None:
+        send, receive = trio.open_memory_channel[Delivery](10)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(engine.consume, receive)
+            for i, blob in enumerate(blobs):
+                await send.send(Delivery(_update(ROUND, sha256(blob)), f"peer-{i}"))
+            await trio.sleep(0.3)
+            for blob in blobs:  # the round's own fetch, after the reveal
+                store.put(blob, from_peer=True)
+            engine._reveal(ROUND)
+            await trio.sleep(0.3)  # several CONSUME_TICKs: the held ones come out
+            assert p2p.fetched == [] and client.calls == 0
+            assert not engine.metrics.snapshot().get("announcements_dropped_total")
             await send.aclose()
 
     trio.run(main)
