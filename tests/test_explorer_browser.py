@@ -34,6 +34,7 @@ from flchain.commands.ledger import ledger
 from flchain.contracts.names import short_address
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium: pip install -e '.[test]'")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
@@ -147,14 +148,24 @@ def net(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[Net]
 
 
 def _wait(driver: Any, predicate: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
+    """The predicate's first truthy value. The page re-renders as blocks arrive, so an
+    element found a moment ago may be gone when read: that read is simply tried again."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = predicate()
+        try:
+            value = predicate()
+        except StaleElementReferenceException:
+            value = None
         if value:
             return value
         time.sleep(0.25)
     shown = driver.execute_script("return document.body.innerText")
     raise AssertionError(f"timed out waiting for {what}; the page shows:\n{shown[:4000]}")
+
+
+def _texts(driver: Any, css: str) -> list[str]:
+    """The text of each element `css` selects, as the user sees it."""
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, css)]
 
 
 def _page(driver: Any) -> dict[str, Any]:
@@ -231,8 +242,7 @@ def test_live_page_follows_the_rounds_of_a_running_devnet(net: Net, browser: Any
     net.live = {"page": done, "labels": labels, "rounds": rounds}
     # The other views render from the same API, with the same names.
     browser.get(net.explorer.url + "#/tasks/1/members")
-    _wait(browser, lambda: browser.find_elements(By.CSS_SELECTOR, "#members tbody tr"), "members")
-    texts = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#members tbody tr")]
+    texts = _wait(browser, lambda: _texts(browser, "#members tbody tr"), "members")
     assert len(texts) == len(members)
     for m, text in zip(members, texts, strict=True):
         assert text.startswith(f"#{m['index']} {m['node']}") and m["account"] in text
@@ -246,17 +256,20 @@ def test_live_page_follows_the_rounds_of_a_running_devnet(net: Net, browser: Any
         timeout=30,
     )
     browser.get(net.explorer.url + "#/tasks/1/verify")
-    _wait(browser, lambda: browser.find_elements(By.CSS_SELECTOR, "#verify tbody tr"), "verify")
-    statuses = {
-        e.get_attribute("data-status")
-        for e in browser.find_elements(By.CSS_SELECTOR, "#verify tbody tr")
-    }
+    statuses = set(
+        _wait(
+            browser,
+            lambda: [
+                e.get_attribute("data-status")
+                for e in browser.find_elements(By.CSS_SELECTOR, "#verify tbody tr")
+            ],
+            "verify",
+        )
+    )
     assert "mismatch" not in statuses and "ok" in statuses
     browser.get(net.explorer.url + "#/tasks/1/events?name=VoteCast")
-    _wait(browser, lambda: browser.find_elements(By.CSS_SELECTOR, "#events tbody tr"), "events")
-    assert {
-        e.text for e in browser.find_elements(By.CSS_SELECTOR, "#events tbody td:nth-child(3)")
-    } == {"VoteCast"}
+    names = _wait(browser, lambda: _texts(browser, "#events tbody td:nth-child(3)"), "events")
+    assert set(names) == {"VoteCast"}
     assert _errors(browser) == []
 
 
