@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from flchain.devnet.launcher import own_log_line
+from flchain.devnet.launcher import node_status, own_log_line
 from flchain.devnet.manifest import process_alive, read_manifest
 
 pytestmark = pytest.mark.slow
@@ -37,13 +37,14 @@ def _start(directory: Path) -> subprocess.Popen[str]:
 
 
 def _running_manifest(directory: Path, proc: subprocess.Popen[str], timeout: float) -> dict:
-    """devnet.json once every node has written its first status (the rounds have begun)."""
+    """devnet.json once every node says it is in a round: it has joined the task (a node
+    writes its runtime file before it joins, and CI once caught node-0 still joining)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         if (directory / "devnet.json").exists():
             manifest = read_manifest(directory)
-            if all((Path(n["dir"]) / "runtime.json").exists() for n in manifest["nodes"]):
+            if all((node_status(n) or {}).get("round", 0) >= 1 for n in manifest["nodes"]):
                 return manifest
         time.sleep(0.3)
     proc.kill()
