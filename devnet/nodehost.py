@@ -26,6 +26,7 @@ import sys
 import traceback
 
 from flchain import safe_json
+from flchain.fast_exit import exit_now, exit_status
 
 # A launch of a few hundred nodes is well below this; a larger stdin is not ours.
 MAX_SPEC_BYTES = 4 * 1024 * 1024
@@ -69,7 +70,7 @@ def _run_child(args: list[str], log: str) -> int:
     try:
         run_command.main(args=args, prog_name="flchain node run", standalone_mode=True)
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return exit_status(exc.code)
     return 0
 
 
@@ -109,15 +110,12 @@ def main() -> None:
             except BaseException:
                 traceback.print_exc()
             finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
+                exit_now(code)
         pids.append(pid)
     print(json.dumps({"pids": pids}), flush=True)
-    sys.stderr.flush()
     # Straight out: an interpreter teardown with torch, web3 and libp2p loaded took seconds,
     # and the launcher waits for it; the host holds nothing to clean up.
-    os._exit(0)
+    exit_now(0)
 
 
 if __name__ == "__main__":

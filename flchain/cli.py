@@ -6,15 +6,13 @@ libp2p imports it does not need.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import logging
-import os
 import sys
 
 import click
 
 from flchain import __version__
+from flchain.fast_exit import exit_now
 
 # name -> (module, attribute, one-line help shown by `flchain --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -81,7 +79,7 @@ def main() -> None:
     A command that loaded torch (simulate, devnet up) spent about half a second after its
     work was done in the interpreter's teardown, freeing torch's modules one by one. Once
     the command has returned, its output is flushed and its logs are closed, nothing is left
-    to do: such a process ends there (`os._exit`), with the command's exit status."""
+    to do: such a process ends there (`flchain.fast_exit`), with the command's exit status."""
     try:
         cli(prog_name="flchain")
         code: object = 0
@@ -89,21 +87,7 @@ def main() -> None:
         code = exit_.code
     if "torch" not in sys.modules:
         sys.exit(code)
-    _exit_now(code)
-
-
-def _exit_now(code: object) -> None:
-    """`sys.exit(code)`'s status and message, without the interpreter's teardown."""
-    if code is None:
-        code = 0
-    elif not isinstance(code, int):
-        print(code, file=sys.stderr)  # what sys.exit("message") prints
-        code = 1
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
-            stream.flush()
-    logging.shutdown()
-    os._exit(code)
+    exit_now(code)
 
 
 if __name__ == "__main__":
