@@ -46,9 +46,11 @@ class Announcement:
     """One gossip announcement.
 
     kind:   "update" (an update was committed on chain), "vote" (an aggregate was voted;
-            digest is the global model this member derived), "alarm" (a Siren alarm about
-            the global model `digest`), "sum" (secure mode: the round's decryptor published
-            the decrypted sum with its proof; digest is that proof blob's, as on chain).
+            digest is the global model this member derived; still parsed, no longer sent,
+            since the chain's Voted event says it, see docs/architecture.md), "alarm" (a
+            Siren alarm about the global model `digest`), "sum" (secure mode: the round's
+            decryptor published the decrypted sum with its proof; digest is that proof
+            blob's, as on chain).
     digest: sha256 of the blob the announcement refers to (32 bytes).
     sender: the member's Ethereum address (checksummed here, lowercase on the wire).
     size:   byte length of that blob, so a fetcher can refuse oversize ones up front;

@@ -264,6 +264,8 @@ def test_honest_nodes_agree_bit_for_bit_every_round(
         # test_a_slow_member_still_casts_its_late_vote pins down).
         assert 3 in state.accuracy_history and set(state.accuracy_history) <= {1, 2, 3}
         assert state.rounds_done == len(state.accuracy_history)
+        # Gossip carries one announcement per round (the update); votes are on chain only.
+        assert node.metrics.get("messages_published_total") == 3
     # Accepted every round, never a wrong vote; fined only for a vote it never cast on a
     # round before the last (the engine bug test_a_slow_member_still_casts_its_late_vote shows).
     missed = [
