@@ -16,6 +16,7 @@ ContractRevert whose `reason` is the contract's string ("wrong phase", "not memb
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,10 +24,18 @@ from typing import TYPE_CHECKING, Any
 from eth_utils import event_abi_to_log_topic
 from hexbytes import HexBytes
 from web3 import Web3
+from web3.exceptions import Web3RPCError
 from web3.types import TxReceipt
 
 from flchain.contracts.artifact import load_artifact
-from flchain.contracts.errors import ContractRevert, FLChainError, InvalidArgumentError, RPCError
+from flchain.contracts.errors import (
+    ContractRevert,
+    FLChainError,
+    InvalidArgumentError,
+    RPCError,
+    error_object_revert,
+)
+from flchain.contracts.rpc import is_transient
 from flchain.contracts.sender import TransactionSender
 from flchain.contracts.types import (
     INT64_MAX,
@@ -43,9 +52,12 @@ from flchain.contracts.types import (
     check_bytes32,
     check_uint,
 )
+from flchain.contracts.views import ViewCodec, view_codecs
 
 if TYPE_CHECKING:  # eth_account loads with the first key, not with every reader
     from eth_account.signers.local import LocalAccount
+
+log = logging.getLogger(__name__)
 
 # Gas limits for calls whose cost depends on state that may change between estimation and
 # inclusion (measurements: the "gas" section of docs/benchmarks.md). Unused gas is not
@@ -99,6 +111,34 @@ def deploy(w3: Web3, account: LocalAccount, **sender_options: Any) -> str:
     return FLChainClient.deploy(w3, account, **sender_options).address
 
 
+_READER = "0x" + "00" * 20  # the caller of every view
+
+
+class _BatchRefusedError(FLChainError):
+    """The endpoint, or web3's provider for it, does not take JSON-RPC batches."""
+
+
+def _call_result(answer: Any) -> bytes:
+    """The bytes an eth_call answered: a revert raises ContractRevert with the contract's
+    reason, another error Web3RPCError (which `is_transient` judges for a retry)."""
+    if not isinstance(answer, dict):
+        raise RPCError(f"eth_call answered {answer!r:.200}")
+    error = answer.get("error")
+    if error is not None:
+        reason = error_object_revert(error)
+        if reason is not None:
+            raise ContractRevert(reason)
+        message = error.get("message") if isinstance(error, dict) else error
+        raise Web3RPCError(str(message), rpc_response=answer)
+    result = answer.get("result")
+    if isinstance(result, str) and result.startswith("0x"):
+        try:
+            return bytes.fromhex(result[2:])
+        except ValueError:
+            pass
+    raise RPCError(f"eth_call answered no data: {result!r:.200}")
+
+
 class FLChainClient:
     """FLChain at `address`, sending as `account` (signed locally, never node-managed).
 
@@ -124,6 +164,7 @@ class FLChainClient:
         }
         self._max_members_cache: dict[int, int] = {}
         self._can_mine: bool | None = None  # evm_mine offered? (None: not tried yet)
+        self._batches = True  # JSON-RPC batches of views, until the endpoint refuses one
 
     @classmethod
     def read_only(cls, w3: Web3, address: str) -> FLChainClient:
@@ -167,8 +208,18 @@ class FLChainClient:
         )
 
     def _view(self, fn: str, *args: Any) -> Any:
-        call = getattr(self._contract.functions, fn)(*args)
-        return self.sender.rpc(call.call, fn)
+        codec = view_codecs()[fn]
+        call = [self._call_object(codec, args), "latest"]
+        return self.sender.rpc(
+            lambda: codec.decode(_call_result(self.w3.provider.make_request("eth_call", call))),
+            fn,
+        )
+
+    def _call_object(self, codec: ViewCodec, args: Sequence[Any]) -> dict[str, str]:
+        # One "from" for every reader (eth-tester wants one, where web3's middleware would fill
+        # it in): no view depends on the caller, and a chain that caches a block's calls (the
+        # devnet's) answers N nodes' identical reads with one EVM run only if they match.
+        return {"from": _READER, "to": self.address, "data": codec.calldata(args)}
 
     def _views(self, fn: str, arg_lists: Sequence[Sequence[Any]]) -> list[Any]:
         """Many calls of one view in JSON-RPC batches of VIEW_BATCH (one round trip each),
@@ -176,21 +227,39 @@ class FLChainClient:
         out: list[Any] = []
         for start in range(0, len(arg_lists), VIEW_BATCH):
             chunk = arg_lists[start : start + VIEW_BATCH]
-            try:
-                out += self.sender.rpc(lambda chunk=chunk: self._batch(fn, chunk), fn)
-            except RPCError:
-                out += [self._view(fn, *args) for args in chunk]
+            out += self._batch_calls([(fn, args) for args in chunk])
         return out
 
-    def _batch(self, fn: str, arg_lists: Sequence[Sequence[Any]]) -> list[Any]:
-        return self._batch_calls([(fn, args) for args in arg_lists])
-
     def _batch_calls(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
-        """Views `(name, args)` in one JSON-RPC batch, results in order."""
-        with self.w3.batch_requests() as batch:
-            for fn, args in calls:
-                batch.add(getattr(self._contract.functions, fn)(*args))
-            return list(batch.execute())
+        """Views `(name, args)` in one JSON-RPC batch, results in order; one by one where the
+        endpoint (or web3's provider for it) takes no batches."""
+        if self._batches:
+            what = "+".join(dict.fromkeys(fn for fn, _ in calls))
+            try:
+                return self.sender.rpc(lambda: self._batch_once(calls), what)
+            except _BatchRefusedError as exc:
+                log.info("batch of views refused (%s); reading them one by one", exc)
+                self._batches = False
+        return [self._view(fn, *args) for fn, args in calls]
+
+    def _batch_once(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        codecs = [view_codecs()[fn] for fn, _ in calls]
+        requests = [
+            ("eth_call", [self._call_object(codec, args), "latest"])
+            for codec, (_, args) in zip(codecs, calls, strict=True)
+        ]
+        try:
+            answers = self.w3.provider.make_batch_request(requests)  # type: ignore[arg-type]
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            raise _BatchRefusedError(str(exc) or type(exc).__name__) from exc
+        if not isinstance(answers, list) or len(answers) != len(requests):
+            raise _BatchRefusedError(f"a batch of {len(requests)} calls answered {answers!r:.200}")
+        return [
+            codec.decode(_call_result(answer))
+            for codec, answer in zip(codecs, answers, strict=True)
+        ]
 
     def _decode_log(self, log: Any) -> dict[str, Any] | None:
         topics = log["topics"]
@@ -401,15 +470,9 @@ class FLChainClient:
         """`get_task` and `get_round` in one JSON-RPC batch (one round trip): what a node
         reads on nearly every new block. An endpoint that refuses batches gets two calls."""
         task_id, round = check_uint("task_id", task_id), check_uint("round", round)
-        try:
-            raw_task, raw_round = self.sender.rpc(
-                lambda: self._batch_calls(
-                    [("get_task", (task_id,)), ("get_round", (task_id, round))]
-                ),
-                "get_task+get_round",
-            )
-        except RPCError:
-            return self.get_task(task_id), self.get_round(task_id, round)
+        raw_task, raw_round = self._batch_calls(
+            [("get_task", (task_id,)), ("get_round", (task_id, round))]
+        )
         return TaskInfo.from_tuple(raw_task), RoundInfo.from_tuple(raw_round)
 
     def get_member(self, task_id: int, index: int) -> MemberInfo:
@@ -603,7 +666,7 @@ class _NoKey:
     """The account of a read-only client: it has an address to read as (calls from the zero
     address) and refuses to sign."""
 
-    address = "0x" + "00" * 20
+    address = _READER
 
     def sign_transaction(self, transaction: Any) -> Any:
         raise FLChainError("this client only reads: it holds no key to sign a transaction")

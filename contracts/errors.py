@@ -97,3 +97,22 @@ def revert_reason(exc: BaseException) -> str | None:
     if match:
         return (match.group("reason") or "").strip().strip("'\"")
     return None
+
+
+def error_object_revert(error: object) -> str | None:
+    """The revert reason of a JSON-RPC error object (`{"code", "message", "data"}`), or
+    None when it is not a revert: what web3 reads into ContractLogicError, for answers read
+    off the provider directly. Revert data (geth, anvil, the devnet) wins over the message
+    (code 3, or "execution reverted" in it)."""
+    if not isinstance(error, dict):
+        return None
+    message = str(error.get("message") or "")
+    raw = _as_bytes(error.get("data"))
+    if raw is not None and raw:
+        return decode_revert_data(raw)
+    match = _REVERTED.search(message)
+    if match:
+        return (match.group("reason") or "").strip()
+    if error.get("code") == 3:
+        return message
+    return None

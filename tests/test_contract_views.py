@@ -1,38 +1,110 @@
-"""`ViewReader` (FLChain's views over plain JSON-RPC, for `devnet status`) reads what
-`FLChainClient` reads, against anvil, and turns a bad endpoint into one `ViewError`."""
+"""FLChain's views read with eth_abi (`contracts/views.py: ViewCodec`) give what web3's own
+contract calls give, on eth-tester and anvil, batched or not; `ViewReader` (the views over plain
+JSON-RPC, for `devnet status`) reads what `FLChainClient` reads and turns a bad endpoint into
+one `ViewError`."""
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
-from chainkit import INITIAL, deployed, digest
+from chainkit import INITIAL, deployed, digest, reverts
 
-from flchain.contracts import TaskParams
-from flchain.contracts.views import ViewError, ViewReader
+from flchain.contracts import ContractRevert, FLChainClient, TaskParams
+from flchain.contracts.errors import revert_reason
+from flchain.contracts.views import ViewError, ViewReader, view_codecs
+
+
+def _params() -> TaskParams:
+    return TaskParams(
+        config_digest=digest("config"),
+        initial_digest=INITIAL,
+        min_members=3,
+        max_members=3,
+        submit_window=1000,
+        vote_window=1000,
+        alarm_window=1000,
+        quorum_bps=6000,
+        alarm_bps=6000,
+        stake=10**15,
+        max_rounds=5,
+        rep_floor=0,
+    )
+
+
+@pytest.fixture(scope="module", params=["eth-tester", "anvil"])
+def task(
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[FLChainClient, list[FLChainClient], int]]:
+    """A task of three members in round 1, member 0's update committed."""
+    with deployed(request, 3) as (_chain, owner, members, _outsider):
+        task_id = owner.create_task(_params())
+        for i, member in enumerate(members):
+            member.join(task_id, f"peer-{i}".encode(), digest(f"x25519-{i}"))
+        members[0].submit(task_id, 1, digest("update-0"), 100, 0, -5)
+        yield owner, members, task_id
+
+
+def _outcome(read: Callable[[], Any]) -> tuple[str, Any]:
+    """("value", what a read returned) or ("revert", the contract's reason)."""
+    try:
+        return "value", read()
+    except Exception as exc:
+        reason = revert_reason(exc) if not isinstance(exc, ContractRevert) else exc.reason
+        if reason is None:
+            raise
+        return "revert", reason
+
+
+def test_every_view_reads_as_web3s_own_call_reads_it(task: tuple) -> None:
+    owner, members, task_id = task
+    args = {
+        "task_count": (),
+        "get_task": (task_id,),
+        "get_round": (task_id, 1),
+        "get_member": (task_id, 1),
+        "member_index": (task_id, members[2].account),
+        "is_allowed": (task_id, members[0].account),
+        "get_update": (task_id, 1, 0),
+        "get_vote": (task_id, 1, 0),
+        "get_remask": (task_id, 1, 0),
+        "decryptor": (task_id, 1),
+        "get_tally": (task_id, 1, digest("g"), 1),
+        "reputation": (task_id, 2),
+        "reputations": (task_id,),
+        "consensus_weights": (task_id, 1),
+        "SETTLEMENT": (),
+    }
+    assert set(args) == set(view_codecs())  # a new view gets a case here
+    for fn, fn_args in args.items():
+        web3s = _outcome(lambda fn=fn, a=fn_args: owner._contract.functions[fn](*a).call())
+        assert _outcome(lambda fn=fn, a=fn_args: owner._view(fn, *a)) == web3s, fn
+        batched = _outcome(lambda c=(fn, fn_args): owner._batch_calls([("task_count", ()), c]))
+        assert batched == (web3s if web3s[0] == "revert" else ("value", [1, web3s[1]])), fn
+    assert owner.get_update(task_id, 1, 0).loss == -5  # a signed field, decoded signed
+    assert owner.get_member(task_id, 1).account == members[1].account  # checksummed
+
+
+def test_a_view_that_reverts_says_why_alone_and_in_a_batch(task: tuple) -> None:
+    owner, _, task_id = task
+    with reverts("no task"):
+        owner.get_task(task_id + 7)
+    with reverts("no task"):
+        owner.task_and_round(task_id + 7, 1)
+    assert owner.task_and_round(task_id, 1) == (
+        owner.get_task(task_id),
+        owner.get_round(task_id, 1),
+    )
 
 
 @pytest.fixture(scope="module", params=["anvil"])
 def reader_and_client(request: pytest.FixtureRequest) -> Iterator[tuple[ViewReader, object, int]]:
     with deployed(request, 3) as (chain, owner, members, _outsider):
-        params = TaskParams(
-            config_digest=digest("config"),
-            initial_digest=INITIAL,
-            min_members=3,
-            max_members=3,
-            submit_window=1000,
-            vote_window=1000,
-            alarm_window=1000,
-            quorum_bps=6000,
-            alarm_bps=6000,
-            stake=10**15,
-            max_rounds=5,
-            rep_floor=0,
-        )
-        task_id = owner.create_task(params)
+        task_id = owner.create_task(_params())
         for i, member in enumerate(members):
             member.join(task_id, f"peer-{i}".encode(), digest(f"x25519-{i}"))
         url = chain.w3.provider.endpoint_uri  # type: ignore[union-attr]
