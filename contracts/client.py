@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from eth_utils import event_abi_to_log_topic
 from hexbytes import HexBytes
-from web3 import Web3
+from web3 import EthereumTesterProvider, Web3
 from web3.exceptions import Web3RPCError
 from web3.types import TxReceipt
 
@@ -111,7 +111,7 @@ def deploy(w3: Web3, account: LocalAccount, **sender_options: Any) -> str:
     return FLChainClient.deploy(w3, account, **sender_options).address
 
 
-_READER = "0x" + "00" * 20  # the caller of every view
+_UNSET = object()
 
 
 class _BatchRefusedError(FLChainError):
@@ -165,6 +165,7 @@ class FLChainClient:
         self._max_members_cache: dict[int, int] = {}
         self._can_mine: bool | None = None  # evm_mine offered? (None: not tried yet)
         self._batches = True  # JSON-RPC batches of views, until the endpoint refuses one
+        self._view_sender: object = _UNSET
 
     @classmethod
     def read_only(cls, w3: Web3, address: str) -> FLChainClient:
@@ -216,10 +217,19 @@ class FLChainClient:
         )
 
     def _call_object(self, codec: ViewCodec, args: Sequence[Any]) -> dict[str, str]:
-        # One "from" for every reader (eth-tester wants one, where web3's middleware would fill
-        # it in): no view depends on the caller, and a chain that caches a block's calls (the
-        # devnet's) answers N nodes' identical reads with one EVM run only if they match.
-        return {"from": _READER, "to": self.address, "data": codec.calldata(args)}
+        call = {"to": self.address, "data": codec.calldata(args)}
+        reader = self._reader()
+        return call if reader is None else {"from": reader, **call}
+
+    def _reader(self) -> str | None:
+        """The "from" of every view call: none, as web3 sends them over HTTP (no view depends
+        on the caller, and a chain that caches a block's calls, as the devnet's does, answers
+        N nodes' identical reads with one EVM run only if they match); eth-tester requires
+        one, and gets its first account, as web3's middleware for it fills in."""
+        if self._view_sender is _UNSET:
+            tester = isinstance(self.w3.provider, EthereumTesterProvider)
+            self._view_sender = self.w3.eth.accounts[0] if tester else None
+        return self._view_sender  # type: ignore[return-value]
 
     def _views(self, fn: str, arg_lists: Sequence[Sequence[Any]]) -> list[Any]:
         """Many calls of one view in JSON-RPC batches of VIEW_BATCH (one round trip each),
@@ -666,7 +676,7 @@ class _NoKey:
     """The account of a read-only client: it has an address to read as (calls from the zero
     address) and refuses to sign."""
 
-    address = _READER
+    address = "0x" + "00" * 20
 
     def sign_transaction(self, transaction: Any) -> Any:
         raise FLChainError("this client only reads: it holds no key to sign a transaction")
