@@ -11,11 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from flchain import safe_json
 from flchain.attacks.channel import COLLUDING_ATTACKS, create_channel
 from flchain.contracts import FLChainClient, TaskParams
 from flchain.contracts.rpc import http_web3
+from flchain.devnet.chainproc import clear_directory, flchain_cmd, spawn_chain, wait_for_chain
 
 # What callers imported from here before the devnet's files and processes got modules of
 # their own (devnet/manifest.py, devnet/processes.py).
@@ -47,7 +46,6 @@ from flchain.devnet.plan import auto_f as auto_f
 from flchain.devnet.plan import tolerance_warning as tolerance_warning
 from flchain.devnet.processes import (
     _node_log,
-    existing_devnet,
 )
 from flchain.devnet.processes import casualty as casualty
 from flchain.devnet.processes import down as down
@@ -69,43 +67,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _flchain_cmd() -> list[str]:
-    return [sys.executable, "-m", "flchain.cli"]
-
-
-def start_chain(plan: DevnetPlan, log_path: Path) -> tuple[subprocess.Popen[bytes], dict]:
-    """Start `flchain chain serve` and read the one JSON line it prints when ready."""
-    cmd = [
-        *_flchain_cmd(),
-        "chain",
-        "serve",
-        "--port",
-        "0",
-        "--json",
-        "--accounts",
-        "2",
-        "--chain",
-        plan.chain,
-    ]
-    if plan.chain == "pyevm":  # -v: chain.log says what it serves and what it refuses
-        cmd.append("-v")
-        cmd += ["--state", str(plan.directory / "chain")]
-    ready = plan.directory / "chain.json"
-    ready.unlink(missing_ok=True)
-    with ready.open("wb") as out, log_path.open("ab") as log:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=log, start_new_session=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        text = ready.read_text()
-        if text.endswith("\n"):
-            return proc, safe_json.loads(text.splitlines()[0], max_bytes=_JSON_MAX_BYTES)
-        if proc.poll() is not None:
-            raise DevnetError(f"the chain exited at start-up; see {log_path}")
-        time.sleep(0.1)
-    proc.kill()
-    raise DevnetError(f"the chain did not start within 60 s; see {log_path}")
 
 
 def deploy_task(plan: DevnetPlan, rpc_url: str, owner_key: str) -> tuple[str, int, TaskConfig]:
@@ -249,7 +210,7 @@ def node_args(manifest: dict, node: dict) -> list[str]:
 
 def start_node(manifest: dict, node: dict) -> subprocess.Popen[bytes]:
     """One node as its own `flchain node run` process (a restart of a single node)."""
-    cmd = [*_flchain_cmd(), "node", "run", *node_args(manifest, node)]
+    cmd = [*flchain_cmd(), "node", "run", *node_args(manifest, node)]
     log = _node_log(node).open("ab")
     env = {**os.environ, **NODE_ENV}
     return subprocess.Popen(
@@ -280,24 +241,27 @@ def start_nodes(
 
 
 def up(
-    plan: DevnetPlan, *, replace: bool = False, host: subprocess.Popen[bytes] | None = None
+    plan: DevnetPlan,
+    *,
+    replace: bool = False,
+    host: subprocess.Popen[bytes] | None = None,
+    chain_proc: subprocess.Popen[bytes] | None = None,
 ) -> dict:
     """Start everything and write the manifest; returns it. A stopped devnet already in the
-    directory is replaced only with `replace` (DevnetError otherwise). `host`: a node host
-    the caller started early (`nodehost.spawn`); `up` owns it from here."""
+    directory is replaced only with `replace` (DevnetError otherwise). `host` and `chain_proc`:
+    a node host (`nodehost.spawn`) and a chain (`chainproc.spawn_chain`, its directory cleared
+    first) the caller started early; `up` owns them from here."""
     host = host or spawn_host()
     try:
-        plan.directory.mkdir(parents=True, exist_ok=True)
-        earlier = existing_devnet(plan.directory)
-        if earlier is not None:
-            if not replace:
-                raise DevnetError(f"{earlier} would be replaced; pass --force")
-            # `up` starts a new network, so the stopped one's chain and nodes go.
-            for old_dir in [plan.directory / "chain", *plan.directory.glob("node-*")]:
-                shutil.rmtree(old_dir, ignore_errors=True)
-        chain_proc, chain = start_chain(plan, plan.directory / "chain.log")
+        if chain_proc is None:
+            clear_directory(plan.directory, replace=replace)
+            chain_proc = spawn_chain(plan)
+        chain = wait_for_chain(chain_proc, plan.directory)
     except BaseException:
         host.kill()
+        if chain_proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(chain_proc.pid, signal.SIGTERM)
         raise
     try:
         keys = [a["private_key"] for a in chain["accounts"]]

@@ -64,8 +64,9 @@ def test_the_host_refuses_what_is_not_a_list_of_node_specs() -> None:
 def test_devnet_up_starts_the_host_first_and_never_leaves_it_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outcome: str
 ) -> None:
-    """`devnet up` starts the host before the launcher's imports (they overlap); when the
-    launcher does not hand it the nodes, the command kills it."""
+    """`devnet up` starts the host, then the chain, before the launcher's imports (they
+    overlap); when the launcher does not hand the host the nodes, the command kills it (the
+    chain is the launcher's from then on, as the real `up` kills it when it fails)."""
     from click.testing import CliRunner
 
     from flchain.cli import cli
@@ -74,9 +75,18 @@ def test_devnet_up_starts_the_host_first_and_never_leaves_it_behind(
 
     hosts: list[subprocess.Popen[bytes]] = []
 
-    def fake_up(plan: object, *, replace: bool, host: subprocess.Popen[bytes]) -> dict:
+    def fake_up(
+        plan: object,
+        *,
+        replace: bool,
+        host: subprocess.Popen[bytes],
+        chain_proc: subprocess.Popen[bytes],
+    ) -> dict:
         hosts.append(host)
         assert host.poll() is None  # running, importing, while the launcher works
+        assert chain_proc.poll() is None  # the chain too, started before the launcher's imports
+        chain_proc.kill()
+        chain_proc.wait()
         if outcome == "fails":
             raise DevnetError("the chain exited at start-up")
         return {"rpc_url": "http://127.0.0.1:9", "contract": "0x0", "task_id": 1, "nodes": []}

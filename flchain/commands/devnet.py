@@ -63,6 +63,8 @@ from flchain.devnet.processes import (
 from flchain.units import format_eth
 
 if TYPE_CHECKING:  # web3, torch and libp2p load when a command needs them, not for --help
+    import subprocess
+
     from web3 import Web3
 
     from flchain.contracts.client import FLChainClient
@@ -180,6 +182,30 @@ def up_command(
     below --rep-floor are ejected and forfeit their stake and rewards. The summary at the
     end shows what each member earned and would be paid.
     """
+    from flchain.devnet import nodehost
+
+    # The node host first, before this command's own imports: its imports (seconds) then
+    # overlap everything up to the nodes' start instead of being what the first round waits
+    # for. It is killed unless `_run_devnet` hands it to the launcher.
+    host = nodehost.spawn()
+    try:
+        _up(ctx, directory, detach, force, timeout, as_json, host, opts)
+    finally:
+        if host.poll() is None:  # no nodes were handed to it (the command failed or ended)
+            host.kill()
+            host.wait()
+
+
+def _up(
+    ctx: click.Context,
+    directory: Path,
+    detach: bool,
+    force: bool,
+    timeout: int,
+    as_json: bool,
+    host: subprocess.Popen[bytes],
+    opts: dict[str, object],
+) -> None:
     from flchain.advice import task_warnings
     from flchain.devnet.plan import DevnetPlan, tolerance_warning
 
@@ -213,7 +239,7 @@ def up_command(
     _may_replace(directory, force)
     err = Console(stderr=True)
     with _stop_signals_interrupt():
-        _run_devnet(plan, directory, detach=detach, timeout=timeout, as_json=as_json, err=err)
+        _run_devnet(plan, directory, host, detach=detach, timeout=timeout, as_json=as_json, err=err)
 
 
 def _may_replace(directory: Path, force: bool) -> None:
@@ -248,24 +274,31 @@ def _stop_signals_interrupt() -> Iterator[None]:
 
 
 def _run_devnet(
-    plan: DevnetPlan, directory: Path, *, detach: bool, timeout: int, as_json: bool, err: Console
+    plan: DevnetPlan,
+    directory: Path,
+    host: subprocess.Popen[bytes],
+    *,
+    detach: bool,
+    timeout: int,
+    as_json: bool,
+    err: Console,
 ) -> None:
-    from flchain.devnet import nodehost
+    from flchain.devnet import chainproc
 
-    # The node host first: its imports (seconds) then overlap the launcher's and the chain's
-    # start-up instead of following them; it was the last thing the first round waited for.
-    host = nodehost.spawn()
     try:
         with err.status("starting chain, contract, task and nodes"):
-            from flchain.devnet import launcher
-
-            manifest = launcher.up(plan, replace=True, host=host)  # `_may_replace` asked
+            # The chain before the launcher's imports (web3, torch): its start-up runs
+            # meanwhile. `_may_replace` asked about a stopped devnet in the directory.
+            chainproc.clear_directory(directory, replace=True)
+            chain_proc = chainproc.spawn_chain(plan)
+            try:
+                from flchain.devnet import launcher
+            except BaseException:
+                chain_proc.kill()
+                raise
+            manifest = launcher.up(plan, replace=True, host=host, chain_proc=chain_proc)
     except DevnetError as exc:
         raise click.ClickException(str(exc)) from exc
-    finally:
-        if host.poll() is None:  # `up` handed it no nodes (it failed before, or never ran)
-            host.kill()
-            host.wait()
     if detach:
         click.echo(f"explorer: flchain ledger serve --devnet {directory}", err=True)
         click.echo(
