@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.sgd import sgd
 
 from flchain.models.device import DeviceError, on_device, pick_device
 from flchain.models.params import flatten_params, load_flat_params, num_params
@@ -84,6 +85,43 @@ class TrainResult:
     steps: int
 
 
+class _SgdStep:
+    """torch.optim.SGD's step, through torch's functional form of it (`torch.optim.sgd.sgd`,
+    the same computation the class runs, momentum buffers kept here).
+
+    Why not the class: constructing any `torch.optim.Optimizer` imports torch._dynamo (0.9-1.4 s
+    of CPU), which every node process and simulation paid before its first step (a devnet's
+    node host preloaded it, on the path to the first round). The functional form does not;
+    `tests/test_trainer.py` checks that both give bit-identical parameters."""
+
+    def __init__(self, params: list[torch.Tensor], config: TrainConfig) -> None:
+        self.params = params
+        self.config = config
+        self.momentum_buffers: list[torch.Tensor | None] = [None] * len(params)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        with_grad = [i for i, p in enumerate(self.params) if p.grad is not None]
+        buffers = [self.momentum_buffers[i] for i in with_grad]
+        sgd(
+            [self.params[i] for i in with_grad],
+            [self.params[i].grad for i in with_grad],  # type: ignore[misc]
+            buffers,
+            weight_decay=self.config.weight_decay,
+            momentum=self.config.momentum,
+            lr=self.config.lr,
+            dampening=0.0,
+            nesterov=False,
+            maximize=False,
+        )
+        for i, buffer in zip(with_grad, buffers, strict=True):
+            self.momentum_buffers[i] = buffer
+
+
 def train_local(
     model: nn.Module,
     x: torch.Tensor,
@@ -114,12 +152,7 @@ def train_local(
     with on_device(model, device) as dev:
         params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         anchors = _prox_anchors(model, params, global_params, dev) if config.prox_mu > 0 else []
-        optimizer = torch.optim.SGD(
-            [p for _, p in params],
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-        )
+        step = _SgdStep([p for _, p in params], config)
         model.train()
         steps = 0
         try:
@@ -136,9 +169,9 @@ def train_local(
                     objective = loss
                     if anchors:
                         objective = loss + 0.5 * config.prox_mu * _sq_distance(params, anchors)
-                    optimizer.zero_grad(set_to_none=True)
+                    step.zero_grad()
                     objective.backward()
-                    optimizer.step()
+                    step()
                     steps += 1
                     total += loss.detach().to(torch.float64) * len(idx)
                 mean_loss = total.item() / n

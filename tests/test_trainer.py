@@ -48,6 +48,35 @@ def test_seeded_training_is_reproducible_bit_for_bit(digits) -> None:
     assert model_to_bytes(other) != runs[0][0]
 
 
+@pytest.mark.parametrize("momentum, weight_decay", [(0.9, 0.0), (0.5, 1e-3), (0.0, 0.0)])
+def test_training_steps_exactly_as_torch_optim_sgd(digits, momentum, weight_decay) -> None:
+    """train_local steps through torch's functional SGD (no torch._dynamo import); the
+    parameters are bit for bit what torch.optim.SGD gives on the same batches."""
+    x, y = digits.x_train[:100], digits.y_train[:100]
+    config = TrainConfig(
+        epochs=2, batch_size=16, lr=0.1, momentum=momentum, weight_decay=weight_decay
+    )
+    ours = _cnn(seed=5)
+    train_local(ours, x, y, config, generator=_gen(9))
+
+    reference = _cnn(seed=5)
+    optimizer = torch.optim.SGD(
+        reference.parameters(), lr=0.1, momentum=momentum, weight_decay=weight_decay
+    )
+    generator = _gen(9)
+    reference.train()
+    for _ in range(config.epochs):
+        order = torch.randperm(len(y), generator=generator)
+        for start in range(0, len(y), config.batch_size):
+            idx = order[start : start + config.batch_size]
+            loss = torch.nn.functional.cross_entropy(reference(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    assert model_to_bytes(ours) == model_to_bytes(reference)
+    assert model_to_bytes(ours) != model_to_bytes(_cnn(seed=5))  # it did train
+
+
 def test_cnn_learns_digits(digits) -> None:
     model = _cnn()
     result = train_local(
