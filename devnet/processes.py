@@ -115,6 +115,8 @@ def casualty(manifest: dict, directory: Path) -> str | None:
             log_tail(log)
         )
     for node in manifest["nodes"]:
+        if process_alive(node.get("pid")):
+            continue  # asked for its status only once gone: `devnet up` looks twice a second
         if node_exited(node, node_status(node, timeout=0.5)):
             log = _node_log(node)
             return f"{node['name']} (pid {node.get('pid')}) exited; last lines of {log}:\n" + (
