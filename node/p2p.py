@@ -496,6 +496,12 @@ class P2PNode:
         peers = self._running_pubsub().peer_topics.get(topic_for(task), set())
         return sorted(peer.to_base58() for peer in peers)
 
+    def mesh_peers(self, task: int) -> list[str]:
+        """The peers this node relays the task's announcements to (its gossipsub mesh)."""
+        if self._gossipsub is None:
+            raise P2PError("the node is not running")
+        return sorted(peer.to_base58() for peer in self._gossipsub.mesh.get(topic_for(task), ()))
+
     async def _pump(
         self,
         topic: str,

@@ -124,7 +124,11 @@ async def _network(
         await _eventually(
             lambda: all(set(n.gossip_peers(TASK)) == everyone - {n.peer_id} for n in nodes)
         )
-        await trio.sleep(1.2)  # one heartbeat: gossipsub grafts its mesh
+        # gossipsub grafts every subscribed peer into a mesh this small: until then, a
+        # message could miss a member
+        await _eventually(
+            lambda: all(set(n.mesh_peers(TASK)) == everyone - {n.peer_id} for n in nodes)
+        )
         yield Net(nodes[:members], inboxes[:members], nodes[members:])
 
 
