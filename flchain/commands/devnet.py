@@ -182,64 +182,63 @@ def up_command(
     below --rep-floor are ejected and forfeit their stake and rewards. The summary at the
     end shows what each member earned and would be paid.
     """
-    from flchain.devnet import nodehost
-
     # The node host first, before this command's own imports: its imports (seconds) then
     # overlap everything up to the nodes' start instead of being what the first round waits
-    # for. It is killed unless `_run_devnet` hands it to the launcher.
+    # for.
+    with _early_node_host() as host:
+        from flchain.advice import task_warnings
+        from flchain.devnet.plan import DevnetPlan, tolerance_warning
+
+        money = pop_economics(opts)
+        check_population(int(opts["nodes"]), int(opts["byzantine"]), opts["attacks"])
+        ring = [a for a in opts["attacks"] if a in SECURE_ATTACKS]
+        if ring and not opts["secure"]:
+            raise click.UsageError(
+                f"--attack {ring[0]} attacks secure aggregation: it needs --secure"
+            )
+        rule_params = _rule_params(ctx, opts, pop_rule_params(opts))
+        if opts["rule"] == "siren" and ctx.get_parameter_source("alarm_window").name == "DEFAULT":
+            # Siren's server side needs its clients' alarms: members raise them on chain as the
+            # next round opens, so a window as long as a submit phase is enough.
+            opts["alarm_window"] = opts["submit_window"]
+        plan = DevnetPlan(
+            directory=directory,
+            rule_params=rule_params,
+            reward_wei=money.reward_wei,
+            quorum_bps=money.quorum_bps,
+            alarm_bps=money.alarm_bps,
+            rep_floor=money.rep_floor,
+            **opts,  # type: ignore[arg-type]
+        )
+        try:
+            config = plan.task_config()  # the task config the plan would create, checked first
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+        warnings = [tolerance_warning(plan)]
+        warnings += task_warnings(config, nodes=plan.nodes, rounds=plan.rounds)
+        for warning in filter(None, warnings):
+            click.secho(f"warning: {warning}", fg="yellow", err=True)
+        _may_replace(directory, force)
+        err = Console(stderr=True)
+        with _stop_signals_interrupt():
+            _run_devnet(
+                plan, directory, host, detach=detach, timeout=timeout, as_json=as_json, err=err
+            )
+
+
+@contextlib.contextmanager
+def _early_node_host() -> Iterator[subprocess.Popen[bytes]]:
+    """A node host (`devnet/nodehost.py`) started now; killed on the way out unless the
+    launcher handed it the nodes (then it has exited)."""
+    from flchain.devnet import nodehost
+
     host = nodehost.spawn()
     try:
-        _up(ctx, directory, detach, force, timeout, as_json, host, opts)
+        yield host
     finally:
         if host.poll() is None:  # no nodes were handed to it (the command failed or ended)
             host.kill()
             host.wait()
-
-
-def _up(
-    ctx: click.Context,
-    directory: Path,
-    detach: bool,
-    force: bool,
-    timeout: int,
-    as_json: bool,
-    host: subprocess.Popen[bytes],
-    opts: dict[str, object],
-) -> None:
-    from flchain.advice import task_warnings
-    from flchain.devnet.plan import DevnetPlan, tolerance_warning
-
-    money = pop_economics(opts)
-    check_population(int(opts["nodes"]), int(opts["byzantine"]), opts["attacks"])
-    ring = [a for a in opts["attacks"] if a in SECURE_ATTACKS]
-    if ring and not opts["secure"]:
-        raise click.UsageError(f"--attack {ring[0]} attacks secure aggregation: it needs --secure")
-    rule_params = _rule_params(ctx, opts, pop_rule_params(opts))
-    if opts["rule"] == "siren" and ctx.get_parameter_source("alarm_window").name == "DEFAULT":
-        # Siren's server side needs its clients' alarms: members raise them on chain as the
-        # next round opens, so a window as long as a submit phase is enough.
-        opts["alarm_window"] = opts["submit_window"]
-    plan = DevnetPlan(
-        directory=directory,
-        rule_params=rule_params,
-        reward_wei=money.reward_wei,
-        quorum_bps=money.quorum_bps,
-        alarm_bps=money.alarm_bps,
-        rep_floor=money.rep_floor,
-        **opts,  # type: ignore[arg-type]
-    )
-    try:
-        config = plan.task_config()  # the task config the plan would create, checked first
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-    warnings = [tolerance_warning(plan)]
-    warnings += task_warnings(config, nodes=plan.nodes, rounds=plan.rounds)
-    for warning in filter(None, warnings):
-        click.secho(f"warning: {warning}", fg="yellow", err=True)
-    _may_replace(directory, force)
-    err = Console(stderr=True)
-    with _stop_signals_interrupt():
-        _run_devnet(plan, directory, host, detach=detach, timeout=timeout, as_json=as_json, err=err)
 
 
 def _may_replace(directory: Path, force: bool) -> None:
