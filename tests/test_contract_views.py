@@ -6,13 +6,12 @@ one `ViewError`."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from chainkit import INITIAL, deployed, digest, reverts
+from httpkit import QuietHandler, serving
 
 from flchain.contracts import ContractRevert, FLChainClient, TaskParams
 from flchain.contracts.errors import revert_reason
@@ -141,26 +140,13 @@ def endpoint() -> Iterator[tuple[str, list[bytes]]]:
     """An HTTP endpoint that answers each POST with the next of its queued bodies."""
     answers: list[bytes] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
+    class Handler(QuietHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
             self.rfile.read(int(self.headers["Content-Length"]))
-            body = answers.pop(0)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.answer(answers.pop(0))
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", answers
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield url, answers
 
 
 BAD_ANSWERS = {
