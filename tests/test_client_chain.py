@@ -40,10 +40,15 @@ class FlakyProvider(EthereumTesterProvider):
     fail_before[m]: requests of method m that fail before reaching the node;
     fail_after[m]: requests of method m that reach the node, whose answers are lost;
     fixed_gas: an eth_estimateGas answer that skips the node's pre-flight execution.
+
+    Requests reach eth-tester one at a time, as a node's server takes them: eth-tester is
+    not thread-safe, and under load two threads' requests interleaved inside it (an
+    estimate filled in a nonce that another thread's send then used).
     """
 
     def __init__(self, tester: EthereumTester) -> None:
         super().__init__(tester)
+        self._serial = threading.Lock()
         self.fail_before: dict[str, int] = {}
         self.fail_after: dict[str, int] = {}
         self.fixed_gas: int | None = None
@@ -56,7 +61,8 @@ class FlakyProvider(EthereumTesterProvider):
             raise requests.exceptions.ConnectionError(f"{method}: connection reset")
         if method == "eth_estimateGas" and self.fixed_gas is not None:
             return {"jsonrpc": "2.0", "id": 1, "result": hex(self.fixed_gas)}
-        response = super().make_request(method, params)
+        with self._serial:
+            response = super().make_request(method, params)
         if self.fail_after.get(method, 0) > 0:
             self.fail_after[method] -= 1
             raise requests.exceptions.ReadTimeout(f"{method}: answer lost")
