@@ -39,6 +39,7 @@ from eth_utils import keccak
 from flchain.devnet.accounts import DevAccount
 from flchain.devnet.encoding import BlockHashRef, BlockTag, to_data
 from flchain.devnet.errors import (
+    ExecutionTimeoutError,
     InvalidParamsError,
     ResourceNotFoundError,
     RpcError,
@@ -104,6 +105,7 @@ class DevChain:
         self._block_listeners: tuple[Callable[[BlockAPI], None], ...] = ()
         self._unannounced: list[BlockAPI] = []  # mined, told to the listeners once published
         self._cache_lock = threading.Lock()
+        self._flights: dict[Any, _Flight] = {}  # calls running now, for twins to wait on
         self._generation = 0  # bumped by every state change: calls begun before it don't cache
         self._published: tuple[Any, BlockHeaderAPI, int] = (
             self._chain,
@@ -470,21 +472,49 @@ class DevChain:
         # environment's block and time, and the call: N nodes reading the same view at the
         # same block get one EVM run.
         key = (tag, env.block_number, env.timestamp, args, gas)
-        cached = self._call_cache.get(key)
-        if cached is not None:
-            return cached
+        # N nodes woken by the same new block ask the same views at once: while one request
+        # runs a call, the others with the same call on the same state wait for its answer
+        # instead of running it too (half of a 10-node devnet's EVM runs were such twins).
+        flight_key = (generation, key)
+        with self._cache_lock:
+            cached = self._call_cache.get(key)
+            if cached is not None:
+                return cached
+            flight = self._flights.get(flight_key)
+            leader = flight is None
+            if leader:
+                flight = self._flights[flight_key] = _Flight()
+        assert flight is not None
+        if not leader:
+            if not flight.done.wait(2 * self.call_limits.timeout + 1):
+                raise ExecutionTimeoutError("eth_call: the same call running already timed out")
+            if flight.error is not None:
+                raise flight.error  # the same call on the same state fails the same way
+            assert flight.output is not None
+            return flight.output
+        try:
+            flight.output = output = self._execute(chain, env, args, gas)
+            with self._cache_lock:
+                # A state change since we looked (a revert may bring the same block number
+                # back with other state) makes the answer unfit to share.
+                if generation == self._generation:
+                    if len(self._call_cache) >= CALL_CACHE_SIZE:
+                        self._call_cache.clear()
+                    self._call_cache[key] = output
+            return output
+        except Exception as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._cache_lock:
+                self._flights.pop(flight_key, None)
+            flight.done.set()
+
+    def _execute(self, chain: Any, env: BlockHeaderAPI, args: TxArgs, gas: int) -> bytes:
         vm = chain.get_vm(env.copy(base_fee_per_gas=0))
         state = vm.state
         tx = call_transaction(vm.get_transaction_builder(), self.chain_id, state, args, gas)
-        output = run_call(state, tx, timeout=self.call_limits.timeout)
-        with self._cache_lock:
-            # A state change since we looked (a revert may bring the same block number back
-            # with other state) makes the answer unfit to share.
-            if generation == self._generation:
-                if len(self._call_cache) >= CALL_CACHE_SIZE:
-                    self._call_cache.clear()
-                self._call_cache[key] = output
-        return output
+        return run_call(state, tx, timeout=self.call_limits.timeout)
 
     def estimate_gas(self, args: TxArgs, tag: BlockTag = "pending") -> int:
         """The least gas limit with which the transaction succeeds (eth_estimateGas).
@@ -723,6 +753,15 @@ class DevChain:
 
     def _emit_clock(self) -> None:
         self._emit({"op": "clock", "offset": self._time_offset, "next_ts": self._next_timestamp})
+
+
+class _Flight:
+    """One eth_call being run; requests for the same call on the same state wait for it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.output: bytes | None = None
+        self.error: Exception | None = None
 
 
 def _prevrandao(parent_hash: bytes) -> bytes:

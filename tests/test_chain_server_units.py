@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -428,6 +429,48 @@ def test_calls_and_estimates(counter_code: bytes) -> None:
     assert revert_reason(b"\x08\xc3\x79\xa0garbage") is None
     panic = bytes.fromhex("4e487b71") + (0x11).to_bytes(32, "big")
     assert revert_reason(panic) == "panic code 0x11"
+
+
+def test_twin_calls_at_once_run_the_evm_once(
+    counter_code: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """N nodes woken by one block ask the same view at the same moment: one request runs
+    it, the others wait for its answer (or its revert)."""
+    chain = DevChain(GenesisConfig(accounts=1))
+    contract = deploy(chain, counter_code)
+    bump(chain, contract)
+    runs: list[TxArgs] = []
+    real_execute = chain._execute
+
+    def slow_execute(*args: Any) -> bytes:
+        runs.append(args[2])
+        time.sleep(0.3)  # long enough for every twin to arrive while it runs
+        return real_execute(*args)
+
+    monkeypatch.setattr(chain, "_execute", slow_execute)
+
+    def at_once(args: TxArgs, n: int = 6) -> list[Any]:
+        outcomes: list[Any] = [None] * n
+
+        def read(i: int) -> None:
+            try:
+                outcomes[i] = int.from_bytes(chain.call(args), "big")
+            except ExecutionRevertedError as exc:
+                outcomes[i] = exc.message
+
+        threads = [threading.Thread(target=read, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        return outcomes
+
+    count = TxArgs(to=contract, data=selector("count()"))
+    assert at_once(count) == [1] * 6 and len(runs) == 1
+    fail = TxArgs(to=contract, data=selector("fail()"))
+    assert at_once(fail) == ["execution reverted: nope"] * 6 and len(runs) == 2
+    bump(chain, contract)  # new state: the same call runs again
+    assert at_once(count) == [2] * 6 and len(runs) == 3
 
 
 def test_calls_at_latest_do_not_wait_for_a_state_change(counter_code: bytes) -> None:
