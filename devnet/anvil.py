@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,7 @@ from types import TracebackType
 from typing import IO
 
 from flchain import safe_json
+from flchain.devnet.ports import free_listen_port
 
 _NPM_BINARY = Path(".tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 ANVIL_STATE_FILE = "anvil-state.json"
@@ -50,13 +50,6 @@ def find_anvil() -> str:
         "anvil not found: set FLCHAIN_ANVIL, run `make tools` "
         "(npm package @foundry-rs/anvil-linux-amd64) or put anvil on PATH"
     )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def anvil_arguments(
@@ -154,7 +147,7 @@ def spawn_anvil(
 ) -> AnvilProcess:
     """Start anvil and return once it answers eth_chainId (port None: a free one)."""
     executable = binary or find_anvil()
-    chosen_port = port if port else free_port(host)
+    chosen_port = port if port else free_listen_port(host)
     if state_dir is not None:
         Path(state_dir).mkdir(parents=True, exist_ok=True)
     args = anvil_arguments(

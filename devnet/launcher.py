@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -44,6 +43,7 @@ from flchain.devnet.plan import DEFAULT_REWARD_WEI as DEFAULT_REWARD_WEI
 from flchain.devnet.plan import DevnetPlan as DevnetPlan
 from flchain.devnet.plan import auto_f as auto_f
 from flchain.devnet.plan import tolerance_warning as tolerance_warning
+from flchain.devnet.ports import free_listen_port
 from flchain.devnet.processes import (
     _node_log,
 )
@@ -61,12 +61,6 @@ from flchain.taskconfig import TaskConfig, initial_model_digest
 _JSON_MAX_BYTES = MAX_MANIFEST_BYTES
 NODE_FUNDS_WEI = 100 * 10**18
 STAKE_WEI = 10**15
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def deploy_task(plan: DevnetPlan, rpc_url: str, owner_key: str) -> tuple[str, int, TaskConfig]:
@@ -142,7 +136,7 @@ def prepare_nodes(plan: DevnetPlan, rpc_url: str, funder_key: str, config: TaskC
                 "dir": str(node_dir),
                 "address": identity.address,
                 "peer_id": identity.peer_id,
-                "port": _free_port(),
+                "port": free_listen_port(),
                 "attack": plan.attacks[k % len(plan.attacks)] if k >= 0 and plan.attacks else None,
                 "data": f"{config.dataset}#shard={i}/{plan.nodes},partition={plan.partition}",
                 # The run seed, as `simulate --seed` uses it for every peer: a node's draws
