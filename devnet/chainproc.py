@@ -8,7 +8,10 @@ load here.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -82,3 +85,15 @@ def wait_for_chain(
         time.sleep(0.05)
     proc.kill()
     raise DevnetError(f"the chain did not start within {timeout:.0f} s; see {log}")
+
+
+def stop_chain(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """Stop a chain started here (its whole session) and reap it; killed if it lingers."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

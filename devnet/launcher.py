@@ -8,10 +8,8 @@ shards and logs. `devnet.json` in the devnet directory records everything; the l
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +20,13 @@ from flchain import safe_json
 from flchain.attacks.channel import COLLUDING_ATTACKS, create_channel
 from flchain.contracts import FLChainClient, TaskParams
 from flchain.contracts.rpc import http_web3
-from flchain.devnet.chainproc import clear_directory, flchain_cmd, spawn_chain, wait_for_chain
+from flchain.devnet.chainproc import (
+    clear_directory,
+    flchain_cmd,
+    spawn_chain,
+    stop_chain,
+    wait_for_chain,
+)
 
 # What callers imported from here before the devnet's files and processes got modules of
 # their own (devnet/manifest.py, devnet/processes.py).
@@ -254,8 +258,7 @@ def up(
     except BaseException:
         host.kill()
         if chain_proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(chain_proc.pid, signal.SIGTERM)
+            stop_chain(chain_proc)
         raise
     try:
         keys = [a["private_key"] for a in chain["accounts"]]
@@ -285,6 +288,5 @@ def up(
     except BaseException:
         if host.poll() is None:
             host.kill()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(chain_proc.pid, signal.SIGTERM)
+        stop_chain(chain_proc)
         raise

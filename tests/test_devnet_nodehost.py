@@ -65,8 +65,8 @@ def test_devnet_up_starts_the_host_first_and_never_leaves_it_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outcome: str
 ) -> None:
     """`devnet up` starts the host, then the chain, before the launcher's imports (they
-    overlap); when the launcher does not hand the host the nodes, the command kills it (the
-    chain is the launcher's from then on, as the real `up` kills it when it fails)."""
+    overlap); when the launcher does not hand the host the nodes, the command kills it, and
+    when the launcher fails, the chain too (a running devnet keeps its chain)."""
     from click.testing import CliRunner
 
     from flchain.cli import cli
@@ -74,6 +74,7 @@ def test_devnet_up_starts_the_host_first_and_never_leaves_it_behind(
     from flchain.devnet.manifest import DevnetError
 
     hosts: list[subprocess.Popen[bytes]] = []
+    chains: list[subprocess.Popen[bytes]] = []
 
     def fake_up(
         plan: object,
@@ -85,10 +86,11 @@ def test_devnet_up_starts_the_host_first_and_never_leaves_it_behind(
         hosts.append(host)
         assert host.poll() is None  # running, importing, while the launcher works
         assert chain_proc.poll() is None  # the chain too, started before the launcher's imports
-        chain_proc.kill()
-        chain_proc.wait()
-        if outcome == "fails":
+        chains.append(chain_proc)
+        if outcome == "fails":  # a launcher that fails without stopping what it was handed
             raise DevnetError("the chain exited at start-up")
+        chain_proc.kill()  # this test's stand-in devnet needs no chain
+        chain_proc.wait()
         return {"rpc_url": "http://127.0.0.1:9", "contract": "0x0", "task_id": 1, "nodes": []}
 
     monkeypatch.setattr(launcher, "up", fake_up)
@@ -98,3 +100,5 @@ def test_devnet_up_starts_the_host_first_and_never_leaves_it_behind(
     (host,) = hosts
     assert host.poll() is not None  # killed and reaped: no orphan importing torch
     assert not process_alive(host.pid)
+    (chain,) = chains
+    assert chain.poll() is not None and not process_alive(chain.pid)  # no chain left behind

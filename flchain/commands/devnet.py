@@ -292,10 +292,11 @@ def _run_devnet(
             chain_proc = chainproc.spawn_chain(plan)
             try:
                 from flchain.devnet import launcher
+
+                manifest = launcher.up(plan, replace=True, host=host, chain_proc=chain_proc)
             except BaseException:
-                chain_proc.kill()
+                chainproc.stop_chain(chain_proc)  # started here: gone with the failure
                 raise
-            manifest = launcher.up(plan, replace=True, host=host, chain_proc=chain_proc)
     except DevnetError as exc:
         raise click.ClickException(str(exc)) from exc
     if detach:
