@@ -9,9 +9,7 @@ import hashlib
 import math
 import os
 import random
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 import trio
+from httpkit import QuietHandler, serving
 
 from flchain import safe_json
 from flchain.attacks import DESCRIPTIONS, PROTOCOL_ATTACKS
@@ -469,29 +468,15 @@ def test_a_secure_bundle_gets_a_nested_header_only_under_deepjson() -> None:
 # ---------------------------------------------------------------- deepjson's RPC poster
 
 
-class _ErrorHandler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
+class _ErrorHandler(QuietHandler):
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         self.rfile.read(int(self.headers["Content-Length"]))
-        body = b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"too deep"}}'
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.answer(b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"too deep"}}')
 
 
 def test_post_json_tells_a_refusal_from_a_dead_server() -> None:
-    server = HTTPServer(("127.0.0.1", 0), _ErrorHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(_ErrorHandler) as url:
         assert post_json(url, nested_rpc_request(DEEPJSON_SIZES[0]), timeout=10) == "refused"
-    finally:
-        server.shutdown()
-        server.server_close()
     assert post_json(url, b"{}", timeout=5) == "no_answer"  # nobody listens any more
 
 
@@ -588,12 +573,7 @@ def test_blobflood_announces_valid_messages_for_junk_it_keeps_to_serve() -> None
 
 
 def test_deepjson_posts_every_size_to_the_rpc_and_publishes_nested_gossip() -> None:
-    server = HTTPServer(("127.0.0.1", 0), _ErrorHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     chain = FakeChain({}, revert=None)
-    chain.w3 = SimpleNamespace(  # type: ignore[attr-defined]
-        provider=SimpleNamespace(endpoint_uri=f"http://127.0.0.1:{server.server_address[1]}")
-    )
     engine = _engine(chain, {"deepjson"})
     published: list[bytes] = []
 
@@ -601,11 +581,9 @@ def test_deepjson_posts_every_size_to_the_rpc_and_publishes_nested_gossip() -> N
         published.append(data)
 
     engine.p2p.publish_raw = publish_raw  # type: ignore[attr-defined]
-    try:
+    with serving(_ErrorHandler) as url:
+        chain.w3 = SimpleNamespace(provider=SimpleNamespace(endpoint_uri=url))  # type: ignore[attr-defined]
         trio.run(engine.attacker._deepjson, 1)  # type: ignore[union-attr]
-    finally:
-        server.shutdown()
-        server.server_close()
     assert _actions(engine) == {"deepjson,gossip_published": 2, "deepjson,rpc_refused": 3}
     assert [len(p) for p in published] == [MAX_MESSAGE_BYTES, DEEPJSON_SIZES[0]]
     assert all(safe_json.nesting_depth(p) == len(p) // 2 for p in published)
