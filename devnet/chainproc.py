@@ -88,7 +88,10 @@ def wait_for_chain(
 
 
 def stop_chain(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    """Stop a chain started here (its whole session) and reap it; killed if it lingers."""
+    """Stop a chain started here (its whole session) and reap it; killed if it lingers.
+    One already reaped is left alone: its process group id may belong to another by now."""
+    if proc.poll() is not None:
+        return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:
