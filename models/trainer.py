@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.optim.sgd import sgd
 
-from flchain.models.device import DeviceError, on_device, pick_device
+from flchain.models.device import DeviceError, on_device, pick_device, reproducible_kernels
 from flchain.models.params import flatten_params, load_flat_params, num_params
 
 __all__ = [
@@ -149,7 +149,7 @@ def train_local(
     if config.prox_mu > 0 and global_params is None:
         raise TrainingError("prox_mu > 0 needs global_params (the flat global model)")
     was_training = model.training
-    with on_device(model, device) as dev:
+    with on_device(model, device) as dev, reproducible_kernels(dev):
         params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         anchors = _prox_anchors(model, params, global_params, dev) if config.prox_mu > 0 else []
         step = _SgdStep([p for _, p in params], config)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -269,3 +271,44 @@ def test_cuda_training_returns_model_to_cpu(digits) -> None:
     assert all(p.device.type == "cpu" for p in model.parameters())
     assert result.steps == 3 * ((len(digits.y_train) + 31) // 32)
     assert evaluate(model, digits.x_test, digits.y_test, device="cuda").accuracy > 0.9
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_training_is_reproducible_bit_for_bit(digits) -> None:
+    x, y = digits.x_train, digits.y_train
+    config = TrainConfig(epochs=2, batch_size=16, momentum=0.9)
+    runs = []
+    for _ in range(2):
+        model = _cnn(seed=7)
+        train_local(model, x, y, config, generator=_gen(3), device="cuda")
+        runs.append(model_to_bytes(model))
+    assert runs[0] == runs[1]
+
+
+def test_training_on_cuda_pins_deterministic_kernels_and_restores_the_settings(
+    monkeypatch,
+) -> None:
+    # The settings are process-wide flags, so this runs without a GPU too.
+    from flchain.models.device import reproducible_kernels
+
+    cudnn = torch.backends.cudnn
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(cudnn, "benchmark", True)
+    monkeypatch.setattr(cudnn, "deterministic", False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    with reproducible_kernels(torch.device("cpu")):
+        assert cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
+    with reproducible_kernels(torch.device("cuda")):
+        assert cudnn.deterministic and not cudnn.benchmark
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert cudnn.benchmark and not cudnn.deterministic
+    assert not torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        with reproducible_kernels(torch.device("cuda:0")):
+            assert not torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
