@@ -47,6 +47,11 @@ DEFAULT_METRICS: Final = (
     MetricSpec("blobs_served_total", "counter", "Blobs sent to peers that asked for them."),
     MetricSpec("blobs_fetched_total", "counter", "Blobs fetched from peers and verified."),
     MetricSpec(
+        "blob_hedges_total",
+        "counter",
+        "Fetches that also asked another provider after `hedge_after` seconds without an answer.",
+    ),
+    MetricSpec(
         "blob_failures_total",
         "counter",
         "Blob exchanges that failed, by reason: requests this node refused (busy, "

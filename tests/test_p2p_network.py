@@ -416,6 +416,35 @@ def test_a_transfer_that_stops_moving_drops_its_connection_and_the_next_dials_af
     _run(tmp_path, scenario, stall_timeout=1.0)
 
 
+def test_a_fetch_waiting_on_a_silent_provider_also_asks_the_next_and_takes_its_answer(
+    tmp_path: Path,
+) -> None:
+    """A provider that says nothing costs `hedge_after`, not the stall timeout: the fetch asks
+    the next provider meanwhile and the first good answer wins."""
+
+    async def scenario(net: Net) -> None:
+        a, b, c = net.members
+        payload = os.urandom(300_000)
+        digest = a.store.put(payload)
+        b.store.put(payload)
+
+        async def silent(stream: Any) -> None:
+            await blobs.read_request(stream)
+            await trio.sleep_forever()
+
+        b.host.set_stream_handler(TProtocol(blobs.PROTOCOL_ID), silent)
+        started = trio.current_time()
+        assert await c.fetch_blob(digest, [b.peer_id, a.peer_id], try_connected=False) == payload
+        assert 0.5 <= trio.current_time() - started < 2.5  # hedge_after 0.5 s, stall 3 s
+        assert c.metrics.get("blob_hedges_total") == 1
+        assert c.metrics.get("connections_dropped_total") == 0  # b was cancelled, not failed
+        quick = a.store.put(os.urandom(1000))
+        assert await c.fetch_blob(quick, [a.peer_id], try_connected=False)
+        assert c.metrics.get("blob_hedges_total") == 1  # an answer in time asks nobody else
+
+    _run(tmp_path, scenario, hedge_after=0.5, stall_timeout=3.0)
+
+
 def test_busy_provider_says_so_and_a_stalled_reader_is_cut_off(tmp_path: Path) -> None:
     async def scenario(net: Net) -> None:
         a, b, c = net.members
