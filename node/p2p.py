@@ -588,21 +588,22 @@ class P2PNode:
         """The first verified answer from the providers in `order`, or None if all failed.
 
         The next provider is asked when one fails, and also when the providers asked so far
-        have given no answer for `hedge_after` seconds; the first good answer wins and the
-        others are cancelled. The attempts run in the node's nursery, so a loser's shielded
-        stream reset and a stalled connection's drop finish there, after the winner returned.
-        `attempts` gets each failed provider's reason, `asking` every provider asked.
+        have given no answer for `hedge_after` seconds; the first good answer wins. The
+        attempts run in the node's nursery, so a loser's shielded stream reset and a stalled
+        connection's drop finish there, after the winner returned. `attempts` gets each
+        failed provider's reason, `asking` every provider asked.
         """
         assert self._nursery is not None, "fetch_blob needs a running node"
         answers_in, answers = trio.open_memory_channel[bytes | None](len(order))
-        scopes: list[trio.CancelScope] = []
+        running: list[tuple[trio.CancelScope, _Progress]] = []
         providers = iter(order)
+        won = False
 
-        async def attempt(peer: str, scope: trio.CancelScope) -> None:
+        async def attempt(peer: str, scope: trio.CancelScope, progress: _Progress) -> None:
             data: bytes | None = None
             with scope:
                 try:
-                    data = await self._fetch_from(peer, digest, limit)
+                    data = await self._fetch_from(peer, digest, limit, progress)
                 except _FetchError as failure:
                     attempts[peer] = failure.reason
                     self.metrics.inc("blob_failures_total", reason=failure.reason)
@@ -615,8 +616,8 @@ class P2PNode:
             if peer is None:
                 return 0
             asking.add(peer)
-            scopes.append(trio.CancelScope())
-            self._nursery.start_soon(attempt, peer, scopes[-1])  # type: ignore[union-attr]
+            running.append((trio.CancelScope(), _Progress()))
+            self._nursery.start_soon(attempt, peer, *running[-1])  # type: ignore[union-attr]
             return 1
 
         try:
@@ -631,12 +632,17 @@ class P2PNode:
                     continue
                 waiting -= 1
                 if data is not None:
+                    won = True
                     return data
                 waiting += ask_next()
             return None
         finally:
-            for scope in scopes:
-                scope.cancel()
+            # A loser that is sending is cancelled: its bytes are no longer needed. One that
+            # has not answered at all runs on to its stall timeout, so a dead connection is
+            # still found and dropped, not left to hold the next round's fetch again.
+            for scope, progress in running:
+                if not won or progress.answered:
+                    scope.cancel()
             answers.close()
 
     def _provider_order(self, providers: Sequence[str], try_connected: bool) -> list[str]:
@@ -650,8 +656,11 @@ class P2PNode:
                     order.append(peer)
         return order
 
-    async def _fetch_from(self, peer: str, digest: bytes, limit: int) -> bytes:
-        """One attempt at one provider; every failure becomes a `_FetchError`."""
+    async def _fetch_from(
+        self, peer: str, digest: bytes, limit: int, progress: _Progress | None = None
+    ) -> bytes:
+        """One attempt at one provider; every failure becomes a `_FetchError`. `progress`
+        learns when the provider's first bytes arrive."""
         try:
             peer_id = ID.from_base58(peer)
         except Exception as exc:
@@ -671,7 +680,7 @@ class P2PNode:
                     stream = await self._open_stream(peer_id, blobs.PROTOCOL_ID)
                 if stream is None:
                     raise _StalledError("no stream opened")
-                paced = _Paced(stream, stall)
+                paced = _Paced(stream, stall, progress)
                 await blobs.write_request(paced, digest)
                 data = await blobs.read_response(paced, limit)
             done = True
@@ -1144,17 +1153,30 @@ class _StalledError(Exception):
     """A provider sent nothing for `stall_timeout` seconds."""
 
 
+class _Progress:
+    """Whether a blob attempt's provider has sent any byte of its answer yet."""
+
+    __slots__ = ("answered",)
+
+    def __init__(self) -> None:
+        self.answered = False
+
+
 class _Paced:
     """A stream whose every read and write must finish within `stall` seconds: a transfer
     may be long, but one that stops moving is over."""
 
-    def __init__(self, stream: INetStream, stall: float) -> None:
+    def __init__(self, stream: INetStream, stall: float, progress: _Progress | None = None) -> None:
         self._stream = stream
         self._stall = stall
+        self._progress = progress
         self.stalled = False
 
     async def read(self, n: int | None = None) -> bytes:
-        return await self._paced(self._stream.read(n))
+        data = await self._paced(self._stream.read(n))
+        if data and self._progress is not None:
+            self._progress.answered = True
+        return data
 
     async def write(self, data: bytes) -> None:
         await self._paced(self._stream.write(data))
