@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -34,6 +35,34 @@ def test_digits_shapes_scaling_and_stratified_split() -> None:
     test_counts = torch.bincount(ds.y_test, minlength=10)
     # Stratified: each class keeps its 20 % share in the test set, to within one sample.
     assert torch.all((test_counts.double() - 0.2 * all_counts.double()).abs() <= 1.0)
+
+
+def test_digits_are_scikit_learns_without_importing_it(monkeypatch) -> None:
+    from sklearn.datasets import load_digits
+
+    from flchain.models import datasets
+
+    images, target = datasets._digits_arrays()
+    bunch = load_digits()
+    assert np.array_equal(images, bunch.images) and np.array_equal(target, bunch.target)
+    # a scikit-learn that keeps the file elsewhere still gives the same digits
+    monkeypatch.setattr(datasets, "DIGITS_SHAPE", (1, 1))
+    fallback_images, fallback_target = datasets._digits_arrays()
+    assert np.array_equal(fallback_images, bunch.images)
+    assert np.array_equal(fallback_target, bunch.target)
+
+
+def test_loading_the_digits_imports_no_scikit_learn(tmp_path: Path) -> None:
+    # a node's start (and the devnet's node host) skips scikit-learn's 0.6 s import
+    code = (
+        "import sys; from flchain.models.datasets import load_dataset; "
+        "load_dataset('digits', seed=0); print('sklearn' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 def test_digits_split_depends_only_on_seed() -> None:
