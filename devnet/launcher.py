@@ -33,6 +33,7 @@ from flchain.devnet.chainproc import (
 from flchain.devnet.manifest import MANIFEST as MANIFEST
 from flchain.devnet.manifest import (
     MAX_MANIFEST_BYTES,
+    PEERS_FILE,
     DevnetError,
     write_manifest,
 )
@@ -152,6 +153,19 @@ def prepare_nodes(plan: DevnetPlan, rpc_url: str, funder_key: str, config: TaskC
     return nodes
 
 
+def _peer_addr(node: dict) -> str:
+    return f"/ip4/127.0.0.1/tcp/{node['port']}/p2p/{node['peer_id']}"
+
+
+def write_peers_file(directory: Path, nodes: list[dict]) -> Path:
+    """Every node's address, for `node run --peers-file`: the nodes dial the member mesh
+    directly from it instead of first asking members that may not know them yet (in a
+    10-node devnet most of the mesh was still dialing when round 1's fetches began)."""
+    path = (directory / PEERS_FILE).resolve()
+    path.write_text(json.dumps([_peer_addr(node) for node in nodes]))
+    return path
+
+
 def _collusion_channel(plan: DevnetPlan, nodes: list[dict]) -> None:
     """The Byzantine nodes running alie/ipm share a channel directory (attacks/channel.py);
     in the omniscient test mode the honest nodes are given it too, to leak their updates."""
@@ -191,7 +205,9 @@ def node_args(manifest: dict, node: dict) -> list[str]:
         "-v",
     ]
     for peer in peers:
-        args += ["--bootstrap", f"/ip4/127.0.0.1/tcp/{peer['port']}/p2p/{peer['peer_id']}"]
+        args += ["--bootstrap", _peer_addr(peer)]
+    if manifest.get("peers_file"):
+        args += ["--peers-file", manifest["peers_file"]]
     if node.get("attack"):
         args += ["--attack", node["attack"]]
         for pair in manifest.get("attack_params", ()):
@@ -279,6 +295,7 @@ def up(
             "reward_wei": plan.reward_wei,
             "keep_rounds": plan.keep_rounds,
             "nodes": nodes,
+            "peers_file": str(write_peers_file(plan.directory, nodes)),
             "started": time.time(),
         }
         for node, pid in zip(nodes, start_nodes(host, manifest, nodes), strict=True):

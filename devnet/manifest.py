@@ -21,6 +21,7 @@ CHAIN_STATE = "chain"  # DIR/chain: the py-evm chain's journal (`chain serve --s
 JOURNAL_FILE = "journal.jsonl"  # as flchain.devnet.journal names it (not imported: py-evm free)
 # DIR/summary.json: the final summary, saved when the devnet stops (see `save_summary`).
 SUMMARY_FILE = "summary.json"
+PEERS_FILE = "peers.json"  # DIR/peers.json: every node's address (`node run --peers-file`)
 # devnet.json lists a few dozen nodes at most; node /status answers share the bound.
 MAX_MANIFEST_BYTES = 4 << 20
 _MAX_DEPTH = 16

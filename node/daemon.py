@@ -59,6 +59,7 @@ class NodeSettings:
     data: DataSpec
     listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
     bootstrap: tuple[str, ...] = ()
+    peers: tuple[str, ...] = ()  # P2PConfig.peers: addresses known ahead (`load_peers_file`)
     device: str = "auto"
     attacks: tuple[str, ...] = ()
     attack_params: dict[str, Any] = field(default_factory=dict)
@@ -182,7 +183,9 @@ async def run_node(
     store = BlobStore(settings.dir, metrics=metrics, keep_rounds=settings.keep_rounds)
     store.put(initial, pin=True)
     (settings.dir / STATUS_FILE).unlink(missing_ok=True)
-    p2p_config = P2PConfig(listen=settings.listen, bootstrap=settings.bootstrap)
+    p2p_config = P2PConfig(
+        listen=settings.listen, bootstrap=settings.bootstrap, peers=settings.peers
+    )
     secure = await trio.to_thread.run_sync(
         _secure_setup, settings, identity, password, config, learner, store
     )

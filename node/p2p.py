@@ -28,6 +28,7 @@ import logging
 import struct
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
@@ -134,6 +135,9 @@ class P2PConfig:
     listen: multiaddrs to listen on (loopback by default; a public node passes
         e.g. /ip4/0.0.0.0/tcp/4001).
     bootstrap: full multiaddrs (with /p2p/<peer id>) to connect to and stay connected to.
+    peers: full multiaddrs of nodes known ahead (a devnet knows all of its own): the member
+        mesh dials these directly once they are members, instead of asking connected
+        members for their addresses first; never dialed otherwise, nor kept connected.
     max_blob_bytes: the largest blob served or fetched.
     fetch_timeout: default overall deadline of `fetch_blob`.
     provider_timeout: the most one provider may take to deliver a blob.
@@ -171,6 +175,7 @@ class P2PConfig:
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
     bootstrap: tuple[str, ...] = ()
+    peers: tuple[str, ...] = ()
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
     fetch_timeout: float = 120.0
     provider_timeout: float = 60.0
@@ -224,8 +229,28 @@ class P2PConfig:
             raise P2PConfigError("at least one listen address is needed")
         for addr in self.listen:
             _parse_multiaddr(addr)
-        for addr in self.bootstrap:
+        for addr in (*self.bootstrap, *self.peers):
             _parse_peer_addr(addr)
+
+
+MAX_KNOWN_PEERS: Final = 4096  # a task holds at most 256 members; room for several tasks
+_MAX_PEERS_FILE_BYTES: Final = 2 * 1024 * 1024
+
+
+def load_peers_file(path: str | Path) -> tuple[str, ...]:
+    """`P2PConfig.peers` from a JSON list of full multiaddrs (the devnet writes one); each is
+    checked as a peer address, and the file's size, depth and length are bounded first."""
+    try:
+        doc = safe_json.load_file(path, max_bytes=_MAX_PEERS_FILE_BYTES, max_depth=2)
+    except (OSError, ValueError) as exc:
+        raise P2PConfigError(f"cannot read the peers file {path}: {exc}") from exc
+    if not isinstance(doc, list) or not all(isinstance(a, str) for a in doc):
+        raise P2PConfigError(f"{path}: expected a JSON list of multiaddr strings")
+    if len(doc) > MAX_KNOWN_PEERS:
+        raise P2PConfigError(f"{path}: {len(doc)} peers, more than {MAX_KNOWN_PEERS}")
+    for addr in doc:
+        _parse_peer_addr(addr)
+    return tuple(doc)
 
 
 @dataclass(frozen=True)
@@ -258,6 +283,9 @@ class P2PNode:
         self._keypair = keypair
         self._listen = [_parse_multiaddr(addr) for addr in self.config.listen]
         self._bootstrap = [_parse_peer_addr(addr) for addr in self.config.bootstrap]
+        self._known = {
+            info.peer_id.to_base58(): info for info in map(_parse_peer_addr, self.config.peers)
+        }
         self._gate = GossipGate(self.config.dedup_size)
         self._deliveries: dict[str, trio.MemorySendChannel[Delivery]] = {}
         self._serving = 0  # transfers being served now
@@ -388,8 +416,8 @@ class P2PNode:
         different one of the two connections and the other side's end goes dead, so a pair
         that first met in a round's fetch could not reach each other for the whole provider
         timeout. Dialing the mesh ahead of the rounds, one way per pair, leaves no dial on the
-        fetch path. Addresses come from connected members (`_discover`), at most
-        MESH_DIALS at a time, each bounded by `dial_timeout`."""
+        fetch path. Addresses come from `config.peers`, else from connected members
+        (`_discover`), at most MESH_DIALS dials at a time, each bounded by `dial_timeout`."""
         host = self._running_host()
         connected = {peer.to_base58() for peer in host.get_connected_peers()}
         wanted = sorted(
@@ -402,7 +430,9 @@ class P2PNode:
             nonlocal made
             async with limit:
                 with contextlib.suppress(Exception):  # the fetch path dials again if need be
-                    if await self._discover(ID.from_base58(peer)):
+                    known = self._known.get(peer)
+                    direct = known is not None and await self._dial(known)
+                    if direct or await self._discover(ID.from_base58(peer)):
                         made += 1
 
         async with trio.open_nursery() as nursery:
@@ -747,6 +777,17 @@ class P2PNode:
             if isinstance(exc, trio.TooSlowError):
                 raise
             raise _FetchError("unreachable", repr(exc)) from exc
+
+    async def _dial(self, info: PeerInfo) -> bool:
+        """Connect to a peer at addresses known ahead; True on success."""
+        try:
+            with trio.fail_after(self.config.dial_timeout):
+                await self._running_host().connect(info)
+        except Exception as exc:
+            self.metrics.inc("dial_failures_total")
+            log.info("cannot dial %s at its known address: %r", info.peer_id, exc)
+            return False
+        return True
 
     async def _discover(self, peer_id: ID) -> bool:
         """Ask connected members for `peer_id`'s addresses and connect; True on success."""

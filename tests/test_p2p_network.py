@@ -8,6 +8,7 @@ network must keep working afterwards.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -33,7 +34,16 @@ from flchain.node import blobs
 from flchain.node.blobstore import BlobStore
 from flchain.node.gossip import round_window
 from flchain.node.messages import Announcement, encode
-from flchain.node.p2p import BlobNotFound, Delivery, P2PConfig, P2PError, P2PNode
+from flchain.node.p2p import (
+    MAX_KNOWN_PEERS,
+    BlobNotFound,
+    Delivery,
+    P2PConfig,
+    P2PConfigError,
+    P2PError,
+    P2PNode,
+    load_peers_file,
+)
 
 TASK = 1
 ROUND = 5
@@ -535,6 +545,47 @@ def test_the_member_mesh_is_dialed_once_per_pair_by_the_smaller_peer_id(tmp_path
             assert await low.fetch_blob(digest, [high.peer_id]) == b"over the mesh"
 
     _trio_run(main)
+
+
+def test_members_known_ahead_are_dialed_directly_when_no_member_can_be_asked(
+    tmp_path: Path,
+) -> None:
+    keys = sorted(
+        (create_new_key_pair() for _ in range(2)),
+        key=lambda k: ID.from_pubkey(k.public_key).to_base58(),
+    )
+
+    async def main() -> None:
+        high_cfg = P2PConfig(**FAST)
+        async with P2PNode(keys[1], BlobStore(tmp_path / "high"), config=high_cfg) as high:
+            low_id = ID.from_pubkey(keys[0].public_key).to_base58()
+            ids = [low_id, high.peer_id]
+            unaware = P2PConfig(**FAST)
+            async with P2PNode(keys[0], BlobStore(tmp_path / "a"), config=unaware) as low:
+                assert await low.connect_mesh(ids) == 0  # nobody to ask for high's address
+            aware = P2PConfig(peers=(high.addrs[0],), **FAST)
+            async with P2PNode(keys[0], BlobStore(tmp_path / "b"), config=aware) as low:
+                assert await low.connect_mesh(ids) == 1
+                assert high.peer_id in low.connected_peers()
+
+    _trio_run(main)
+
+
+def test_a_peers_file_is_a_bounded_list_of_full_peer_addresses(tmp_path: Path) -> None:
+    peer = ID.from_pubkey(create_new_key_pair().public_key).to_base58()
+    good = f"/ip4/127.0.0.1/tcp/4001/p2p/{peer}"
+    path = tmp_path / "peers.json"
+    path.write_text(json.dumps([good]))
+    assert load_peers_file(path) == (good,)
+    for bad in ('{"a": 1}', '["/ip4/127.0.0.1/tcp/4001"]', "[[[1]]]", "[1]", "not json"):
+        path.write_text(bad)
+        with pytest.raises(P2PConfigError):
+            load_peers_file(path)
+    path.write_text(json.dumps([good] * (MAX_KNOWN_PEERS + 1)))
+    with pytest.raises(P2PConfigError, match="more than"):
+        load_peers_file(path)
+    with pytest.raises(P2PConfigError, match="cannot read"):
+        load_peers_file(tmp_path / "missing.json")
 
 
 # --- start-up and shutdown -------------------------------------------------------------

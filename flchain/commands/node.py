@@ -227,6 +227,12 @@ def fund_command(
 )
 @click.option("--bootstrap", multiple=True, help="Peer multiaddr with /p2p/<id> to join through.")
 @click.option(
+    "--peers-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON list of peer multiaddrs (/p2p/<id>) known ahead: members among them are "
+    "dialed directly, not looked up through other members (`devnet up` writes one).",
+)
+@click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
 )
 @click.option(
@@ -303,6 +309,7 @@ def run_command(
     task_config: Path | None,
     listen: tuple[str, ...],
     bootstrap: tuple[str, ...],
+    peers_file: Path | None,
     device: str,
     attacks: tuple[str, ...],
     attack_param: tuple[str, ...],
@@ -328,6 +335,7 @@ def run_command(
 
     from flchain.node.daemon import NodeError, NodeSettings, run_node
     from flchain.node.identity import IdentityError, load_node_identity, read_password
+    from flchain.node.p2p import load_peers_file
     from flchain.taskconfig import DataSpec, TaskConfigError
 
     if quiet and verbose:
@@ -350,6 +358,7 @@ def run_command(
             data=DataSpec.parse(data),
             listen=listen,
             bootstrap=bootstrap,
+            peers=load_peers_file(peers_file) if peers_file else (),
             device=device,
             attacks=attacks,
             attack_params=parse_key_values(attack_param, "--attack-param"),
