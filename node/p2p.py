@@ -627,13 +627,13 @@ class P2PNode:
         """
         assert self._nursery is not None, "fetch_blob needs a running node"
         answers_in, answers = trio.open_memory_channel[bytes | None](len(order))
-        running: list[tuple[trio.CancelScope, _Progress]] = []
+        running: list[_Progress] = []
         providers = iter(order)
         won = False
 
-        async def attempt(peer: str, scope: trio.CancelScope, progress: _Progress) -> None:
+        async def attempt(peer: str, progress: _Progress) -> None:
             data: bytes | None = None
-            with scope:
+            with progress.scope:
                 try:
                     data = await self._fetch_from(peer, digest, limit, progress)
                 except _FetchError as failure:
@@ -648,8 +648,8 @@ class P2PNode:
             if peer is None:
                 return 0
             asking.add(peer)
-            running.append((trio.CancelScope(), _Progress()))
-            self._nursery.start_soon(attempt, peer, *running[-1])  # type: ignore[union-attr]
+            running.append(_Progress())
+            self._nursery.start_soon(attempt, peer, running[-1])  # type: ignore[union-attr]
             return 1
 
         try:
@@ -670,11 +670,13 @@ class P2PNode:
             return None
         finally:
             # A loser that is sending is cancelled: its bytes are no longer needed. One that
-            # has not answered at all runs on to its stall timeout, so a dead connection is
-            # still found and dropped, not left to hold the next round's fetch again.
-            for scope, progress in running:
+            # has not answered yet runs on until it does (then it is cancelled) or to its
+            # stall timeout, so a dead connection is still found and dropped, not left to
+            # hold the next round's fetch again.
+            for progress in running:
+                progress.abandoned = True
                 if not won or progress.answered:
-                    scope.cancel()
+                    progress.scope.cancel()
             answers.close()
 
     def _provider_order(self, providers: Sequence[str], try_connected: bool) -> list[str]:
@@ -1197,12 +1199,20 @@ class _StalledError(Exception):
 
 
 class _Progress:
-    """Whether a blob attempt's provider has sent any byte of its answer yet."""
+    """Whether a blob attempt's provider has sent any byte of its answer yet, and whether
+    the fetch it serves is over (then the attempt ends as soon as its provider answers)."""
 
-    __slots__ = ("answered",)
+    __slots__ = ("abandoned", "answered", "scope")
 
     def __init__(self) -> None:
         self.answered = False
+        self.abandoned = False
+        self.scope = trio.CancelScope()
+
+    def arrived(self) -> None:
+        self.answered = True
+        if self.abandoned:
+            self.scope.cancel()
 
 
 class _Paced:
@@ -1218,7 +1228,7 @@ class _Paced:
     async def read(self, n: int | None = None) -> bytes:
         data = await self._paced(self._stream.read(n))
         if data and self._progress is not None:
-            self._progress.answered = True
+            self._progress.arrived()
         return data
 
     async def write(self, data: bytes) -> None:

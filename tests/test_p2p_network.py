@@ -459,6 +459,33 @@ def test_a_fetch_waiting_on_a_silent_provider_also_asks_the_next_and_takes_its_a
     _run(tmp_path, scenario, hedge_after=0.5, stall_timeout=3.0)
 
 
+def test_a_slow_provider_that_answers_after_the_fetch_is_over_is_cut_off(
+    tmp_path: Path,
+) -> None:
+    """A hedged fetch's loser that starts sending after another provider delivered sends
+    no more than its first bytes: the blob is not transferred twice."""
+
+    async def scenario(net: Net) -> None:
+        a, b, c = net.members
+        payload = os.urandom(2 * 2**20)
+        digest = a.store.put(payload)
+        b.store.put(payload)
+
+        async def late(stream: Any) -> None:
+            await trio.sleep(1.0)
+            await b._serve_blob(stream)
+
+        b.host.set_stream_handler(TProtocol(blobs.PROTOCOL_ID), late)
+        assert await c.fetch_blob(digest, [b.peer_id, a.peer_id], try_connected=False) == payload
+        assert c.metrics.get("blob_hedges_total") == 1
+        await trio.sleep(2.0)  # b answers meanwhile, and is cut off at its first bytes
+        assert c.metrics.snapshot()["bytes_in_total"] == {"blob": len(payload)}
+        assert c.metrics.get("connections_dropped_total") == 0
+        assert _blob_failures(c) == {}
+
+    _run(tmp_path, scenario, hedge_after=0.5, stall_timeout=3.0)
+
+
 def test_busy_provider_says_so_and_a_stalled_reader_is_cut_off(tmp_path: Path) -> None:
     async def scenario(net: Net) -> None:
         a, b, c = net.members
