@@ -2,13 +2,20 @@
 
 Model updates and global models are stored under the sha256 of exactly their bytes, the
 same digest that goes on chain, so "do I have it" and "is it intact" are one question.
-Writes are atomic (temporary file, fsync, rename, fsync of the directory): a crash leaves
-either the whole blob or nothing. Reads re-hash, so a blob damaged on disk is reported,
-removed and treated as missing rather than served to peers or fed to aggregation.
+Writes are atomic (temporary file, rename): a crash leaves either the whole blob or nothing.
+The node's own blobs (its committed updates, global models, keys) are also fsynced with their
+directory, since it must still serve them after a crash; a peer's blob is not, since it can
+be fetched again, and a torn one fails its hash. Reads re-hash, so a blob damaged on disk is
+reported, removed and treated as missing rather than served to peers or fed to aggregation.
+
+The last blobs put or read are also kept in memory (`recent`, at most `cache_bytes`): a node
+serves its own update to every member of the round, and reading and hashing it again from
+disk for each, in a worker thread, was work for nothing.
 
 Retention: every blob belongs to a round (the store's `round` when it was put, unless the
 caller says otherwise), recorded in a small index file next to the blobs (`blobs-index.json`,
-written atomically). `prune` keeps the last `keep_rounds` rounds and every pinned blob (the
+written atomically; a peer's blob is recorded there with the next write, not one write
+per blob). `prune` keeps the last `keep_rounds` rounds and every pinned blob (the
 finalized global models, the initial model, the node's own Paillier key) and deletes the rest.
 The index is advisory: a blob it does not name (the index was lost or damaged) joins the
 first round set after start, so it is kept at least `keep_rounds` more rounds (its pin, if it
@@ -31,6 +38,7 @@ import os
 import re
 import secrets
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -41,6 +49,7 @@ from flchain.node.metrics import Metrics
 DEFAULT_MAX_BLOB_BYTES: Final = 64 * 1024 * 1024
 DEFAULT_KEEP_ROUNDS: Final = 5
 DEFAULT_MAX_STORE_BYTES: Final = 8 * 1024 * 1024 * 1024  # 8 GiB
+DEFAULT_CACHE_BYTES: Final = 64 * 1024 * 1024  # a round's updates at N = 16 are ~10 MB (CNN)
 INDEX_FILE: Final = "blobs-index.json"
 _INDEX_VERSION: Final = 1
 _MAX_INDEX_ENTRIES: Final = 1_000_000  # ~100 bytes each: the index file stays under ~100 MB
@@ -90,6 +99,7 @@ class BlobStore:
         metrics: Metrics | None = None,
         keep_rounds: int = DEFAULT_KEEP_ROUNDS,
         max_store_bytes: int = DEFAULT_MAX_STORE_BYTES,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         if max_blob_bytes <= 0:
             raise BlobStoreError(f"max_blob_bytes must be positive, got {max_blob_bytes}")
@@ -97,6 +107,8 @@ class BlobStore:
             raise BlobStoreError(f"keep_rounds must be at least 1, got {keep_rounds}")
         if max_store_bytes <= 0:
             raise BlobStoreError(f"max_store_bytes must be positive, got {max_store_bytes}")
+        if cache_bytes < 0:
+            raise BlobStoreError(f"cache_bytes must be 0 or more, got {cache_bytes}")
         self.dir = Path(root) / "blobs"
         self.index_path = Path(root) / INDEX_FILE
         self.max_blob_bytes = max_blob_bytes
@@ -104,7 +116,11 @@ class BlobStore:
         self.max_store_bytes = max_store_bytes
         self.last_error: str | None = None  # the latest disk-full or budget refusal, for /status
         self._metrics = metrics
-        self._lock = threading.Lock()  # index and byte count; called from several threads
+        self._lock = threading.Lock()  # index, byte count, cache; called from several threads
+        self.cache_bytes = cache_bytes
+        self._recent: OrderedDict[bytes, bytes] = OrderedDict()  # digest -> verified bytes
+        self._recent_bytes = 0
+        self._index_dirty = False  # peer blobs recorded since the index was last written
         self.dir.mkdir(parents=True, exist_ok=True)
         for stale in self.dir.glob(_TMP_PREFIX + "*"):  # left by a crash mid-write
             stale.unlink(missing_ok=True)
@@ -169,7 +185,10 @@ class BlobStore:
                 (self.dir / key).unlink(missing_ok=True)
                 self._sizes.pop(key, None)
                 self._index.pop(key, None)
-            if doomed:
+                old = self._recent.pop(bytes.fromhex(key), None)
+                if old is not None:
+                    self._recent_bytes -= len(old)
+            if doomed or self._index_dirty:
                 self._save_index()
         if doomed:
             log.info("blob store: pruned %d blobs of rounds before %d", len(doomed), cutoff)
@@ -180,6 +199,35 @@ class BlobStore:
     def path(self, digest: bytes | str) -> Path:
         """Where the blob with `digest` lives (whether or not it exists)."""
         return self.dir / as_digest(digest).hex()
+
+    def recent(self, digest: bytes | str) -> bytes | None:
+        """The blob's bytes if they are in memory (put or read lately), else None. Never
+        touches the disk, so the event loop may call it."""
+        key = as_digest(digest)
+        with self._lock:
+            data = self._recent.get(key)
+            if data is not None:
+                self._recent.move_to_end(key)
+            return data
+
+    def _remember(self, key: bytes, data: bytes) -> None:
+        if len(data) > self.cache_bytes:
+            return
+        with self._lock:
+            if key in self._recent:
+                self._recent.move_to_end(key)
+                return
+            self._recent[key] = data
+            self._recent_bytes += len(data)
+            while self._recent_bytes > self.cache_bytes:
+                _, old = self._recent.popitem(last=False)
+                self._recent_bytes -= len(old)
+
+    def _forget(self, key: bytes) -> None:
+        with self._lock:
+            old = self._recent.pop(key, None)
+            if old is not None:
+                self._recent_bytes -= len(old)
 
     def put(
         self,
@@ -193,7 +241,8 @@ class BlobStore:
 
         `round_` is the round the blob belongs to (default: the store's `round`); `pin` keeps
         it through pruning. A blob `from_peer` is refused once the store holds
-        `max_store_bytes`. Refusals and a full disk are not raised: they are logged, counted
+        `max_store_bytes`, and is written without fsync (see the module docstring).
+        Refusals and a full disk are not raised: they are logged, counted
         (`store_errors_total`) and kept in `last_error`, and the blob is not stored, so the
         node keeps running with what it has in memory.
         """
@@ -218,13 +267,16 @@ class BlobStore:
             )
             return digest
         tmp = self.dir / f"{_TMP_PREFIX}{key[:16]}-{secrets.token_hex(4)}"
+        durable = not from_peer
         try:
             with open(tmp, "xb") as out:
                 out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
+                if durable:
+                    out.flush()
+                    os.fsync(out.fileno())
             os.replace(tmp, target)
-            _fsync_dir(self.dir)
+            if durable:
+                _fsync_dir(self.dir)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             if exc.errno not in _DISK_FULL:
@@ -234,7 +286,8 @@ class BlobStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        self._record(key, len(data), round_, pin)
+        self._record(key, len(data), round_, pin, save=durable or pin)
+        self._remember(digest, data)
         return digest
 
     def get(self, digest: bytes | str) -> bytes | None:
@@ -252,6 +305,7 @@ class BlobStore:
         if sha256(data) != key:
             self._discard(file, "content does not match its digest")
             return None
+        self._remember(key, data)
         return data
 
     def has(self, digest: bytes | str) -> bool:
@@ -260,8 +314,10 @@ class BlobStore:
 
     def delete(self, digest: bytes | str) -> bool:
         """Remove a blob; True if there was one."""
-        key = as_digest(digest).hex()
+        raw = as_digest(digest)
+        key = raw.hex()
         file = self.dir / key
+        self._forget(raw)
         with self._lock:
             self._sizes.pop(key, None)
             if self._index.pop(key, None) is not None:
@@ -278,14 +334,21 @@ class BlobStore:
             if _HEX_RE.fullmatch(entry.name):
                 yield bytes.fromhex(entry.name)
 
-    def _record(self, key: str, size: int, round_: int | None, pin: bool) -> None:
+    def _record(
+        self, key: str, size: int, round_: int | None, pin: bool, *, save: bool = True
+    ) -> None:
+        """Note a stored blob in the index; written now if `save`, else with the next write
+        (a peer's blob: if a crash loses the entry, the blob joins the next round set)."""
         with self._lock:
             self._sizes[key] = size
             old_round, old_pin = self._index.get(key, (self.round, False))
             entry = (old_round if round_ is None else round_, old_pin or pin)
             if self._index.get(key) != entry:
                 self._index[key] = entry
-                self._save_index()
+                if save:
+                    self._save_index()
+                else:
+                    self._index_dirty = True
 
     def _refuse(self, reason: str, message: str) -> None:
         log.error("blob store: %s", message)
@@ -330,6 +393,7 @@ class BlobStore:
         try:
             tmp.write_text(json.dumps(doc, separators=(",", ":")))
             os.replace(tmp, self.index_path)
+            self._index_dirty = False
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             log.warning("blob store: cannot write %s (%s)", self.index_path, exc)
@@ -337,6 +401,8 @@ class BlobStore:
     def _discard(self, file: Path, why: str) -> None:
         log.warning("blob store: removing corrupted blob %s (%s)", file.name, why)
         file.unlink(missing_ok=True)
+        if _HEX_RE.fullmatch(file.name):
+            self._forget(bytes.fromhex(file.name))
         with self._lock:
             self._sizes.pop(file.name, None)
         if self._metrics is not None:

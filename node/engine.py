@@ -520,8 +520,10 @@ class RoundEngine:
         """The model with this digest: the store, the task's initial model, or a peer."""
         if self._initial is None:
             self._initial = await trio.to_thread.run_sync(self.learner.initial_model)
-            self.store.put(self._initial)
-        blob = self.store.get(digest)
+            await trio.to_thread.run_sync(self.store.put, self._initial)
+        blob = self.store.recent(digest)  # the model this node voted for, usually
+        if blob is None:
+            blob = await trio.to_thread.run_sync(self.store.get, digest)
         if blob is not None:
             return blob
         providers = list(self._members)
@@ -683,7 +685,7 @@ class RoundEngine:
         # A withholder commits but keeps no blob to serve; an honest node commits only what
         # it could store (a full disk would otherwise make it a withholder).
         keeps = self.attacker is None or self.attacker.keeps_blob()
-        if keeps and self._kept(r, update.blob) is None:
+        if keeps and await self._kept(r, update.blob) is None:
             return False
         self._seal(r, digest, info.submit_deadline)
         self.state.phase = "committing"
@@ -731,11 +733,11 @@ class RoundEngine:
             return LOSS_WITHHELD
         return encode_loss(loss)
 
-    def _kept(self, r: int, blob: bytes) -> bytes | None:
+    async def _kept(self, r: int, blob: bytes) -> bytes | None:
         """Store a blob this node is about to commit to; its digest, or None (and the reason
         in /status) when the store refused it (disk full, over budget): nobody could fetch
         it from us."""
-        digest = self.store.put(blob)
+        digest = await trio.to_thread.run_sync(self.store.put, blob)  # fsynced: a thread
         if self.store.has(digest):
             return digest
         error = f"round {r}: not committing, blob not stored: {self.store.last_error}"
@@ -850,7 +852,7 @@ class RoundEngine:
         accepted_members: list[int],
         timings: dict[str, float],
     ) -> None:
-        digest = self.store.put(model_blob)
+        digest = await trio.to_thread.run_sync(self.store.put, model_blob)
         accepted = bitmap(accepted_members)
         self.state.last_accepted = list(accepted_members)
         if self.attacker is not None and not self.attacker.casts_vote(r):  # novote

@@ -333,7 +333,7 @@ class SecureRoundEngine(RoundEngine):
         log.info("round %d: member(s) %s did not submit; re-masking over %s", r, dropped, submitted)
         vector = await self._plain_update(r, base)
         blob = await self._encrypt(vector, r, 1, submitted, len(eligible), key)
-        digest = self._kept(r, blob)
+        digest = await self._kept(r, blob)
         if digest is None:
             return
         try:
@@ -352,7 +352,7 @@ class SecureRoundEngine(RoundEngine):
         t0 = time.perf_counter()
         proof = await trio.to_thread.run_sync(self.codec.prove, total, self.he_private)
         timings["decrypt"] = time.perf_counter() - t0
-        digest = self._kept(r, proof)
+        digest = await self._kept(r, proof)
         if digest is None:
             return
         try:

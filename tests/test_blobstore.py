@@ -122,3 +122,60 @@ def test_bad_arguments(tmp_path: Path) -> None:
         BlobStore(tmp_path, max_blob_bytes=0)
     with pytest.raises(BlobStoreError, match="bytes"):
         BlobStore(tmp_path).put("text")  # type: ignore[arg-type]
+    with pytest.raises(BlobStoreError, match="cache_bytes"):
+        BlobStore(tmp_path, cache_bytes=-1)
+
+
+def test_recent_blobs_are_served_from_memory_within_the_budget(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path, cache_bytes=250)
+    first, second = store.put(b"a" * 100), store.put(b"b" * 100, from_peer=True)
+    assert store.recent(first) == b"a" * 100 and store.recent(second) == b"b" * 100
+    store.path(first).unlink()  # memory does not look at the disk
+    assert store.recent(first) == b"a" * 100
+    third = store.put(b"c" * 100)  # over 250 bytes: the least recently used goes
+    assert store.recent(second) is None and store.recent(first) is not None
+    assert store.recent(third) == b"c" * 100
+    assert store.get(second) == b"b" * 100 and store.recent(second) == b"b" * 100  # read back
+    assert store.put(b"d" * 300) and store.recent(sha256(b"d" * 300)) is None  # over the budget
+    store.delete(third)
+    assert store.recent(third) is None
+    reopened = BlobStore(tmp_path)
+    assert reopened.recent(second) is None  # memory starts empty
+
+
+def test_a_corrupt_file_is_still_caught_by_get_while_its_bytes_are_in_memory(
+    tmp_path: Path,
+) -> None:
+    store = BlobStore(tmp_path)
+    digest = store.put(b"model bytes")
+    store.path(digest).write_bytes(b"model bytez")
+    assert store.get(digest) is None  # get re-reads and re-hashes the file
+    assert store.recent(digest) is None  # and forgets the blob
+
+
+def test_own_blobs_are_fsynced_and_peer_blobs_are_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = BlobStore(tmp_path)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    store.put(b"a peer's update", from_peer=True)
+    assert synced == []
+    store.put(b"our own update")
+    assert len(synced) == 2  # the file, then its directory
+
+
+def test_peer_blobs_reach_the_index_with_its_next_write(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    store.set_round(3)
+    peer = store.put(b"a peer's update", from_peer=True)
+    index = tmp_path / "blobs-index.json"
+    assert peer.hex() not in index.read_text()  # no index write per peer blob
+    own = store.put(b"our own update")
+    text = index.read_text()
+    assert peer.hex() in text and own.hex() in text
+    store.put(b"another peer's update", from_peer=True)
+    store.set_round(4)
+    assert sha256(b"another peer's update").hex() in index.read_text()
+    assert BlobStore(tmp_path).round_of(peer) == 3
