@@ -131,12 +131,31 @@ def http_web3(url: str, timeout: float = 30.0) -> Web3:
     no retries of web3's own (a `RetryPolicy` decides those, under the caller's deadline), and
     eth_chainId cached. web3's validation asks the chain id before every eth_call and
     eth_estimateGas; a chain's id never changes, and uncached it was an extra round trip per
-    read (a node reads every block)."""
+    read (a node reads every block). The session reads the environment's proxy and CA
+    settings once (`environment_session`), not on every request."""
     provider = Web3.HTTPProvider(
         url,
         request_kwargs={"timeout": timeout},
+        session=environment_session(url),
         exception_retry_configuration=None,
         cache_allowed_requests=True,
         cacheable_requests={"eth_chainId"},
     )
     return Web3(provider)
+
+
+def environment_session(url: str) -> requests.Session:
+    """A requests session for `url` with the environment's settings (HTTP(S)_PROXY,
+    NO_PROXY, REQUESTS_CA_BUNDLE, .netrc) applied now and not looked up again.
+
+    requests looks them up on every request by default: it walks the whole environment for
+    proxy variables, a third of the CPU of a small JSON-RPC call (0.31 against 0.44 ms here),
+    and a node makes a dozen calls per round."""
+    session = requests.Session()
+    settings = session.merge_environment_settings(url, {}, None, None, None)
+    session.proxies.update(settings["proxies"])
+    session.verify = settings["verify"]
+    session.cert = settings["cert"]
+    session.auth = requests.utils.get_netrc_auth(url)
+    session.trust_env = False
+    return session

@@ -33,7 +33,12 @@ from flchain.contracts import (
     load_artifact,
 )
 from flchain.contracts.errors import decode_revert_data, revert_reason
-from flchain.contracts.rpc import call_with_retries, is_nonce_error, is_transient
+from flchain.contracts.rpc import (
+    call_with_retries,
+    environment_session,
+    is_nonce_error,
+    is_transient,
+)
 
 
 def error_data(reason: str) -> bytes:
@@ -139,6 +144,18 @@ def test_retries_stop_at_the_first_permanent_error_and_after_the_last_attempt() 
     with pytest.raises(RPCError, match="after 3 attempts") as info:
         call_with_retries(down, RetryPolicy(attempts=3), what="eth_call", sleep=lambda _: None)
     assert isinstance(info.value.__cause__, requests.exceptions.ConnectionError)
+
+
+def test_the_rpc_session_takes_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    remote = environment_session("https://rpc.example/v1")
+    assert remote.proxies.get("https") == "http://proxy.example:3128"
+    assert not remote.trust_env  # requests does not walk the environment per call
+    local = environment_session("http://127.0.0.1:8545")
+    assert "http" not in local.proxies and "https" not in local.proxies  # NO_PROXY holds
+    monkeypatch.setenv("HTTPS_PROXY", "http://elsewhere.example:8080")  # later changes
+    assert remote.proxies.get("https") == "http://proxy.example:3128"  # are not looked up
 
 
 @pytest.mark.parametrize(
