@@ -18,19 +18,22 @@ import enum
 import struct
 from typing import Final, Protocol
 
+from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH as NOISE_MAX_PLAINTEXT
 from libp2p.stream_muxer.yamux.yamux import HEADER_SIZE as YAMUX_HEADER
 from libp2p.stream_muxer.yamux.yamux import MAX_MESSAGE_SIZE as YAMUX_MAX_FRAME
 
 PROTOCOL_ID: Final = "/flchain/blob/1.0.0"
 DIGEST_BYTES: Final = 32
 HEADER: Final = struct.Struct(">BQ")  # status, payload length
-# Bytes per read and write call: one yamux frame's payload (the nodes speak yamux only,
-# node/p2p.py). A write of 64 KiB went out as a full frame plus a 12-byte one, and each tiny
-# frame cost a read and a window update at the other end: a 605 KB update took about 60
-# frames instead of 40, and a third more CPU (28 ms against 21 ms for both ends). Writes of
-# 1 MiB moved an update with as little CPU between two idle nodes, but on a loaded devnet
+# Bytes per read and write call: one yamux frame that fits one Noise message (the nodes speak
+# Noise and yamux only, node/p2p.py). A write of 64 KiB went out as a full frame plus a 12-byte
+# one, and each tiny frame cost a read and a window update at the other end: a 605 KB update
+# took about 60 frames instead of 40, and a third more CPU (28 ms against 21 ms for both ends).
+# A full frame (64 KiB and its 12-byte header) is also 29 bytes over Noise's 65,519-byte
+# plaintext limit, so each went out as two encrypted messages, the second of 29 bytes. Writes
+# of 1 MiB moved an update with as little CPU between two idle nodes, but on a loaded devnet
 # (10 nodes on 2 cores) a transfer then stalled in half the runs (costing the round 15 s).
-CHUNK: Final = YAMUX_MAX_FRAME - YAMUX_HEADER
+CHUNK: Final = min(YAMUX_MAX_FRAME, NOISE_MAX_PLAINTEXT) - YAMUX_HEADER
 
 
 class Status(enum.IntEnum):
