@@ -21,6 +21,7 @@ _EXPORTS = {
     "canonical_order": "flchain.aggregation.registry",
     "check_params": "flchain.aggregation.registry",
     "f_bounds_text": "flchain.aggregation.catalog",
+    "finite_rows": "flchain.aggregation._validation",
     "fit_params": "flchain.aggregation.registry",
     "max_f": "flchain.aggregation.registry",
     "optional_inputs": "flchain.aggregation.registry",

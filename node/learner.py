@@ -23,6 +23,7 @@ from flchain.aggregation import (
     AggregateResult,
     aggregate,
     canonical_order,
+    finite_rows,
     fit_params,
     optional_inputs,
     required_inputs,
@@ -221,7 +222,7 @@ class Learner:
                 f"update has {tensor.dtype} {tuple(tensor.shape)}, "
                 f"expected float32 ({self.num_params},)"
             )
-        if not bool(torch.isfinite(tensor).all()):
+        if not bool(finite_rows(tensor).all()):
             raise BlobError("update contains NaN or infinity")
         return tensor
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import flchain.aggregation._numerics as numerics
-from flchain.aggregation import AggregationError
+from flchain.aggregation import AggregationError, finite_rows
 from flchain.aggregation._numerics import (
     combine,
     det_pow,
@@ -126,3 +126,21 @@ def test_det_pow_is_close_to_pow_and_rejects_other_exponents():
         det_pow(2.0, 0.3)
     with pytest.raises(AggregationError, match="positive base"):
         det_pow(0.0, 1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_finite_rows_agrees_with_isfinite_and_survives_an_overflowing_sum(dtype):
+    big = torch.finfo(dtype).max
+    rows = torch.randn(7, 50, generator=torch.Generator().manual_seed(0)).to(dtype)
+    rows[1, 3] = math.nan
+    rows[2, 0] = math.inf
+    rows[3, 49] = -math.inf
+    rows[4, :4] = big  # finite, but the sum overflows to inf
+    rows[5, :2] = torch.tensor([big, -big], dtype=dtype)
+    rows[6, 10], rows[6, 11] = math.inf, -math.inf  # the sum is NaN
+    expected = torch.isfinite(rows).all(dim=1)
+    assert finite_rows(rows).tolist() == expected.tolist() == [
+        True, False, False, False, True, True, False,
+    ]  # fmt: skip
+    assert finite_rows(rows[4]).tolist() == [True]  # one row, 1-D
+    assert finite_rows(rows[2]).tolist() == [False]
