@@ -473,6 +473,32 @@ def test_twin_calls_at_once_run_the_evm_once(
     assert at_once(count) == [2] * 6 and len(runs) == 3
 
 
+def test_answers_at_a_block_outlive_state_changes_that_leave_it_the_head(
+    counter_code: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls at a mined block key on its hash: a state change that leaves the head alone
+    keeps their answers (every read that overlapped a transaction being mined and journaled
+    used to run the EVM again), and a revert that brings a block number back with other
+    state does not get the old answers."""
+    chain = DevChain(GenesisConfig(accounts=1), clock=FakeClock())  # one second throughout
+    contract = deploy(chain, counter_code)
+    runs: list[TxArgs] = []
+    real_execute = chain._execute
+    monkeypatch.setattr(
+        chain, "_execute", lambda *args: runs.append(args[2]) or real_execute(*args)
+    )
+    count = TxArgs(to=contract, data=selector("count()"))
+    assert int.from_bytes(chain.call(count), "big") == 0 and len(runs) == 1
+    before = chain.snapshot()  # a journaled state change; the head stays
+    assert int.from_bytes(chain.call(count), "big") == 0 and len(runs) == 1
+    bump(chain, contract)
+    assert int.from_bytes(chain.call(count), "big") == 1 and len(runs) == 2
+    assert chain.revert(before)
+    sender = chain.accounts[0].canonical_address
+    send_transaction(chain, TxArgs(sender=sender, to=b"\x01" * 20, value=1))  # same number
+    assert int.from_bytes(chain.call(count), "big") == 0 and len(runs) == 3
+
+
 def test_calls_at_latest_do_not_wait_for_a_state_change(counter_code: bytes) -> None:
     """A transaction being applied, mined or journaled holds the chain lock; eth_call and
     eth_blockNumber answer meanwhile from the published head, and see a new block only once
