@@ -185,9 +185,7 @@ class BlobStore:
                 (self.dir / key).unlink(missing_ok=True)
                 self._sizes.pop(key, None)
                 self._index.pop(key, None)
-                old = self._recent.pop(bytes.fromhex(key), None)
-                if old is not None:
-                    self._recent_bytes -= len(old)
+                self._drop_recent(bytes.fromhex(key))
             if doomed or self._index_dirty:
                 self._save_index()
         if doomed:
@@ -225,9 +223,13 @@ class BlobStore:
 
     def _forget(self, key: bytes) -> None:
         with self._lock:
-            old = self._recent.pop(key, None)
-            if old is not None:
-                self._recent_bytes -= len(old)
+            self._drop_recent(key)
+
+    def _drop_recent(self, key: bytes) -> None:
+        """Take a blob out of memory (the caller holds the lock)."""
+        old = self._recent.pop(key, None)
+        if old is not None:
+            self._recent_bytes -= len(old)
 
     def put(
         self,
