@@ -131,12 +131,12 @@ def _client(manifest: dict) -> FLChainClient:
     return FLChainClient(w3, manifest["contract"], Account.create())
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
+def _wait(predicate, timeout: float, what: str, every: float = 0.5) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():
             return
-        time.sleep(0.5)
+        time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}")
 
 
