@@ -43,6 +43,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+import trio
+
 from flchain import safe_json
 from flchain.node.metrics import Metrics
 
@@ -409,6 +411,16 @@ class BlobStore:
             self._sizes.pop(file.name, None)
         if self._metrics is not None:
             self._metrics.inc("blob_failures_total", reason="corrupt_store")
+
+
+async def read_local(store: BlobStore, digest: bytes) -> bytes | None:
+    """A blob from `store` for trio code: from memory when it is there, else from disk in a
+    worker thread, and a thread only when a file exists (a fetch looks here first, and the
+    blob it fetches is nearly never here yet)."""
+    data = store.recent(digest)
+    if data is not None or not store.has(digest):
+        return data
+    return await trio.to_thread.run_sync(store.get, digest)
 
 
 def _fsync_dir(directory: Path) -> None:

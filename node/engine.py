@@ -49,7 +49,7 @@ from flchain.contracts import (
 )
 from flchain.contracts.types import LOSS_WITHHELD
 from flchain.crypto.dp import PrivacyAccountant
-from flchain.node.blobstore import BlobStore, sha256
+from flchain.node.blobstore import BlobStore, read_local, sha256
 from flchain.node.chainview import DEFAULT_RETRY, ChainView, RetryPolicy
 from flchain.node.events import emit
 from flchain.node.gossip import Quarantine
@@ -521,9 +521,7 @@ class RoundEngine:
         if self._initial is None:
             self._initial = await trio.to_thread.run_sync(self.learner.initial_model)
             await trio.to_thread.run_sync(self.store.put, self._initial)
-        blob = self.store.recent(digest)  # the model this node voted for, usually
-        if blob is None:
-            blob = await trio.to_thread.run_sync(self.store.get, digest)
+        blob = await read_local(self.store, digest)  # usually the model this node voted for
         if blob is not None:
             return blob
         providers = list(self._members)

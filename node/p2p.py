@@ -57,7 +57,13 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from flchain import safe_json
 from flchain.node import blobs
-from flchain.node.blobstore import DEFAULT_MAX_BLOB_BYTES, BlobStore, as_digest, sha256
+from flchain.node.blobstore import (
+    DEFAULT_MAX_BLOB_BYTES,
+    BlobStore,
+    as_digest,
+    read_local,
+    sha256,
+)
 from flchain.node.gossip import GossipGate, RejectError, TaskPolicy, topic_for
 from flchain.node.messages import Announcement, MessageError, decode, encode
 from flchain.node.metrics import Metrics
@@ -589,7 +595,7 @@ class P2PNode:
         timeout = self.config.fetch_timeout if timeout is None else timeout
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
-        local = await self._local_blob(key)
+        local = await read_local(self.store, key)
         if local is not None:
             return local
         attempts: dict[str, str] = {}
@@ -931,7 +937,7 @@ class P2PNode:
             with trio.fail_after(self.config.request_timeout):
                 await blobs.write_response(stream, blobs.Status.NOT_REVEALED)
             return
-        data = await self._local_blob(digest)
+        data = await read_local(self.store, digest)
         if data is None:
             with trio.fail_after(self.config.request_timeout):
                 await blobs.write_response(stream, blobs.Status.NOT_FOUND)
@@ -954,15 +960,6 @@ class P2PNode:
             await blobs.write_response(stream, blobs.Status.OK, data)
         self.metrics.inc("blobs_served_total")
         self.metrics.inc("bytes_out_total", len(data), channel="blob")
-
-    async def _local_blob(self, digest: bytes) -> bytes | None:
-        """The blob from this node's store: from memory when it is there, else from disk in
-        a worker thread (a thread only when a file exists: a fetch looks here first, and the
-        blob it fetches is nearly never here yet)."""
-        data = self.store.recent(digest)
-        if data is not None or not self.store.has(digest):
-            return data
-        return await trio.to_thread.run_sync(self.store.get, digest)
 
     async def _refuse(self, stream: INetStream, status: blobs.Status, reason: str) -> None:
         self.metrics.inc("blob_failures_total", reason=reason)

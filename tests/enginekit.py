@@ -59,7 +59,7 @@ from flchain.contracts.types import (
     UpdateCommit,
     Vote,
 )
-from flchain.node.blobstore import BlobStore, as_digest, sha256
+from flchain.node.blobstore import BlobStore, as_digest, read_local, sha256
 from flchain.node.chainview import HeadFollowing, RetryPolicy
 from flchain.node.engine import RoundEngine
 from flchain.node.gossip import GossipGate, RejectError, TaskPolicy, topic_for
@@ -1041,7 +1041,7 @@ class FakeP2P:
         timeout = 60.0 if timeout is None else timeout
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
-        local = await trio.to_thread.run_sync(self.store.get, key)
+        local = await read_local(self.store, key)
         if local is not None:
             return local
         order = [p for p in dict.fromkeys(providers) if p != self.peer_id]
@@ -1098,7 +1098,7 @@ class FakeP2P:
         withheld = self.network.withheld.get(self.peer_id)
         if withheld is not None and withheld(digest):
             return "not_found"
-        data = await trio.to_thread.run_sync(self.store.get, digest)
+        data = await read_local(self.store, digest)
         if data is None:
             return "not_found"
         self.metrics.inc("blobs_served_total")
