@@ -75,6 +75,23 @@ def test_row_reductions_do_not_depend_on_the_block_size(monkeypatch, block, chun
     assert dots_with(U, v, deterministic=True).tolist() == dots
 
 
+@pytest.mark.parametrize("block", [3, 64])
+@pytest.mark.parametrize("d", [300, 2 * 8192 + 17])
+def test_pairwise_sq_dists_are_each_pairs_documented_sum(monkeypatch, block, d):
+    """All pairs go through a chunk together, in blocks of rows that split one row's pairs;
+    each distance must still be the documented chunked fold of its own squared differences,
+    bit for bit, whatever the block size (the order is part of the protocol: every node
+    must get the same bits)."""
+    g = torch.Generator().manual_seed(5)
+    U = torch.randn(9, d, generator=g, dtype=torch.float64)
+    monkeypatch.setattr(numerics, "_BLOCK", block)
+    D = pairwise_sq_dists(U, deterministic=True)
+    for i in range(9):
+        for j in range(9):
+            want = 0.0 if i == j else det_sum((U[max(i, j)] - U[min(i, j)]) ** 2).item()
+            assert D[i, j].item() == want, (i, j)
+
+
 def test_pairwise_sq_dists_deterministic():
     g = torch.Generator().manual_seed(2)
     U = torch.randn(7, 300, generator=g, dtype=torch.float64)
