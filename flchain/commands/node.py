@@ -333,6 +333,7 @@ def run_command(
     import trio
     from web3 import Web3
 
+    from flchain.allocator import retain_freed_memory
     from flchain.node.daemon import NodeError, NodeSettings, run_node
     from flchain.node.identity import IdentityError, load_node_identity, read_password
     from flchain.node.p2p import load_peers_file
@@ -345,6 +346,7 @@ def run_command(
             f"{contract!r} is not an address (0x + 40 hex digits)", param_hint="--contract"
         )
     _ports_free(status_host, status_port, listen)
+    retain_freed_memory()
     try:
         console.setup(verbose=verbose, quiet=quiet, as_json=log_json, log_file=log_file)
     except OSError as exc:

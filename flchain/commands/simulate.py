@@ -137,8 +137,10 @@ def simulate_command(**opts: object) -> None:
     save_model = opts.pop("save_model")
     check_population(int(opts["nodes"]), int(opts["byzantine"]), opts["attack"])  # type: ignore[call-overload]
     from flchain.advice import setting_warnings
+    from flchain.allocator import retain_freed_memory
     from flchain.simulation import Simulation
 
+    retain_freed_memory()
     try:
         config = _config_from_options(opts)
         sim = Simulation(config)
