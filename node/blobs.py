@@ -97,8 +97,10 @@ async def write_response(stream: Stream, status: Status, payload: bytes = b"") -
     """Server side: the status, length and payload (payload only with OK)."""
     if status is not Status.OK and payload:
         raise ValueError("only an OK response carries a payload")
-    await stream.write(HEADER.pack(status, len(payload)))
-    for start in range(0, len(payload), CHUNK):
+    # The header rides in the first frame: on its own it was a frame of 9 bytes, which the
+    # other end read, decrypted and dispatched like a full one.
+    await stream.write(HEADER.pack(status, len(payload)) + payload[: CHUNK - HEADER.size])
+    for start in range(CHUNK - HEADER.size, len(payload), CHUNK):
         await stream.write(payload[start : start + CHUNK])
 
 
