@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TOOLS  := .tools/node_modules/@foundry-rs
 FOUNDRY_VERSION ?= 1.7.1
 
-.PHONY: all setup tools browser demo demo-simulate bench-devnet bench-paillier test lint format bench bench-robust bench-robust-network bench-vs-flower bench-agg bench-gas bench-secure bench-incentives bench-dp bench-cli fuzz clean
+.PHONY: all setup tools browser demo demo-simulate bench-devnet bench-paillier test lint format bench bench-robust bench-robust-network bench-vs-flower bench-agg bench-gas bench-secure bench-incentives bench-dp bench-cli bench-blobs fuzz clean
 
 all: test
 
@@ -64,7 +64,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix flchain aggregation attacks models contracts devnet node crypto tests benchmarks
 	$(BIN)/ruff format flchain aggregation attacks models contracts devnet node crypto tests benchmarks
 
-bench: bench-agg bench-robust bench-robust-network bench-vs-flower bench-gas bench-paillier bench-devnet bench-secure bench-incentives bench-cli
+bench: bench-agg bench-robust bench-robust-network bench-vs-flower bench-gas bench-paillier bench-devnet bench-secure bench-incentives bench-cli bench-blobs
 
 bench-robust: $(STAMP)
 	$(BIN)/python benchmarks/bench_robust.py
@@ -107,6 +107,10 @@ bench-devnet: $(STAMP)
 
 bench-secure: $(STAMP)
 	$(BIN)/python benchmarks/bench_secure_devnet.py
+
+# CPU per blob fetch between two nodes: blob sessions against a stream per fetch (~1 min).
+bench-blobs: $(STAMP)
+	$(BIN)/python benchmarks/bench_blobs.py
 
 # Rewards and reputations on a devnet: honest, free-rider, griefer, blocking and Byzantine
 # members over 16 rounds; a table and docs/incentives.png (a few minutes).

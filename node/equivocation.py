@@ -12,8 +12,6 @@ import itertools
 import logging
 from typing import Any
 
-from libp2p.custom_types import TProtocol
-
 from flchain.node import blobs
 from flchain.node.p2p import P2PNode
 
@@ -42,4 +40,4 @@ def install_equivocating_server(p2p: P2PNode) -> None:
             except Exception as reset_exc:
                 log.debug("reset failed: %s", reset_exc)
 
-    p2p.host.set_stream_handler(TProtocol(blobs.PROTOCOL_ID), serve)
+    p2p.set_blob_handler(serve)

@@ -52,6 +52,17 @@ DEFAULT_METRICS: Final = (
         "Fetches that also asked another provider after `hedge_after` seconds without an answer.",
     ),
     MetricSpec(
+        "blob_sessions_reused_total",
+        "counter",
+        "Fetches sent on a blob session stream kept from an earlier fetch from that provider.",
+    ),
+    MetricSpec(
+        "blob_sessions_ended_total",
+        "counter",
+        "Kept blob session streams the provider had closed; the fetch was asked again on a "
+        "new stream.",
+    ),
+    MetricSpec(
         "blob_failures_total",
         "counter",
         "Blob exchanges that failed, by reason: requests this node refused (busy, "

@@ -157,6 +157,8 @@ class P2PConfig:
         connection then costs this, not `stall_timeout` and a reconnect (one 10-node devnet
         in three lost 16 s that way in round 1).
     request_timeout: how long the server waits for a client's 32-byte request.
+    session_idle: how long the server keeps a blob session (`node/blobs.py`) open without a
+        request; a client reuses a session idle for at most half of this, then opens another.
     max_concurrent_serves: transfers served at once; more get a BUSY answer. A round
         (`P2PNode.start_round`) widens it to `max_serves_per_peer` for each of the task's
         other members, so all of them can fetch at once, as far as `max_serve_bytes` allows.
@@ -190,6 +192,7 @@ class P2PConfig:
     stall_timeout: float = 5.0
     hedge_after: float = 2.0
     request_timeout: float = 5.0
+    session_idle: float = 30.0
     max_concurrent_serves: int = 8
     max_serve_bytes: int = 256 * 2**20
     max_serves_per_peer: int = 2
@@ -212,6 +215,7 @@ class P2PConfig:
             "stall_timeout": self.stall_timeout,
             "hedge_after": self.hedge_after,
             "request_timeout": self.request_timeout,
+            "session_idle": self.session_idle,
             "max_concurrent_serves": self.max_concurrent_serves,
             "max_serve_bytes": self.max_serve_bytes,
             "max_serves_per_peer": self.max_serves_per_peer,
@@ -300,6 +304,9 @@ class P2PNode:
         self._serve_limit = self.config.max_concurrent_serves  # widened per round
         self._dropping: dict[str, trio.Event] = {}  # peer id -> set once its drop is done
         self._peer_streams: dict[str, int] = {}  # peer id -> blob streams it holds open now
+        # peer id -> a blob session stream of ours, idle since a trio time; one per peer, so
+        # with a fetch running beside it a peer never holds over `max_serves_per_peer` (2)
+        self._idle_sessions: dict[str, tuple[INetStream, float]] = {}
         self._peer_spent: dict[str, int] = {}  # peer id -> bytes served to it this round
         self._peer_budget = self._round_budget(None, None)
         # Digests this node does not serve at all (None: everything in the store).
@@ -368,6 +375,7 @@ class P2PNode:
         assert self._nursery is not None
         self._stack = stack
         host.set_stream_handler(TProtocol(blobs.PROTOCOL_ID), self._serve_blob)
+        host.set_stream_handler(TProtocol(blobs.SESSION_PROTOCOL_ID), self._serve_blob_session)
         host.set_stream_handler(TProtocol(PEER_ADDRS_PROTOCOL), self._serve_peer_addrs)
         self._nursery.start_soon(self._maintain, host)
         for info in self._bootstrap:
@@ -386,6 +394,7 @@ class P2PNode:
         for channel in self._deliveries.values():
             channel.close()
         self._deliveries.clear()
+        self._idle_sessions.clear()  # their connections close with the host
         self._nursery.cancel_scope.cancel()
         stack, self._stack = self._stack, None
         return await stack.__aexit__(exc_type, exc, tb)
@@ -711,19 +720,37 @@ class P2PNode:
         stall = self.config.stall_timeout
         try:
             with trio.fail_after(self.config.provider_timeout):
-                dropping = self._dropping.get(peer)
-                if dropping is not None:  # a stalled connection still closing: dial afresh
-                    await dropping.wait()
-                # a stream on a live connection opens in milliseconds; a new one may dial first
-                connected = peer_id in self._running_host().get_connected_peers()
-                with trio.move_on_after(stall if connected else self.config.dial_timeout + stall):
-                    stream = await self._open_stream(peer_id, blobs.PROTOCOL_ID)
-                if stream is None:
-                    raise _StalledError("no stream opened")
-                paced = _Paced(stream, stall, progress)
-                await blobs.write_request(paced, digest)
-                data = await blobs.read_response(paced, limit)
-            done = True
+                stream = self._take_idle_session(peer)
+                if stream is not None:
+                    paced = _Paced(stream, stall, progress)
+                    try:
+                        await blobs.write_request(paced, digest)
+                        data = await blobs.read_response(paced, limit)
+                        done = True
+                    except Exception:
+                        if paced.stalled or paced.received:
+                            raise
+                        # The provider ended the idle session (it timed out there, or the
+                        # provider serves one request per stream): ask on a new stream.
+                        self.metrics.inc("blob_sessions_ended_total")
+                        await _abort(stream)
+                        stream = paced = None
+                if not done:
+                    dropping = self._dropping.get(peer)
+                    if dropping is not None:  # a stalled connection still closing: dial afresh
+                        await dropping.wait()
+                    # a stream on a live connection opens in milliseconds; a new one may dial
+                    host = self._running_host()
+                    connected = peer_id in host.get_connected_peers()
+                    opening = stall if connected else self.config.dial_timeout + stall
+                    with trio.move_on_after(opening):
+                        stream = await self._open_stream(peer_id, blobs.PROTOCOL_IDS)
+                    if stream is None:
+                        raise _StalledError("no stream opened")
+                    paced = _Paced(stream, stall, progress)
+                    await blobs.write_request(paced, digest)
+                    data = await blobs.read_response(paced, limit)
+                    done = True
         except trio.TooSlowError as exc:
             limit_s = self.config.provider_timeout
             raise _FetchError("timeout", f"no blob within {limit_s:g}s") from exc
@@ -741,11 +768,41 @@ class P2PNode:
                 raise _FetchError(exc.reason, str(exc)) from exc
             raise _FetchError("stream_error", repr(exc)) from exc
         finally:  # also on cancellation by the caller's overall deadline
-            await (_close(stream) if done else _abort(stream))
+            if not done:
+                await _abort(stream)
+            elif stream is not None and not self._keep_idle_session(peer, stream):
+                await _close(stream)
         self.metrics.inc("bytes_in_total", len(data), channel="blob")
         if sha256(data) != digest:
             raise _FetchError("digest_mismatch", f"got sha256 0x{sha256(data).hex()}")
         return data
+
+    def _take_idle_session(self, peer: str) -> INetStream | None:
+        """Our idle blob session with `peer` if the provider should still be holding it open
+        (idle for under half of `session_idle`); an older one is closed in the background."""
+        idle = self._idle_sessions.pop(peer, None)
+        if idle is None:
+            return None
+        stream, since = idle
+        if trio.current_time() - since < self.config.session_idle / 2:
+            self.metrics.inc("blob_sessions_reused_total")
+            return stream
+        self._close_in_background(stream)
+        return None
+
+    def _keep_idle_session(self, peer: str, stream: INetStream) -> bool:
+        """Keep `stream` for the next fetch from `peer`: True if it is a session stream and
+        no other one is kept for that peer already."""
+        if stream.get_protocol() != blobs.SESSION_PROTOCOL_ID or peer in self._idle_sessions:
+            return False
+        if peer in self._dropping or self._nursery is None:
+            return False
+        self._idle_sessions[peer] = (stream, trio.current_time())
+        return True
+
+    def _close_in_background(self, stream: INetStream) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(_close, stream)
 
     def _drop_connection(self, peer_id: ID) -> None:
         """Close our connections to `peer_id` in the background; counted.
@@ -757,6 +814,9 @@ class P2PNode:
         self.metrics.inc("connections_dropped_total")
         log.info("dropping the connection to %s: it stalled", peer_id)
         peer = peer_id.to_base58()
+        idle = self._idle_sessions.pop(peer, None)
+        if idle is not None and self._nursery is not None:
+            self._nursery.start_soon(_abort, idle[0])
         if self._nursery is not None and peer not in self._dropping:
             self._dropping[peer] = trio.Event()
             self._nursery.start_soon(self._disconnect, peer_id, peer)
@@ -769,12 +829,13 @@ class P2PNode:
         finally:
             self._dropping.pop(peer).set()
 
-    async def _open_stream(self, peer_id: ID, protocol: str) -> INetStream:
-        """A stream to `peer_id`, dialing it first, and asking other members for its
-        addresses when this node knows none that work."""
+    async def _open_stream(self, peer_id: ID, protocols: Sequence[str]) -> INetStream:
+        """A stream to `peer_id` on the first of `protocols` it speaks, dialing it first,
+        and asking other members for its addresses when this node knows none that work."""
         host = self._running_host()
+        wanted = [TProtocol(protocol) for protocol in protocols]
         try:
-            return await host.new_stream(peer_id, [TProtocol(protocol)])
+            return await host.new_stream(peer_id, wanted)
         except Exception as exc:
             if isinstance(exc, trio.TooSlowError) or peer_id in host.get_connected_peers():
                 raise
@@ -782,7 +843,7 @@ class P2PNode:
         if not await self._discover(peer_id):
             raise _FetchError("unreachable", f"no known address works ({first_error!r})")
         try:
-            return await host.new_stream(peer_id, [TProtocol(protocol)])
+            return await host.new_stream(peer_id, wanted)
         except Exception as exc:
             if isinstance(exc, trio.TooSlowError):
                 raise
@@ -871,13 +932,32 @@ class P2PNode:
             await _abort(stream)
 
     async def _serve_blob(self, stream: INetStream) -> None:
-        """Answer one blob request; any failure ends this stream and nothing else.
+        """Answer one blob request (`/flchain/blob/1.0.0`), then close."""
+        await self._serve_blobs(stream, session=False)
+
+    async def _serve_blob_session(self, stream: INetStream) -> None:
+        """Answer blob requests one after another (`/flchain/blob-session/1.0.0`) until the
+        client closes the stream or sends nothing for `session_idle` seconds."""
+        await self._serve_blobs(stream, session=True)
+
+    def set_blob_handler(self, handler: Callable[[INetStream], Awaitable[None]]) -> None:
+        """Serve both blob protocols with `handler` (an attack's server, a test's): a
+        handler that answers once and closes works for session clients too, which open a
+        new stream when the one they kept has been closed."""
+        for protocol in blobs.PROTOCOL_IDS:
+            guarded = _guarded(protocol, handler, self.metrics)
+            self._running_host().set_stream_handler(TProtocol(protocol), guarded)
+
+    async def _serve_blobs(self, stream: INetStream, *, session: bool) -> None:
+        """Answer a stream's blob requests; any failure ends this stream and nothing else.
 
         Budgets, in order: membership, the peer's share of serve slots (held from here on,
-        so even a request that never arrives counts), `request_timeout` for the request,
+        so even a request that never arrives counts, and a session holds one while idle),
+        `request_timeout` for the first request (`session_idle` for a session's next ones),
         the node's serve slots, `serve_filter`, `sealed` (an update not revealed yet is
         answered NOT_REVEALED), the peer's byte budget for the round, and
-        `provider_timeout` for the whole answer (a reader that stops reading is cut off).
+        `provider_timeout` for each answer (a reader that stops reading is cut off).
+        Membership is checked again before every request of a session.
         """
         peer: str | None = None
         try:
@@ -892,20 +972,40 @@ class P2PNode:
                 await self._refuse(stream, blobs.Status.BUSY, "peer_slots")
                 return
             self._peer_streams[peer] = held + 1
-            with trio.move_on_after(self.config.request_timeout) as scope:
-                digest = await blobs.read_request(stream)
-            if scope.cancelled_caught:
-                await self._refuse(stream, blobs.Status.BAD_REQUEST, "request_timeout")
-                return
-            if self._serving >= self._serve_limit:
-                await self._refuse(stream, blobs.Status.BUSY, "busy")
-                return
-            self._serving += 1
-            try:
-                await self._answer(stream, peer, digest)
-            finally:
-                self._serving -= 1
-            await _close(stream)
+            first = True
+            while True:
+                wait = self.config.request_timeout if first else self.config.session_idle
+                with trio.move_on_after(wait) as scope:
+                    if session:
+                        digest = await blobs.read_next_request(stream)
+                    else:
+                        digest = await blobs.read_request(stream)
+                if scope.cancelled_caught and first:
+                    await self._refuse(stream, blobs.Status.BAD_REQUEST, "request_timeout")
+                    return
+                if scope.cancelled_caught or digest is None:  # an idle or ended session
+                    await _close(stream)
+                    return
+                if not self._gate.is_member_anywhere(peer):
+                    await self._refuse(stream, blobs.Status.REFUSED, "not_member")
+                    return
+                if self._serving >= self._serve_limit:
+                    if not session:
+                        await self._refuse(stream, blobs.Status.BUSY, "busy")
+                        return
+                    self.metrics.inc("blob_failures_total", reason="busy")
+                    with trio.fail_after(self.config.request_timeout):
+                        await blobs.write_response(stream, blobs.Status.BUSY)
+                else:
+                    self._serving += 1
+                    try:
+                        await self._answer(stream, peer, digest)
+                    finally:
+                        self._serving -= 1
+                if not session:
+                    await _close(stream)
+                    return
+                first = False
         except blobs.BlobProtocolError as exc:
             self.metrics.inc("blob_failures_total", reason="bad_request")
             log.info("bad blob request: %s", exc)
@@ -1230,11 +1330,14 @@ class _Paced:
         self._stall = stall
         self._progress = progress
         self.stalled = False
+        self.received = False  # any byte arrived
 
     async def read(self, n: int | None = None) -> bytes:
         data = await self._paced(self._stream.read(n))
-        if data and self._progress is not None:
-            self._progress.arrived()
+        if data:
+            self.received = True
+            if self._progress is not None:
+                self._progress.arrived()
         return data
 
     async def write(self, data: bytes) -> None:

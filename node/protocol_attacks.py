@@ -400,4 +400,4 @@ def install_permissive_server(engine: RoundEngine) -> None:
             with contextlib.suppress(Exception):
                 await stream.reset()
 
-    p2p.host.set_stream_handler(TProtocol(blobs.PROTOCOL_ID), serve)
+    p2p.set_blob_handler(serve)

@@ -23,6 +23,7 @@ from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.network.exceptions import SwarmException
+from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.pb import rpc_pb2
@@ -327,7 +328,7 @@ def test_lying_provider_is_caught_and_an_honest_one_used(tmp_path: Path) -> None
             await blobs.write_response(stream, blobs.Status.OK, b"X" * len(payload))
             await stream.close()
 
-        liar.host.set_stream_handler(TProtocol(blobs.PROTOCOL_ID), lie)
+        liar.set_blob_handler(lie)
         with pytest.raises(BlobNotFound) as info:
             await c.fetch_blob(digest, [liar.peer_id], timeout=5, try_connected=False)
         assert info.value.attempts == {liar.peer_id: "digest_mismatch"}
@@ -412,7 +413,7 @@ def test_a_transfer_that_stops_moving_drops_its_connection_and_the_next_dials_af
             await stream.write(header + payload[:50_000])
             await trio.sleep_forever()
 
-        b.host.set_stream_handler(TProtocol(blobs.PROTOCOL_ID), stall_midway)
+        b.set_blob_handler(stall_midway)
         started = trio.current_time()
         with pytest.raises(BlobNotFound) as info:
             await c.fetch_blob(digest, [b.peer_id], try_connected=False)
@@ -420,7 +421,7 @@ def test_a_transfer_that_stops_moving_drops_its_connection_and_the_next_dials_af
         assert trio.current_time() - started < 4.0  # stall_timeout 1 s, not provider's 5 s
         assert c.metrics.get("connections_dropped_total") == 1
         assert _blob_failures(c) == {"stalled": 1}
-        b.host.set_stream_handler(TProtocol(blobs.PROTOCOL_ID), b._serve_blob)
+        b.set_blob_handler(b._serve_blob_session)
         assert await c.fetch_blob(digest, [b.peer_id], try_connected=False) == payload
 
     _run(tmp_path, scenario, stall_timeout=1.0)
@@ -442,7 +443,7 @@ def test_a_fetch_waiting_on_a_silent_provider_also_asks_the_next_and_takes_its_a
             await blobs.read_request(stream)
             await trio.sleep_forever()
 
-        b.host.set_stream_handler(TProtocol(blobs.PROTOCOL_ID), silent)
+        b.set_blob_handler(silent)
         started = trio.current_time()
         assert await c.fetch_blob(digest, [b.peer_id, a.peer_id], try_connected=False) == payload
         assert 0.5 <= trio.current_time() - started < 2.5  # hedge_after 0.5 s, stall 3 s
@@ -475,7 +476,7 @@ def test_a_slow_provider_that_answers_after_the_fetch_is_over_is_cut_off(
             await trio.sleep(1.0)
             await b._serve_blob(stream)
 
-        b.host.set_stream_handler(TProtocol(blobs.PROTOCOL_ID), late)
+        b.set_blob_handler(late)
         assert await c.fetch_blob(digest, [b.peer_id, a.peer_id], try_connected=False) == payload
         assert c.metrics.get("blob_hedges_total") == 1
         await trio.sleep(2.0)  # b answers meanwhile, and is cut off at its first bytes
@@ -502,6 +503,87 @@ def test_busy_provider_says_so_and_a_stalled_reader_is_cut_off(tmp_path: Path) -
             await stalled.reset()
 
     _run(tmp_path, scenario, max_concurrent_serves=1, provider_timeout=1.0)
+
+
+def test_fetches_from_one_provider_share_one_blob_session(tmp_path: Path) -> None:
+    """A stream per fetch cost eight frames beyond the payload's; a session carries them all."""
+
+    async def scenario(net: Net) -> None:
+        _, b, c = net.members
+        opened: list[str] = []
+
+        async def counting(stream: Any) -> None:
+            opened.append(str(stream.get_protocol()))
+            await b._serve_blob_session(stream)
+
+        b.set_blob_handler(counting)
+        payloads = [os.urandom(size) for size in (10, 300_000, 70_000)]
+        for payload in payloads:
+            digest = b.store.put(payload)
+            assert await c.fetch_blob(digest, [b.peer_id], try_connected=False) == payload
+        assert opened == [blobs.SESSION_PROTOCOL_ID]
+        assert c.metrics.get("blob_sessions_reused_total") == 2
+        assert b.metrics.get("blobs_served_total") == 3
+        # the idle session holds one of c's two serve slots at b, no more
+        assert b._peer_streams == {c.peer_id: 1}
+
+    _run(tmp_path, scenario)
+
+
+def test_a_provider_that_closed_the_session_is_asked_again_on_a_new_stream(
+    tmp_path: Path,
+) -> None:
+    """A provider that serves one request per stream (an older node, an attack's server)
+    closes what the client keeps; the next fetch finds it closed and opens another."""
+
+    async def scenario(net: Net) -> None:
+        _, b, c = net.members
+        b.set_blob_handler(b._serve_blob)  # answers once, then closes
+        for payload in (b"first", b"second", b"third"):
+            digest = b.store.put(payload)
+            assert await c.fetch_blob(digest, [b.peer_id], try_connected=False) == payload
+        assert c.metrics.get("blob_sessions_ended_total") == 2
+        assert _blob_failures(c) == {}
+        assert c.metrics.get("connections_dropped_total") == 0
+
+    _run(tmp_path, scenario)
+
+
+def test_an_idle_session_is_closed_by_the_provider_and_frees_its_slot(tmp_path: Path) -> None:
+    async def scenario(net: Net) -> None:
+        _, b, c = net.members
+        digest = b.store.put(b"once")
+        assert await c.fetch_blob(digest, [b.peer_id], try_connected=False) == b"once"
+        assert b._peer_streams == {c.peer_id: 1}
+        await _eventually(lambda: b._peer_streams == {}, timeout=3)
+        await trio.sleep(0.3)  # past the client's own reuse window (half of session_idle)
+        assert await c.fetch_blob(digest, [b.peer_id], try_connected=False) == b"once"
+        assert c.metrics.get("blob_sessions_reused_total") == 0
+        assert _blob_failures(c) == {}
+
+    _run(tmp_path, scenario, session_idle=0.5)
+
+
+def test_blob_sessions_keep_the_single_request_protocol_and_its_budgets(tmp_path: Path) -> None:
+    async def scenario(net: Net) -> None:
+        a, b, _ = net.members
+        target = ID.from_base58(b.peer_id)
+        digest = b.store.put(b"for old clients")
+        single = await a.host.new_stream(target, [TProtocol(blobs.PROTOCOL_ID)])
+        await blobs.write_request(single, digest)
+        assert await blobs.read_response(single, 1000) == b"for old clients"
+        with pytest.raises(StreamEOF):  # one request per stream: the server closed it
+            await single.read(1)
+        # junk after a request on a session: the request is answered, the junk cut off
+        session = await a.host.new_stream(target, [TProtocol(blobs.SESSION_PROTOCOL_ID)])
+        await session.write(digest + b"junk")
+        assert await blobs.read_response(session, 1000) == b"for old clients"
+        await session.close()  # a request of 4 of 32 bytes, then the end
+        await _eventually(lambda: _blob_failures(b) == {"bad_request": 1}, timeout=5)
+        await _eventually(lambda: a.peer_id not in b._peer_streams, timeout=5)
+        assert b.metrics.get("blobs_served_total") == 2
+
+    _run(tmp_path, scenario)
 
 
 def test_garbage_below_the_protocols_crashes_nobody(tmp_path: Path) -> None:
