@@ -80,6 +80,8 @@ _MAX_ADDRS: Final = 16
 _MAX_ADDRS_BYTES: Final = 4096
 _EQUIVOCATION_CACHE_LIMIT: Final = 10_000
 _MAX_BUDGET_PEERS: Final = 100_000
+# Blob session streams kept idle at once (one per provider): past this, a fetch closes its own.
+_MAX_IDLE_SESSIONS: Final = 256
 T = TypeVar("T")
 # `connect_mesh`: how many members it dials at once
 MESH_DIALS: Final = 4
@@ -796,6 +798,8 @@ class P2PNode:
         if stream.get_protocol() != blobs.SESSION_PROTOCOL_ID or peer in self._idle_sessions:
             return False
         if peer in self._dropping or self._nursery is None:
+            return False
+        if len(self._idle_sessions) >= _MAX_IDLE_SESSIONS:
             return False
         self._idle_sessions[peer] = (stream, trio.current_time())
         return True
