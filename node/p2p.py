@@ -67,6 +67,7 @@ from flchain.node.blobstore import (
 from flchain.node.gossip import GossipGate, RejectError, TaskPolicy, topic_for
 from flchain.node.messages import Announcement, MessageError, decode, encode
 from flchain.node.metrics import Metrics
+from flchain.node.pubsub_records import install as install_signed_record_cache
 from flchain.node.yamux_credit import install as install_yamux_credit_batching
 
 DEFAULT_LISTEN: Final = "/ip4/127.0.0.1/tcp/0"
@@ -88,6 +89,7 @@ MESH_DIALS: Final = 4
 
 log = logging.getLogger(__name__)
 install_yamux_credit_batching()  # see node/yamux_credit.py: 60% of the frames a node wrote
+install_signed_record_cache()  # see node/pubsub_records.py: a signature check per gossip RPC
 
 
 def _harden_multiselect() -> None:
