@@ -240,12 +240,17 @@ class BlobStore:
         round_: int | None = None,
         pin: bool = False,
         from_peer: bool = False,
+        verified: bytes | None = None,
     ) -> bytes:
         """Store `data` and return its digest; storing the same bytes again is a no-op.
 
         `round_` is the round the blob belongs to (default: the store's `round`); `pin` keeps
         it through pruning. A blob `from_peer` is refused once the store holds
         `max_store_bytes`, and is written without fsync (see the module docstring).
+        `verified` is the sha256 of `data` when the caller has just checked it (a fetch
+        does, before it keeps a blob): hashing a model update again cost as much as that
+        check. A wrong one stores the blob under that name, and the first read of it
+        removes it as damaged.
         Refusals and a full disk are not raised: they are logged, counted
         (`store_errors_total`) and kept in `last_error`, and the blob is not stored, so the
         node keeps running with what it has in memory.
@@ -256,7 +261,7 @@ class BlobStore:
         if len(data) > self.max_blob_bytes:
             limit = self.max_blob_bytes
             raise BlobTooLargeError(f"blob of {len(data)} bytes is over the {limit}-byte limit")
-        digest = sha256(data)
+        digest = sha256(data) if verified is None else as_digest(verified)
         key = digest.hex()
         target = self.dir / key
         if target.exists() and self.get(digest) is not None:

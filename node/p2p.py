@@ -618,7 +618,7 @@ class P2PNode:
             data = await self._first_delivery(order, key, limit, attempts, asking)
             if data is not None:
                 await trio.to_thread.run_sync(
-                    functools.partial(self.store.put, data, from_peer=True)
+                    functools.partial(self.store.put, data, from_peer=True, verified=key)
                 )
                 self.metrics.inc("blobs_fetched_total")
                 return data

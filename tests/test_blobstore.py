@@ -31,6 +31,26 @@ def test_put_returns_the_sha256_and_get_returns_the_bytes(tmp_path: Path) -> Non
     assert list(store.digests()) == [ABC]
 
 
+def test_a_blob_verified_by_its_fetcher_is_not_hashed_again_and_a_wrong_name_is_caught(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flchain.node import blobstore
+
+    hashed: list[int] = []
+    monkeypatch.setattr(blobstore, "sha256", lambda data: hashed.append(len(data)) or ABC)
+    store = BlobStore(tmp_path, cache_bytes=0)  # reads come from disk, re-hashed
+    assert store.put(b"abc", from_peer=True, verified=ABC) == ABC
+    assert hashed == []
+    monkeypatch.undo()
+    assert store.get(ABC) == b"abc"
+    # a caller that names the bytes wrongly stores them under that name; the first read
+    # finds the mismatch and removes them instead of handing them out
+    wrong = bytes(32)
+    store.put(b"not zeros", from_peer=True, verified=wrong)
+    assert store.get(wrong) is None
+    assert not store.has(wrong)
+
+
 def test_missing_blob_is_none(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
     assert store.get(b"\x00" * 32) is None
