@@ -10,11 +10,14 @@ from __future__ import annotations
 import random
 import re
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import certifi
 import requests
+import urllib3
 from web3 import Web3
 from web3.exceptions import (
     ProviderConnectionError,
@@ -132,16 +135,96 @@ def http_web3(url: str, timeout: float = 30.0) -> Web3:
     eth_chainId cached. web3's validation asks the chain id before every eth_call and
     eth_estimateGas; a chain's id never changes, and uncached it was an extra round trip per
     read (a node reads every block). The session reads the environment's proxy and CA
-    settings once (`environment_session`), not on every request."""
+    settings once (`environment_session`), not on every request; where none of them needs
+    requests (no proxy, no .netrc login, no client certificate), bodies go out through
+    urllib3's pool directly (`DirectPost`)."""
+    session = environment_session(url)
     provider = Web3.HTTPProvider(
         url,
         request_kwargs={"timeout": timeout},
-        session=environment_session(url),
+        session=session,
         exception_retry_configuration=None,
         cache_allowed_requests=True,
         cacheable_requests={"eth_chainId"},
     )
+    direct = DirectPost.for_session(url, session)
+    if direct is not None and hasattr(provider, _WEB3_POSTER):
+        setattr(provider, _WEB3_POSTER, direct)
     return Web3(provider)
+
+
+# Where web3 8's HTTPProvider keeps what it posts request bodies through: an object whose
+# `make_post_request(endpoint_uri, data, **request_kwargs)` returns the response body.
+_WEB3_POSTER = "_request_session_manager"
+# A response body over this is refused before it is parsed: no JSON-RPC answer a client of
+# ours asks for comes near it (a block with its transactions, a page of logs).
+MAX_RESPONSE_BYTES = 64 * 2**20
+
+
+class DirectPost:
+    """Posts web3's JSON-RPC bodies over urllib3's connection pool, without requests.
+
+    requests' session machinery (preparing the request, merging settings, hooks, cookies)
+    was half the CPU of a JSON-RPC call: 0.45 ms per call through web3's provider against
+    0.22 ms through urllib3 alone, and a node makes a few dozen calls per round. urllib3
+    does no retries here (a `RetryPolicy` decides), follows no redirects, and its errors
+    become the built-in ConnectionError and TimeoutError, which `is_transient` retries; an
+    HTTP error status becomes requests' HTTPError, which it also classifies."""
+
+    def __init__(self, ca_certs: str | None = None) -> None:
+        self._pool = urllib3.PoolManager(
+            maxsize=8, retries=False, cert_reqs="CERT_REQUIRED", ca_certs=ca_certs
+        )
+
+    @classmethod
+    def for_session(cls, url: str, session: requests.Session) -> DirectPost | None:
+        """A `DirectPost` that applies what `session` took from the environment, or None
+        where it needs requests (a proxy, a .netrc login, a client certificate)."""
+        scheme = urllib.parse.urlsplit(url).scheme
+        if scheme not in ("http", "https") or session.auth is not None or session.cert:
+            return None
+        if session.proxies.get(scheme) or session.proxies.get("all"):
+            return None
+        verify = session.verify
+        if verify is False:
+            return None  # an unverified https endpoint stays with requests' own handling
+        return cls(ca_certs=verify if isinstance(verify, str) else certifi.where())
+
+    def make_post_request(self, endpoint_uri: str, data: bytes | str, **kwargs: Any) -> bytes:
+        timeout = float(kwargs.get("timeout") or 30.0)
+        headers = kwargs.get("headers") or {"Content-Type": "application/json"}
+        try:
+            response = self._pool.request(
+                "POST",
+                str(endpoint_uri),
+                body=data,
+                headers=headers,
+                timeout=urllib3.Timeout(connect=timeout, read=timeout),
+                redirect=False,
+                preload_content=False,
+            )
+            try:
+                body = response.read(MAX_RESPONSE_BYTES + 1)
+            except BaseException:
+                response.close()  # a half-read answer must not go back to the pool
+                raise
+            if len(body) > MAX_RESPONSE_BYTES:
+                response.close()
+                raise RPCError(f"{endpoint_uri} answered over {MAX_RESPONSE_BYTES} bytes")
+            response.release_conn()
+        except urllib3.exceptions.NewConnectionError as exc:  # a kind of connect timeout too
+            raise ConnectionError(f"POST {endpoint_uri}: {exc}") from exc
+        except urllib3.exceptions.TimeoutError as exc:
+            raise TimeoutError(f"POST {endpoint_uri}: {exc}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise ConnectionError(f"POST {endpoint_uri}: {exc}") from exc
+        if response.status >= 400:
+            failed = requests.Response()
+            failed.status_code, failed.url, failed._content = response.status, endpoint_uri, body
+            raise requests.exceptions.HTTPError(
+                f"{response.status} from {endpoint_uri}", response=failed
+            )
+        return bytes(body)
 
 
 def environment_session(url: str) -> requests.Session:
