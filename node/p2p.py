@@ -84,12 +84,6 @@ _MAX_BUDGET_PEERS: Final = 100_000
 # Blob session streams kept idle at once (one per provider): past this, a fetch closes its own.
 _MAX_IDLE_SESSIONS: Final = 256
 T = TypeVar("T")
-# Gossipsub's mesh: D, D_low, D_high. D_high is 8, not py-libp2p's example 12: a mesh of 12
-# spans every pair of a task of up to 13 members, and py-libp2p publishes to the mesh only,
-# so each member read each announcement from all the others (docs/architecture.md).
-MESH_DEGREE: Final = 6
-MESH_LOW: Final = 4
-MESH_HIGH: Final = 8
 # `connect_mesh`: how many members it dials at once
 MESH_DIALS: Final = 4
 
@@ -351,9 +345,9 @@ class P2PNode:
         )
         gossipsub = GossipSub(
             protocols=[GOSSIPSUB_V11, GOSSIPSUB_V10],
-            degree=MESH_DEGREE,
-            degree_low=MESH_LOW,
-            degree_high=MESH_HIGH,
+            degree=6,
+            degree_low=4,
+            degree_high=12,
             heartbeat_initial_delay=0.1,
             heartbeat_interval=self.config.heartbeat_interval,
             max_messages_per_topic_per_second=self.config.max_gossip_rate,
