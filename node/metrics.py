@@ -38,6 +38,11 @@ DEFAULT_METRICS: Final = (
     MetricSpec("messages_received_total", "counter", "Gossip messages received from peers."),
     MetricSpec("messages_accepted_total", "counter", "Gossip messages that passed validation."),
     MetricSpec(
+        "messages_duplicate_total",
+        "counter",
+        "Gossip messages received again (from another peer) after the first copy.",
+    ),
+    MetricSpec(
         "messages_rejected_total",
         "counter",
         "Gossip messages dropped, by reason (too_deep: nested JSON refused before parsing).",

@@ -84,6 +84,13 @@ _MAX_BUDGET_PEERS: Final = 100_000
 # Blob session streams kept idle at once (one per provider): past this, a fetch closes its own.
 _MAX_IDLE_SESSIONS: Final = 256
 T = TypeVar("T")
+# Gossipsub's mesh: D, D_low, D_high. D_high is 8, not py-libp2p's example 12: a mesh of 12
+# spans every pair of a task of up to 13 members, so each member read each announcement from
+# all the others. A node's own announcements go to every member it is connected to
+# (`_FloodPublishingGossipSub`), so none depends on the mesh (docs/architecture.md).
+MESH_DEGREE: Final = 6
+MESH_LOW: Final = 4
+MESH_HIGH: Final = 8
 # `connect_mesh`: how many members it dials at once
 MESH_DIALS: Final = 4
 
@@ -343,11 +350,12 @@ class P2PNode:
             muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
             listen_addrs=self._listen,
         )
-        gossipsub = GossipSub(
+        gossipsub = _FloodPublishingGossipSub(
+            self._gate,
             protocols=[GOSSIPSUB_V11, GOSSIPSUB_V10],
-            degree=6,
-            degree_low=4,
-            degree_high=12,
+            degree=MESH_DEGREE,
+            degree_low=MESH_LOW,
+            degree_high=MESH_HIGH,
             heartbeat_initial_delay=0.1,
             heartbeat_interval=self.config.heartbeat_interval,
             max_messages_per_topic_per_second=self.config.max_gossip_rate,
@@ -1145,6 +1153,40 @@ class P2PNode:
         return self._pubsub
 
 
+class _FloodPublishingGossipSub(GossipSub):
+    """Gossipsub that sends a message this node publishes to every connected member
+    subscribed to its topic, not only to its mesh peers (go-libp2p's flood publishing, on by
+    default there; py-libp2p lacks it). Relayed messages still go over the mesh.
+
+    py-libp2p publishes to the mesh only, and its mesh churns: a node pruned by its mesh
+    peers may stay without any for the prune backoff (a minute), and what it published in
+    that time reached nobody. Members of a task dial each other (`connect_mesh`), so one
+    hop from the publisher reaches them all, and the mesh can stay small (`MESH_HIGH`)."""
+
+    def __init__(self, gate: GossipGate, **options: Any) -> None:
+        super().__init__(**options)
+        self._gate = gate
+
+    def _get_peers_to_send(
+        self,
+        topic_ids: Iterable[str],
+        msg_forwarder: ID,
+        origin: ID,
+        msg_id: bytes | None = None,
+    ) -> Iterable[ID]:
+        topics = list(topic_ids)
+        peers = set(super()._get_peers_to_send(topics, msg_forwarder, origin, msg_id))
+        pubsub = self.pubsub
+        if pubsub is not None and origin == pubsub.my_id:
+            for topic in topics:
+                peers.update(
+                    peer
+                    for peer in pubsub.peer_topics.get(topic, ())
+                    if peer != msg_forwarder and self._gate.is_member_anywhere(peer.to_base58())
+                )
+        return peers
+
+
 class _GatedPubsub(Pubsub):
     """Pubsub that runs `GossipGate` on every message from another peer.
 
@@ -1168,6 +1210,7 @@ class _GatedPubsub(Pubsub):
             return
         try:
             if self._is_msg_seen(msg):
+                self._metrics.inc("messages_duplicate_total")
                 return
             self._metrics.inc("messages_received_total")
             self._metrics.inc("bytes_in_total", len(msg.data), channel="gossip")

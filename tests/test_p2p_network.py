@@ -33,10 +33,11 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from flchain.node import blobs
 from flchain.node.blobstore import BlobStore
-from flchain.node.gossip import round_window
+from flchain.node.gossip import round_window, topic_for
 from flchain.node.messages import Announcement, encode
 from flchain.node.p2p import (
     MAX_KNOWN_PEERS,
+    MESH_HIGH,
     BlobNotFound,
     Delivery,
     P2PConfig,
@@ -135,11 +136,14 @@ async def _network(
         await _eventually(
             lambda: all(set(n.gossip_peers(TASK)) == everyone - {n.peer_id} for n in nodes)
         )
-        # gossipsub grafts every subscribed peer into a mesh this small: until then, a
-        # message could miss a member
-        await _eventually(
-            lambda: all(set(n.mesh_peers(TASK)) == everyone - {n.peer_id} for n in nodes)
-        )
+        # gossipsub grafts every subscribed peer into a mesh this small (up to D_high): until
+        # then, a message could miss a member
+        if len(nodes) <= MESH_HIGH + 1:
+            await _eventually(
+                lambda: all(set(n.mesh_peers(TASK)) == everyone - {n.peer_id} for n in nodes)
+            )
+        else:  # pruned to at most D_high; a node's own announcements do not need the mesh
+            await _eventually(lambda: all(len(n.mesh_peers(TASK)) <= MESH_HIGH for n in nodes))
         yield Net(nodes[:members], inboxes[:members], nodes[members:])
 
 
@@ -191,6 +195,45 @@ def test_member_announcement_reaches_the_other_members(tmp_path: Path) -> None:
         assert b.metrics.get("messages_published_total") == 1
 
     _run(tmp_path, scenario)
+
+
+def test_a_larger_task_relays_over_a_bounded_mesh_and_every_member_hears_everyone(
+    tmp_path: Path,
+) -> None:
+    """Past D_high members a node's mesh is pruned (each member read each announcement from
+    all the others before), and every announcement still reaches every member."""
+
+    async def scenario(net: Net) -> None:
+        members = len(net.members)
+        assert all(len(n.mesh_peers(TASK)) <= MESH_HIGH for n in net.members)
+        sent = {}
+        for index, node in enumerate(net.members):
+            sent[node.peer_id] = _announcement(digest=bytes([index]) * 32)
+            await node.announce(sent[node.peer_id])
+        for node, inbox in zip(net.members, net.inboxes, strict=True):
+            heard = {}
+            for _ in range(members - 1):
+                delivery = await _receive(inbox, timeout=10)
+                heard[delivery.peer_id] = delivery.announcement
+            assert heard == {peer: a for peer, a in sent.items() if peer != node.peer_id}
+            assert node.metrics.get("messages_accepted_total") == members - 1
+
+    _run(tmp_path, scenario, members=MESH_HIGH + 3)
+
+
+def test_a_member_without_mesh_peers_still_reaches_every_member(tmp_path: Path) -> None:
+    """py-libp2p's mesh churns, and a node pruned by all its mesh peers stays without any for
+    the prune backoff: what it publishes goes to every connected member all the same."""
+
+    async def scenario(net: Net) -> None:
+        a = net.members[0]
+        a._gossipsub.mesh[topic_for(TASK)] = set()  # pruned by everyone, as churn leaves it
+        sent = _announcement(size=7)
+        await a.announce(sent)
+        for inbox in net.inboxes[1:]:
+            assert (await _receive(inbox)) == Delivery(sent, a.peer_id)
+
+    _run(tmp_path, scenario, members=4)
 
 
 def test_non_member_announcement_is_dropped_and_counted(tmp_path: Path) -> None:
