@@ -935,7 +935,7 @@ class Simulation:
     ) -> RoundRecord:
         load_flat_params(self.model, self.global_params)
         data = self.dataset
-        ev = evaluate(self.model, data.x_test, data.y_test, device=self.device)
+        ev = evaluate(self.model, data.x_test, data.y_test, device=self.device, channels_last=True)
         asr = None
         if self.config.attack == "backdoor":
             asr = attack_success_rate(

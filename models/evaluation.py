@@ -33,12 +33,19 @@ def evaluate(
     *,
     device: torch.device | str = "cpu",
     batch_size: int = 1024,
+    channels_last: bool = False,
 ) -> EvalResult:
     """Evaluate `model` on ``(x, y)`` in eval mode without gradients.
 
     The model is moved to `device` for the run and back after, and keeps its train/eval
     mode. Sums are accumulated in float64, so the result does not depend on `batch_size`
     beyond float32 rounding inside the model.
+
+    `channels_last` runs image batches (4-D) in that memory layout, the model's weights
+    with them for the run: the CNN on digits evaluates in half the CPU time (7 against 15
+    ms for the test set, one thread). Its floats can differ from the default layout's in
+    the last bits, so what every node must compute alike (SageFlow's public scores, Siren's
+    alarms) keeps the default, and it is for reported accuracies.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise EvaluationError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -54,14 +61,19 @@ def evaluate(
     if int(y.min()) < 0:
         raise EvaluationError("labels must be non-negative")
     was_training = model.training
+    layout = torch.channels_last if channels_last and x.ndim == 4 else None
     with on_device(model, device) as dev, torch.no_grad():
         model.eval()
+        if layout is not None:
+            model.to(memory_format=layout)
         try:
             correct = torch.zeros((), dtype=torch.float64, device=dev)
             loss = torch.zeros((), dtype=torch.float64, device=dev)
             entropy = torch.zeros((), dtype=torch.float64, device=dev)
             for start in range(0, n, batch_size):
                 xb = x[start : start + batch_size].to(dev)
+                if layout is not None:
+                    xb = xb.contiguous(memory_format=layout)
                 yb = y[start : start + batch_size].to(dev)
                 logits = model(xb)
                 if logits.ndim != 2 or int(yb.max()) >= logits.shape[1]:
@@ -74,6 +86,8 @@ def evaluate(
                 entropy -= (log_p.exp() * log_p).sum()
                 correct += (logits.argmax(dim=1) == yb).sum()
         finally:
+            if layout is not None:
+                model.to(memory_format=torch.contiguous_format)
             model.train(was_training)
     return EvalResult(
         accuracy=correct.item() / n,

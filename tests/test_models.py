@@ -263,6 +263,33 @@ def test_evaluate_does_not_depend_on_batch_size_and_keeps_mode() -> None:
     assert 0.0 <= whole.entropy <= math.log(10) + 1e-9
 
 
+def test_evaluate_in_channels_last_agrees_and_leaves_the_model_as_it_was() -> None:
+    """The faster layout gives the same figures to float32 rounding, and the model it ran
+    (weights included) is back in its own layout: training after it is bit-identical."""
+    from flchain.models.trainer import TrainConfig, local_update
+
+    x, y = torch.rand(300, 1, 8, 8), torch.randint(0, 10, (300,))
+    model = _seeded("cnn", (1, 8, 8))
+    default, fast = evaluate(model, x, y), evaluate(model, x, y, channels_last=True)
+    assert fast.accuracy == default.accuracy
+    assert fast.loss == pytest.approx(default.loss, rel=1e-5)
+    assert fast.entropy == pytest.approx(default.entropy, rel=1e-5)
+    assert all(p.is_contiguous() for p in model.parameters())
+
+    def trained(evaluate_first: bool) -> bytes:
+        net = _seeded("cnn", (1, 8, 8))
+        if evaluate_first:
+            evaluate(net, x, y, channels_last=True)
+        config = TrainConfig(epochs=1, batch_size=16, lr=0.1, momentum=0.9)
+        base = flatten_params(net)
+        update, _, _ = local_update(
+            net, base, x, y, config, generator=torch.Generator().manual_seed(0)
+        )
+        return update.numpy().tobytes()
+
+    assert trained(evaluate_first=True) == trained(evaluate_first=False)
+
+
 def test_evaluate_rejects_bad_input() -> None:
     model = _constant_logits([0.0, 0.0])
     x = torch.zeros(2, 1)
