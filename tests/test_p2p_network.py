@@ -218,7 +218,7 @@ def test_a_larger_task_relays_over_a_bounded_mesh_and_every_member_hears_everyon
             assert heard == {peer: a for peer, a in sent.items() if peer != node.peer_id}
             assert node.metrics.get("messages_accepted_total") == members - 1
 
-    _run(tmp_path, scenario, members=MESH_HIGH + 3)
+    _run(tmp_path, scenario, members=MESH_HIGH + 2)
 
 
 def test_a_member_without_mesh_peers_still_reaches_every_member(tmp_path: Path) -> None:
