@@ -20,7 +20,6 @@ verified envelope per peer itself.
 
 from __future__ import annotations
 
-import logging
 import time
 import weakref
 from collections.abc import Callable
@@ -28,10 +27,9 @@ from typing import Any, Final
 
 import libp2p.pubsub.pubsub as pubsub_module
 
-log = logging.getLogger(__name__)
+from flchain.node.library_patch import wrap_once
 
 _FUNCTION: Final = "maybe_consume_signed_record"
-_MARK: Final = "_flchain_cached"
 # How long an accepted record is taken on its bytes; well under the 2-hour address TTL the
 # library gives it.
 RECHECK: Final = 60.0
@@ -44,16 +42,7 @@ Consume = Callable[[Any, Any, Any], bool]
 
 def install() -> bool:
     """Wrap pubsub's record check once; True if the cache is (now) in place."""
-    original = getattr(pubsub_module, _FUNCTION, None)
-    if not callable(original):
-        log.info("signed-record cache not installed: py-libp2p's pubsub changed")
-        return False
-    if getattr(original, _MARK, False):
-        return True
-    cached = cached_consume(original)
-    setattr(cached, _MARK, True)
-    setattr(pubsub_module, _FUNCTION, cached)
-    return True
+    return wrap_once(pubsub_module, _FUNCTION, cached_consume, what="signed-record cache")
 
 
 def cached_consume(original: Consume, clock: Callable[[], float] = time.monotonic) -> Consume:

@@ -21,31 +21,26 @@ should batch in `_auto_tune_and_send_window_update` itself.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
-log = logging.getLogger(__name__)
+from flchain.node.library_patch import wrap_once
 
 _METHOD = "_auto_tune_and_send_window_update"
 _FIELDS = ("_pending_recv_release", "target_recv_window", "recv_window", "window_lock")
-_MARK = "_flchain_batched"
 
 
 def install() -> bool:
     """Patch `YamuxStream` once; True if batching is (now) in place."""
-    original = getattr(YamuxStream, _METHOD, None)
-    if original is None or not callable(getattr(YamuxStream, "_grow_threshold", None)):
-        log.info("yamux credit batching not installed: py-libp2p's yamux changed")
-        return False
-    if getattr(original, _MARK, False):
-        return True
-    batched = _batched(original)
-    setattr(batched, _MARK, True)
-    setattr(YamuxStream, _METHOD, batched)
-    return True
+    return wrap_once(
+        YamuxStream,
+        _METHOD,
+        _batched,
+        what="yamux credit batching",
+        expected=lambda: callable(getattr(YamuxStream, "_grow_threshold", None)),
+    )
 
 
 def _batched(

@@ -37,7 +37,7 @@ class _Counting:
 
 def test_the_node_checks_each_record_once_and_refuses_what_the_library_refuses() -> None:
     assert pubsub_records.install() is True  # p2p installs it; installing again is a no-op
-    assert getattr(pubsub_module.maybe_consume_signed_record, "_flchain_cached", False)
+    assert getattr(pubsub_module.maybe_consume_signed_record, "_flchain_wrapped", False)
 
     async def main() -> None:
         hosts = [new_host(key_pair=create_new_key_pair()) for _ in range(3)]
