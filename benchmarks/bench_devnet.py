@@ -5,7 +5,7 @@ size runs `flchain devnet up` (py-evm chain, CNN on digits, Multi-Krum); round t
 clock, from a reader watching the chain (`benchmarks/_chainwatch.py`), never block timestamps;
 the steps are every node's own timers from its final status.
 
-    python benchmarks/bench_devnet.py [--sizes 4 8 10 16] [--rounds 8]
+    python benchmarks/bench_devnet.py [--sizes 4 8 10 16] [--rounds 8] [--runs 3]
 """
 
 from __future__ import annotations
@@ -87,24 +87,37 @@ def split(summary: dict, rounds: int) -> dict[str, float]:
     return per_step
 
 
+def _one_run(n: int, rounds: int) -> tuple[float, float, dict[str, float], float]:
+    """One devnet of `n` nodes: (median round, overhead, seconds per step, whole run)."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-devnet-{n}-") as tmp:
+        summary, wall, finalized = run_devnet(n, rounds, Path(tmp))
+    assert all(r["status"] == "finalized" for r in summary["rounds"]), summary["rounds"]
+    round_time = median_round(finalized, rounds)
+    overhead = round_time - slowest_training(summary, rounds)
+    return round_time, overhead, split(summary, rounds), wall
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 10, 16])
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument(
+        "--runs", type=int, default=3, help="devnets per size; figures are their medians"
+    )
     args = parser.parse_args()
     rows = []
     for n in args.sizes:
-        with tempfile.TemporaryDirectory(prefix=f"bench-devnet-{n}-") as tmp:
-            summary, wall, finalized = run_devnet(n, args.rounds, Path(tmp))
-        rounds = summary["rounds"]
-        assert all(r["status"] == "finalized" for r in rounds), rounds
-        round_time = median_round(finalized, args.rounds)
-        steps = split(summary, args.rounds)
-        overhead = round_time - slowest_training(summary, args.rounds)
+        runs = [_one_run(n, args.rounds) for _ in range(args.runs)]
+        round_time = statistics.median(r[0] for r in runs)
+        overhead = statistics.median(r[1] for r in runs)
+        steps = {s: statistics.median(r[2][s] for r in runs) for s in STEPS}
         not_training = 1 - steps["train"] / round_time if round_time else float("nan")
-        rows.append((n, round_time, overhead, steps, not_training, wall))
+        wall = statistics.median(r[3] for r in runs)
+        by_run = " / ".join(f"{r[1]:.2f}" for r in runs)
+        rows.append((n, round_time, overhead, steps, not_training, wall, by_run))
         print(
-            f"N={n}: round {round_time:.2f}s, overhead {overhead:.2f}s, "
+            f"N={n}: round {round_time:.2f}s, overhead {overhead:.2f}s "
+            f"(runs: {', '.join(f'{r[1]:.2f}' for r in runs)}), "
             + ", ".join(f"{k} {v:.2f}s" for k, v in steps.items())
             + f", not training {not_training:.0%}",
             flush=True,
@@ -113,7 +126,8 @@ def main() -> None:
         "## Devnet round time split",
         "",
         f"`make bench-devnet` (`python benchmarks/bench_devnet.py`): `flchain devnet up` with "
-        f"N node processes, {args.rounds} rounds, CNN on digits, Multi-Krum, py-evm chain, "
+        f"N node processes, {args.rounds} rounds, {args.runs} devnets per size (figures are "
+        "their medians), CNN on digits, Multi-Krum, py-evm chain, "
         f"all on this one machine ({machine()}). Round time is wall clock: the time between "
         "two finalizations as a reader polling the chain every 0.2 s sees them, median over "
         "rounds 2 on (round 1 includes the start-up). *Overhead* is the round time minus the "
@@ -127,14 +141,15 @@ def main() -> None:
         "",
         "| N | round (s) | overhead (s) | "
         + " | ".join(STEPS)
-        + " | other | not training | whole run (s) |",
-        "|---:|---:|---:|" + "---:|" * len(STEPS) + "---:|---:|---:|",
+        + " | other | not training | whole run (s) | overhead by run (s) |",
+        "|---:|---:|---:|" + "---:|" * len(STEPS) + "---:|---:|---:|---:|",
     ]
-    for n, round_time, overhead, steps, not_training, wall in rows:
+    for n, round_time, overhead, steps, not_training, wall, by_run in rows:
         lines.append(
             f"| {n} | {round_time:.2f} | {overhead:.2f} | "
             + " | ".join(f"{steps[s]:.2f}" for s in STEPS)
-            + f" | {round_time - sum(steps.values()):.2f} | {not_training:.0%} | {wall:.0f} |"
+            + f" | {round_time - sum(steps.values()):.2f} | {not_training:.0%} | {wall:.0f}"
+            + f" | {by_run} |"
         )
     lines += [
         "",
@@ -157,7 +172,7 @@ def main() -> None:
 def _goal_lines(rows: list) -> list[str]:
     """One line per target this run measured: the goal, the figure, met or not."""
     lines = []
-    for n, _, overhead, _, not_training, _ in rows:
+    for n, _, overhead, _, not_training, _, _ in rows:
         if n in OVERHEAD_GOALS:
             goal = OVERHEAD_GOALS[n]
             verdict = "met" if overhead <= goal else "not met"
