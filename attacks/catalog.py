@@ -47,8 +47,8 @@ DESCRIPTIONS: dict[str, str] = {
     "copy": "free-ride: train nothing, commit another member's digest of the round as its own "
     "(honest nodes serve an update only after the submit phase, so the blob cannot be copied)",
     "replay": "recommit an old update digest (its own or another member's) with its old base round",
-    "slowloris": "open blob requests to every member and never read the answers, holding their "
-    "serve slots (bounded per round)",
+    "slowloris": "open blob requests to every member and never read the answers, or ask once "
+    "on a blob session and leave it idle, holding their serve slots (bounded per round)",
     "blobflood": "announce junk update digests on gossip that are never committed; serve junk "
     "bytes for them",
     "deepjson": "send nested-bracket JSON (75 KB, 1 MB, 8 MB) to the chain RPC and on gossip; "

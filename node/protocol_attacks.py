@@ -301,15 +301,23 @@ class ProtocolAttacker:
                 nursery.cancel_scope.cancel()
 
     async def _hold(self, peer: str, digest: bytes, k: int) -> None:
-        """One held stream: a whole request (the answer is never read) or, every second
-        stream, all but the last byte of one (the server waits for the rest)."""
+        """One held stream: a whole request (the answer is never read); every second
+        stream, all but the last byte of one (the server waits for the rest); every third,
+        a blob session that asks once, reads the answer and then idles (the server keeps an
+        idle session open for `session_idle`)."""
         stream = None
+        session = k % 3 == 2
+        protocol = blobs.SESSION_PROTOCOL_ID if session else blobs.PROTOCOL_ID
         try:
             with trio.fail_after(10.0):
                 stream = await self.engine.p2p.host.new_stream(
-                    ID.from_base58(peer), [TProtocol(blobs.PROTOCOL_ID)]
+                    ID.from_base58(peer), [TProtocol(protocol)]
                 )
-                await stream.write(digest if k % 2 == 0 else digest[:-1])
+                if session:
+                    await blobs.write_request(stream, digest)
+                    await blobs.read_response(stream, self.engine.p2p.config.max_blob_bytes)
+                else:
+                    await stream.write(digest if k % 2 == 0 else digest[:-1])
             self._count("slowloris", "opened")
             await trio.sleep_forever()
         except Exception as exc:
