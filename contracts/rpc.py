@@ -129,7 +129,11 @@ def call_with_retries(
         raise
 
 
-def http_web3(url: str, timeout: float = 30.0) -> Web3:
+# Seconds an HTTP JSON-RPC request may take unless the caller says otherwise.
+DEFAULT_RPC_TIMEOUT = 30.0
+
+
+def http_web3(url: str, timeout: float = DEFAULT_RPC_TIMEOUT) -> Web3:
     """A Web3 over HTTP as every flchain client uses one: each request bounded by `timeout`,
     no retries of web3's own (a `RetryPolicy` decides those, under the caller's deadline), and
     eth_chainId cached. web3's validation asks the chain id before every eth_call and
@@ -191,7 +195,7 @@ class DirectPost:
         return cls(ca_certs=verify if isinstance(verify, str) else certifi.where())
 
     def make_post_request(self, endpoint_uri: str, data: bytes | str, **kwargs: Any) -> bytes:
-        timeout = float(kwargs.get("timeout") or 30.0)
+        timeout = float(kwargs.get("timeout") or DEFAULT_RPC_TIMEOUT)
         headers = kwargs.get("headers") or {"Content-Type": "application/json"}
         try:
             response = self._pool.request(
