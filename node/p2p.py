@@ -736,8 +736,7 @@ class P2PNode:
                 if stream is not None:
                     paced = _Paced(stream, stall, progress)
                     try:
-                        await blobs.write_request(paced, digest)
-                        data = await blobs.read_response(paced, limit)
+                        data = await _ask(paced, digest, limit)
                         done = True
                     except Exception:
                         if paced.stalled or paced.received:
@@ -760,8 +759,7 @@ class P2PNode:
                     if stream is None:
                         raise _StalledError("no stream opened")
                     paced = _Paced(stream, stall, progress)
-                    await blobs.write_request(paced, digest)
-                    data = await blobs.read_response(paced, limit)
+                    data = await _ask(paced, digest, limit)
                     done = True
         except trio.TooSlowError as exc:
             limit_s = self.config.provider_timeout
@@ -1246,6 +1244,12 @@ class _FetchError(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+
+
+async def _ask(stream: blobs.Stream, digest: bytes, limit: int) -> bytes:
+    """One blob request and its answer, on a fresh stream or a kept session alike."""
+    await blobs.write_request(stream, digest)
+    return await blobs.read_response(stream, limit)
 
 
 async def _close(stream: INetStream | None) -> None:
