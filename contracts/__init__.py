@@ -33,6 +33,7 @@ _EXPORTS = {
     "Vote": "flchain.contracts.types",
     "bitmap": "flchain.contracts.types",
     "bitmap_indices": "flchain.contracts.types",
+    "in_bitmap": "flchain.contracts.types",
     "decode_loss": "flchain.contracts.types",
     "deploy": "flchain.contracts.client",
     "encode_loss": "flchain.contracts.types",

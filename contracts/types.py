@@ -80,6 +80,11 @@ def bitmap_indices(value: int) -> list[int]:
     return [i for i in range(MAX_MEMBERS) if value >> i & 1]
 
 
+def in_bitmap(value: int, index: int) -> bool:
+    """Whether member `index` is set in a bitmap."""
+    return 0 <= index < MAX_MEMBERS and bool(value >> index & 1)
+
+
 def encode_loss(loss: float) -> int:
     """A training loss as the on-chain fixed-point integer (millionths, rounded)."""
     if not math.isfinite(loss):

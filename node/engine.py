@@ -46,6 +46,7 @@ from flchain.contracts import (
     bitmap,
     bitmap_indices,
     encode_loss,
+    in_bitmap,
 )
 from flchain.contracts.types import LOSS_WITHHELD
 from flchain.crypto.dp import PrivacyAccountant
@@ -616,18 +617,21 @@ class RoundEngine:
             self.state.last_error = str(exc)
             await trio.sleep(self.poll)  # the peers' answer: no block marks it
             return
-        mine = await self.view.read(self.client.get_update, self.task_id, r, me)
+        # The round's bitmap says whether we committed; our commit itself is read only then
+        # (a restart mid-round), not by every member every round.
+        committed = in_bitmap(info.submitted, me)
         everyone = info.submitted & info.eligible == info.eligible
         submit_open = not everyone and time.time() < info.submit_deadline
-        if mine.submitted and submit_open:  # restarted after committing: still sealed
+        if committed and submit_open:  # restarted after committing: still sealed
+            mine = await self.view.read(self.client.get_update, self.task_id, r, me)
             self._seal(r, mine.digest, info.submit_deadline)
         self._training = (len(bitmap_indices(info.eligible)), info.submit_deadline)
-        if not mine.submitted and not submit_open:
+        if not committed and not submit_open:
             # Back too late to commit (e.g. restarted in the vote phase): still fetch, check
             # and vote on the others' updates; training now would be wasted.
             log.info("round %d: the submit phase is over; joining the vote", r)
             emit("late", r)
-        if not mine.submitted and submit_open:
+        if not committed and submit_open:
             # copy, replay and freeride take the commit over (they train nothing)
             taken = self.attacker is not None and await self.attacker.commit_instead(r, info)
             if not taken:
@@ -747,7 +751,6 @@ class RoundEngine:
         self, r: int, info: Any, base: bytes, timings: dict[str, float]
     ) -> None:
         """Fetch every committed update, aggregate with the task's rule, vote."""
-        me = self.state.member_index
         self.state.phase = "fetching"
         t0 = time.perf_counter()
         if any(i not in self._proven for i in bitmap_indices(info.submitted)):
@@ -767,8 +770,7 @@ class RoundEngine:
             missing=sorted(set(commits) - set(blobs)),
             seconds=timings["fetch"],
         )
-        mine_vote = await self.view.read(self.client.get_vote, self.task_id, r, me)
-        if mine_vote.voted:
+        if await self._voted(r):
             return
         self.state.phase = "aggregating"
         t0 = time.perf_counter()
@@ -782,6 +784,13 @@ class RoundEngine:
             self.metrics.inc("updates_invalid_total", len(outcome.invalid))
         timings["aggregate"] = time.perf_counter() - t0
         await self._cast_vote(r, info, outcome.model_blob, outcome.accepted, timings)
+
+    async def _voted(self, r: int) -> bool:
+        """Whether our vote in round r is on chain, from the round's `voted` bitmap: every
+        member reads the same round at the same block (one EVM run for all, `ChainView`),
+        where a `get_vote` of its own was one run per member."""
+        me = self.state.member_index
+        return me is not None and in_bitmap((await self.view.round(r)).voted, me)
 
     async def _siren_round(self, r: int, info: Any) -> SirenRound:
         """Siren's server-side state for round r, read from the chain so that every honest

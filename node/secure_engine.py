@@ -281,7 +281,7 @@ class SecureRoundEngine(RoundEngine):
             # for the model they hold and no update: the round finalizes unchanged, instead of
             # failing with only the attacker's vote cast (which would cost each honest
             # non-voter REP_NO_VOTE while the attacker keeps its reputation).
-            if not (await self.view.read(self.client.get_vote, self.task_id, r, me)).voted:
+            if not await self._voted(r):
                 await self._cast_vote(r, info, base, [], timings)
             return
         except (CryptoError, BlobError) as exc:
@@ -290,8 +290,7 @@ class SecureRoundEngine(RoundEngine):
             log.warning("round %d: %s", r, self.state.last_error)
             return
         timings["open"] = time.perf_counter() - t0
-        mine_vote = await self.view.read(self.client.get_vote, self.task_id, r, me)
-        if not mine_vote.voted:
+        if not await self._voted(r):
             await self._cast_vote(r, info, model, sorted(digests), timings)
 
     async def _mask_set_digests(

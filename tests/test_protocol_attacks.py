@@ -127,6 +127,7 @@ class FakeChain:
         self.alarm_revert: str | None = None
         self.finalized_at = time.time()
         self.account = "0x" + "11" * 20
+        self.voter = 3  # the member index of the engine under test (`_engine`'s default)
         self.polls = 0
 
     def get_round(self, task_id: int, r: int) -> Any:
@@ -141,6 +142,7 @@ class FakeChain:
             submit_deadline=self.deadline,
             vote_deadline=self.deadline + 30,
             finalized_at=self.finalized_at,
+            voted=bitmap([self.voter]) if any(v[1] == r for v in self.votes) else 0,
         )
 
     def get_update(self, task_id: int, r: int, i: int) -> UpdateCommit:
@@ -307,12 +309,16 @@ def test_run_round_skips_training_when_copy_takes_the_commit() -> None:
 # ---------------------------------------------------------------- economic attacks
 
 
-def _round_with_vote(attacks: set[str]) -> tuple[RoundEngine, FakeChain, list[int]]:
+def _round_with_vote(
+    attacks: set[str], *, voted_before: bool = False
+) -> tuple[RoundEngine, FakeChain, list[int]]:
     """One round of the real engine (submit wait, aggregate, vote) for member 3 of four:
-    members 0 and 1 committed; training and blob fetching are stubs. The rounds the node
+    members 0 and 1 committed; training and blob fetching are stubs. `voted_before`: the
+    chain already holds member 3's vote (a node restarted after voting). The rounds the node
     trained in are returned with the engine and chain."""
     chain = FakeChain({(1, 0): _commit(5, 0), (1, 1): _commit(6, 0)}, revert=None, window=0.2)
-    chain.get_vote = lambda *a: SimpleNamespace(voted=False)  # type: ignore[attr-defined]
+    if voted_before:
+        chain.votes.append((1, 1, bytes(32), 0))
     chain.consensus_weights = lambda *a: [1, 1, 1, 1]  # type: ignore[attr-defined]
     engine = _engine(chain, attacks)
     engine._proven = {i: True for i in range(4)}
@@ -349,6 +355,12 @@ def test_freeride_never_trains_nor_commits_but_votes_with_the_honest_aggregate()
     assert _actions(engine) == {"freeride,skipped_commit": 1, "freeride,voted": 1}
     _, honest_chain, honest_trained = _round_with_vote(set())
     assert honest_trained == [1] and honest_chain.votes == chain.votes
+
+
+def test_a_member_whose_vote_is_on_chain_does_not_vote_again() -> None:
+    engine, chain, _ = _round_with_vote(set(), voted_before=True)
+    assert chain.votes == [(1, 1, bytes(32), 0)]  # the earlier vote only
+    assert engine.state.phase == "fetching"  # it stopped before aggregating
 
 
 def test_novote_trains_and_commits_but_never_votes() -> None:
