@@ -153,8 +153,9 @@ def commit_devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
         *("--attack", "copy", "--attack", "replay", "--attack", "liesamples"),
         *("--rule", "fedavg", "--model", "mlp", "--local-epochs", "1"),
         # copy and replay commit nothing that counts, so every submit phase runs its window
-        # out: 8 s is enough for an MLP's one epoch on six nodes
-        *("--submit-window", "8", "--vote-window", "20", "--max-samples", str(MAX_SAMPLES)),
+        # out: 6 s is enough for an MLP's one epoch on six nodes (they commit within a second
+        # or two of the round's start on a loaded machine)
+        *("--submit-window", "6", "--vote-window", "20", "--max-samples", str(MAX_SAMPLES)),
         ledger=True,
     )
     print(f"\ncommit-attack devnet: {devnet.seconds:.0f} s")

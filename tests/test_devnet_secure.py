@@ -51,10 +51,12 @@ def test_secure_rounds_finalize_with_a_rotating_decryptor(tmp_path: Path) -> Non
 
 
 def test_a_dead_member_is_remasked_out_and_never_chosen_to_decrypt_again(tmp_path: Path) -> None:
-    args = ["--secure", "--nodes", "4", "--rounds", "3", "--model", "mlp"]
-    # The dead member holds each of the three rounds for the whole submit window; the live ones
-    # commit about a second after a round opens (an MLP), so 9 s leaves a loaded machine room.
-    args += ["--submit-window", "9", "--vote-window", "40", "--detach", "--json"]
+    # 1024-bit Paillier keys: this test is about who re-masks and who decrypts, not key
+    # strength, and smaller keys encrypt and decrypt several times faster on a loaded machine.
+    args = ["--secure", "--secure-key-bits", "1024", "--nodes", "4", "--rounds", "3"]
+    # The dead member holds each round it misses for the whole submit window; the live ones
+    # commit about a second after a round opens (an MLP), so 6 s leaves a loaded machine room.
+    args += ["--model", "mlp", "--submit-window", "6", "--vote-window", "40", "--detach", "--json"]
     # Not `run`: the launcher's exit (interpreter teardown with torch loaded) can take seconds
     # on a loaded machine, while the nodes already run rounds; the victim must die before it
     # has committed more than a round, so act as soon as the manifest is written.
