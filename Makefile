@@ -54,7 +54,7 @@ demo-simulate: $(STAMP)
 # devnet tests spend most of their time waiting out phase windows, so the other worker's
 # CPU-bound tests fill that time.
 test: $(STAMP) tools browser
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check flchain aggregation attacks models contracts devnet node crypto tests benchmarks
