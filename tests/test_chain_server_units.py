@@ -435,8 +435,10 @@ def test_twin_calls_at_once_run_the_evm_once(
     counter_code: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """N nodes woken by one block ask the same view at the same moment: one request runs
-    it, the others wait for its answer (or its revert)."""
-    chain = DevChain(GenesisConfig(accounts=1))
+    it, the others wait for its answer (or its revert). One second throughout: a call at
+    "latest" runs in the next block's environment, whose timestamp is the wall clock's second,
+    so twins that straddle a second are different calls."""
+    chain = DevChain(GenesisConfig(accounts=1), clock=FakeClock())
     contract = deploy(chain, counter_code)
     bump(chain, contract)
     runs: list[TxArgs] = []
