@@ -3,7 +3,8 @@
 Block timestamps are the chain's clock, not the wall clock (the devnet's blocks are at least a
 second apart and run ahead under load), so benchmarks time rounds with this watcher instead:
 it polls the task's finalized round every `interval` seconds and notes the wall time
-(`time.time()`) at which each round first shows as finalized.
+(`time.time()`) at which each round first shows as finalized, and, given the devnet's process
+(`cpu_root`), the CPU its processes had used by then (`benchmarks/_proctree.py`).
 """
 
 from __future__ import annotations
@@ -14,18 +15,27 @@ import threading
 import time
 from pathlib import Path
 
+try:
+    from benchmarks._proctree import devnet_cpu
+except ModuleNotFoundError:  # run as a script
+    from _proctree import devnet_cpu
+
 POLL_SECONDS = 0.2
 
 
 class ChainWatch:
     """Start with `start()` before `devnet up` runs in `workdir`; `stop()` after it ends.
-    `finalized[r]` is the wall time, in seconds since `started`, at which round r finalized."""
+    `finalized[r]` is the wall time, in seconds since `started`, at which round r finalized;
+    `cpu[r]` the CPU seconds by role the devnet (`cpu_root`, the `devnet up` process, once set) had
+    used then."""
 
     def __init__(self, workdir: Path, started: float, interval: float = POLL_SECONDS) -> None:
         self.workdir = workdir
         self.started = started
         self.interval = interval
         self.finalized: dict[int, float] = {}
+        self.cpu_root: int | None = None
+        self.cpu: dict[int, dict[str, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -64,6 +74,10 @@ class ChainWatch:
                 except Exception:  # the chain is starting or gone: look again
                     done = 0
                 now = time.time() - self.started
+                if done and done not in self.finalized and self.cpu_root is not None:
+                    used = devnet_cpu(self.cpu_root, self.workdir.resolve())
+                    if used is not None:
+                        self.cpu[done] = used
                 for r in range(1, done + 1):
                     self.finalized.setdefault(r, now)
             self._stop.wait(self.interval)
@@ -83,3 +97,16 @@ def slowest_training(summary: dict, rounds: int) -> float:
         n["metrics"].get("round_seconds_total", {}).get("train", 0.0) / rounds
         for n in summary["nodes"]
     )
+
+
+def cpu_per_round(cpu: dict[int, dict[str, float]], rounds: int) -> dict[str, float] | None:
+    """CPU seconds per round by role over rounds 2..`rounds` (as `median_round` times them),
+    or None without both readings."""
+    if 1 not in cpu or rounds not in cpu or rounds < 2:
+        return None
+    return {role: (cpu[rounds][role] - cpu[1][role]) / (rounds - 1) for role in cpu[1]}
+
+
+def training_cpu(summary: dict, rounds: int) -> float:
+    """CPU seconds all nodes together spent training per round (`train_cpu_seconds_total`)."""
+    return sum(n["metrics"].get("train_cpu_seconds_total", 0.0) for n in summary["nodes"]) / rounds

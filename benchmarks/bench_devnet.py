@@ -12,18 +12,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 try:
-    from benchmarks._chainwatch import ChainWatch, median_round, slowest_training
+    from benchmarks._chainwatch import (
+        ChainWatch,
+        cpu_per_round,
+        median_round,
+        slowest_training,
+        training_cpu,
+    )
+    from benchmarks._proctree import usable_cores
     from benchmarks._report import machine, write_section
 except ModuleNotFoundError:  # run as a script
-    from _chainwatch import ChainWatch, median_round, slowest_training
+    from _chainwatch import ChainWatch, cpu_per_round, median_round, slowest_training, training_cpu
+    from _proctree import usable_cores
     from _report import machine, write_section
 
 STEPS = ("train", "commit", "gossip", "wait", "fetch", "aggregate", "vote", "finalize")
@@ -33,46 +44,48 @@ OVERHEAD_GOALS = {10: 1.0, 16: 2.0}
 NOT_TRAINING_GOAL = (8, 0.15)
 
 
-def run_devnet(nodes: int, rounds: int, workdir: Path) -> tuple[dict, float, dict[int, float]]:
-    """The devnet's summary, its wall time and the wall time each round finalized at."""
+def run_devnet(nodes: int, rounds: int, workdir: Path) -> tuple[dict, float, ChainWatch]:
+    """The devnet's summary, its wall time and the watcher that saw its rounds finalize (wall
+    time and the devnet's CPU at each)."""
     started = time.time()
     watch = ChainWatch(workdir / "devnet", started).start()
     try:
-        result = _devnet_up(nodes, rounds, workdir / "devnet")
+        with subprocess.Popen(
+            _devnet_command(nodes, rounds, workdir / "devnet"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as devnet:
+            watch.cpu_root = devnet.pid
+            stdout, stderr = devnet.communicate(timeout=3600)
     finally:
         watch.stop()
-    return json.loads(result.stdout), time.time() - started, watch.finalized
+    if devnet.returncode != 0:
+        raise SystemExit(f"devnet with {nodes} nodes failed:\n{stderr[-3000:]}")
+    return json.loads(stdout), time.time() - started, watch
 
 
-def _devnet_up(nodes: int, rounds: int, workdir: Path) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flchain.cli",
-            "devnet",
-            "up",
-            "--dir",
-            str(workdir),
-            "--nodes",
-            str(nodes),
-            "--rounds",
-            str(rounds),
-            "--rule",
-            "multikrum",
-            "--json",
-            "--submit-window",
-            "300",
-            "--vote-window",
-            "300",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"devnet with {nodes} nodes failed:\n{result.stderr[-3000:]}")
-    return result
+def _devnet_command(nodes: int, rounds: int, workdir: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "flchain.cli",
+        "devnet",
+        "up",
+        "--dir",
+        str(workdir),
+        "--nodes",
+        str(nodes),
+        "--rounds",
+        str(rounds),
+        "--rule",
+        "multikrum",
+        "--json",
+        "--submit-window",
+        "300",
+        "--vote-window",
+        "300",
+    ]
 
 
 def split(summary: dict, rounds: int) -> dict[str, float]:
@@ -87,14 +100,96 @@ def split(summary: dict, rounds: int) -> dict[str, float]:
     return per_step
 
 
-def _one_run(n: int, rounds: int) -> tuple[float, float, dict[str, float], float]:
-    """One devnet of `n` nodes: (median round, overhead, seconds per step, whole run)."""
+@dataclass(frozen=True)
+class RunFigures:
+    """One devnet's figures, per round: wall-clock round time, overhead, the steps, the whole
+    run, and the CPU its processes used (core-seconds: training, the nodes in all, the chain,
+    everything; None where /proc cannot be read)."""
+
+    round_time: float
+    overhead: float
+    steps: dict[str, float]
+    wall: float
+    train_cpu: float
+    cpu: dict[str, float] | None
+
+    @property
+    def cpu_total(self) -> float | None:
+        return None if self.cpu is None else sum(self.cpu.values())
+
+
+def _one_run(n: int, rounds: int) -> RunFigures:
     with tempfile.TemporaryDirectory(prefix=f"bench-devnet-{n}-") as tmp:
-        summary, wall, finalized = run_devnet(n, rounds, Path(tmp))
+        summary, wall, watch = run_devnet(n, rounds, Path(tmp))
     assert all(r["status"] == "finalized" for r in summary["rounds"]), summary["rounds"]
-    round_time = median_round(finalized, rounds)
-    overhead = round_time - slowest_training(summary, rounds)
-    return round_time, overhead, split(summary, rounds), wall
+    round_time = median_round(watch.finalized, rounds)
+    return RunFigures(
+        round_time=round_time,
+        overhead=round_time - slowest_training(summary, rounds),
+        steps=split(summary, rounds),
+        wall=wall,
+        train_cpu=training_cpu(summary, rounds),
+        cpu=cpu_per_round(watch.cpu, rounds),
+    )
+
+
+@dataclass(frozen=True)
+class SizeFigures:
+    """Medians over one size's devnets, and each run's overhead."""
+
+    n: int
+    runs: list[RunFigures]
+
+    def median(self, figure: Callable[[RunFigures], float | None]) -> float:
+        values = [v for v in map(figure, self.runs) if v is not None]
+        return statistics.median(values) if values else math.nan
+
+    @property
+    def round_time(self) -> float:
+        return self.median(lambda r: r.round_time)
+
+    @property
+    def overhead(self) -> float:
+        return self.median(lambda r: r.overhead)
+
+    def step(self, name: str) -> float:
+        return self.median(lambda r: r.steps[name])
+
+    @property
+    def not_training(self) -> float:
+        return 1 - self.step("train") / self.round_time if self.round_time else math.nan
+
+    @property
+    def train_cpu(self) -> float:
+        return self.median(lambda r: r.train_cpu)
+
+    def cpu(self, role: str) -> float:
+        return self.median(lambda r: None if r.cpu is None else r.cpu[role])
+
+    @property
+    def cpu_total(self) -> float:
+        return self.median(lambda r: r.cpu_total)
+
+    @property
+    def busy(self) -> float:
+        """Share of the machine's cores the devnet kept busy through a round."""
+        return self.median(
+            lambda r: None if r.cpu_total is None else r.cpu_total / (CORES * r.round_time)
+        )
+
+    @property
+    def not_training_cpu(self) -> float:
+        """Share of the devnet's CPU that is not training: on cores it keeps busy, about the
+        least share of round time not training could come to, since the protocol work waits
+        for the updates that training makes."""
+        return self.median(lambda r: None if not r.cpu_total else 1 - r.train_cpu / r.cpu_total)
+
+    @property
+    def by_run(self) -> str:
+        return " / ".join(f"{r.overhead:.2f}" for r in self.runs)
+
+
+CORES = usable_cores()
 
 
 def main() -> None:
@@ -107,19 +202,16 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for n in args.sizes:
-        runs = [_one_run(n, args.rounds) for _ in range(args.runs)]
-        round_time = statistics.median(r[0] for r in runs)
-        overhead = statistics.median(r[1] for r in runs)
-        steps = {s: statistics.median(r[2][s] for r in runs) for s in STEPS}
-        not_training = 1 - steps["train"] / round_time if round_time else float("nan")
-        wall = statistics.median(r[3] for r in runs)
-        by_run = " / ".join(f"{r[1]:.2f}" for r in runs)
-        rows.append((n, round_time, overhead, steps, not_training, wall, by_run))
+        size = SizeFigures(n, [_one_run(n, args.rounds) for _ in range(args.runs)])
+        rows.append(size)
         print(
-            f"N={n}: round {round_time:.2f}s, overhead {overhead:.2f}s "
-            f"(runs: {', '.join(f'{r[1]:.2f}' for r in runs)}), "
-            + ", ".join(f"{k} {v:.2f}s" for k, v in steps.items())
-            + f", not training {not_training:.0%}",
+            f"N={n}: round {size.round_time:.2f}s, overhead {size.overhead:.2f}s "
+            f"(runs: {size.by_run}), "
+            + ", ".join(f"{s} {size.step(s):.2f}s" for s in STEPS)
+            + f", not training {size.not_training:.0%}; CPU per round: train "
+            f"{size.train_cpu:.2f}, nodes {size.cpu('nodes'):.2f}, chain {size.cpu('chain'):.2f}"
+            f" core-s, {size.busy:.0%} of {CORES} cores busy, "
+            f"not training {size.not_training_cpu:.0%} of CPU",
             flush=True,
         )
     lines = [
@@ -144,12 +236,13 @@ def main() -> None:
         + " | other | not training | whole run (s) | overhead by run (s) |",
         "|---:|---:|---:|" + "---:|" * len(STEPS) + "---:|---:|---:|---:|",
     ]
-    for n, round_time, overhead, steps, not_training, wall, by_run in rows:
+    for size in rows:
+        steps = [size.step(s) for s in STEPS]
         lines.append(
-            f"| {n} | {round_time:.2f} | {overhead:.2f} | "
-            + " | ".join(f"{steps[s]:.2f}" for s in STEPS)
-            + f" | {round_time - sum(steps.values()):.2f} | {not_training:.0%} | {wall:.0f}"
-            + f" | {by_run} |"
+            f"| {size.n} | {size.round_time:.2f} | {size.overhead:.2f} | "
+            + " | ".join(f"{v:.2f}" for v in steps)
+            + f" | {size.round_time - sum(steps):.2f} | {size.not_training:.0%} | "
+            f"{size.median(lambda r: r.wall):.0f} | {size.by_run} |"
         )
     lines += [
         "",
@@ -163,26 +256,48 @@ def main() -> None:
         "same time) and the waits (*finalize*) include other nodes' training: on real "
         "machines each node has its own cores.",
         "",
-        *_goal_lines(rows),
+        "Where the machine's CPU goes, in core-seconds per round (the same runs, rounds 2 on; "
+        "the watcher reads the CPU the devnet's processes have used, from /proc, as each round "
+        "finalizes): *train* is the nodes' training threads together "
+        "(`train_cpu_seconds_total`), *nodes* all of the node processes (training included), "
+        "*chain* the chain process, *busy* the share of the "
+        f"{CORES} cores the devnet kept busy, *not training* the share of its CPU that is not "
+        "training. While the cores are busy, the round's not-training share of time cannot "
+        "come much below that share of CPU: the protocol's work waits for the updates "
+        "training makes, and no scheduling makes it take less CPU.",
+        "",
+        "| N | train | nodes | chain | all | busy | not training (CPU) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    for size in rows:
+        lines.append(
+            f"| {size.n} | {size.train_cpu:.2f} | {size.cpu('nodes'):.2f} | "
+            f"{size.cpu('chain'):.2f} | {size.cpu_total:.2f} | {size.busy:.0%} | "
+            f"{size.not_training_cpu:.0%} |"
+        )
+    lines += ["", *_goal_lines(rows)]
     path = write_section("devnet", "\n".join(lines))
     print(f"wrote {path}")
 
 
-def _goal_lines(rows: list) -> list[str]:
+def _goal_lines(rows: list[SizeFigures]) -> list[str]:
     """One line per target this run measured: the goal, the figure, met or not."""
     lines = []
-    for n, _, overhead, _, not_training, _, _ in rows:
-        if n in OVERHEAD_GOALS:
-            goal = OVERHEAD_GOALS[n]
-            verdict = "met" if overhead <= goal else "not met"
-            lines.append(f"* Goal: overhead <= {goal:g} s at N = {n}: {overhead:.2f} s, {verdict}.")
-        if n == NOT_TRAINING_GOAL[0]:
-            goal = NOT_TRAINING_GOAL[1]
-            verdict = "met" if not_training <= goal else "not met"
+    for size in rows:
+        if size.n in OVERHEAD_GOALS:
+            goal = OVERHEAD_GOALS[size.n]
+            verdict = "met" if size.overhead <= goal else "not met"
             lines.append(
-                f"* Goal: not training <= {goal:.0%} of the round at N = {n}: "
-                f"{not_training:.0%}, {verdict}."
+                f"* Goal: overhead <= {goal:g} s at N = {size.n}: {size.overhead:.2f} s, {verdict}."
+            )
+        if size.n == NOT_TRAINING_GOAL[0]:
+            goal = NOT_TRAINING_GOAL[1]
+            verdict = "met" if size.not_training <= goal else "not met"
+            lines.append(
+                f"* Goal: not training <= {goal:.0%} of the round at N = {size.n}: "
+                f"{size.not_training:.0%}, {verdict}; of the devnet's CPU, "
+                f"{size.not_training_cpu:.0%} is not training, with "
+                f"{size.busy:.0%} of the cores busy."
             )
     return lines
 

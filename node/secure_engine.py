@@ -196,7 +196,7 @@ class SecureRoundEngine(RoundEngine):
         """Our update for round r; retrained after a restart (training is seeded per round,
         so it is the same vector we encrypted before)."""
         if r not in self._plain:
-            update = await trio.to_thread.run_sync(self._train, base, r)
+            update = await self._train_timed(self._train, base, r)
             self._plain = {r: self.learner.decode_update(update.blob)}
         return self._plain[r]
 
@@ -213,7 +213,7 @@ class SecureRoundEngine(RoundEngine):
             await self.refresh_members()
         self.state.phase = "training"
         t0 = time.perf_counter()
-        update = await trio.to_thread.run_sync(self._train, base, r)
+        update = await self._train_timed(self._train, base, r)
         vector = self.learner.decode_update(update.blob)
         self._plain = {r: vector}
         timings["train"] = time.perf_counter() - t0

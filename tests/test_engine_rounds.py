@@ -259,6 +259,9 @@ def test_honest_nodes_agree_bit_for_bit_every_round(
         state = node.engine.state
         assert state.global_digest == "0x" + digests[-1].hex() and state.phase == "done"
         assert node.metrics.get("updates_missing_total") == 0
+        # Training's CPU is counted, and one thread's CPU fits in the wall time it trained.
+        train_cpu = node.metrics.get("train_cpu_seconds_total")
+        assert 0 < train_cpu <= node.metrics.get("round_seconds_total", step="train")
         # Each round a node saw through is counted once, with its accuracy; a node that
         # found a round finalized before it voted skips it (the engine bug that
         # test_a_slow_member_still_casts_its_late_vote pins down).
