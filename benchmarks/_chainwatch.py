@@ -4,7 +4,9 @@ Block timestamps are the chain's clock, not the wall clock (the devnet's blocks 
 second apart and run ahead under load), so benchmarks time rounds with this watcher instead:
 it polls the task's finalized round every `interval` seconds and notes the wall time
 (`time.time()`) at which each round first shows as finalized, and, given the devnet's process
-(`cpu_root`), the CPU its processes had used by then (`benchmarks/_proctree.py`).
+(`cpu_root`), the CPU its processes had used by then (`benchmarks/_proctree.py`). It also notes
+when the task first counts `members` members, to time the start-up against the moment the chain
+served (`chain_up`).
 """
 
 from __future__ import annotations
@@ -27,12 +29,21 @@ class ChainWatch:
     """Start with `start()` before `devnet up` runs in `workdir`; `stop()` after it ends.
     `finalized[r]` is the wall time, in seconds since `started`, at which round r finalized;
     `cpu[r]` the CPU seconds by role the devnet (`cpu_root`, the `devnet up` process, once set) had
-    used then."""
+    used then; `joined` when the task first counted `members` members."""
 
-    def __init__(self, workdir: Path, started: float, interval: float = POLL_SECONDS) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        started: float,
+        interval: float = POLL_SECONDS,
+        *,
+        members: int | None = None,
+    ) -> None:
         self.workdir = workdir
         self.started = started
         self.interval = interval
+        self.members = members
+        self.joined: float | None = None
         self.finalized: dict[int, float] = {}
         self.cpu_root: int | None = None
         self.cpu: dict[int, dict[str, float]] = {}
@@ -70,10 +81,13 @@ class ChainWatch:
             if found is not None:
                 client, task_id = found
                 try:
-                    done = client.get_task(task_id).global_round  # type: ignore[attr-defined]
+                    task = client.get_task(task_id)  # type: ignore[attr-defined]
+                    done, counted = task.global_round, task.n_members
                 except Exception:  # the chain is starting or gone: look again
-                    done = 0
+                    done = counted = 0
                 now = time.time() - self.started
+                if self.joined is None and self.members and counted >= self.members:
+                    self.joined = now
                 if done and done not in self.finalized and self.cpu_root is not None:
                     used = devnet_cpu(self.cpu_root, self.workdir.resolve())
                     if used is not None:
@@ -97,6 +111,17 @@ def slowest_training(summary: dict, rounds: int) -> float:
         n["metrics"].get("round_seconds_total", {}).get("train", 0.0) / rounds
         for n in summary["nodes"]
     )
+
+
+def chain_up(workdir: Path, started: float) -> float | None:
+    """When the devnet's chain served, in seconds since `started`: the time its ready line was
+    written (`devnet/chainproc.py`); None without one."""
+    from flchain.devnet.chainproc import CHAIN_READY_FILE
+
+    try:
+        return (workdir / CHAIN_READY_FILE).stat().st_mtime - started
+    except OSError:
+        return None
 
 
 def cpu_per_round(cpu: dict[int, dict[str, float]], rounds: int) -> dict[str, float] | None:
