@@ -176,7 +176,7 @@ def test_a_corrupt_file_is_still_caught_by_get_while_its_bytes_are_in_memory(
 def test_own_blobs_are_fsynced_and_peer_blobs_are_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = BlobStore(tmp_path)
+    store = BlobStore(tmp_path, cache_bytes=0)  # no memory to hold peer blobs: to disk
     synced: list[int] = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
@@ -187,7 +187,7 @@ def test_own_blobs_are_fsynced_and_peer_blobs_are_not(
 
 
 def test_peer_blobs_reach_the_index_with_its_next_write(tmp_path: Path) -> None:
-    store = BlobStore(tmp_path)
+    store = BlobStore(tmp_path, cache_bytes=0)  # peer blobs as files
     store.set_round(3)
     peer = store.put(b"a peer's update", from_peer=True)
     index = tmp_path / "blobs-index.json"
@@ -199,3 +199,44 @@ def test_peer_blobs_reach_the_index_with_its_next_write(tmp_path: Path) -> None:
     store.set_round(4)
     assert sha256(b"another peer's update").hex() in index.read_text()
     assert BlobStore(tmp_path).round_of(peer) == 3
+
+
+def test_a_peer_blob_that_fits_in_memory_is_held_there_and_served(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    store.set_round(3)
+    digest = store.put(b"a peer's update", from_peer=True)
+    assert not store.path(digest).exists()  # no file: the round's churn stays off the disk
+    assert store.has(digest) and store.get(digest) == b"a peer's update"
+    assert store.recent(digest) == b"a peer's update"
+    assert digest in set(store.digests()) and store.round_of(digest) == 3
+    assert store.total_bytes == len(b"a peer's update")  # counted against the budget
+    assert store.put(b"a peer's update", from_peer=True) == digest  # again: a no-op
+    assert BlobStore(tmp_path).get(digest) is None  # a restart loses it; peers have it
+
+
+def test_a_held_blob_the_memory_lets_go_of_is_written_to_disk(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path, cache_bytes=100)
+    first = store.put(b"a" * 60, from_peer=True)
+    assert not store.path(first).exists()
+    second = store.put(b"b" * 60, from_peer=True)  # 120 bytes: the first leaves memory
+    assert store.recent(first) is None and store.path(first).read_bytes() == b"a" * 60
+    assert not store.path(second).exists()
+    assert store.get(first) == b"a" * 60  # read back into memory: now the second leaves it
+    assert store.get(second) == b"b" * 60 and store.path(second).read_bytes() == b"b" * 60
+    assert BlobStore(tmp_path).get(first) == b"a" * 60  # on disk now: it outlives a restart
+
+
+def test_held_blobs_are_pruned_deleted_and_pinned_like_files(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path, keep_rounds=1)
+    store.set_round(1)
+    old = store.put(b"round one", from_peer=True)
+    kept = store.put(b"a finalized model", from_peer=True)
+    store.pin(kept)  # pinned: written to disk, since it must outlive its round
+    assert store.path(kept).read_bytes() == b"a finalized model"
+    store.set_round(2)
+    gone = store.put(b"round two", from_peer=True)
+    assert store.prune(2) == 1  # round one's unpinned blob
+    assert not store.has(old) and store.get(old) is None and store.recent(old) is None
+    assert store.get(kept) == b"a finalized model" and store.has(gone)
+    assert store.delete(gone) is True and not store.has(gone)
+    assert store.total_bytes == len(b"a finalized model")
