@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
+import sys
 import threading
 import time
 from pathlib import Path
@@ -111,6 +112,22 @@ def slowest_training(summary: dict, rounds: int) -> float:
         n["metrics"].get("round_seconds_total", {}).get("train", 0.0) / rounds
         for n in summary["nodes"]
     )
+
+
+def devnet_up_command(workdir: Path, *args: str) -> list[str]:
+    """`flchain devnet up` in `workdir` (replacing what is there) with `args`, as a process
+    of this interpreter: what the devnet benchmarks run and watch."""
+    return [
+        sys.executable,
+        "-m",
+        "flchain.cli",
+        "devnet",
+        "up",
+        "--dir",
+        str(workdir),
+        "--force",
+        *args,
+    ]
 
 
 def chain_up(workdir: Path, started: float) -> float | None:

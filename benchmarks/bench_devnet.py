@@ -15,7 +15,6 @@ import json
 import math
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ try:
         ChainWatch,
         chain_up,
         cpu_per_round,
+        devnet_up_command,
         median_round,
         slowest_training,
         training_cpu,
@@ -38,6 +38,7 @@ except ModuleNotFoundError:  # run as a script
         ChainWatch,
         chain_up,
         cpu_per_round,
+        devnet_up_command,
         median_round,
         slowest_training,
         training_cpu,
@@ -64,7 +65,11 @@ def run_devnet(
     watch = ChainWatch(workdir / "devnet", started, members=nodes).start()
     try:
         with subprocess.Popen(
-            _devnet_command(nodes, rounds, workdir / "devnet"),
+            devnet_up_command(
+                workdir / "devnet",
+                *("--nodes", str(nodes), "--rounds", str(rounds), "--rule", "multikrum"),
+                *("--json", "--submit-window", "300", "--vote-window", "300"),
+            ),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -78,29 +83,6 @@ def run_devnet(
     up = chain_up(workdir / "devnet", started)
     joined = None if up is None or watch.joined is None else watch.joined - up
     return json.loads(stdout), time.time() - started, watch, joined
-
-
-def _devnet_command(nodes: int, rounds: int, workdir: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "flchain.cli",
-        "devnet",
-        "up",
-        "--dir",
-        str(workdir),
-        "--nodes",
-        str(nodes),
-        "--rounds",
-        str(rounds),
-        "--rule",
-        "multikrum",
-        "--json",
-        "--submit-window",
-        "300",
-        "--vote-window",
-        "300",
-    ]
 
 
 def split(summary: dict, rounds: int) -> dict[str, float]:
@@ -311,27 +293,29 @@ def _goal_lines(rows: list[SizeFigures]) -> list[str]:
     for size in rows:
         if size.n in OVERHEAD_GOALS:
             goal = OVERHEAD_GOALS[size.n]
-            verdict = "met" if size.overhead <= goal else "not met"
             lines.append(
-                f"* Goal: overhead <= {goal:g} s at N = {size.n}: {size.overhead:.2f} s, {verdict}."
+                f"* Goal: overhead <= {goal:g} s at N = {size.n}: {size.overhead:.2f} s, "
+                f"{_verdict(size.overhead, goal)}."
             )
         if size.n == JOINED_GOAL[0]:
             goal = JOINED_GOAL[1]
-            verdict = "met" if size.joined <= goal else "not met"
             lines.append(
                 f"* Goal: every node joined within {goal:g} s of the chain serving at "
-                f"N = {size.n}: {size.joined:.1f} s, {verdict}."
+                f"N = {size.n}: {size.joined:.1f} s, {_verdict(size.joined, goal)}."
             )
         if size.n == NOT_TRAINING_GOAL[0]:
             goal = NOT_TRAINING_GOAL[1]
-            verdict = "met" if size.not_training <= goal else "not met"
             lines.append(
                 f"* Goal: not training <= {goal:.0%} of the round at N = {size.n}: "
-                f"{size.not_training:.0%}, {verdict}; of the devnet's CPU, "
-                f"{size.not_training_cpu:.0%} is not training, with "
-                f"{size.busy:.0%} of the cores busy."
+                f"{size.not_training:.0%}, {_verdict(size.not_training, goal)}; of the devnet's "
+                f"CPU, {size.not_training_cpu:.0%} is not training, with {size.busy:.0%} of "
+                "the cores busy."
             )
     return lines
+
+
+def _verdict(figure: float, goal: float) -> str:
+    return "met" if figure <= goal else "not met"
 
 
 if __name__ == "__main__":

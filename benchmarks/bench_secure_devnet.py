@@ -17,16 +17,20 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 try:
-    from benchmarks._chainwatch import ChainWatch, median_round, slowest_training
+    from benchmarks._chainwatch import (
+        ChainWatch,
+        devnet_up_command,
+        median_round,
+        slowest_training,
+    )
     from benchmarks._report import machine, write_section
 except ModuleNotFoundError:  # run as a script
-    from _chainwatch import ChainWatch, median_round, slowest_training
+    from _chainwatch import ChainWatch, devnet_up_command, median_round, slowest_training
     from _report import machine, write_section
 
 SECURE_STEPS = ("train", "encrypt", "fetch", "sum", "decrypt", "open")
@@ -41,17 +45,7 @@ def run(nodes: int, rounds: int, secure: bool, workdir: Path) -> tuple[dict, dic
     watch = ChainWatch(workdir, time.time()).start()
     try:
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "flchain.cli",
-                "devnet",
-                "up",
-                "--dir",
-                str(workdir),
-                "--force",
-                *args,
-            ],
+            devnet_up_command(workdir, *args),
             capture_output=True,
             text=True,
             timeout=3600,
