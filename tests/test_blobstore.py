@@ -240,3 +240,21 @@ def test_held_blobs_are_pruned_deleted_and_pinned_like_files(tmp_path: Path) -> 
     assert store.get(kept) == b"a finalized model" and store.has(gone)
     assert store.delete(gone) is True and not store.has(gone)
     assert store.total_bytes == len(b"a finalized model")
+
+
+def test_pinning_a_held_blob_on_a_full_disk_is_counted_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    metrics = Metrics()
+    store = BlobStore(tmp_path, metrics=metrics)
+    digest = store.put(b"a finalized model", from_peer=True)
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store, "_write", full)
+    store.pin(digest)  # the engine pins from a worker thread: it must not die of this
+    assert metrics.get("store_errors_total", reason="disk_full") == 1
+    assert store.is_pinned(digest) and store.get(digest) == b"a finalized model"
